@@ -1,0 +1,195 @@
+package bridge
+
+// Design notes.
+//
+// Ownership. vxbridge marks every link it creates with an alias
+// (IFLA_IFALIAS, "vxbridge:net:<id>", "vxbridge:ep:<id>"). A link is vxbridge's
+// when its alias and kind are the ones asked for; any other link under a
+// wanted name is refused with a *NotOwnedError and never changed or deleted.
+// The alias lives in the kernel, so ownership survives a plugin restart
+// without a store look-up, and OwnedLinks finds leftovers to reconcile.
+//
+// Ensure = create-or-converge. EnsureBridge and EnsureVeth run the same
+// queue of small idempotent steps (alias, mtu, addresses, master, up) on a
+// link they just created and on one they found, so replaying a request is
+// harmless and a changed config converges. Only a link created by this very
+// call is deleted again when a later step fails.
+//
+// Namespaces. Netlink requests go through m.nlh. Sysctl writes go through
+// /proc/sys/net, which the kernel resolves against the namespace of the
+// calling thread, not of a netlink socket: a Manager from NewAt switches a
+// throwaway thread into its namespace for them; a Manager from New writes
+// them in the namespace of whichever thread calls it (the daemon's own,
+// or nstest's Do in tests).
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Manager creates and removes vxbridge's bridges and veths in one network
+// namespace. It is safe for concurrent use; changes are serialised.
+type Manager struct {
+	nlh *netlink.Handle
+	// ns is where sysctl writes happen when hasNS; otherwise they happen
+	// in the calling thread's namespace.
+	ns    netns.NsHandle
+	hasNS bool
+	// owned marks nlh and ns as opened by NewAt, for Close to release.
+	owned bool
+	log   *slog.Logger
+	mu    sync.Mutex
+}
+
+// New returns a Manager working through nlh. A nil nlh means the calling
+// thread's namespace: requests then open a socket each, as netlink's
+// package-level functions do. Sysctl writes (IPv6 on the bridge, forwarding)
+// always go to the calling thread's namespace; use NewAt when nlh is bound
+// to another namespace. The caller keeps ownership of nlh.
+func New(nlh *netlink.Handle) *Manager {
+	if nlh == nil {
+		nlh = &netlink.Handle{}
+	}
+	return &Manager{nlh: nlh, ns: netns.None(), log: slog.Default()}
+}
+
+// NewAt returns a Manager whose netlink requests and sysctl writes all go to
+// namespace ns, whichever thread calls it. The Manager keeps its own
+// duplicate of ns; release both with Close.
+func NewAt(ns netns.NsHandle) (*Manager, error) {
+	dup, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate namespace handle: %w", err)
+	}
+	nlh, err := netlink.NewHandleAt(netns.NsHandle(dup))
+	if err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("netlink handle in namespace: %w", err)
+	}
+	return &Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}, nil
+}
+
+// WithLogger makes m log to l (rollback failures, which never replace the
+// error being returned) instead of slog.Default(), and returns m.
+func (m *Manager) WithLogger(l *slog.Logger) *Manager {
+	m.log = l
+	return m
+}
+
+// Close releases the netlink handle and namespace NewAt opened. It does
+// nothing for a Manager from New.
+func (m *Manager) Close() error {
+	if !m.owned {
+		return nil
+	}
+	m.nlh.Close()
+	return m.ns.Close()
+}
+
+// Link reports whether a link called name exists and describes it.
+func (m *Manager) Link(name string) (LinkInfo, bool, error) {
+	if err := ValidateName(name); err != nil {
+		return LinkInfo{}, false, err
+	}
+	link, found, err := m.linkByName(name)
+	if err != nil || !found {
+		return LinkInfo{}, false, err
+	}
+	info := linkInfo(link)
+	if idx := link.Attrs().MasterIndex; idx != 0 {
+		master, found, err := m.linkByIndex(idx)
+		if err != nil {
+			return LinkInfo{}, false, fmt.Errorf("master of %q: %w", name, err)
+		}
+		if found { // else the master went away since the look-up: no master
+			info.Master = master.Attrs().Name
+		}
+	}
+	return info, true, nil
+}
+
+// OwnedLinks lists every link whose alias starts with prefix. An empty
+// prefix is refused: it would match every link of the host, and callers use
+// the list to delete leftovers.
+func (m *Manager) OwnedLinks(prefix string) ([]LinkInfo, error) {
+	if prefix == "" {
+		return nil, errors.New("list owned links: empty alias prefix")
+	}
+	links, err := m.linkList()
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var owned []LinkInfo
+	for _, l := range links {
+		if !strings.HasPrefix(l.Attrs().Alias, prefix) {
+			continue
+		}
+		info := linkInfo(l)
+		info.Master = names[l.Attrs().MasterIndex]
+		owned = append(owned, info)
+	}
+	return owned, nil
+}
+
+// DeleteLink deletes the link called name; a missing link is success.
+// Deleting either end of a veth removes the pair.
+func (m *Manager) DeleteLink(name string) error {
+	if err := ValidateName(name); err != nil {
+		return fmt.Errorf("delete link: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	link, found, err := m.linkByName(name)
+	if err != nil || !found {
+		return err
+	}
+	return m.linkDel(link)
+}
+
+// DeleteBridge deletes bridge name if vxbridge owns it under alias. A missing
+// bridge is success; someone else's link is left alone with a
+// *NotOwnedError. Ports still enslaved are released, not deleted.
+func (m *Manager) DeleteBridge(name, alias string) error {
+	if err := ValidateName(name); err != nil {
+		return fmt.Errorf("delete bridge: %w", err)
+	}
+	if err := validateAlias(alias); err != nil {
+		return fmt.Errorf("delete bridge %q: %w", name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	link, found, err := m.linkByName(name)
+	if err != nil || !found {
+		return err
+	}
+	a := link.Attrs()
+	if err := checkOwned(a.Name, link.Type(), a.Alias, "bridge", alias); err != nil {
+		return fmt.Errorf("delete bridge: %w", err)
+	}
+	return m.linkDel(link)
+}
+
+// linkDel treats a link that vanished since the look-up as deleted.
+func (m *Manager) linkDel(link netlink.Link) error {
+	err := m.nlh.LinkDel(link)
+	if err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %q: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func linkInfo(l netlink.Link) LinkInfo {
+	a := l.Attrs()
+	return LinkInfo{Name: a.Name, Alias: a.Alias, Kind: l.Type(), MTU: a.MTU}
+}

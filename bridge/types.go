@@ -1,0 +1,39 @@
+// Package bridge creates and removes the Linux bridges and veth pairs of
+// vxbridge networks through netlink. types.go holds the pure types; the
+// netlink side effects live in bridge_linux.go.
+package bridge
+
+import (
+	"net"
+	"net/netip"
+)
+
+// BridgeConfig is the desired state of one network's bridge.
+type BridgeConfig struct {
+	Name string
+	// Alias marks ownership (IFLA_IFALIAS), e.g. "vxbridge:net:<id>". An
+	// existing link with another alias is not vxbridge's and is refused.
+	Alias string
+	MTU   int            // 0: leave the kernel default
+	Addrs []netip.Prefix // gateway addresses, v4 and v6
+}
+
+// VethConfig is the desired state of one endpoint's veth pair.
+type VethConfig struct {
+	HostName string // stays in the host namespace, enslaved to Bridge
+	PeerName string // handed to docker, which moves it into the container
+	Bridge   string
+	Alias    string // set on the host end, e.g. "vxbridge:ep:<id>"
+	MTU      int
+	MAC      net.HardwareAddr // set on the peer (container) end
+	Isolated bool             // bridge port isolation (icc=false)
+}
+
+// LinkInfo describes an existing link.
+type LinkInfo struct {
+	Name   string
+	Alias  string
+	Kind   string // "bridge", "veth", ...
+	Master string // name of the bridge it is enslaved to, "" if none
+	MTU    int
+}

@@ -1,0 +1,247 @@
+// Package driver orchestrates vxbridge's network and endpoint lifecycle. It
+// implements docker's NetworkDriver API (go-plugins-helpers network.Driver) and
+// talks to the kernel, firewall and store only through the small interfaces of
+// interfaces.go, so it is tested against fakes without root.
+//
+// Crash safety: creates build kernel objects first and write the record last;
+// deletes drop the record first and the kernel objects after. A crash in
+// between leaves kernel objects that no record claims, and Reconcile (run at
+// start-up) removes exactly those: every link vxbridge makes carries an alias
+// naming its owner, every firewall rule a comment naming its network.
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// Aliases mark the links vxbridge owns.
+const (
+	AliasPrefix      = "vxbridge:"
+	aliasNetPrefix   = AliasPrefix + "net:"
+	aliasEndpointPfx = AliasPrefix + "ep:"
+)
+
+// Config wires a Driver to its rooms.
+type Config struct {
+	Store    Store
+	Links    Links
+	Firewall Firewall
+	Logger   *slog.Logger
+}
+
+// Driver implements network.Driver.
+type Driver struct {
+	store  Store
+	links  Links
+	fw     Firewall
+	log    *slog.Logger
+	mu     sync.Mutex // serialises every state change
+	macGen func() (string, error)
+}
+
+var _ network.Driver = (*Driver)(nil)
+
+// New returns a driver; call Reconcile before serving requests.
+func New(cfg Config) *Driver {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC}
+}
+
+func netAlias(id string) string { return aliasNetPrefix + id }
+
+// GetCapabilities: each host creates its own networks.
+func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.LocalScope}, nil
+}
+
+// CreateNetwork builds the network's bridge and firewall rules, then stores it.
+func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error) {
+	n, err := parseNetwork(req)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	existing, err := d.store.Network(n.ID)
+	if err != nil {
+		return err
+	}
+	if existing != nil {
+		// A replayed request: converge the kernel and answer the same.
+		return d.ensureNetwork(existing)
+	}
+	if err := d.checkConflicts(n); err != nil {
+		return err
+	}
+	// Teardown touches only what carries this network's id (the bridge alias,
+	// the rule comments), and checkConflicts made sure nothing did before.
+	defer func() {
+		if retErr != nil {
+			d.teardownNetwork(n)
+		}
+	}()
+	if err := d.ensureNetwork(n); err != nil {
+		return err
+	}
+	if err := d.store.SaveNetwork(n); err != nil {
+		return err
+	}
+	d.log.Info("network created", "network", n.ID, "bridge", n.Bridge, "subnets", subnetList(n),
+		"mtu", n.MTU, "icc", n.ICC, "masquerade", n.Masquerade, "internal", n.Internal)
+	return nil
+}
+
+// checkConflicts refuses a network whose bridge name or subnets another
+// vxbridge network already uses.
+func (d *Driver) checkConflicts(n *store.Network) error {
+	nets, err := d.store.Networks()
+	if err != nil {
+		return err
+	}
+	for i := range nets {
+		other := &nets[i]
+		if other.Bridge == n.Bridge {
+			return invalidf("bridge name %q is already used by vxbridge network %s", n.Bridge, short(other.ID))
+		}
+		if mine, theirs, ok := overlapping(n, other); ok {
+			return invalidf("subnet %s overlaps subnet %s of vxbridge network %s (bridge %s)", mine, theirs, short(other.ID), other.Bridge)
+		}
+	}
+	info, exists, err := d.links.Link(n.Bridge)
+	if err != nil {
+		return err
+	}
+	if exists && info.Alias != netAlias(n.ID) {
+		return invalidf("bridge name %q is taken by an existing %s interface that vxbridge does not own: choose another with -o %s=NAME",
+			n.Bridge, info.Kind, OptBridgeName)
+	}
+	return nil
+}
+
+// ensureNetwork makes the kernel match the network record. Idempotent.
+func (d *Driver) ensureNetwork(n *store.Network) error {
+	if err := d.links.EnsureBridge(bridgeConfig(n)); err != nil {
+		if errors.Is(err, bridge.ErrNotOwned) {
+			return invalidf("%v: choose another name with -o %s=NAME", err, OptBridgeName)
+		}
+		return err
+	}
+	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
+		return fmt.Errorf("firewall rules of network %s: %w", short(n.ID), err)
+	}
+	if n.Internal {
+		return nil
+	}
+	return d.links.EnableForwarding(len(n.IPv6) > 0)
+}
+
+func bridgeConfig(n *store.Network) bridge.BridgeConfig {
+	cfg := bridge.BridgeConfig{Name: n.Bridge, Alias: netAlias(n.ID), MTU: n.MTU}
+	for _, s := range n.Subnets() {
+		if s.Gateway.IsValid() {
+			cfg.Addrs = append(cfg.Addrs, s.Gateway)
+		}
+	}
+	return cfg
+}
+
+func firewallNetwork(n *store.Network) firewall.Network {
+	fn := firewall.Network{ID: n.ID, Bridge: n.Bridge, Internal: n.Internal, Masquerade: n.Masquerade, ICC: n.ICC}
+	for _, s := range n.Subnets() {
+		fn.Subnets = append(fn.Subnets, s.Pool)
+	}
+	return fn
+}
+
+// DeleteNetwork removes the network; an unknown id is success (docker sends
+// deletes for networks the plugin may never have seen).
+func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, err := d.store.Network(req.NetworkID)
+	if err != nil || n == nil {
+		return err
+	}
+	// Endpoints docker forgot (it ignores our delete errors) go with their network.
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		return err
+	}
+	for i := range eps {
+		if eps[i].NetworkID == n.ID {
+			if err := d.deleteEndpoint(&eps[i]); err != nil {
+				return err
+			}
+		}
+	}
+	if err := d.store.DeleteNetwork(n.ID); err != nil {
+		return err
+	}
+	d.teardownNetwork(n)
+	d.log.Info("network deleted", "network", n.ID, "bridge", n.Bridge)
+	return nil
+}
+
+// teardownNetwork removes the kernel side of a network, logging failures:
+// what it leaves behind, Reconcile removes.
+func (d *Driver) teardownNetwork(n *store.Network) {
+	d.undo("remove firewall rules", d.fw.RemoveNetwork(n.ID), "network", n.ID)
+	d.undo("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
+}
+
+func (d *Driver) undo(what string, err error, args ...any) {
+	if err != nil {
+		d.log.Error(what+" failed; the next reconcile retries", append(args, "err", err)...)
+	}
+}
+
+// AllocateNetwork is a swarm-manager call for global-scope drivers only.
+func (d *Driver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return nil, errors.New("vxbridge is a local-scope driver: swarm network allocation is not supported")
+}
+
+// FreeNetwork is the swarm counterpart of AllocateNetwork; nothing to free.
+func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error { return nil }
+
+// DiscoverNew is sent for swarm discovery events, which vxbridge does not use.
+func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error { return nil }
+
+// DiscoverDelete is sent for swarm discovery events, which vxbridge does not use.
+func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
+
+func short(id string) string { return id[:min(12, len(id))] }
+
+func subnetList(n *store.Network) []string {
+	var out []string
+	for _, s := range n.Subnets() {
+		out = append(out, s.Pool.String())
+	}
+	return out
+}
+
+// gateway returns the network's gateway of the family of a, if any.
+func gateway(n *store.Network, v6 bool) netip.Addr {
+	subnets := n.IPv4
+	if v6 {
+		subnets = n.IPv6
+	}
+	for _, s := range subnets {
+		if s.Gateway.IsValid() {
+			return s.Gateway.Addr()
+		}
+	}
+	return netip.Addr{}
+}

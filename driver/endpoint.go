@@ -1,0 +1,269 @@
+package driver
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// Veth names: a fixed prefix plus 12 hex of the endpoint id fills the 15
+// bytes an interface name may have.
+const (
+	hostVethPrefix = "vxh"
+	peerVethPrefix = "vxc"
+	// ContainerIfPrefix is what docker names the container end: eth0, eth1...
+	ContainerIfPrefix = "eth"
+)
+
+func endpointAlias(id string) string { return aliasEndpointPfx + id }
+
+// newEndpoint builds the endpoint record a CreateEndpoint asks for. Pure but
+// for the MAC generator.
+func (d *Driver) newEndpoint(req *network.CreateEndpointRequest, n *store.Network) (*store.Endpoint, error) {
+	if err := validID("endpoint", req.EndpointID); err != nil {
+		return nil, err
+	}
+	ep := &store.Endpoint{
+		ID:        req.EndpointID,
+		NetworkID: n.ID,
+		HostVeth:  hostVethPrefix + short(req.EndpointID),
+		PeerVeth:  peerVethPrefix + short(req.EndpointID),
+	}
+	iface := req.Interface
+	if iface == nil {
+		iface = &network.EndpointInterface{}
+	}
+	var err error
+	if ep.IPv4, err = endpointAddr(iface.Address, n.IPv4, "IPv4"); err != nil {
+		return nil, err
+	}
+	if ep.IPv6, err = endpointAddr(iface.AddressIPv6, n.IPv6, "IPv6"); err != nil {
+		return nil, err
+	}
+	if iface.MacAddress != "" {
+		mac, err := net.ParseMAC(iface.MacAddress)
+		if err != nil || len(mac) != 6 {
+			return nil, invalidf("mac address %q is not a 6-byte ethernet address", iface.MacAddress)
+		}
+		ep.MAC = mac.String()
+	} else if ep.MAC, err = d.macGen(); err != nil {
+		return nil, fmt.Errorf("generate mac address: %w", err)
+	}
+	return ep, nil
+}
+
+// endpointAddr parses an endpoint address docker sent in CIDR form and checks
+// it lies in one of the network's subnets of that family.
+func endpointAddr(s string, subnets []store.Subnet, family string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, invalidf("endpoint %s address %q is not in CIDR form", family, s)
+	}
+	for _, sub := range subnets {
+		if sub.Pool.Contains(p.Addr()) {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, invalidf("endpoint %s address %s is outside the network's %s subnets", family, p.Addr(), family)
+}
+
+// randomMAC returns a unicast, locally administered MAC address.
+func randomMAC() (string, error) {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return "", err
+	}
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac.String(), nil
+}
+
+func (d *Driver) network(id string) (*store.Network, error) {
+	n, err := d.store.Network(id)
+	if err != nil {
+		return nil, err
+	}
+	if n == nil {
+		return nil, invalidf("network %s is not a vxbridge network known to this host", short(id))
+	}
+	return n, nil
+}
+
+// CreateEndpoint makes the endpoint's veth pair, host end on the bridge.
+func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, err := d.network(req.NetworkID)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := d.store.Endpoint(req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	if ep == nil {
+		if ep, err = d.newEndpoint(req, n); err != nil {
+			return nil, err
+		}
+	} else if ep.NetworkID != n.ID {
+		return nil, invalidf("endpoint %s already exists on network %s", short(ep.ID), short(ep.NetworkID))
+	}
+	if err := d.createEndpoint(n, ep); err != nil {
+		return nil, err
+	}
+	resp := &network.CreateEndpointResponse{}
+	// Echoing a field docker supplied makes it roll the endpoint back.
+	if req.Interface == nil || req.Interface.MacAddress == "" {
+		resp.Interface = &network.EndpointInterface{MacAddress: ep.MAC}
+	}
+	return resp, nil
+}
+
+func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint) (retErr error) {
+	if err := d.ensureVeth(n, ep); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+		}
+	}()
+	if err := d.store.SaveEndpoint(ep); err != nil {
+		return err
+	}
+	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", ep.ID, "veth", ep.HostVeth,
+		"mac", ep.MAC, "ipv4", ep.IPv4, "ipv6", ep.IPv6)
+	return nil
+}
+
+func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
+	mac, err := net.ParseMAC(ep.MAC)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: stored mac %q: %w", short(ep.ID), ep.MAC, err)
+	}
+	err = d.links.EnsureVeth(bridge.VethConfig{
+		HostName: ep.HostVeth,
+		PeerName: ep.PeerVeth,
+		Bridge:   n.Bridge,
+		Alias:    endpointAlias(ep.ID),
+		MTU:      n.MTU,
+		MAC:      mac,
+		Isolated: !n.ICC,
+	})
+	if errors.Is(err, bridge.ErrNotOwned) {
+		return invalidf("%v: remove it or restart vxbridge to reconcile", err)
+	}
+	return err
+}
+
+// DeleteEndpoint removes the veth pair; an unknown id is success.
+func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, err := d.store.Endpoint(req.EndpointID)
+	if err != nil || ep == nil {
+		return err
+	}
+	return d.deleteEndpoint(ep)
+}
+
+func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
+	if err := d.store.DeleteEndpoint(ep.ID); err != nil {
+		return err
+	}
+	// Deleting the host end takes the container end with it, wherever it is.
+	d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+	d.log.Info("endpoint deleted", "network", short(ep.NetworkID), "endpoint", ep.ID, "veth", ep.HostVeth)
+	return nil
+}
+
+// EndpointInfo reports operational data docker shows in inspect output.
+func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
+	ep, err := d.store.Endpoint(req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	value := map[string]string{}
+	if ep != nil {
+		value["vxbridge.host_veth"] = ep.HostVeth
+		value["vxbridge.mac"] = ep.MAC
+	}
+	return &network.InfoResponse{Value: value}, nil
+}
+
+// Join hands docker the container end of the veth and the gateways.
+func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, err := d.network(req.NetworkID)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := d.store.Endpoint(req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	if ep == nil {
+		return nil, invalidf("endpoint %s does not exist on network %s", short(req.EndpointID), short(n.ID))
+	}
+	if err := d.ensureVeth(n, ep); err != nil {
+		return nil, err
+	}
+	ep.Joined, ep.Sandbox = true, req.SandboxKey
+	if err := d.store.SaveEndpoint(ep); err != nil {
+		return nil, err
+	}
+	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.PeerVeth, DstPrefix: ContainerIfPrefix}}
+	// An internal network has no way out: no default route for its containers.
+	if !n.Internal {
+		if gw := gateway(n, false); gw.IsValid() && ep.IPv4.IsValid() {
+			resp.Gateway = gw.String()
+		}
+		if gw := gateway(n, true); gw.IsValid() && ep.IPv6.IsValid() {
+			resp.GatewayIPv6 = gw.String()
+		}
+	}
+	d.log.Info("endpoint joined", "network", short(n.ID), "endpoint", ep.ID, "sandbox", req.SandboxKey)
+	return resp, nil
+}
+
+// Leave records that the endpoint left its sandbox; unknown ids are success.
+func (d *Driver) Leave(req *network.LeaveRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ep, err := d.store.Endpoint(req.EndpointID)
+	if err != nil || ep == nil {
+		return err
+	}
+	ep.Joined, ep.Sandbox = false, ""
+	if err := d.store.SaveEndpoint(ep); err != nil {
+		return err
+	}
+	d.log.Info("endpoint left", "network", short(ep.NetworkID), "endpoint", ep.ID)
+	return nil
+}
+
+// ProgramExternalConnectivity is where published ports (-p) are programmed.
+// Until vxbridge publishes ports itself it refuses them loudly: silently
+// ignoring -p is the complaint users file against remote drivers most.
+func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnectivityRequest) error {
+	pm, ok := req.Options["com.docker.network.portmap"].([]interface{})
+	if ok && len(pm) > 0 {
+		return invalidf("publishing ports (-p/-P) on vxbridge networks is not supported yet; remove -p or attach the container to a docker bridge network for published ports")
+	}
+	return nil
+}
+
+// RevokeExternalConnectivity undoes ProgramExternalConnectivity: nothing yet.
+func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return nil
+}

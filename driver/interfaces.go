@@ -1,0 +1,43 @@
+package driver
+
+import (
+	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// Links is the kernel room for bridges and veths (package bridge, netlink).
+// Every method is idempotent: ensure-style creates, deletes that succeed on
+// missing links.
+type Links interface {
+	EnsureBridge(cfg bridge.BridgeConfig) error
+	// DeleteBridge removes the bridge only when its alias says vxbridge owns it.
+	DeleteBridge(name, alias string) error
+	EnsureVeth(cfg bridge.VethConfig) error
+	DeleteLink(name string) error
+	// Link reports whether a link exists and, if so, its alias and master.
+	Link(name string) (bridge.LinkInfo, bool, error)
+	// OwnedLinks lists every link whose alias starts with prefix.
+	OwnedLinks(prefix string) ([]bridge.LinkInfo, error)
+	EnableForwarding(ipv6 bool) error
+}
+
+// Firewall is the iptables room (package firewall).
+type Firewall interface {
+	EnsureNetwork(n firewall.Network) error
+	RemoveNetwork(id string) error
+	// Reconcile makes the plugin's chains hold exactly the rules of nets.
+	Reconcile(nets []firewall.Network) error
+}
+
+// Store is the persistence room (package store).
+type Store interface {
+	SaveNetwork(n *store.Network) error
+	Network(id string) (*store.Network, error)
+	Networks() ([]store.Network, error)
+	DeleteNetwork(id string) error
+	SaveEndpoint(ep *store.Endpoint) error
+	Endpoint(id string) (*store.Endpoint, error)
+	Endpoints() ([]store.Endpoint, error)
+	DeleteEndpoint(id string) error
+}

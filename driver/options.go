@@ -1,0 +1,288 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// Option names accepted with `docker network create -o`. They are docker's own
+// bridge-driver names, so its users feel at home.
+const (
+	OptBridgeName      = "com.docker.network.bridge.name"
+	OptMTU             = "com.docker.network.driver.mtu"
+	OptICC             = "com.docker.network.bridge.enable_icc"
+	OptMasquerade      = "com.docker.network.bridge.enable_ip_masquerade"
+	OptHostBindingIPv4 = "com.docker.network.bridge.host_binding_ipv4"
+)
+
+// Keys docker itself puts in CreateNetwork's option map.
+const (
+	keyGeneric    = "com.docker.network.generic"
+	keyEnableIPv6 = "com.docker.network.enable_ipv6"
+	keyInternal   = "com.docker.network.internal"
+)
+
+// BridgePrefix starts the default bridge name: vxb- plus 11 hex of the id.
+const BridgePrefix = "vxb-"
+
+const (
+	minMTU     = 68
+	minMTUIPv6 = 1280 // RFC 8200: an IPv6 link carries at least 1280 bytes
+	maxMTU     = 65535
+)
+
+var knownOptions = []string{OptBridgeName, OptMTU, OptICC, OptMasquerade, OptHostBindingIPv4}
+
+// ErrInvalid marks a request docker (or the user) got wrong.
+var ErrInvalid = errors.New("invalid request")
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// parseNetwork turns a CreateNetwork request into the network record it asks
+// for. It is pure: no kernel, no store.
+func parseNetwork(req *network.CreateNetworkRequest) (*store.Network, error) {
+	if err := validID("network", req.NetworkID); err != nil {
+		return nil, err
+	}
+	n := &store.Network{
+		ID:         req.NetworkID,
+		Bridge:     BridgePrefix + req.NetworkID[:min(11, len(req.NetworkID))],
+		ICC:        true,
+		Masquerade: true,
+	}
+	var err error
+	if n.EnableIPv6, err = boolOption(req.Options, keyEnableIPv6); err != nil {
+		return nil, err
+	}
+	if n.Internal, err = boolOption(req.Options, keyInternal); err != nil {
+		return nil, err
+	}
+	if n.Options, err = genericOptions(req.Options); err != nil {
+		return nil, err
+	}
+	if err := applyOptions(n, n.Options); err != nil {
+		return nil, err
+	}
+	if n.IPv4, err = parseIPAMData(req.IPv4Data, false); err != nil {
+		return nil, err
+	}
+	if n.IPv6, err = parseIPAMData(req.IPv6Data, true); err != nil {
+		return nil, err
+	}
+	if len(n.IPv6) > 0 && n.MTU != 0 && n.MTU < minMTUIPv6 {
+		return nil, invalidf("option %s=%d is below %d, the minimum MTU of an IPv6 network", OptMTU, n.MTU, minMTUIPv6)
+	}
+	return n, nil
+}
+
+func validID(what, id string) error {
+	if id == "" {
+		return invalidf("%s id is empty", what)
+	}
+	if len(id) > 128 {
+		return invalidf("%s id is %d characters long (at most 128)", what, len(id))
+	}
+	for _, r := range id {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_' || r == '.') {
+			return invalidf("%s id %q has the character %q", what, id, r)
+		}
+	}
+	return nil
+}
+
+// boolOption reads a top-level docker option that may arrive as a JSON bool
+// or as a string.
+func boolOption(opts map[string]interface{}, key string) (bool, error) {
+	switch v := opts[key].(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, invalidf("option %s=%q is not a boolean", key, v)
+		}
+		return b, nil
+	default:
+		return false, invalidf("option %s has type %T, want a boolean", key, v)
+	}
+}
+
+// genericOptions extracts the `-o key=value` map.
+func genericOptions(opts map[string]interface{}) (map[string]string, error) {
+	out := map[string]string{}
+	switch g := opts[keyGeneric].(type) {
+	case nil:
+	case map[string]interface{}:
+		for k, v := range g {
+			switch v := v.(type) {
+			case string:
+				out[k] = v
+			case bool, float64:
+				out[k] = fmt.Sprint(v)
+			default:
+				return nil, invalidf("option %s has type %T, want a string", k, v)
+			}
+		}
+	default:
+		return nil, invalidf("%s has type %T, want an object", keyGeneric, g)
+	}
+	return out, nil
+}
+
+func applyOptions(n *store.Network, opts map[string]string) error {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the same unknown option every time
+	for _, k := range keys {
+		if err := applyOption(n, k, opts[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyOption(n *store.Network, key, val string) error {
+	var err error
+	switch key {
+	case OptBridgeName:
+		if err := bridge.ValidateName(val); err != nil {
+			return invalidf("option %s=%q: %v", key, val, err)
+		}
+		n.Bridge = val
+	case OptMTU:
+		n.MTU, err = strconv.Atoi(val)
+		if err != nil || n.MTU < minMTU || n.MTU > maxMTU {
+			return invalidf("option %s=%q: want a whole number from %d to %d", key, val, minMTU, maxMTU)
+		}
+	case OptICC:
+		n.ICC, err = parseBool(key, val)
+	case OptMasquerade:
+		n.Masquerade, err = parseBool(key, val)
+	case OptHostBindingIPv4:
+		a, perr := netip.ParseAddr(val)
+		if perr != nil || !a.Is4() {
+			return invalidf("option %s=%q: want an IPv4 address", key, val)
+		}
+		n.HostBindingIPv4 = a
+	default:
+		return invalidf("unknown option %q (vxbridge understands %s)", key, strings.Join(knownOptions, ", "))
+	}
+	return err
+}
+
+func parseBool(key, val string) (bool, error) {
+	b, err := strconv.ParseBool(val)
+	if err != nil {
+		return false, invalidf("option %s=%q: want true or false", key, val)
+	}
+	return b, nil
+}
+
+func parseIPAMData(data []*network.IPAMData, v6 bool) ([]store.Subnet, error) {
+	family := "IPv4"
+	if v6 {
+		family = "IPv6"
+	}
+	var out []store.Subnet
+	for _, d := range data {
+		if d == nil {
+			continue
+		}
+		s, err := parseSubnet(d, v6)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	if len(out) > 1 {
+		return nil, invalidf("%d %s subnets given: a vxbridge network has at most one per address family", len(out), family)
+	}
+	return out, nil
+}
+
+func parseSubnet(d *network.IPAMData, v6 bool) (store.Subnet, error) {
+	var s store.Subnet
+	pool, err := netip.ParsePrefix(d.Pool)
+	if err != nil {
+		return s, invalidf("subnet %q is not a CIDR: %v", d.Pool, err)
+	}
+	if pool.Addr().Is6() != v6 || pool.Addr().Is4In6() {
+		return s, invalidf("subnet %s is not of the expected address family", pool)
+	}
+	if pool != pool.Masked() {
+		return s, invalidf("subnet %s has host bits set (did you mean %s?)", pool, pool.Masked())
+	}
+	s.Pool = pool
+	if d.Gateway != "" {
+		if s.Gateway, err = addrInPool(d.Gateway, pool); err != nil {
+			return s, invalidf("gateway %v", err)
+		}
+	}
+	for name, v := range d.AuxAddresses {
+		str, ok := v.(string)
+		if !ok {
+			return s, invalidf("aux address %q has type %T, want a string", name, v)
+		}
+		p, err := addrInPool(str, pool)
+		if err != nil {
+			return s, invalidf("aux address %q: %v", name, err)
+		}
+		if s.Aux == nil {
+			s.Aux = map[string]netip.Addr{}
+		}
+		s.Aux[name] = p.Addr()
+	}
+	return s, nil
+}
+
+// addrInPool parses "10.0.0.1/24" or "10.0.0.1" and returns it with the
+// pool's prefix length, refusing addresses outside the pool.
+func addrInPool(s string, pool netip.Prefix) (netip.Prefix, error) {
+	a, err := parseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !pool.Contains(a) {
+		return netip.Prefix{}, fmt.Errorf("%s is outside subnet %s", a, pool)
+	}
+	return netip.PrefixFrom(a, pool.Bits()), nil
+}
+
+// parseAddr accepts an address in CIDR or bare form.
+func parseAddr(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Addr(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	return a.Unmap(), nil
+}
+
+// overlapping returns the first subnet of other that overlaps one of n's.
+func overlapping(n, other *store.Network) (mine, theirs netip.Prefix, ok bool) {
+	for _, a := range n.Subnets() {
+		for _, b := range other.Subnets() {
+			if a.Pool.Overlaps(b.Pool) {
+				return a.Pool, b.Pool, true
+			}
+		}
+	}
+	return netip.Prefix{}, netip.Prefix{}, false
+}

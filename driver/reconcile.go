@@ -1,0 +1,148 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// ReconcileReport says what one Reconcile run changed.
+type ReconcileReport struct {
+	Networks, Endpoints int // records known
+	RemovedLinks        []string
+	RecreatedVeths      []string
+	DroppedEndpoints    []string // records whose network is gone
+	Errors              []error
+}
+
+// Reconcile makes the kernel match the store: bridges and veths of stored
+// networks and endpoints are (re)created, links vxbridge owns that no record
+// claims are removed, and the firewall holds exactly the stored networks'
+// rules. It never needs the Docker API.
+func (d *Driver) Reconcile() (*ReconcileReport, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	nets, err := d.store.Networks()
+	if err != nil {
+		return nil, err
+	}
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	rep := &ReconcileReport{Networks: len(nets)}
+	byID := make(map[string]*store.Network, len(nets))
+	fwNets := make([]firewall.Network, 0, len(nets))
+	for i := range nets {
+		n := &nets[i]
+		byID[n.ID] = n
+		fwNets = append(fwNets, firewallNetwork(n))
+	}
+	// Firewall first: the bridges' traffic depends on it, and a failing
+	// network below must not leave the others without rules.
+	if err := d.fw.Reconcile(fwNets); err != nil {
+		rep.Errors = append(rep.Errors, err)
+	}
+	for _, n := range nets {
+		if err := d.ensureNetwork(&n); err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+	}
+	live := map[string]bool{}
+	for i := range eps {
+		if d.reconcileEndpoint(&eps[i], byID, rep) {
+			live[endpointAlias(eps[i].ID)] = true
+		}
+	}
+	rep.Endpoints = len(live)
+	for id := range byID {
+		live[netAlias(id)] = true
+	}
+	d.removeOrphanLinks(live, rep)
+	for _, e := range rep.Errors {
+		d.log.Error("reconcile", "err", e)
+	}
+	return rep, errors.Join(rep.Errors...)
+}
+
+// reconcileEndpoint converges one endpoint and says whether it is still live.
+func (d *Driver) reconcileEndpoint(ep *store.Endpoint, nets map[string]*store.Network, rep *ReconcileReport) bool {
+	n := nets[ep.NetworkID]
+	if n == nil {
+		if err := d.store.DeleteEndpoint(ep.ID); err != nil {
+			rep.Errors = append(rep.Errors, err)
+			return true
+		}
+		rep.DroppedEndpoints = append(rep.DroppedEndpoints, ep.ID)
+		return false
+	}
+	_, exists, err := d.links.Link(ep.HostVeth)
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+		return true
+	}
+	if !exists && ep.Joined {
+		// The container end lived in a sandbox that is gone (the container
+		// died while vxbridge was down). Docker deletes the endpoint when it
+		// cleans the sandbox; the record keeps its address reserved until then.
+		d.log.Warn("endpoint has lost its veth; waiting for docker to delete it", "endpoint", ep.ID, "veth", ep.HostVeth)
+		return true
+	}
+	if err := d.ensureVeth(n, ep); err != nil {
+		rep.Errors = append(rep.Errors, err)
+	} else if !exists {
+		rep.RecreatedVeths = append(rep.RecreatedVeths, ep.HostVeth)
+	}
+	return true
+}
+
+func (d *Driver) removeOrphanLinks(live map[string]bool, rep *ReconcileReport) {
+	links, err := d.links.OwnedLinks(AliasPrefix)
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+		return
+	}
+	for _, l := range links {
+		if live[l.Alias] {
+			continue
+		}
+		var err error
+		if strings.HasPrefix(l.Alias, aliasNetPrefix) {
+			err = d.links.DeleteBridge(l.Name, l.Alias)
+		} else {
+			err = d.links.DeleteLink(l.Name)
+		}
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+			continue
+		}
+		rep.RemovedLinks = append(rep.RemovedLinks, l.Name)
+		d.log.Info("removed orphan link", "link", l.Name, "alias", l.Alias)
+	}
+}
+
+// RunReconciler reconciles every interval until ctx ends, so rules that
+// dockerd rewrites or someone flushes come back.
+func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rep, err := d.Reconcile()
+			if err == nil && len(rep.RemovedLinks)+len(rep.RecreatedVeths)+len(rep.DroppedEndpoints) > 0 {
+				d.log.Info("reconcile repaired state", "removed_links", rep.RemovedLinks,
+					"recreated_veths", rep.RecreatedVeths, "dropped_endpoints", rep.DroppedEndpoints)
+			}
+		}
+	}
+}

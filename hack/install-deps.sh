@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vxbridge's run and test targets need, when one
+# is missing and we are root. Idempotent; prints nothing when all is there.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have iptables  || need+=(iptables)
+have ip        || need+=(iproute2)
+have nsenter   || need+=(util-linux)
+have modprobe  || need+=(kmod)
+if [ "${1:-}" = "test" ]; then
+	have dockerd || need+=(docker.io)
+	[ -x /bin/busybox ] || need+=(busybox-static)
+	have ping    || need+=(iputils-ping)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing ${need[*]}; not root, so not installing (root-only test tiers will skip)" >&2
+	exit 0
+fi
+echo "install-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# apt's own lock serialises concurrent runs; wait for it rather than fail.
+apt-get -o DPkg::Lock::Timeout=300 update -q
+apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${need[@]}"

@@ -1,0 +1,88 @@
+// Package nstest gives kernel-tier tests a fresh network namespace each, so
+// they never touch the machine's own links, sysctls or firewall.
+package nstest
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips the test, saying why, unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel tier: needs root to create network namespaces (run `sudo make test`)")
+	}
+}
+
+// NS is a throwaway network namespace with a netlink handle bound to it.
+type NS struct {
+	ns  netns.NsHandle
+	nlh *netlink.Handle
+}
+
+// New creates a namespace with lo up; it is closed when the test ends.
+func New(t testing.TB) *NS {
+	t.Helper()
+	RequireRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatalf("get current netns: %v", err)
+	}
+	defer orig.Close()
+	ns, err := netns.New() // also switches this thread into it
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		t.Fatalf("restore netns: %v", err)
+	}
+	nlh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		t.Fatalf("netlink handle: %v", err)
+	}
+	n := &NS{ns: ns, nlh: nlh}
+	if lo, err := nlh.LinkByName("lo"); err == nil {
+		_ = nlh.LinkSetUp(lo)
+	}
+	t.Cleanup(func() {
+		// Links of the namespace vanish with it: the last reference goes here.
+		nlh.Close()
+		ns.Close()
+	})
+	return n
+}
+
+// Handle is a netlink handle operating inside the namespace.
+func (n *NS) Handle() *netlink.Handle { return n.nlh }
+
+// Do runs fn on an OS thread switched into the namespace. Processes fn
+// starts (iptables, sysctl writes through /proc/sys/net) see the namespace.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never handed back to the scheduler: LockOSThread
+		// without Unlock makes Go discard it when the goroutine exits, so a
+		// thread left in the wrong namespace cannot leak into other code.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}

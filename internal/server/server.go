@@ -1,0 +1,118 @@
+// Package server holds the process plumbing of `vxbridge serve`: flags from
+// the environment and the unix socket listener.
+package server
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvName is the variable that sets flag name: prefix + NAME with dashes
+// as underscores (socket-group -> VXBRIDGE_SOCKET_GROUP).
+func EnvName(prefix, name string) string {
+	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// ApplyEnv sets every flag of fs whose variable is set. Call it before
+// fs.Parse so the command line wins.
+func ApplyEnv(fs *flag.FlagSet, prefix string, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := EnvName(prefix, f.Name)
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Options configure ServeUnix.
+type Options struct {
+	Path    string
+	Group   string // owner group of the socket; mode is 0660
+	Handler http.Handler
+	Logger  *slog.Logger
+}
+
+// ServeUnix serves on a unix socket until ctx ends, then shuts down
+// gracefully and removes the socket.
+func ServeUnix(ctx context.Context, o Options) error {
+	l, err := ListenUnix(o.Path, o.Group)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(o.Path)
+	srv := &http.Server{
+		Handler: o.Handler,
+		// A slow or stuck client must not hold a connection forever.
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	o.Logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// ListenUnix listens on path with mode 0660 and the named group, replacing
+// a stale socket file a crashed instance left behind.
+func ListenUnix(path, group string) (net.Listener, error) {
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chown socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if name == "root" || name == "" {
+		return 0, nil // also where there is no /etc/group (a plugin's rootfs)
+	}
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}

@@ -1,0 +1,124 @@
+// Command vxbridge is a Docker network + IPAM plugin: a Linux bridge per
+// network, a veth pair per endpoint, state in bbolt.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/driver"
+	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/internal/server"
+	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/plugin"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "vxbridge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: vxbridge serve [flags] | vxbridge version")
+	}
+	switch args[0] {
+	case "serve":
+		cfg, err := parseServeFlags(args[1:], os.LookupEnv, stderr)
+		if err != nil {
+			return err
+		}
+		return serve(cfg, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "vxbridge", version)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q: want serve or version", args[0])
+	}
+}
+
+type serveConfig struct {
+	socket            string
+	socketGroup       string
+	stateDir          string
+	logLevel          slog.Level
+	reconcileInterval time.Duration
+}
+
+// parseServeFlags reads flags; each may also come from VXBRIDGE_<NAME>
+// (dashes as underscores), the command line winning.
+func parseServeFlags(args []string, env func(string) (string, bool), stderr io.Writer) (*serveConfig, error) {
+	cfg := &serveConfig{}
+	fs := flag.NewFlagSet("vxbridge serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.socket, "socket", "/run/docker/plugins/vxbridge.sock", "unix socket to serve on; docker's driver name is its base name")
+	fs.StringVar(&cfg.socketGroup, "socket-group", "root", "group owning the socket (mode 0660)")
+	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/vxbridge", "directory holding the bbolt state file")
+	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often the kernel and firewall are made to match the store (0: only at start)")
+	if err := server.ApplyEnv(fs, "VXBRIDGE_", env); err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, nil
+}
+
+func serve(cfg *serveConfig, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	// The store first: a second instance on the same state dir fails here,
+	// before it can touch the socket or the kernel.
+	db, err := store.Open(cfg.stateDir, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	fw, err := firewall.New()
+	if err != nil {
+		return err
+	}
+	links := bridge.New(nil)
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes})
+	if err != nil {
+		return err
+	}
+	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log})
+	rep, err := drv.Reconcile()
+	if rep == nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	if err != nil {
+		log.Error("start-up reconcile incomplete; serving anyway", "err", err)
+	}
+	log.Info("state loaded", "networks", rep.Networks, "endpoints", rep.Endpoints, "removed_links", rep.RemovedLinks)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go drv.RunReconciler(ctx, cfg.reconcileInterval)
+	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
+	return server.ServeUnix(ctx, server.Options{
+		Path:    cfg.socket,
+		Group:   cfg.socketGroup,
+		Handler: plugin.New(drv, ip, log),
+		Logger:  log,
+	})
+}

@@ -1,0 +1,78 @@
+// Package store persists vxbridge's local state (networks, endpoints, IPAM
+// pools and addresses) in a bbolt file. It knows nothing of the kernel or of
+// the network lifecycle: it stores and returns records, one bbolt transaction
+// per call, so every write is on disk before the caller relies on it.
+package store
+
+import "net/netip"
+
+// Subnet is one IPAM block of a network as docker handed it over.
+type Subnet struct {
+	Pool    netip.Prefix `json:"pool"`
+	Gateway netip.Prefix `json:"gateway,omitzero"` // gateway address with the pool's prefix length
+	// Aux holds --aux-address values (name -> address); they are reserved, never assigned.
+	Aux map[string]netip.Addr `json:"aux,omitempty"`
+}
+
+// Network is a vxbridge network: one Linux bridge and its policy.
+type Network struct {
+	ID     string `json:"id"`
+	Bridge string `json:"bridge"`
+	MTU    int    `json:"mtu,omitempty"` // 0: kernel default
+	// ICC false isolates the network's bridge ports from each other.
+	ICC        bool `json:"icc"`
+	Masquerade bool `json:"masquerade"`
+	Internal   bool `json:"internal"`
+	EnableIPv6 bool `json:"enable_ipv6"`
+	// HostBindingIPv4 is the default host address for published ports.
+	HostBindingIPv4 netip.Addr `json:"host_binding_ipv4,omitzero"`
+	IPv4            []Subnet   `json:"ipv4,omitempty"`
+	IPv6            []Subnet   `json:"ipv6,omitempty"`
+	// Options is the raw generic option map, kept for diagnostics.
+	Options map[string]string `json:"options,omitempty"`
+}
+
+// Subnets returns the IPv4 then IPv6 subnets.
+func (n *Network) Subnets() []Subnet {
+	out := make([]Subnet, 0, len(n.IPv4)+len(n.IPv6))
+	out = append(out, n.IPv4...)
+	return append(out, n.IPv6...)
+}
+
+// Endpoint is one container interface on a network: a veth pair whose host
+// end sits on the network's bridge.
+type Endpoint struct {
+	ID        string       `json:"id"`
+	NetworkID string       `json:"network_id"`
+	HostVeth  string       `json:"host_veth"`
+	PeerVeth  string       `json:"peer_veth"` // name before docker moves and renames it
+	MAC       string       `json:"mac"`
+	IPv4      netip.Prefix `json:"ipv4,omitzero"`
+	IPv6      netip.Prefix `json:"ipv6,omitzero"`
+	Joined    bool         `json:"joined"`
+	Sandbox   string       `json:"sandbox,omitempty"`
+}
+
+// Pool is an IPAM pool handed out to docker by RequestPool.
+type Pool struct {
+	ID           string       `json:"id"`
+	AddressSpace string       `json:"address_space"`
+	Prefix       netip.Prefix `json:"prefix"`
+	// Range is the --ip-range (SubPool) that dynamic addresses come from;
+	// equal to Prefix when none was given.
+	Range netip.Prefix `json:"range"`
+	V6    bool         `json:"v6"`
+	// Next is where the next dynamic allocation starts looking (round robin,
+	// so a just released address is not handed out again at once).
+	Next    netip.Addr        `json:"next,omitzero"`
+	Options map[string]string `json:"options,omitempty"`
+}
+
+// AddressKind says why an address of a pool is taken.
+type AddressKind string
+
+const (
+	KindEndpoint AddressKind = "endpoint"
+	KindGateway  AddressKind = "gateway"
+	KindAux      AddressKind = "aux" // a specific address asked for without the gateway marker
+)
