@@ -8,12 +8,16 @@ package bridge
 // wanted name is refused with a *NotOwnedError and never changed or deleted.
 // The alias lives in the kernel, so ownership survives a plugin restart
 // without a store look-up, and OwnedLinks finds leftovers to reconcile.
+// The kernel ignores IFLA_IFALIAS in a create request, so the alias is set
+// right after creation: a crash in between leaves an alias-less link that
+// vxbridge then refuses as not its own (and says so, naming it).
 //
 // Ensure = create-or-converge. EnsureBridge and EnsureVeth run the same
 // queue of small idempotent steps (alias, mtu, addresses, master, up) on a
 // link they just created and on one they found, so replaying a request is
-// harmless and a changed config converges. Only a link created by this very
-// call is deleted again when a later step fails.
+// harmless and a changed config converges (the kernel drops a link's IPv6
+// addresses whenever it goes down; a replay puts the gateway back). Only a
+// link created by this very call is deleted again when a later step fails.
 //
 // Namespaces. Netlink requests go through m.nlh. Sysctl writes go through
 // /proc/sys/net, which the kernel resolves against the namespace of the
@@ -79,7 +83,9 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 // WithLogger makes m log to l (rollback failures, which never replace the
 // error being returned) instead of slog.Default(), and returns m.
 func (m *Manager) WithLogger(l *slog.Logger) *Manager {
-	m.log = l
+	if l != nil {
+		m.log = l
+	}
 	return m
 }
 

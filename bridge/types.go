@@ -1,6 +1,7 @@
 // Package bridge creates and removes the Linux bridges and veth pairs of
-// vxbridge networks through netlink. types.go holds the pure types; the
-// netlink side effects live in bridge_linux.go.
+// vxbridge networks through netlink. types.go, validate.go and addrs.go hold
+// the pure types and helpers; the netlink and sysctl side effects live in the
+// _linux.go files, whose design notes open bridge_linux.go.
 package bridge
 
 import (

@@ -105,6 +105,12 @@ type Driver struct {
 type pool struct {
 	rec   store.Pool
 	alloc Allocator
+
+	// Address calls hold mu for reading; ReleasePool takes it for writing
+	// and marks the pool released, so no allocation lands in a pool after
+	// its records are gone (or in a new pool that reuses its id).
+	mu       sync.RWMutex
+	released bool
 }
 
 var _ helpers.Ipam = (*Driver)(nil)
@@ -308,13 +314,17 @@ func (d *Driver) sortedPools() []*pool {
 func (d *Driver) ReleasePool(req *helpers.ReleasePoolRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.pools[req.PoolID]; !ok {
+	p, ok := d.pools[req.PoolID]
+	if !ok {
 		d.log.Debug("release of unknown pool", "pool_id", req.PoolID)
 		return nil
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := d.st.DeletePool(req.PoolID); err != nil {
 		return err
 	}
+	p.released = true
 	delete(d.pools, req.PoolID)
 	d.log.Info("pool released", "pool_id", req.PoolID)
 	return nil
@@ -326,58 +336,86 @@ func (d *Driver) pool(id string) *pool {
 	return d.pools[id]
 }
 
+// withPool runs fn on the pool with id under its read lock; found is false
+// when the pool is not held (or was released meanwhile).
+func (d *Driver) withPool(id string, fn func(p *pool) error) (found bool, err error) {
+	p := d.pool(id)
+	if p == nil {
+		return false, nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.released {
+		return false, nil
+	}
+	return true, fn(p)
+}
+
 // RequestAddress implements helpers.Ipam. The reply is the address with the
 // pool's prefix length ("10.1.0.5/24"), as docker expects.
 func (d *Driver) RequestAddress(req *helpers.RequestAddressRequest) (*helpers.RequestAddressResponse, error) {
-	p := d.pool(req.PoolID)
-	if p == nil {
+	var got netip.Prefix
+	found, err := d.withPool(req.PoolID, func(p *pool) error {
+		want, kind, err := addressWanted(p.rec.Prefix, req)
+		if err != nil {
+			return err
+		}
+		a, err := p.alloc.Allocate(want, kind)
+		if err != nil {
+			return err
+		}
+		got = netip.PrefixFrom(a, p.rec.Prefix.Bits())
+		d.log.Debug("address requested", "pool_id", p.rec.ID, "address", a, "kind", kind)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
 		return nil, errorf(ErrUnknownPool, "unknown pool id %q: no such pool is held by vxbridge", req.PoolID)
 	}
+	return &helpers.RequestAddressResponse{Address: got.String(), Data: map[string]string{}}, nil
+}
+
+// addressWanted decodes a RequestAddress: the address asked for (zero for
+// any) and why it is taken.
+func addressWanted(pool netip.Prefix, req *helpers.RequestAddressRequest) (netip.Addr, store.AddressKind, error) {
 	var want netip.Addr
 	if req.Address != "" {
 		a, err := parseAddr(req.Address)
 		if err != nil {
-			return nil, fmt.Errorf("pool %s: %w", p.rec.Prefix, err)
+			return want, "", fmt.Errorf("pool %s: %w", pool, err)
 		}
 		want = a
 	}
-	kind := store.KindEndpoint
 	switch {
 	case req.Options[optRequestAddressType] == gatewayAddressType:
-		kind = store.KindGateway
 		if !want.IsValid() {
-			// Docker's own IPAM gives the first usable address.
-			want, _ = usableBounds(p.rec.Prefix)
+			want, _ = usableBounds(pool) // docker's IPAM gives the first usable address
 		}
+		return want, store.KindGateway, nil
 	case want.IsValid():
-		kind = store.KindAux
+		return want, store.KindAux, nil
 	}
-	got, err := p.alloc.Allocate(want, kind)
-	if err != nil {
-		return nil, err
-	}
-	d.log.Debug("address requested", "pool_id", p.rec.ID, "address", got, "kind", kind)
-	return &helpers.RequestAddressResponse{
-		Address: netip.PrefixFrom(got, p.rec.Prefix.Bits()).String(),
-		Data:    map[string]string{},
-	}, nil
+	return want, store.KindEndpoint, nil
 }
 
 // ReleaseAddress implements helpers.Ipam. Unknown pools and free addresses
 // succeed; the address may be bare or in CIDR form.
 func (d *Driver) ReleaseAddress(req *helpers.ReleaseAddressRequest) error {
-	p := d.pool(req.PoolID)
-	if p == nil {
-		d.log.Debug("release of address in unknown pool", "pool_id", req.PoolID, "address", req.Address)
+	found, err := d.withPool(req.PoolID, func(p *pool) error {
+		addr, err := parseAddr(req.Address)
+		if err != nil {
+			return fmt.Errorf("pool %s: %w", p.rec.Prefix, err)
+		}
+		if err := p.alloc.Release(addr); err != nil {
+			return err
+		}
+		d.log.Debug("address released", "pool_id", p.rec.ID, "address", addr)
 		return nil
+	})
+	if !found {
+		d.log.Debug("release of address in unknown pool", "pool_id", req.PoolID, "address", req.Address)
 	}
-	addr, err := parseAddr(req.Address)
-	if err != nil {
-		return fmt.Errorf("pool %s: %w", p.rec.Prefix, err)
-	}
-	if err := p.alloc.Release(addr); err != nil {
-		return err
-	}
-	d.log.Debug("address released", "pool_id", p.rec.ID, "address", addr)
-	return nil
+	return err
 }

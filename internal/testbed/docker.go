@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"errors"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,8 @@ func normaliseIPTables(s string) string {
 }
 
 // Poll calls fn every 100 ms until it returns nil or timeout passes, and
-// returns fn's last error then.
+// returns fn's last error then. An error wrapped with Permanent ends the
+// wait at once (the daemon being waited for has exited).
 func Poll(timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -89,12 +91,25 @@ func Poll(timeout time.Duration, fn func() error) error {
 		if err == nil {
 			return nil
 		}
+		var perm permanentError
+		if errors.As(err, &perm) {
+			return perm.err
+		}
 		if time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Permanent marks an error that no amount of waiting will cure, ending Poll
+// and WaitFor early.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
 
 // WaitFor is Poll failing the test with fn's last error on timeout. Use it
 // only where convergence is legitimately asynchronous.

@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -170,7 +169,7 @@ func (h *Host) StartDockerd(t testing.TB) *Process {
 	h.mu.Unlock()
 	err := Poll(h.opts.StartTimeout, func() error {
 		if p.Exited() {
-			return fmt.Errorf("dockerd exited: %v", p.ExitErr())
+			return Permanent(fmt.Errorf("dockerd exited: %v", p.ExitErr()))
 		}
 		_, err := h.dockerTimeout(10*time.Second, nil, "info", "--format", "{{.ID}}")
 		return err
@@ -231,7 +230,7 @@ func (h *Host) startInNS(t testing.TB, name, logPath string, argv []string) *Pro
 	}
 	full := append([]string{nsenter, "--net=" + h.ns.Path(), unshare, "-m",
 		"/bin/sh", "-c", mountPreamble, "preamble", h.dir}, argv...)
-	p, err := startProcess(name, logPath, full, daemonEnv("DOCKER_CONFIG="+filepath.Join(h.dir, "cli")))
+	p, err := startProcess(name, logPath, full, argv, daemonEnv("DOCKER_CONFIG="+filepath.Join(h.dir, "cli")))
 	if err != nil {
 		t.Fatalf("%s: %v", h.Name, err)
 	}
@@ -252,6 +251,8 @@ func readPidFile(path string) (int, error) {
 // processes, dockerd, and whatever survives them (containerd, shims,
 // containers) found by namespace and cgroup; then the namespace and D.
 func (h *Host) cleanup(t testing.TB) {
+	start := time.Now()
+	defer func() { t.Logf("%s: torn down in %v", h.Name, time.Since(start).Round(time.Millisecond)) }()
 	h.mu.Lock()
 	dockerd, plugin := h.dockerd, h.plugin
 	procs := append([]*Process(nil), h.procs...)
@@ -333,6 +334,3 @@ func (h *Host) logTails(t testing.TB) {
 		}
 	}
 }
-
-// errNotReady is returned by readiness probes still waiting.
-var errNotReady = errors.New("not ready")

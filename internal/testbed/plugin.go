@@ -50,7 +50,7 @@ func (h *Host) StartPlugin(t testing.TB, bin string, args ...string) *Process {
 	h.mu.Unlock()
 	err = Poll(30*time.Second, func() error {
 		if p.Exited() {
-			return fmt.Errorf("plugin exited: %v", p.ExitErr())
+			return Permanent(fmt.Errorf("plugin exited: %v", p.ExitErr()))
 		}
 		return activate(h.PluginSocket())
 	})

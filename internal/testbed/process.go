@@ -23,15 +23,17 @@ type Process struct {
 	waitErr error
 }
 
-// startProcess starts argv with stdout and stderr appended to logPath.
-func startProcess(name, logPath string, argv []string, env []string) (*Process, error) {
+// startProcess starts argv with stdout and stderr appended to logPath;
+// shown (the daemon's own command line, without the namespace preamble)
+// heads its part of the log.
+func startProcess(name, logPath string, argv, shown, env []string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "=== testbed: starting %s at %s: %s\n", name,
-		time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+		time.Now().Format(time.RFC3339Nano), strings.Join(shown, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf // files: the child writes them directly
@@ -149,9 +151,15 @@ func (p *Process) checkExe(want string) error {
 	return nil
 }
 
-// tail is the last n lines of s.
+// tail is the last n lines of s, without grpc connection chatter (dockerd
+// logs a dozen such lines per containerd reconnect).
 func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if !strings.Contains(l, "module=grpc") {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > n {
 		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
 	}

@@ -1,0 +1,161 @@
+package firewall
+
+// Design notes.
+//
+// Docker sets the FORWARD policy to DROP and loads br_netfilter, so every
+// frame crossing any bridge, even between two ports of one bridge, passes
+// iptables FORWARD. vxbridge owns three chains per family:
+//
+//	filter FORWARD -> VXBRIDGE-FORWARD      ACCEPTs only; first rule jumps to
+//	                  VXBRIDGE-ISOLATION    DROPs only
+//	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
+//
+// One verdict per chain makes the order of network rules irrelevant, so a
+// chain's desired content is a set and reconciling is a set difference done
+// on the text `iptables -S` prints (Rule.Line is written in that form).
+// Every network rule carries the comment "vxbridge:<network id>": rules are
+// attributed to networks without any state of our own.
+//
+// Where the FORWARD jump sits: docker 20.10 inserts each new network's
+// ACCEPT rules at the top of FORWARD and then re-inserts its DOCKER-ISOLATION
+// -STAGE-1 and DOCKER-USER jumps above them; on restart it re-creates all its
+// rules above ours. A docker rule like `-i br-x ! -o br-x -j ACCEPT` above us
+// lets br-x's containers into vxbridge networks, so the jump belongs right
+// after DOCKER-USER (operators' rules keep precedence) and above everything
+// else but docker's isolation jump. Reconcile and EnsureJumps move it back
+// whenever something was inserted above it.
+//
+// Every change is one iptables-restore --noflush transaction per table: a
+// changed chain is declared (which flushes it) and refilled, and a misplaced
+// jump is deleted and re-inserted, atomically. Traffic never sees a chain
+// half built, the isolation rules missing while the ACCEPTs are there, or no
+// jump at all. When nothing changed an operation costs two listings per
+// family. When no network rule is left in a family, its jumps and chains
+// are removed, so iptables-save shows what it showed before the first
+// network.
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Firewall owns vxbridge's iptables chains in both families. It applies its
+// rules to the network namespace of the calling thread.
+type Firewall struct {
+	mu       sync.Mutex // one operation at a time
+	families []*family  // IPv4, IPv6
+}
+
+// New finds iptables and ip6tables and checks that they work. Without a
+// usable iptables it fails; without ip6tables only networks with IPv6
+// subnets fail (ErrIPv6Unavailable).
+func New() (*Firewall, error) {
+	v4 := newFamily(false)
+	if v4.err != nil {
+		return nil, v4.err
+	}
+	return &Firewall{families: []*family{v4, newFamily(true)}}, nil
+}
+
+// EnsureNetwork adds the rules of n that are missing (and drops stale rules
+// tagged with n's id), creating the chains and jumps if needed. Running it
+// again changes nothing.
+func (fw *Firewall) EnsureNetwork(n Network) error {
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	return fw.sync(Rules(n), func(line string) bool { return taggedWith(line, n.ID) })
+}
+
+// RemoveNetwork deletes every rule tagged with id; an unknown id is success.
+// With the last network gone, the jumps and chains go too.
+func (fw *Firewall) RemoveNetwork(id string) error {
+	return fw.sync(nil, func(line string) bool { return taggedWith(line, id) })
+}
+
+// Reconcile makes vxbridge's chains hold exactly the rules of nets: missing
+// rules are added, rules of other ids and untagged rules are deleted, the
+// jumps are put back in place. With no nets, everything of ours is removed.
+func (fw *Firewall) Reconcile(nets []Network) error {
+	seen := map[string]bool{}
+	var rules []Rule
+	for _, n := range nets {
+		if err := n.Validate(); err != nil {
+			return err
+		}
+		if seen[n.ID] {
+			return fmt.Errorf("%w: network %s listed twice", ErrInvalidNetwork, n.ID)
+		}
+		seen[n.ID] = true
+		rules = append(rules, Rules(n)...)
+	}
+	return fw.sync(rules, func(string) bool { return true })
+}
+
+// EnsureJumps puts the jumps into our chains back where they belong (after
+// DOCKER-USER, above docker's per-bridge rules), in each family that has our
+// chains. Call it when docker may have inserted rules, e.g. after it created
+// a network; Reconcile does it too.
+func (fw *Firewall) EnsureJumps() error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	for _, f := range fw.families {
+		if f.err != nil {
+			continue
+		}
+		if err := fw.syncFamily(f, syncRequest{jumpsOnly: true}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sync applies desired (rules of both families) to each family; owns says
+// which existing lines the operation may delete.
+func (fw *Firewall) sync(desired []Rule, owns func(line string) bool) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	for _, f := range fw.families {
+		var mine []Rule
+		for _, r := range desired {
+			if r.IPv6 == f.ipv6 {
+				mine = append(mine, r)
+			}
+		}
+		if f.err != nil {
+			if len(mine) > 0 {
+				return fmt.Errorf("network %s needs %s rules: %w", networkOf(mine[0]), f, f.err)
+			}
+			continue // nothing of ours can be there
+		}
+		if err := fw.syncFamily(f, syncRequest{desired: mine, owns: owns}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (fw *Firewall) syncFamily(f *family, req syncRequest) error {
+	st, err := f.read()
+	if err != nil {
+		return err
+	}
+	script := plan(st, req)
+	if script.empty() {
+		return nil
+	}
+	if err := f.apply(script.String()); err != nil {
+		return fmt.Errorf("update vxbridge chains: %w", err)
+	}
+	return nil
+}
+
+func taggedWith(line, id string) bool {
+	got, ok := lineNetwork(line)
+	return ok && got == id
+}
+
+func networkOf(r Rule) string {
+	id, _ := lineNetwork(r.Line())
+	return id
+}
