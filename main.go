@@ -114,6 +114,11 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go drv.RunReconciler(ctx, cfg.reconcileInterval)
+	go func() {
+		if err := links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {
+			log.Warn("not watching for new bridges; firewall jumps are checked every --reconcile-interval only", "err", err)
+		}
+	}()
 	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
 	return server.ServeUnix(ctx, server.Options{
 		Path:    cfg.socket,

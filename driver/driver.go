@@ -47,6 +47,7 @@ type Driver struct {
 	log    *slog.Logger
 	mu     sync.Mutex // serialises every state change
 	macGen func() (string, error)
+	kick   chan struct{} // BridgeAppeared -> RunReconciler
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -57,7 +58,7 @@ func New(cfg Config) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC}
+	return &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1)}
 }
 
 func netAlias(id string) string { return aliasNetPrefix + id }

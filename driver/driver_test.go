@@ -1,12 +1,14 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -76,6 +78,7 @@ func TestCreateNetworkRefusesBadInputNamingIt(t *testing.T) {
 		{"unknown option", map[string]interface{}{"bogus.option": "1"}, "10.1.0.0/24", `"bogus.option"`},
 		{"mtu too big", map[string]interface{}{OptMTU: "70000"}, "10.1.0.0/24", OptMTU},
 		{"mtu not a number", map[string]interface{}{OptMTU: "big"}, "10.1.0.0/24", `"big"`},
+		{"docker's bridge name", map[string]interface{}{OptBridgeName: "br-0123"}, "10.1.0.0/24", "docker's"},
 		{"bridge name too long", map[string]interface{}{OptBridgeName: "a-very-long-bridge-name"}, "10.1.0.0/24", OptBridgeName},
 		{"icc not bool", map[string]interface{}{OptICC: "maybe"}, "10.1.0.0/24", OptICC},
 		{"host binding not v4", map[string]interface{}{OptHostBindingIPv4: "::1"}, "10.1.0.0/24", OptHostBindingIPv4},
@@ -99,14 +102,14 @@ func TestCreateNetworkRefusesBadInputNamingIt(t *testing.T) {
 
 func TestCreateNetworkConflicts(t *testing.T) {
 	h := newHarness(t)
-	mustCreate(t, h, createReq(netA, "10.10.0.0/16", "10.10.0.1/16", map[string]interface{}{OptBridgeName: "br-shared"}))
+	mustCreate(t, h, createReq(netA, "10.10.0.0/16", "10.10.0.1/16", map[string]interface{}{OptBridgeName: "vxshared"}))
 
 	err := h.d.CreateNetwork(createReq(netB, "10.10.5.0/24", "10.10.5.1/24", nil))
 	if err == nil || !strings.Contains(err.Error(), "overlaps subnet 10.10.0.0/16 of vxbridge network aaaaaaaaaaaa") {
 		t.Errorf("overlap: err = %v", err)
 	}
-	err = h.d.CreateNetwork(createReq(netB, "10.20.0.0/24", "", map[string]interface{}{OptBridgeName: "br-shared"}))
-	if err == nil || !strings.Contains(err.Error(), `bridge name "br-shared" is already used by vxbridge network aaaaaaaaaaaa`) {
+	err = h.d.CreateNetwork(createReq(netB, "10.20.0.0/24", "", map[string]interface{}{OptBridgeName: "vxshared"}))
+	if err == nil || !strings.Contains(err.Error(), `bridge name "vxshared" is already used by vxbridge network aaaaaaaaaaaa`) {
 		t.Errorf("bridge name: err = %v", err)
 	}
 	h.links.links["eth9"] = bridge.LinkInfo{Name: "eth9", Kind: "dummy"}
@@ -387,5 +390,34 @@ func TestConcurrentEndpoints(t *testing.T) {
 	}
 	if eps, _ := h.st.Endpoints(); len(eps) != 50 {
 		t.Errorf("%d endpoints stored, want 50", len(eps))
+	}
+}
+
+func TestBridgeAppearedRestoresJumpsPromptly(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { h.d.RunReconciler(ctx, 0); close(done) }()
+	for range 5 { // a burst collapses into one round of checks
+		h.d.BridgeAppeared("br-123")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.fw.mu.Lock()
+		n := h.fw.jumpFixes
+		h.fw.mu.Unlock()
+		if n >= len(jumpCheckDelays) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jump checks after a new bridge, want %d", n, len(jumpCheckDelays))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if h.fw.jumpFixes > len(jumpCheckDelays)*2 {
+		t.Errorf("%d jump checks for one burst", h.fw.jumpFixes)
 	}
 }

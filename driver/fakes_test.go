@@ -117,6 +117,7 @@ type fakeFirewall struct {
 	nets       map[string]firewall.Network
 	failEnsure error
 	reconciles int
+	jumpFixes  int
 }
 
 func (f *fakeFirewall) EnsureNetwork(n firewall.Network) error {
@@ -133,6 +134,13 @@ func (f *fakeFirewall) RemoveNetwork(id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.nets, id)
+	return nil
+}
+
+func (f *fakeFirewall) EnsureJumps() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.jumpFixes++
 	return nil
 }
 

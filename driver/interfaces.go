@@ -28,6 +28,9 @@ type Firewall interface {
 	RemoveNetwork(id string) error
 	// Reconcile makes the plugin's chains hold exactly the rules of nets.
 	Reconcile(nets []firewall.Network) error
+	// EnsureJumps puts the jumps into vxbridge's chains back in place (after
+	// DOCKER-USER, above docker's own per-network rules).
+	EnsureJumps() error
 }
 
 // Store is the persistence room (package store).

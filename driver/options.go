@@ -11,6 +11,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -160,7 +161,11 @@ func applyOption(n *store.Network, key, val string) error {
 	var err error
 	switch key {
 	case OptBridgeName:
-		if err := bridge.ValidateName(val); err != nil {
+		err := bridge.ValidateName(val)
+		if err == nil {
+			err = firewall.ValidateBridgeName(val)
+		}
+		if err != nil {
 			return invalidf("option %s=%q: %v", key, val, err)
 		}
 		n.Bridge = val

@@ -125,19 +125,49 @@ func (d *Driver) removeOrphanLinks(live map[string]bool, rep *ReconcileReport) {
 	}
 }
 
-// RunReconciler reconciles every interval until ctx ends, so rules that
-// dockerd rewrites or someone flushes come back.
-func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		return
+// jumpCheckDelays are when the firewall jumps are checked after a bridge
+// appears: dockerd creates a network's bridge first and then inserts its
+// FORWARD rules (above vxbridge's jump) over the next few hundred ms.
+var jumpCheckDelays = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second}
+
+// BridgeAppeared tells the reconciler a bridge was created on the host. It
+// never blocks: a burst of events collapses into one round of checks.
+func (d *Driver) BridgeAppeared(name string) {
+	select {
+	case d.kick <- struct{}{}:
+	default:
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+}
+
+// RunReconciler reconciles every interval until ctx ends, so rules that
+// dockerd rewrites or someone flushes come back; after BridgeAppeared it
+// also puts the firewall jumps back within a fraction of a second.
+func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var checks []time.Duration // pending jump checks, as delays from the last one
+	var timer <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-d.kick:
+			checks = deltas(jumpCheckDelays)
+			timer = time.After(checks[0])
+		case <-timer:
+			if err := d.fw.EnsureJumps(); err != nil {
+				d.log.Error("restore firewall jumps", "err", err)
+			}
+			checks = checks[1:]
+			timer = nil
+			if len(checks) > 0 {
+				timer = time.After(checks[0])
+			}
+		case <-tick:
 			rep, err := d.Reconcile()
 			if err == nil && len(rep.RemovedLinks)+len(rep.RecreatedVeths)+len(rep.DroppedEndpoints) > 0 {
 				d.log.Info("reconcile repaired state", "removed_links", rep.RemovedLinks,
@@ -145,4 +175,14 @@ func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// deltas turns absolute delays into the waits between them.
+func deltas(at []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(at))
+	var prev time.Duration
+	for i, d := range at {
+		out[i], prev = d-prev, d
+	}
+	return out
 }

@@ -55,7 +55,11 @@ func runTests(m *testing.M) int {
 
 // buildPlugin builds the module's main package once for all tests.
 func buildPlugin(out string) (bin, failure string) {
-	cmd := exec.Command("go", "build", "-o", out, "github.com/vxbridge/vxbridge")
+	goBin, err := testbed.GoTool()
+	if err != nil {
+		return "", err.Error()
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, "github.com/vxbridge/vxbridge")
 	cmd.Dir = ".." // the module root: e2e/ is one level down
 	b, err := cmd.CombinedOutput()
 	if err != nil {

@@ -244,6 +244,10 @@ func (s *singleHost) noLeaks(t *testing.T) {
 	runContainer(t, h, "n9b", "vxn9")
 	waitPing(t, h, "n9a", containerIP(t, h, "n9b", "vxn9", false))
 	waitPing(t, h, "n9a", s.inet.ServerIPv4) // exercise the NAT rules too
+	if during := pluginLinks(linkState(t, h)); len(during) < 3 {
+		// A bridge and two host-side veths: else the check below proves nothing.
+		t.Errorf("want the network's vxb-* bridge and two veths aliased vxbridge while it runs, found %v", during)
+	}
 	removeContainers(t, h, "n9a", "n9b")
 	h.MustDocker(t, "network", "rm", "vxn9")
 

@@ -96,6 +96,58 @@ func TestHarnessPluginProcess(t *testing.T) {
 		}
 	})
 	checkGone(t, footprint)
+
+	// A plugin the test killed and left dead: teardown must not wait out
+	// docker's 30 s plugin retries for every container.
+	start := time.Now()
+	t.Run("dead plugin", func(t *testing.T) {
+		h := testbed.NewHost(t, testbed.HostOptions{Name: "deadplug"})
+		footprint = h.Footprint()
+		h.ImportImage(t)
+		p := h.StartPlugin(t, self)
+		h.MustDocker(t, "network", "create", "-d", testbed.PluginName, "--subnet", "10.99.3.0/24", "fakenet")
+		h.MustDocker(t, "run", "-d", "--name", "running", testbed.Image, "sleep", "300")
+		if err := p.Kill9(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	checkGone(t, footprint)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("host with a dead plugin took %v to set up and tear down", d)
+	}
+}
+
+// TestHarnessTwoHosts checks two hosts side by side on an underlay: they
+// reach each other and the underlay namespace, and each dockerd sees only
+// its own host's plugin.
+func TestHarnessTwoHosts(t *testing.T) {
+	requireE2E(t)
+	t.Setenv(fakePluginEnv, "1")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := testbed.NewUnderlay(t)
+	var footprints []*testbed.Footprint
+	t.Run("hosts", func(t *testing.T) {
+		h1 := testbed.NewHost(t, testbed.HostOptions{Name: "h1"})
+		h2 := testbed.NewHost(t, testbed.HostOptions{Name: "h2"})
+		footprints = append(footprints, h1.Footprint(), h2.Footprint())
+		ip1, ip2 := ul.Attach(t, h1), ul.Attach(t, h2)
+		h1.Exec(t, "busybox", "ping", "-c1", "-W2", ip2)
+		h2.Exec(t, "busybox", "ping", "-c1", "-W2", ip1)
+		h2.Exec(t, "busybox", "ping", "-c1", "-W2", ul.IP)
+
+		h1.StartPlugin(t, self)
+		h1.MustDocker(t, "network", "create", "-d", testbed.PluginName, "--subnet", "10.99.4.0/24", "fakenet")
+		h1.MustDocker(t, "network", "rm", "fakenet")
+		if out, err := h2.Docker("network", "create", "-d", testbed.PluginName, "--subnet", "10.99.4.0/24", "fakenet"); err == nil {
+			t.Errorf("h2's dockerd found h1's plugin:\n%s", out)
+		}
+	})
+	for _, f := range footprints {
+		checkGone(t, f)
+	}
 }
 
 // checkGone fails when a host's namespaces, processes, directories or

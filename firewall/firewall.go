@@ -23,7 +23,18 @@ package firewall
 // lets br-x's containers into vxbridge networks, so the jump belongs right
 // after DOCKER-USER (operators' rules keep precedence) and above everything
 // else but docker's isolation jump. Reconcile and EnsureJumps move it back
-// whenever something was inserted above it.
+// whenever something was inserted above it; until they run, containers of a
+// docker network created after vxbridge's can open connections into
+// vxbridge networks (seen with docker 20.10 in a test namespace), so call
+// EnsureJumps soon after docker creates a network. Docker 28 keeps its
+// per-network rules in its own DOCKER-FORWARD chain, which we stay above.
+//
+// Isolation, per network bridge b, all in VXBRIDGE-ISOLATION: an inbound
+// guard drops anything entering b from another interface unless it is a
+// reply or DNAT'ed (a published port); an outbound guard drops b's new
+// connections into docker's bridges. Two vxbridge networks are kept apart by
+// each other's inbound guard. The host's own traffic (INPUT, OUTPUT) is not
+// filtered.
 //
 // Every change is one iptables-restore --noflush transaction per table: a
 // changed chain is declared (which flushes it) and refilled, and a misplaced

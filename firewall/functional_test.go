@@ -297,13 +297,15 @@ func TestFunctionalNoICCBlocksRoutedHairpin(t *testing.T) {
 			}
 			requireBlocked(t, e1, e2) // straight across the bridge
 		}
-		// Send e1's traffic for e2 to the gateway instead of straight to e2.
-		host := netip.MustParsePrefix(e2.addr + "/32")
-		must(t, e1.ns.Handle().RouteAdd(&netlink.Route{
-			LinkIndex: mustLink(t, e1.ns, "eth0").Attrs().Index,
-			Dst:       &net.IPNet{IP: host.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)},
-			Gw:        net.ParseIP(gw),
-		}))
+		// Both send their traffic for the other to the gateway instead of
+		// straight across (replies too, or L2 isolation would drop them).
+		for _, e := range [][2]endpoint{{e1, e2}, {e2, e1}} {
+			must(t, e[0].ns.Handle().RouteAdd(&netlink.Route{
+				LinkIndex: mustLink(t, e[0].ns, "eth0").Attrs().Index,
+				Dst:       &net.IPNet{IP: net.ParseIP(e[1].addr), Mask: net.CIDRMask(32, 32)},
+				Gw:        net.ParseIP(gw),
+			}))
+		}
 		if icc {
 			requireReach(t, e1, e2, e1.addr)
 		} else {

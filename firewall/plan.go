@@ -126,9 +126,7 @@ func (s *restoreScript) String() string {
 func plan(st familyState, req syncRequest) *restoreScript {
 	s := &restoreScript{}
 	if req.jumpsOnly {
-		if st.exists(chainRef{tableFilter, ChainForward}) {
-			planJumps(s, st)
-		}
+		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}))
 		return s
 	}
 	next, changed, tagged := nextChains(st, req)
@@ -148,18 +146,19 @@ func plan(st familyState, req syncRequest) *restoreScript {
 			s.add(c.table, next[c]...)
 		}
 	}
-	planJumps(s, st)
+	planJumps(s, st, true, true) // every chain exists by now
 	return s
 }
 
 // nextChains returns the contents our chains should have, which of them
 // differ from st, and how many network rules they hold in all.
 func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, changed map[chainRef]bool, tagged int) {
-	want := map[chainRef][]string{}
+	want := map[chainRef][]string{} // in the order of req.desired
+	wanted := map[string]bool{}     // lines carry their chain's name
 	for _, r := range req.desired {
-		c := chainRef{r.Table, r.Chain}
-		if l := r.Line(); !slices.Contains(want[c], l) {
-			want[c] = append(want[c], l)
+		if l := r.Line(); !wanted[l] {
+			wanted[l] = true
+			want[chainRef{r.Table, r.Chain}] = append(want[chainRef{r.Table, r.Chain}], l)
 		}
 	}
 	next, changed = map[chainRef][]string{}, map[chainRef]bool{}
@@ -176,7 +175,7 @@ func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, ch
 			if c.chain == ChainForward && l == isolationJump && i == 0 {
 				continue
 			}
-			if seen[l] || req.owns(l) && !slices.Contains(want[c], l) {
+			if seen[l] || req.owns(l) && !wanted[l] {
 				changed[c] = true // a copy, a misplaced jump, or a stale rule
 				continue
 			}
@@ -228,10 +227,11 @@ func planTeardown(s *restoreScript, st familyState) {
 	}
 }
 
-// planJumps puts the FORWARD and POSTROUTING jumps where they belong. A
-// misplaced jump is deleted and inserted again in one transaction.
-func planJumps(s *restoreScript, st familyState) {
-	if dels, pos, ok := placeForwardJump(st.rules(chainRef{tableFilter, "FORWARD"})); !ok {
+// planJumps puts the FORWARD and POSTROUTING jumps where they belong, for
+// those of our chains said to exist. A misplaced jump is deleted and
+// inserted again in one transaction.
+func planJumps(s *restoreScript, st familyState, forward, postrouting bool) {
+	if dels, pos, ok := placeForwardJump(st.rules(chainRef{tableFilter, "FORWARD"})); forward && !ok {
 		for range dels {
 			s.add(tableFilter, deleteLine(forwardJump))
 		}
@@ -239,7 +239,7 @@ func planJumps(s *restoreScript, st familyState) {
 	}
 	// Docker's MASQUERADE rules match their own sources only: the position
 	// of this jump does not matter, only that there is exactly one.
-	if n := countOf(st.rules(chainRef{tableNat, "POSTROUTING"}), postroutingJump); n != 1 {
+	if n := countOf(st.rules(chainRef{tableNat, "POSTROUTING"}), postroutingJump); postrouting && n != 1 {
 		for range n {
 			s.add(tableNat, deleteLine(postroutingJump))
 		}

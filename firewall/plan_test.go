@@ -330,3 +330,18 @@ func TestFailedLine(t *testing.T) {
 		t.Errorf("failedLine = %q", got)
 	}
 }
+
+func TestPlanJumpsOnlyLeavesMissingChainAlone(t *testing.T) {
+	st := dockerState()
+	step(t, st, reconcileReq(testNetwork("aaa", "vxb-a", "10.1.0.0/24")))
+	// Someone removed the nat side; EnsureJumps must not jump to nothing.
+	st[tableNat].rules["POSTROUTING"] = slices.DeleteFunc(st[tableNat].rules["POSTROUTING"], func(l string) bool { return l == postroutingJump })
+	delete(st[tableNat].chains, ChainPostrouting)
+	if s := plan(st, syncRequest{jumpsOnly: true}); !s.empty() {
+		t.Errorf("EnsureJumps plans %s", s)
+	}
+	step(t, st, reconcileReq(testNetwork("aaa", "vxb-a", "10.1.0.0/24")))
+	if countOf(st[tableNat].rules["POSTROUTING"], postroutingJump) != 1 || !st.exists(chainRef{tableNat, ChainPostrouting}) {
+		t.Errorf("Reconcile did not rebuild the nat chain and jump")
+	}
+}

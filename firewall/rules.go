@@ -107,6 +107,10 @@ func validID(id string) error {
 	return nil
 }
 
+// ValidateBridgeName says whether name can be a vxbridge bridge as far as
+// iptables is concerned: one interface name, not a wildcard, not docker's.
+func ValidateBridgeName(name string) error { return validBridge(name) }
+
 func validBridge(name string) error {
 	switch {
 	case name == "" || len(name) > 15:

@@ -1,5 +1,7 @@
-// Package firewall owns vxbridge's iptables chains. types.go and rules.go are
-// pure (the desired rules of a network); firewall.go applies them.
+// Package firewall owns vxbridge's iptables chains. types.go, rules.go (the
+// desired rules of a network) and plan.go (the diff against a listing, as an
+// iptables-restore script) are pure; iptables.go runs the binaries and
+// firewall.go ties them together. Design notes are at the top of firewall.go.
 package firewall
 
 import "net/netip"

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -172,7 +173,7 @@ func checkApplets(bb string) error {
 // a static binary for an image (CGO_ENABLED=0) and returns its path.
 func BuildStaticGo(t testing.TB, pkg string) string {
 	t.Helper()
-	goBin, err := lookPath("go")
+	goBin, err := GoTool()
 	if err != nil {
 		t.Fatalf("go toolchain: %v", err)
 	}
@@ -183,4 +184,19 @@ func BuildStaticGo(t testing.TB, pkg string) string {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out
+}
+
+// GoTool finds the go command: in PATH, else in the GOROOT this test was
+// built with (`sudo` often drops /usr/local/go/bin from PATH).
+func GoTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	if root := runtime.GOROOT(); root != "" { //nolint:staticcheck // the test binary's own toolchain
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("go command not found in PATH or GOROOT")
 }

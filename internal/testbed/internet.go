@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // Internet is a namespace standing for the outside world of one host: it is
@@ -74,29 +73,8 @@ func (in *Internet) Exec(t testing.TB, name string, args ...string) string {
 // test ends.
 func (in *Internet) Start(t testing.TB, name string, argv ...string) *Process {
 	t.Helper()
-	nsenter, err := lookPath("nsenter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := lookPath(argv[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{nsenter, "--net=" + in.ns.Path(), bin}, argv[1:]...)
-	logPath := filepath.Join(in.host.dir, "internet-"+name+".log")
-	p, err := startProcess(name, logPath, full, argv, daemonEnv())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := in.ns.Start(t, filepath.Join(in.host.dir, "internet-"+name+".log"), argv...)
 	in.host.footprint.addProc(p.ident)
-	t.Cleanup(func() {
-		if err := p.StopTimeout(10 * time.Second); err != nil {
-			t.Errorf("%v", err)
-		}
-		if t.Failed() {
-			t.Logf("--- %s ---\n%s", filepath.Base(logPath), tail(p.Log(), 40))
-		}
-	})
 	return p
 }
 

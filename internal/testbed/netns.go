@@ -107,6 +107,36 @@ func (n *NetNS) TryExec(name string, args ...string) (string, error) {
 	return run("nsenter", full...)
 }
 
+// Start runs a daemon inside the namespace (nsenter --net, the machine's
+// mount namespace) with output to logPath; it is stopped when the test ends
+// and its log tail printed if the test failed.
+func (n *NetNS) Start(t testing.TB, logPath string, argv ...string) *Process {
+	t.Helper()
+	nsenter, err := lookPath("nsenter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := lookPath(argv[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{nsenter, "--net=" + n.Path(), bin}, argv[1:]...)
+	p, err := startProcess(filepath.Base(argv[0]), logPath, full, argv, daemonEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	track(&Footprint{procs: []procIdent{p.ident}})
+	t.Cleanup(func() {
+		if err := p.StopTimeout(10 * time.Second); err != nil {
+			t.Errorf("%v", err)
+		}
+		if t.Failed() {
+			t.Logf("--- %s ---\n%s", filepath.Base(logPath), tail(p.Log(), 40))
+		}
+	})
+	return p
+}
+
 // Veth joins two namespaces with a veth pair, nameA in a and nameB in b, both
 // up. Names are per namespace, so short fixed names ("eth1") are fine.
 // The pair vanishes with either namespace.
