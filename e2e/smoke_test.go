@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -141,8 +142,21 @@ func TestHarnessTwoHosts(t *testing.T) {
 		h1.StartPlugin(t, self)
 		h1.MustDocker(t, "network", "create", "-d", testbed.PluginName, "--subnet", "10.99.4.0/24", "fakenet")
 		h1.MustDocker(t, "network", "rm", "fakenet")
-		if out, err := h2.Docker("network", "create", "-d", testbed.PluginName, "--subnet", "10.99.4.0/24", "fakenet"); err == nil {
-			t.Errorf("h2's dockerd found h1's plugin:\n%s", out)
+		// Asking h2's dockerd for the driver would take docker's ~15 s lookup
+		// retries to fail: look at the folder it searches instead.
+		for _, h := range []*testbed.Host{h1, h2} {
+			mnt := fmt.Sprintf("--mount=/proc/%d/ns/mnt", h.Dockerd().Pid())
+			out, err := exec.Command("nsenter", mnt, "ls", "-A", "/run/docker/plugins").CombinedOutput()
+			if err != nil {
+				t.Fatalf("list %s's /run/docker/plugins: %v\n%s", h.Name, err, out)
+			}
+			want := ""
+			if h == h1 {
+				want = testbed.PluginName + ".sock"
+			}
+			if got := strings.TrimSpace(string(out)); got != want {
+				t.Errorf("%s's dockerd sees /run/docker/plugins = %q, want %q", h.Name, got, want)
+			}
 		}
 	})
 	for _, f := range footprints {

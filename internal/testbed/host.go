@@ -252,15 +252,32 @@ func readPidFile(path string) (int, error) {
 // containers) found by namespace and cgroup; then the namespace and D.
 func (h *Host) cleanup(t testing.TB) {
 	start := time.Now()
-	defer func() { t.Logf("%s: torn down in %v", h.Name, time.Since(start).Round(time.Millisecond)) }()
+	h.stopAll(t)
+	if killed := h.sweep(); len(killed) > 0 {
+		t.Logf("%s: killed processes that outlived dockerd:\n  %s", h.Name, strings.Join(killed, "\n  "))
+	}
+	if t.Failed() {
+		h.logTails(t)
+	}
+	for _, err := range h.removeTraces() {
+		t.Errorf("%s: %v", h.Name, err)
+	}
+	if left := h.footprint.Leftovers(); len(left) > 0 {
+		t.Errorf("%s: left behind after cleanup:\n  %s", h.Name, strings.Join(left, "\n  "))
+	}
+	t.Logf("%s: torn down in %v", h.Name, time.Since(start).Round(time.Millisecond))
+}
+
+// stopAll removes the containers, then stops the host's processes and
+// dockerd, each by its pid.
+func (h *Host) stopAll(t testing.TB) {
 	h.mu.Lock()
 	dockerd, plugin := h.dockerd, h.plugin
 	procs := append([]*Process(nil), h.procs...)
 	h.mu.Unlock()
 
-	pluginDead := plugin != nil && plugin.Exited()
 	if dockerd != nil && !dockerd.Exited() {
-		if pluginDead {
+		if plugin != nil && plugin.Exited() {
 			// Every container removal would wait 30 s for plugin retries.
 			t.Logf("%s: plugin is not running: killing dockerd instead of removing containers", h.Name)
 			_ = dockerd.Kill9()
@@ -278,27 +295,25 @@ func (h *Host) cleanup(t testing.TB) {
 			t.Errorf("%s: %v", h.Name, err)
 		}
 	}
-	if killed := h.sweep(); len(killed) > 0 {
-		t.Logf("%s: killed processes that outlived dockerd:\n  %s", h.Name, strings.Join(killed, "\n  "))
-	}
+}
+
+// removeTraces removes the cgroups, the namespace and D, once no process of
+// the host is left.
+func (h *Host) removeTraces() []error {
+	var errs []error
 	if err := removeCgroups(cgroupDirs(NamePrefix + h.id)); err != nil {
-		t.Errorf("%s: %v", h.Name, err)
+		errs = append(errs, err)
 	}
 	if err := h.ns.Delete(); err != nil {
-		t.Errorf("%s: %v", h.Name, err)
-	}
-	if t.Failed() {
-		h.logTails(t)
+		errs = append(errs, err)
 	}
 	if err := unmountUnder(h.dir); err != nil {
-		t.Errorf("%s: %v", h.Name, err)
+		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(h.dir); err != nil {
-		t.Errorf("%s: remove %s: %v", h.Name, h.dir, err)
+		errs = append(errs, fmt.Errorf("remove %s: %w", h.dir, err))
 	}
-	if left := h.footprint.Leftovers(); len(left) > 0 {
-		t.Errorf("%s: left behind after cleanup:\n  %s", h.Name, strings.Join(left, "\n  "))
-	}
+	return errs
 }
 
 // sweep kills the processes that are still inside the host's network
