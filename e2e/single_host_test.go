@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ func TestSingleHost(t *testing.T) {
 		{"NoLeaks", s.noLeaks},
 		{"ParallelRuns", s.parallelRuns},
 		{"DefaultIPAM", s.defaultIPAM},
+		{"StaticAddresses", s.staticAddresses},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			s.checkPlugin(t)
@@ -84,6 +86,29 @@ func (s *singleHost) badOption(t *testing.T) {
 	if _, err := s.h.Docker("network", "inspect", "vxbad"); err == nil {
 		t.Errorf("network vxbad exists after a failed create")
 	}
+	// An interface vxbridge did not create is never adopted or deleted.
+	s.h.Exec(t, "ip", "link", "add", "vxforeign0", "type", "bridge")
+	defer s.h.TryExec("ip", "link", "del", "vxforeign0")
+	out, err = s.h.Docker("network", "create", "-d", testbed.PluginName, "-o", "com.docker.network.bridge.name=vxforeign0", "vxbad")
+	if err == nil {
+		s.h.Docker("network", "rm", "vxbad")
+		t.Fatalf("network create on a foreign bridge succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "vxforeign0") || !strings.Contains(out, "not") {
+		t.Errorf("refusal does not name the foreign interface vxforeign0:\n%s", out)
+	}
+	s.h.Exec(t, "ip", "link", "show", "vxforeign0")
+	for _, o := range []string{"com.docker.network.driver.mtu=20", "com.docker.network.bridge.name=much-too-long-name"} {
+		key := strings.SplitN(o, "=", 2)[0]
+		if out, err := s.h.Docker("network", "create", "-d", testbed.PluginName, "-o", o, "vxbad"); err == nil || !strings.Contains(out, key) {
+			s.h.Docker("network", "rm", "vxbad")
+			t.Errorf("-o %s: want a refusal naming %s, got err=%v:\n%s", o, key, err, out)
+		}
+	}
+	// The socket is root's only.
+	if st, err := os.Stat(s.h.PluginSocket()); err != nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("plugin socket mode = %v (%v), want 0660", st.Mode().Perm(), err)
+	}
 }
 
 // (1) Two containers reach each other by IP and by name (embedded DNS).
@@ -121,6 +146,9 @@ func (s *singleHost) dualStack(t *testing.T) {
 	waitPing(t, h, "n2a", v6B)
 	mustPing(t, h, "n2b", v6A)
 	mustPing(t, h, "n2a", containerIP(t, h, "n2b", "vxn2", false))
+	// Outbound over IPv6 too: the internet namespace has no route back to
+	// fd77::/64, so this passes only through the gateway's masquerade.
+	waitPing(t, h, "n2a", s.inet.ServerIPv6)
 }
 
 // (3) Outbound: a container reaches the internet namespace, which has no
@@ -217,7 +245,23 @@ func (s *singleHost) pluginRestart(t *testing.T) {
 	if err := h.Plugin().Kill9(); err != nil {
 		t.Fatal(err)
 	}
+	// The data plane is the kernel's: it does not need the plugin running.
+	mustPing(t, h, "n8a", ipB)
+	mustPing(t, h, "n8b", s.inet.ServerIPv4)
+	// What a crash half way through a create leaves (a veth carrying our
+	// alias that no record claims), and someone flushing our chain: the
+	// start-up reconcile removes the first and restores the second.
+	h.Exec(t, "ip", "link", "add", "vxhdeadbeef0000", "type", "veth", "peer", "name", "vxcdeadbeef0000")
+	h.Exec(t, "ip", "link", "set", "vxhdeadbeef0000", "alias", "vxbridge:ep:deadbeef0000")
+	fwdBefore := h.Exec(t, "iptables", "-S", "VXBRIDGE-FORWARD")
+	h.Exec(t, "iptables", "-F", "VXBRIDGE-FORWARD")
 	h.StartPlugin(t, pluginBin)
+	if out, err := h.TryExec("ip", "link", "show", "vxhdeadbeef0000"); err == nil {
+		t.Errorf("orphan veth with a vxbridge alias survived the restart:\n%s", out)
+	}
+	if fwdAfter := h.Exec(t, "iptables", "-S", "VXBRIDGE-FORWARD"); fwdAfter != fwdBefore {
+		t.Errorf("VXBRIDGE-FORWARD not restored at start-up:\n%s", lineDiff(fwdBefore, fwdAfter))
+	}
 
 	mustPing(t, h, "n8a", ipB)
 	mustPing(t, h, "n8b", ipA)
@@ -264,6 +308,10 @@ func (s *singleHost) noLeaks(t *testing.T) {
 		t.Errorf("plugin links remain with no vxbridge network left (maybe from an earlier scenario): %s",
 			strings.Join(left, ", "))
 	}
+	// The IPAM released the pool and its addresses: the same subnet, gateway
+	// included, can be had again.
+	s.vxNet(t, "vxn9again", "10.77.11.0/24", "--gateway", "10.77.11.1")
+	h.MustDocker(t, "network", "rm", "vxn9again")
 }
 
 // (10) 20 concurrent `docker run -d` on one network all succeed with
@@ -344,4 +392,36 @@ func lineDiff(a, b string) string {
 		return "(same lines, different order)"
 	}
 	return strings.Join(out, "\n")
+}
+
+// (12) --ip, --ip-range and --aux-address go through vxbridge's IPAM as
+// docker sends them; an overlapping pool is refused naming the one in use.
+func (s *singleHost) staticAddresses(t *testing.T) {
+	h := s.h
+	s.vxNet(t, "vxn12", "10.77.15.0/24", "--gateway", "10.77.15.1",
+		"--ip-range", "10.77.15.128/25", "--aux-address", "router=10.77.15.129")
+	runContainer(t, h, "n12a", "vxn12", "--ip", "10.77.15.10")
+	runContainer(t, h, "n12b", "vxn12")
+	if ip := containerIP(t, h, "n12a", "vxn12", false); ip != "10.77.15.10" {
+		t.Errorf("--ip 10.77.15.10 gave %s", ip)
+	}
+	ipB := containerIP(t, h, "n12b", "vxn12", false)
+	_, rng, _ := net.ParseCIDR("10.77.15.128/25")
+	if !rng.Contains(net.ParseIP(ipB)) || ipB == "10.77.15.129" {
+		t.Errorf("dynamic address %s is outside --ip-range %s or is the aux address", ipB, rng)
+	}
+	waitPing(t, h, "n12a", ipB)
+	out, err := h.Docker("run", "--rm", "--network", "vxn12", "--ip", "10.77.15.10", testbed.Image, "true")
+	if err == nil || !strings.Contains(out, "10.77.15.10") {
+		t.Errorf("a second container with --ip 10.77.15.10 was not refused naming the address:\n%s", out)
+	}
+	out, err = h.Docker("network", "create", "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
+		"--subnet", "10.77.15.0/25", "vxn12o")
+	if err == nil {
+		h.Docker("network", "rm", "vxn12o")
+		t.Fatalf("an overlapping pool was accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "overlaps") || !strings.Contains(out, "10.77.15.0/24") {
+		t.Errorf("overlap refusal does not name the pool in use:\n%s", out)
+	}
 }

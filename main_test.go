@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseServeFlagsDefaultsAndEnv(t *testing.T) {
+	cfg, err := parseServeFlags(nil, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.socket != "/run/docker/plugins/vxbridge.sock" || cfg.stateDir != "/var/lib/vxbridge" || cfg.logLevel != slog.LevelInfo || cfg.reconcileInterval != 10*time.Second {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	env := map[string]string{"VXBRIDGE_STATE_DIR": "/srv/vx", "VXBRIDGE_LOG_LEVEL": "debug", "VXBRIDGE_SOCKET": "/x/a.sock"}
+	cfg, err = parseServeFlags([]string{"--socket", "/y/b.sock"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.stateDir != "/srv/vx" || cfg.logLevel != slog.LevelDebug || cfg.socket != "/y/b.sock" {
+		t.Errorf("env + flags = %+v", cfg)
+	}
+}
+
+func TestParseServeFlagsRefusals(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	for _, args := range [][]string{{"--log-level", "loud"}, {"--nope"}, {"extra"}} {
+		if _, err := parseServeFlags(args, none, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+func TestRunVersionAndUsage(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "vxbridge ") {
+		t.Errorf("version: %q, %v", out.String(), err)
+	}
+	if err := run(nil, io.Discard, io.Discard); err == nil {
+		t.Error("no command accepted")
+	}
+	if err := run([]string{"frobnicate"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "frobnicate") {
+		t.Errorf("unknown command: %v", err)
+	}
+}
