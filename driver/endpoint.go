@@ -87,6 +87,17 @@ func randomMAC() (string, error) {
 	return mac.String(), nil
 }
 
+// lookup returns the vxbridge network netID (an error if unknown) and its
+// endpoint epID (nil if unknown).
+func (d *Driver) lookup(netID, epID string) (*store.Network, *store.Endpoint, error) {
+	n, err := d.network(netID)
+	if err != nil {
+		return nil, nil, err
+	}
+	ep, err := d.store.Endpoint(epID)
+	return n, ep, err
+}
+
 func (d *Driver) network(id string) (*store.Network, error) {
 	n, err := d.store.Network(id)
 	if err != nil {
@@ -102,11 +113,7 @@ func (d *Driver) network(id string) (*store.Network, error) {
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, err := d.network(req.NetworkID)
-	if err != nil {
-		return nil, err
-	}
-	ep, err := d.store.Endpoint(req.EndpointID)
+	n, ep, err := d.lookup(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
@@ -204,11 +211,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, err := d.network(req.NetworkID)
-	if err != nil {
-		return nil, err
-	}
-	ep, err := d.store.Endpoint(req.EndpointID)
+	n, ep, err := d.lookup(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
