@@ -5,16 +5,29 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 SOCKET    ?= /run/docker/plugins/vxbridge.sock
 STATE_DIR ?= /var/lib/vxbridge
 LOG_LEVEL ?= info
+# `make plugin` creates the managed plugin vxbridge:$(TAG) on the docker DOCKER_HOST names.
+TAG       ?= latest
+PLUGIN_DIR := build/plugin
 # Fuzz targets run briefly in `make test`, longer in `make fuzz`.
 FUZZ_TIME ?= 10s
-FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./plugin:FuzzHandler ./ipam:FuzzParsePool
+FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./plugin:FuzzHandler ./ipam:FuzzParsePool ./cluster:FuzzViewApply ./status:FuzzDecode ./doctor:FuzzParseForward
 
-.PHONY: all build run test test-unit test-fuzz lint fuzz deps clean
+.PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/vxbridge .
+
+# The managed plugin's directory (config.json + rootfs/ with the static
+# binary and both iptables backends), built without docker build.
+plugin-dir: build
+	@$(MAKE) --no-print-directory deps DEPS_FOR=run
+	./hack/build-plugin.sh bin/vxbridge config.json $(PLUGIN_DIR)
+
+# Creates (not enables) the managed plugin from it, with no registry.
+plugin: plugin-dir
+	docker plugin create vxbridge:$(TAG) $(PLUGIN_DIR)
 
 deps:
 	@./hack/install-deps.sh $(DEPS_FOR)
@@ -43,11 +56,11 @@ test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn for $(FUZZ_TIME)"; \
-		$(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZ_TIME); \
+		$(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=100x; \
 	done
 
 fuzz:
 	@$(MAKE) --no-print-directory test-fuzz FUZZ_TIME=5m
 
 clean:
-	rm -rf bin
+	rm -rf bin build

@@ -19,7 +19,9 @@ import (
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/server"
 	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/metrics"
 	"github.com/vxbridge/vxbridge/plugin"
+	"github.com/vxbridge/vxbridge/portproxy"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -35,7 +37,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vxbridge serve [flags] | vxbridge version")
+		return errors.New("usage: vxbridge serve [flags] | vxbridge status [flags] | vxbridge doctor [flags] | vxbridge version")
 	}
 	switch args[0] {
 	case "serve":
@@ -44,11 +46,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return serve(cfg, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "vxbridge", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q: want serve or version", args[0])
+		return fmt.Errorf("unknown command %q: want serve, status, doctor or version", args[0])
 	}
 }
 
@@ -58,6 +64,10 @@ type serveConfig struct {
 	stateDir          string
 	logLevel          slog.Level
 	reconcileInterval time.Duration
+	metricsListen     string
+	iptablesBackend   string
+	writableProcSys   bool
+	crossHost         crossHostFlags
 }
 
 // parseServeFlags reads flags; each may also come from VXBRIDGE_<NAME>
@@ -71,6 +81,10 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/vxbridge", "directory holding the bbolt state file")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often the kernel and firewall are made to match the store (0: only at start)")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
+	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
+	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "remount /proc/sys read-write at start (inside a managed plugin, where docker mounts it read-only)")
+	cfg.crossHost.register(fs)
 	if err := server.ApplyEnv(fs, "VXBRIDGE_", env); err != nil {
 		return nil, err
 	}
@@ -92,16 +106,30 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	fw, err := firewall.New()
+	if cfg.writableProcSys {
+		if err := remountProcSysWritable(); err != nil {
+			return err
+		}
+	}
+	fw, fwWatch, err := newFirewall(cfg.iptablesBackend, log)
 	if err != nil {
 		return err
 	}
+	mx := metrics.New(version)
 	links := bridge.New(nil)
-	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes})
+	xh, err := startCrossHost(&cfg.crossHost, cfg.stateDir, db, log)
 	if err != nil {
 		return err
 	}
-	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log})
+	defer xh.close()
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator()})
+	if err != nil {
+		return err
+	}
+	ports := portproxy.New(log) // holds published host ports; Reconcile reserves them again
+	defer ports.Close()
+	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
+		CrossHost: xh.driverConfig(), Ports: ports})
 	rep, err := drv.Reconcile()
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)
@@ -114,16 +142,31 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go drv.RunReconciler(ctx, cfg.reconcileInterval)
+	xh.run(ctx, drv)
 	go func() {
 		if err := links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {
 			log.Warn("not watching for new bridges; firewall jumps are checked every --reconcile-interval only", "err", err)
 		}
 	}()
+	go func() {
+		if err := firewall.WatchChanges(ctx, drv.FirewallChanged); err != nil {
+			log.Warn("not watching nf_tables; flushed rules come back every --reconcile-interval only", "err", err)
+		}
+	}()
+	fwWatch.start(ctx, drv)
+	report := statusReport(drv, fwWatch, db.Path(), drv.ClusterStatus)
+	mx.WatchState(report)
+	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
+		return err
+	}
+	handler := plugin.New(drv, ip, log)
+	handler.Observe(mx.ObserveCall)
+	handler.HandleStatus(report)
 	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
 	return server.ServeUnix(ctx, server.Options{
 		Path:    cfg.socket,
 		Group:   cfg.socketGroup,
-		Handler: plugin.New(drv, ip, log),
+		Handler: handler,
 		Logger:  log,
 	})
 }

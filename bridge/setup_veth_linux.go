@@ -49,6 +49,7 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 		func() error { return m.setupMTU(link, cfg.MTU) },
 		func() error { return m.setupMaster(link, br) },
 		func() error { return m.setupIsolated(link, cfg.Isolated) },
+		func() error { return m.setupHairpin(link, cfg.Hairpin) },
 		func() error { return m.setupUp(link) },
 	)
 }
@@ -69,6 +70,13 @@ func (m *Manager) setupMaster(link, br netlink.Link) error {
 // nothing between two isolated ports; frames to the bridge's own address
 // (the gateway) and to non-isolated ports (an uplink) still pass. That is
 // how icc=false keeps containers apart.
+func (m *Manager) setupHairpin(link netlink.Link, on bool) error {
+	if err := m.nlh.LinkSetHairpin(link, on); err != nil {
+		return fmt.Errorf("set hairpin=%t on bridge port %q: %w", on, link.Attrs().Name, err)
+	}
+	return nil
+}
+
 func (m *Manager) setupIsolated(link netlink.Link, isolated bool) error {
 	if err := m.nlh.LinkSetIsolated(link, isolated); err != nil {
 		return fmt.Errorf("set isolated=%t on bridge port %q: %w", isolated, link.Attrs().Name, err)

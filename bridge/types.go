@@ -28,6 +28,11 @@ type VethConfig struct {
 	MTU      int
 	MAC      net.HardwareAddr // set on the peer (container) end
 	Isolated bool             // bridge port isolation (icc=false)
+	// Hairpin lets the bridge send a frame back out of the port it came
+	// in by: with br_netfilter, a container's packet to its own published
+	// port is DNAT'ed to itself and bridged back (docker sets it too when
+	// its userland proxy is off).
+	Hairpin bool
 }
 
 // LinkInfo describes an existing link.

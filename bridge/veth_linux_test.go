@@ -22,6 +22,7 @@ func testVethConfig() VethConfig {
 		MTU:      1400,
 		MAC:      net.HardwareAddr{0x02, 0x42, 0x0a, 0x01, 0x00, 0x02},
 		Isolated: true,
+		Hairpin:  true,
 	}
 }
 
@@ -83,6 +84,9 @@ func TestEnsureVethCreates(t *testing.T) {
 			host.Type(), a.Alias, a.MTU, a.MasterIndex, br.Attrs().Index, a.Flags)
 	}
 	requireIsolated(t, n, "vxh0", true)
+	if pi, err := h.LinkGetProtinfo(host); err != nil || !pi.Hairpin {
+		t.Errorf("hairpin mode not on: %+v, %v", pi, err)
+	}
 
 	peer := mustLink(t, h, "vxp0").Attrs()
 	if peer.HardwareAddr.String() != cfg.MAC.String() || peer.MTU != 1400 || peer.Flags&net.FlagUp != 0 || peer.Alias != "" {

@@ -37,6 +37,13 @@ type Config struct {
 	Links    Links
 	Firewall Firewall
 	Logger   *slog.Logger
+	// OnReconcile, if set, is called after every reconcile run (metrics).
+	OnReconcile func(err error)
+	// CrossHost turns on cross-host networks (-o vxlan.id); nil without etcd.
+	CrossHost *CrossHostConfig
+	// Ports holds published host ports (package portproxy); nil: none are
+	// held or relayed, only the firewall publishes.
+	Ports PortReserver
 }
 
 // Driver implements network.Driver.
@@ -48,6 +55,15 @@ type Driver struct {
 	mu     sync.Mutex // serialises every state change
 	macGen func() (string, error)
 	kick   chan struct{} // BridgeAppeared -> RunReconciler
+	fwKick chan struct{} // FirewallChanged -> RunReconciler
+
+	onReconcile func(error)
+	xh          *crossHost // nil: single-host only
+
+	ports PortReserver
+	// nextPort is where the next ephemeral host port is looked for, as an
+	// offset into the range.
+	nextPort uint16
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -58,14 +74,19 @@ func New(cfg Config) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1)}
+	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1), fwKick: make(chan struct{}, 1),
+		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart()}
+	if d.ports == nil {
+		d.ports = noReserver{}
+	}
+	return d
 }
 
 func netAlias(id string) string { return aliasNetPrefix + id }
 
 // GetCapabilities: each host creates its own networks.
 func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
-	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.LocalScope}, nil
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: d.connectivityScope()}, nil
 }
 
 // CreateNetwork builds the network's bridge and firewall rules, then stores it.
@@ -74,6 +95,15 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 	if err != nil {
 		return err
 	}
+	// The cluster check of a cross-host network waits for etcd: not under d.mu.
+	if err := d.claimCrossHost(n); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			d.unclaimCrossHost(n)
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	existing, err := d.store.Network(n.ID)
@@ -100,6 +130,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 	if err := d.store.SaveNetwork(n); err != nil {
 		return err
 	}
+	d.crossHostCreated(n)
 	d.log.Info("network created", "network", n.ID, "bridge", n.Bridge, "subnets", subnetList(n),
 		"mtu", n.MTU, "icc", n.ICC, "masquerade", n.Masquerade, "internal", n.Internal)
 	return nil
@@ -138,6 +169,9 @@ func (d *Driver) ensureNetwork(n *store.Network) error {
 		if errors.Is(err, bridge.ErrNotOwned) {
 			return invalidf("%v: choose another name with -o %s=NAME", err, OptBridgeName)
 		}
+		return err
+	}
+	if err := d.ensureVXLAN(n); err != nil {
 		return err
 	}
 	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
@@ -199,6 +233,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 // teardownNetwork removes the kernel side of a network, logging failures:
 // what it leaves behind, Reconcile removes.
 func (d *Driver) teardownNetwork(n *store.Network) {
+	d.teardownCrossHost(n)
 	d.undo("remove firewall rules", d.fw.RemoveNetwork(n.ID), "network", n.ID)
 	d.undo("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
 }

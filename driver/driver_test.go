@@ -285,19 +285,6 @@ func TestDeleteNetworkTakesForgottenEndpoints(t *testing.T) {
 	}
 }
 
-func TestProgramExternalConnectivityRefusesPublishedPorts(t *testing.T) {
-	h := newHarness(t)
-	err := h.d.ProgramExternalConnectivity(&network.ProgramExternalConnectivityRequest{NetworkID: netA, EndpointID: epID(1),
-		Options: map[string]interface{}{"com.docker.network.portmap": []interface{}{map[string]interface{}{"Proto": 6, "Port": 80}}}})
-	if err == nil || !strings.Contains(err.Error(), "-p") {
-		t.Errorf("err = %v, want a refusal naming -p", err)
-	}
-	if err := h.d.ProgramExternalConnectivity(&network.ProgramExternalConnectivityRequest{NetworkID: netA, EndpointID: epID(1),
-		Options: map[string]interface{}{"com.docker.network.portmap": []interface{}{}}}); err != nil {
-		t.Errorf("no ports: %v", err)
-	}
-}
-
 func TestReconcileRestoresAndCleans(t *testing.T) {
 	h := newHarness(t)
 	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))

@@ -147,6 +147,7 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint) (retErr er
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
+	d.publishEndpoint(n, ep)
 	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", ep.ID, "veth", ep.HostVeth,
 		"mac", ep.MAC, "ipv4", ep.IPv4, "ipv6", ep.IPv6)
 	return nil
@@ -165,6 +166,7 @@ func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
 		MTU:      n.MTU,
 		MAC:      mac,
 		Isolated: !n.ICC,
+		Hairpin:  !n.Internal, // a container reaching its own published port
 	})
 	if errors.Is(err, bridge.ErrNotOwned) {
 		return invalidf("%v: remove it or restart vxbridge to reconcile", err)
@@ -187,6 +189,8 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	if err := d.store.DeleteEndpoint(ep.ID); err != nil {
 		return err
 	}
+	d.withdrawEndpoint(ep)
+	d.unpublishKernel(ep, ep.Ports) // docker revokes first; this is for when it did not
 	// Deleting the host end takes the container end with it, wherever it is.
 	d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
 	d.log.Info("endpoint deleted", "network", short(ep.NetworkID), "endpoint", ep.ID, "veth", ep.HostVeth)
@@ -203,6 +207,11 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	if ep != nil {
 		value["vxbridge.host_veth"] = ep.HostVeth
 		value["vxbridge.mac"] = ep.MAC
+		if len(ep.Ports) > 0 {
+			// Docker reads published ports only from its own drivers, so
+			// this is where ephemeral host ports can be looked up.
+			value[keyPortsInfo] = portList(ep.Ports)
+		}
 	}
 	return &network.InfoResponse{Value: value}, nil
 }
@@ -247,10 +256,14 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	if err != nil || ep == nil {
 		return err
 	}
-	ep.Joined, ep.Sandbox = false, ""
+	// Docker revokes the published ports first; should it not have, they
+	// go with the sandbox.
+	ports := ep.Ports
+	ep.Joined, ep.Sandbox, ep.Ports = false, "", nil
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
+	d.unpublishKernel(ep, ports)
 	d.log.Info("endpoint left", "network", short(ep.NetworkID), "endpoint", ep.ID)
 	return nil
 }

@@ -111,10 +111,14 @@ func (f *fakeLinks) names() map[string]bool {
 	return out
 }
 
-// fakeFirewall records the networks whose rules are installed.
+// fakeFirewall records the networks whose rules are installed, and the
+// published ports by endpoint.
 type fakeFirewall struct {
 	mu         sync.Mutex
 	nets       map[string]firewall.Network
+	ports      map[string]firewall.Ports
+	failPorts  error
+	removed    []firewall.Ports // RemovePorts calls, in order
 	failEnsure error
 	reconciles int
 	jumpFixes  int
@@ -144,7 +148,7 @@ func (f *fakeFirewall) EnsureJumps() error {
 	return nil
 }
 
-func (f *fakeFirewall) Reconcile(nets []firewall.Network) error {
+func (f *fakeFirewall) Reconcile(nets []firewall.Network, ports []firewall.Ports) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reconciles++
@@ -152,6 +156,31 @@ func (f *fakeFirewall) Reconcile(nets []firewall.Network) error {
 	for _, n := range nets {
 		f.nets[n.ID] = n
 	}
+	f.ports = map[string]firewall.Ports{}
+	for _, p := range ports {
+		f.ports[p.EndpointID] = p
+	}
+	return nil
+}
+
+func (f *fakeFirewall) EnsurePorts(p firewall.Ports) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failPorts != nil {
+		return f.failPorts
+	}
+	if f.ports == nil {
+		f.ports = map[string]firewall.Ports{}
+	}
+	f.ports[p.EndpointID] = p
+	return nil
+}
+
+func (f *fakeFirewall) RemovePorts(p firewall.Ports) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.ports, p.EndpointID)
+	f.removed = append(f.removed, p)
 	return nil
 }
 

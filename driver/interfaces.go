@@ -26,8 +26,15 @@ type Links interface {
 type Firewall interface {
 	EnsureNetwork(n firewall.Network) error
 	RemoveNetwork(id string) error
-	// Reconcile makes the plugin's chains hold exactly the rules of nets.
-	Reconcile(nets []firewall.Network) error
+	// Reconcile makes the plugin's chains hold exactly the rules of nets
+	// and of the published ports.
+	Reconcile(nets []firewall.Network, ports []firewall.Ports) error
+	// EnsurePorts installs the rules of one endpoint's published ports and
+	// drops that endpoint's other port rules.
+	EnsurePorts(p firewall.Ports) error
+	// RemovePorts deletes an endpoint's port rules and the conntrack
+	// entries of the connections its mappings DNAT'ed.
+	RemovePorts(p firewall.Ports) error
 	// EnsureJumps puts the jumps into vxbridge's chains back in place (after
 	// DOCKER-USER, above docker's own per-network rules).
 	EnsureJumps() error

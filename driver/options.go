@@ -23,6 +23,8 @@ const (
 	OptICC             = "com.docker.network.bridge.enable_icc"
 	OptMasquerade      = "com.docker.network.bridge.enable_ip_masquerade"
 	OptHostBindingIPv4 = "com.docker.network.bridge.host_binding_ipv4"
+	// OptVXLANID makes the network cross-host: its VXLAN network identifier.
+	OptVXLANID = "vxlan.id"
 )
 
 // Keys docker itself puts in CreateNetwork's option map.
@@ -41,7 +43,7 @@ const (
 	maxMTU     = 65535
 )
 
-var knownOptions = []string{OptBridgeName, OptMTU, OptICC, OptMasquerade, OptHostBindingIPv4}
+var knownOptions = []string{OptBridgeName, OptMTU, OptICC, OptMasquerade, OptHostBindingIPv4, OptVXLANID}
 
 // ErrInvalid marks a request docker (or the user) got wrong.
 var ErrInvalid = errors.New("invalid request")
@@ -184,6 +186,8 @@ func applyOption(n *store.Network, key, val string) error {
 			return invalidf("option %s=%q: want an IPv4 address", key, val)
 		}
 		n.HostBindingIPv4 = a
+	case OptVXLANID:
+		n.VNI, err = parseVNI(key, val)
 	default:
 		return invalidf("unknown option %q (vxbridge understands %s)", key, strings.Join(knownOptions, ", "))
 	}

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -44,8 +45,12 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	}
 	// Firewall first: the bridges' traffic depends on it, and a failing
 	// network below must not leave the others without rules.
-	if err := d.fw.Reconcile(fwNets); err != nil {
+	fwPorts, sockets := publishedPorts(eps, byID)
+	if err := d.fw.Reconcile(fwNets, fwPorts); err != nil {
 		rep.Errors = append(rep.Errors, err)
+	}
+	if err := d.ports.Sync(sockets); err != nil {
+		rep.Errors = append(rep.Errors, fmt.Errorf("published ports: %w", err))
 	}
 	for _, n := range nets {
 		if err := d.ensureNetwork(&n); err != nil {
@@ -61,12 +66,18 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	rep.Endpoints = len(live)
 	for id := range byID {
 		live[netAlias(id)] = true
+		live[vxlanAlias(id)] = true
 	}
 	d.removeOrphanLinks(live, rep)
+	d.reconcileCrossHost(nets, eps)
 	for _, e := range rep.Errors {
 		d.log.Error("reconcile", "err", e)
 	}
-	return rep, errors.Join(rep.Errors...)
+	err = errors.Join(rep.Errors...)
+	if d.onReconcile != nil {
+		d.onReconcile(err)
+	}
+	return rep, err
 }
 
 // reconcileEndpoint converges one endpoint and says whether it is still live.
@@ -151,10 +162,18 @@ func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
 	}
 	var checks []time.Duration // pending jump checks, as delays from the last one
 	var timer <-chan time.Time
+	var soon <-chan time.Time // a reconcile after a firewall change
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-d.fwKick:
+			if soon == nil {
+				soon = time.After(firewallSettle)
+			}
+		case <-soon:
+			soon = nil
+			d.reconcileAndLog()
 		case <-d.kick:
 			checks = deltas(jumpCheckDelays)
 			timer = time.After(checks[0])
@@ -168,12 +187,32 @@ func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
 				timer = time.After(checks[0])
 			}
 		case <-tick:
-			rep, err := d.Reconcile()
-			if err == nil && len(rep.RemovedLinks)+len(rep.RecreatedVeths)+len(rep.DroppedEndpoints) > 0 {
-				d.log.Info("reconcile repaired state", "removed_links", rep.RemovedLinks,
-					"recreated_veths", rep.RecreatedVeths, "dropped_endpoints", rep.DroppedEndpoints)
-			}
+			d.reconcileAndLog()
 		}
+	}
+}
+
+func (d *Driver) reconcileAndLog() {
+	rep, err := d.Reconcile()
+	if err == nil && len(rep.RemovedLinks)+len(rep.RecreatedVeths)+len(rep.DroppedEndpoints) > 0 {
+		d.log.Info("reconcile repaired state", "removed_links", rep.RemovedLinks,
+			"recreated_veths", rep.RecreatedVeths, "dropped_endpoints", rep.DroppedEndpoints)
+	}
+}
+
+// firewallSettle is how long after a firewall change the reconcile runs:
+// long enough for a burst (dockerd re-creating its chains at start, an
+// iptables-restore of many lines) to end, short enough that flushed rules
+// are back within seconds.
+var firewallSettle = time.Second
+
+// FirewallChanged tells the reconciler that iptables rules changed
+// (docker's, an operator's, or vxbridge's own). It never blocks: a burst of
+// changes collapses into one Reconcile, firewallSettle later.
+func (d *Driver) FirewallChanged() {
+	select {
+	case d.fwKick <- struct{}{}:
+	default:
 	}
 }
 

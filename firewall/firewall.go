@@ -4,11 +4,13 @@ package firewall
 //
 // Docker sets the FORWARD policy to DROP and loads br_netfilter, so every
 // frame crossing any bridge, even between two ports of one bridge, passes
-// iptables FORWARD. vxbridge owns three chains per family:
+// iptables FORWARD. vxbridge owns three chains per family, and a fourth
+// while a port is published (see ports.go):
 //
 //	filter FORWARD -> VXBRIDGE-FORWARD      ACCEPTs only; first rule jumps to
 //	                  VXBRIDGE-ISOLATION    DROPs only
 //	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
+//	nat PREROUTING, OUTPUT -> VXBRIDGE-DNAT DNATs only
 //
 // One verdict per chain makes the order of network rules irrelevant, so a
 // chain's desired content is a set and reconciling is a set difference done
@@ -60,12 +62,15 @@ type Firewall struct {
 // New finds iptables and ip6tables and checks that they work. Without a
 // usable iptables it fails; without ip6tables only networks with IPv6
 // subnets fail (ErrIPv6Unavailable).
-func New() (*Firewall, error) {
-	v4 := newFamily(false)
+func New() (*Firewall, error) { return NewWithBackend(BackendPath) }
+
+// NewWithBackend is New with the iptables backend chosen (see backend.go).
+func NewWithBackend(b Backend) (*Firewall, error) {
+	v4 := newFamily(false, b)
 	if v4.err != nil {
 		return nil, v4.err
 	}
-	return &Firewall{families: []*family{v4, newFamily(true)}}, nil
+	return &Firewall{families: []*family{v4, newFamily(true, b)}}, nil
 }
 
 // EnsureNetwork adds the rules of n that are missing (and drops stale rules
@@ -78,16 +83,18 @@ func (fw *Firewall) EnsureNetwork(n Network) error {
 	return fw.sync(Rules(n), func(line string) bool { return taggedWith(line, n.ID) })
 }
 
-// RemoveNetwork deletes every rule tagged with id; an unknown id is success.
-// With the last network gone, the jumps and chains go too.
+// RemoveNetwork deletes every rule tagged with id, and the port rules of its
+// endpoints; an unknown id is success. With the last network gone, the
+// jumps and chains go too.
 func (fw *Firewall) RemoveNetwork(id string) error {
-	return fw.sync(nil, func(line string) bool { return taggedWith(line, id) })
+	return fw.sync(nil, func(line string) bool { return taggedWith(line, id) || portsOfNetwork(line, id) })
 }
 
-// Reconcile makes vxbridge's chains hold exactly the rules of nets: missing
-// rules are added, rules of other ids and untagged rules are deleted, the
-// jumps are put back in place. With no nets, everything of ours is removed.
-func (fw *Firewall) Reconcile(nets []Network) error {
+// Reconcile makes vxbridge's chains hold exactly the rules of nets and of
+// the published ports: missing rules are added, rules of other ids and
+// untagged rules are deleted, the jumps are put back in place. With no nets
+// and no ports, everything of ours is removed.
+func (fw *Firewall) Reconcile(nets []Network, ports []Ports) error {
 	seen := map[string]bool{}
 	var rules []Rule
 	for _, n := range nets {
@@ -99,6 +106,12 @@ func (fw *Firewall) Reconcile(nets []Network) error {
 		}
 		seen[n.ID] = true
 		rules = append(rules, Rules(n)...)
+	}
+	for _, p := range ports {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		rules = append(rules, PortRules(p)...)
 	}
 	return fw.sync(rules, func(string) bool { return true })
 }

@@ -20,23 +20,19 @@ var ErrIPv6Unavailable = errors.New("ip6tables is not usable on this host")
 // `iptables -S` per table; every change is one iptables-restore --noflush.
 type family struct {
 	ipv6    bool
+	backend Backend
 	list    string // path of iptables / ip6tables
 	restore string // path of iptables-restore / ip6tables-restore
 	err     error  // non-nil: the family cannot be used, and why
 }
 
-func (f *family) String() string {
-	if f.ipv6 {
-		return "ip6tables"
-	}
-	return "iptables"
-}
+func (f *family) String() string { return f.backend.command(f.ipv6, "") }
 
 // newFamily finds the binaries and checks, with go-iptables, that they run
 // and are recent enough (iptables-restore --wait needs 1.6.2). The probe
 // reads the filter table of the calling thread's network namespace.
-func newFamily(ipv6 bool) *family {
-	f := &family{ipv6: ipv6}
+func newFamily(ipv6 bool, b Backend) *family {
+	f := &family{ipv6: ipv6, backend: b}
 	proto := iptables.ProtocolIPv4
 	if ipv6 {
 		proto = iptables.ProtocolIPv6
@@ -49,7 +45,7 @@ func newFamily(ipv6 bool) *family {
 }
 
 func (f *family) probe(proto iptables.Protocol) error {
-	ipt, err := iptables.New(iptables.IPFamily(proto))
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(f.String()))
 	if err != nil {
 		return fmt.Errorf("%s: %w", f, err)
 	}
@@ -62,7 +58,7 @@ func (f *family) probe(proto iptables.Protocol) error {
 	if f.list, err = exec.LookPath(f.String()); err != nil {
 		return err
 	}
-	if f.restore, err = exec.LookPath(f.String() + "-restore"); err != nil {
+	if f.restore, err = exec.LookPath(f.backend.command(f.ipv6, "-restore")); err != nil {
 		return err
 	}
 	return nil

@@ -36,7 +36,12 @@ var ourChains = []chainRef{
 	{tableFilter, ChainIsolation},
 	{tableFilter, ChainForward},
 	{tableNat, ChainPostrouting},
+	dnatChain,
 }
+
+// dnatChain exists only while it holds a rule (see ports.go); the others
+// exist while any network rule does.
+var dnatChain = chainRef{tableNat, ChainDNAT}
 
 // tableState is a table as `iptables -t T -S` lists it.
 type tableState struct {
@@ -127,6 +132,7 @@ func plan(st familyState, req syncRequest) *restoreScript {
 	s := &restoreScript{}
 	if req.jumpsOnly {
 		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}))
+		planDNATJumps(s, st, st.exists(dnatChain))
 		return s
 	}
 	next, changed, tagged := nextChains(st, req)
@@ -136,8 +142,9 @@ func plan(st familyState, req syncRequest) *restoreScript {
 	}
 	// Declaring a chain creates it or flushes it; it is then refilled in the
 	// same transaction. Declarations come first, as iptables-save has them.
+	dnat := len(next[dnatChain]) > 0
 	for _, c := range ourChains {
-		if changed[c] {
+		if changed[c] && (c != dnatChain || dnat) {
 			s.add(c.table, ":"+c.chain+" - [0:0]")
 		}
 	}
@@ -147,6 +154,10 @@ func plan(st familyState, req syncRequest) *restoreScript {
 		}
 	}
 	planJumps(s, st, true, true) // every chain exists by now
+	planDNATJumps(s, st, dnat)
+	if !dnat && st.exists(dnatChain) {
+		s.add(tableNat, ":"+ChainDNAT+" - [0:0]", "-X "+ChainDNAT) // after its jumps went
+	}
 	return s
 }
 
@@ -189,7 +200,7 @@ func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, ch
 				changed[c] = true
 			}
 		}
-		if !st.exists(c) {
+		if !st.exists(c) && (c != dnatChain || len(lines) > 0) {
 			changed[c] = true
 		}
 		next[c] = lines
@@ -208,6 +219,8 @@ func planTeardown(s *restoreScript, st familyState) {
 	for _, j := range []struct{ table, chain, line string }{
 		{tableFilter, "FORWARD", forwardJump},
 		{tableNat, "POSTROUTING", postroutingJump},
+		{tableNat, "PREROUTING", preroutingDNATJump},
+		{tableNat, "OUTPUT", outputDNATJump},
 	} {
 		for range countOf(st.rules(chainRef{j.table, j.chain}), j.line) {
 			s.add(j.table, deleteLine(j.line))
@@ -271,6 +284,28 @@ func placeForwardJump(forward []string) (dels, pos int, ok bool) {
 		return 0, 0, true
 	}
 	return len(at), lo + 1, false
+}
+
+// planDNATJumps keeps exactly one jump into the DNAT chain in each of
+// PREROUTING and OUTPUT while the chain is to exist (want), and none
+// otherwise. Where they sit does not matter: docker's DNAT rules match
+// other host ports than ours.
+func planDNATJumps(s *restoreScript, st familyState, want bool) {
+	for _, j := range []struct{ chain, line string }{
+		{"PREROUTING", preroutingDNATJump},
+		{"OUTPUT", outputDNATJump},
+	} {
+		n := countOf(st.rules(chainRef{tableNat, j.chain}), j.line)
+		if want && n == 1 || !want && n == 0 {
+			continue
+		}
+		for range n {
+			s.add(tableNat, deleteLine(j.line))
+		}
+		if want {
+			s.add(tableNat, insertLine(j.line, 1))
+		}
+	}
 }
 
 func countOf(lines []string, line string) int {

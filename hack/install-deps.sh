@@ -13,6 +13,9 @@ if [ "${1:-}" = "test" ]; then
 	have dockerd || need+=(docker.io)
 	[ -x /bin/busybox ] || need+=(busybox-static)
 	have ping    || need+=(iputils-ping)
+	# The etcd-backed tests (cluster/, ipam blocks, multi-host e2e) skip
+	# without it, so CI would prove nothing about cross-host state.
+	have etcd    || need+=(etcd-server)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

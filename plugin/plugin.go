@@ -34,8 +34,9 @@ type IPAMCapabilities struct {
 
 // Handler is the plugin's HTTP handler.
 type Handler struct {
-	mux *http.ServeMux
-	log *slog.Logger
+	mux     *http.ServeMux
+	log     *slog.Logger
+	observe func(call string, took time.Duration, err error) // see Observe
 }
 
 // New returns the handler for drv and ip.
@@ -78,9 +79,11 @@ func route[Req, Resp any](h *Handler, a api, method string, fn func(*Req) (Resp,
 		if err := decode(w, r, req); err != nil {
 			h.log.Warn("bad request", "call", name, "err", err)
 			writeJSON(w, http.StatusBadRequest, map[string]string{"Err": fmt.Sprintf("%s: %v", name, err)})
+			h.observed(name, start, err)
 			return
 		}
 		resp, err := fn(req)
+		h.observed(name, start, err)
 		h.log.Debug("api call", "call", name, "duration", time.Since(start), "err", err)
 		if err != nil {
 			h.log.Info("api call failed", "call", name, "err", err)

@@ -30,6 +30,9 @@ type Network struct {
 	IPv6            []Subnet   `json:"ipv6,omitempty"`
 	// Options is the raw generic option map, kept for diagnostics.
 	Options map[string]string `json:"options,omitempty"`
+	// VNI is the VXLAN network identifier of a cross-host network (-o
+	// vxlan.id); 0 for a network local to this host.
+	VNI uint32 `json:"vni,omitempty"`
 }
 
 // Subnets returns the IPv4 then IPv6 subnets.
@@ -51,6 +54,8 @@ type Endpoint struct {
 	IPv6      netip.Prefix `json:"ipv6,omitzero"`
 	Joined    bool         `json:"joined"`
 	Sandbox   string       `json:"sandbox,omitempty"`
+	// Ports are the endpoint's published ports (ProgramExternalConnectivity).
+	Ports []PortMapping `json:"ports,omitempty"`
 }
 
 // Pool is an IPAM pool handed out to docker by RequestPool.

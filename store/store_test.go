@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,8 @@ func TestRecordsSurviveReopen(t *testing.T) {
 	n := &Network{ID: "n1", Bridge: "vxb-n1", MTU: 1400, ICC: true,
 		IPv4: []Subnet{{Pool: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParsePrefix("10.0.0.1/24"),
 			Aux: map[string]netip.Addr{"r": netip.MustParseAddr("10.0.0.2")}}}}
-	ep := &Endpoint{ID: "e1", NetworkID: "n1", HostVeth: "vxhe1", MAC: "02:00:00:00:00:01", IPv4: netip.MustParsePrefix("10.0.0.5/24"), Joined: true}
+	ep := &Endpoint{ID: "e1", NetworkID: "n1", HostVeth: "vxhe1", MAC: "02:00:00:00:00:01", IPv4: netip.MustParsePrefix("10.0.0.5/24"), Joined: true,
+		Ports: []PortMapping{{Proto: "udp", HostIP: netip.IPv6Unspecified(), HostPort: 5353, ContainerIP: netip.MustParseAddr("10.0.0.5"), ContainerPort: 53}}}
 	p := &Pool{ID: "p1", Prefix: netip.MustParsePrefix("10.0.0.0/24"), Range: netip.MustParsePrefix("10.0.0.0/25")}
 	for _, err := range []error{db.SaveNetwork(n), db.SaveEndpoint(ep), db.SavePool(p),
 		db.SaveAddress("p1", netip.MustParseAddr("10.0.0.5"), KindEndpoint, netip.MustParseAddr("10.0.0.6")),
@@ -41,7 +43,7 @@ func TestRecordsSurviveReopen(t *testing.T) {
 		t.Errorf("network = %+v", gotN)
 	}
 	gotEp, _ := db.Endpoint("e1")
-	if gotEp == nil || *gotEp != *ep {
+	if gotEp == nil || !reflect.DeepEqual(gotEp, ep) {
 		t.Errorf("endpoint = %+v", gotEp)
 	}
 	pools, _ := db.Pools()

@@ -6,5 +6,4 @@ package deps
 
 import (
 	_ "github.com/prometheus/client_golang/prometheus"
-	_ "go.etcd.io/etcd/client/v3"
 )

@@ -322,7 +322,7 @@ func (h *Host) removeTraces() []error {
 func (h *Host) sweep() []string {
 	cg := NamePrefix + h.id
 	return killAll(func() []int {
-		return append(pidsInNetNS(h.ns.inode), pidsInCgroups(cgroupDirs(cg))...)
+		return append(h.ns.pids(), pidsInCgroups(cgroupDirs(cg))...)
 	}, 20*time.Second)
 }
 

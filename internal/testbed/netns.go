@@ -73,9 +73,7 @@ func NewNetNS(t testing.TB) *NetNS {
 // it vanish with it, veth peers in other namespaces too. Deleting a
 // namespace that is already gone succeeds.
 func (n *NetNS) Delete() error {
-	if n.inode != 0 {
-		killAll(func() []int { return pidsInNetNS(n.inode) }, 10*time.Second)
-	}
+	killAll(n.pids, 10*time.Second)
 	if _, err := os.Stat(n.Path()); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -83,6 +81,25 @@ func (n *NetNS) Delete() error {
 		return fmt.Errorf("ip netns del %s: %w: %s", n.Name, err, out)
 	}
 	return nil
+}
+
+// pids lists the processes inside the namespace while it still exists.
+// Once its name is gone the kernel may give its inode number to a new
+// namespace, one another test binary made: matching by inode then would
+// find (and kill) processes that are not ours, so a namespace that is gone
+// has no processes we can know of.
+func (n *NetNS) pids() []int {
+	if n.inode == 0 {
+		return nil
+	}
+	st, err := os.Stat(n.Path())
+	if err != nil {
+		return nil
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Ino != n.inode {
+		return nil
+	}
+	return pidsInNetNS(n.inode)
 }
 
 // Exec runs a command inside the namespace (nsenter --net, the machine's

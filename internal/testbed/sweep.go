@@ -287,10 +287,8 @@ func (f *Footprint) Leftovers() []string {
 		if _, err := os.Lstat(n.Path()); err == nil {
 			left = append(left, "network namespace "+n.Name)
 		}
-		if n.inode != 0 {
-			for _, pid := range pidsInNetNS(n.inode) {
-				left = append(left, fmt.Sprintf("process in namespace %s: %s", n.Name, describe(pid)))
-			}
+		for _, pid := range n.pids() {
+			left = append(left, fmt.Sprintf("process in namespace %s: %s", n.Name, describe(pid)))
 		}
 	}
 	for _, p := range f.procs {

@@ -1,0 +1,241 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+)
+
+// Defaults of Config.
+const (
+	DefaultTTL         = 20 * time.Second
+	DefaultDialTimeout = 5 * time.Second
+	// RequestTimeout bounds each etcd call of the background loops.
+	RequestTimeout = 5 * time.Second
+)
+
+// ErrConflict marks a network the cluster already knows differently.
+var ErrConflict = errors.New("cross-host network conflict")
+
+// ErrUnavailable marks a call that needed etcd and could not reach it.
+var ErrUnavailable = errors.New("etcd unavailable")
+
+// Config configures a Client.
+type Config struct {
+	Endpoints []string
+	TLS       *tls.Config // nil: plain http
+	Prefix    string      // default DefaultPrefix
+	HostID    string      // required
+	TTL       time.Duration
+	Logger    *slog.Logger
+}
+
+// Client is one host's connection to the cluster state.
+type Client struct {
+	cli  *clientv3.Client
+	k    keys
+	host string
+	ttl  time.Duration
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	self    Host
+	eps     map[string]Endpoint // this host's endpoints, as they should be in etcd
+	members map[uint32]bool     // cross-host networks this host has
+	lease   clientv3.LeaseID    // 0: none held
+	gen     uint64              // bumped on every change of eps/members/self
+	synced  uint64              // gen last written to etcd
+	kick    chan struct{}
+	syncedC chan struct{} // closed and replaced whenever synced changes
+	lastErr error         // of the last publish round; nil after a success
+	rounds  int           // publish rounds done, to tell "not yet" from "ok"
+}
+
+// New returns a Client. It does not wait for etcd: the plugin starts and
+// serves local networks while etcd is down.
+func New(cfg Config) (*Client, error) {
+	if cfg.HostID == "" {
+		return nil, errors.New("cluster: no host id")
+	}
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("cluster: no etcd endpoints")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		TLS:         cfg.TLS,
+		DialTimeout: DefaultDialTimeout,
+		// Keep-alive pings notice a dead etcd connection within seconds.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		// Its own zap logging would repeat, in another format, what the
+		// loops here log through slog.
+		Logger: zap.NewNop(),
+		// gRPC's default reconnect backoff grows to two minutes: after an
+		// etcd outage of 30 s a host would stay disconnected for another
+		// 20 s. Capped at 2 s, the cluster converges within seconds of
+		// etcd's return.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	c := &Client{
+		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger,
+		eps: map[string]Endpoint{}, members: map[uint32]bool{},
+		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
+	}
+	if c.ttl <= 0 {
+		c.ttl = DefaultTTL
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Close ends the connection. The host's lease is not revoked: a restarting
+// plugin re-publishes under a new lease, and peers keep forwarding to this
+// host meanwhile; a host that stays away is dropped when the TTL runs out.
+func (c *Client) Close() error { return c.cli.Close() }
+
+// HostID is this host's id.
+func (c *Client) HostID() string { return c.host }
+
+// TLSConfig builds the client TLS config from PEM files; all empty is nil
+// (plain http). A CA alone verifies the server; cert and key come together.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--etcd-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func (c *Client) changed() {
+	c.gen++
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SetHost sets this host's record (VTEP and port); the Run loop publishes it.
+func (c *Client) SetHost(h Host) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h.ID = c.host
+	c.self = h
+	c.changed()
+}
+
+// Publish makes ep one of this host's published endpoints. It never waits
+// for etcd: the Run loop writes it, retrying until etcd takes it.
+func (c *Client) Publish(ep Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ep.Host = c.host
+	if old, ok := c.eps[ep.ID]; ok && old == ep {
+		return // a re-publish (reconcile) costs etcd nothing
+	}
+	c.eps[ep.ID] = ep
+	c.changed()
+}
+
+// Withdraw removes endpoint id from this host's published endpoints, in the
+// background like Publish.
+func (c *Client) Withdraw(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.eps[id]; ok {
+		delete(c.eps, id)
+		c.changed()
+	}
+}
+
+// Synced returns a channel closed once everything published so far is in
+// etcd (or at the next change of the synced state).
+func (c *Client) Synced() (done bool, next <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced == c.gen, c.syncedC
+}
+
+// WaitSynced waits until everything published before the call is in etcd.
+func (c *Client) WaitSynced(ctx context.Context) error {
+	for {
+		done, next := c.Synced()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-next:
+		}
+	}
+}
+
+func encode(v any) string {
+	b, _ := json.Marshal(v) // records hold only marshalable fields
+	return string(b)
+}
+
+func vniString(vni uint32) string { return strconv.FormatUint(uint64(vni), 10) }
+
+// Connected reports whether the last round of publishing this host's
+// records reached etcd, and if not, why.
+func (c *Client) Connected() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.rounds == 0:
+		return false, "not connected yet"
+	case c.lastErr != nil:
+		return false, c.lastErr.Error()
+	}
+	return true, ""
+}
+
+func (c *Client) recordRound(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rounds++
+	c.lastErr = err
+}

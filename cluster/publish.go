@@ -1,0 +1,278 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Backoff bounds of the background loops' retries.
+const (
+	minBackoff = 100 * time.Millisecond
+	// maxBackoff is short: after etcd returns, a host must renew its lease
+	// well within the TTL etcd grants leases again on restart.
+	maxBackoff = time.Second
+)
+
+func nextBackoff(b time.Duration) time.Duration { return min(max(2*b, minBackoff), maxBackoff) }
+
+// Run keeps this host's lease alive and its host, endpoint and membership
+// records in etcd equal to what SetHost, Publish and Withdraw said, until
+// ctx ends. It never gives up: while etcd is unreachable it retries with
+// backoff; when the lease is lost (etcd was away longer than the TTL) it
+// takes a new one and writes everything again.
+func (c *Client) Run(ctx context.Context) {
+	var (
+		lost    <-chan struct{}
+		stopKA  context.CancelFunc = func() {}
+		backoff time.Duration
+		resume  bool // keep-alive ended: try the same lease before a new one
+	)
+	defer func() { stopKA() }()
+	resync := time.NewTicker(c.ttl)
+	defer resync.Stop()
+	retry := func(what string, err error) bool {
+		c.recordRound(fmt.Errorf("%s: %w", what, err))
+		backoff = nextBackoff(backoff)
+		c.log.Warn("etcd: "+what+"; retrying", "err", err, "in", backoff)
+		return sleep(ctx, backoff)
+	}
+	for {
+		select {
+		case <-lost:
+			resume, lost = true, nil
+		default:
+		}
+		if resume {
+			ch, stop, err := c.resume(ctx)
+			switch {
+			case err == nil:
+				stopKA()
+				lost, stopKA, resume = ch, stop, false
+				c.log.Info("etcd: host lease kept alive again", "lease", fmt.Sprintf("%x", c.currentLease()))
+			case isLeaseGone(err):
+				c.log.Warn("etcd: host lease expired (etcd unreachable longer than the TTL); taking a new one")
+				c.setLease(0)
+				resume = false
+			default:
+				if !retry("host lease not renewed", err) {
+					return
+				}
+				continue
+			}
+		}
+		if c.currentLease() == 0 {
+			lease, ch, stop, err := c.grant(ctx)
+			if err != nil {
+				if !retry("no host lease yet", err) {
+					return
+				}
+				continue
+			}
+			stopKA()
+			lost, stopKA = ch, stop
+			c.setLease(lease)
+			c.log.Info("etcd: host lease granted", "lease", fmt.Sprintf("%x", lease), "ttl", c.ttl)
+		}
+		if err := c.syncOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if isLeaseGone(err) {
+				c.setLease(0)
+			}
+			if !retry("publishing this host's records failed", err) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-resync.C: // repairs records someone deleted behind our back
+		case <-lost:
+			resume, lost = true, nil
+		}
+	}
+}
+
+// resume renews the current lease once and, if etcd still has it, keeps it
+// alive again. The client library ends a keep-alive when etcd has been
+// unreachable for a TTL, but a restarted etcd gives every lease a fresh TTL:
+// taking up the same lease keeps this host's records, so peers never see
+// them vanish and come back.
+func (c *Client) resume(ctx context.Context) (<-chan struct{}, context.CancelFunc, error) {
+	lease := c.currentLease()
+	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	if _, err := c.cli.KeepAliveOnce(rctx, lease); err != nil {
+		return nil, nil, err
+	}
+	return c.keepAlive(ctx, lease)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func isLeaseGone(err error) bool {
+	return err == rpctypes.ErrLeaseNotFound || strings.Contains(err.Error(), rpctypes.ErrLeaseNotFound.Error())
+}
+
+func (c *Client) currentLease() clientv3.LeaseID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+func (c *Client) setLease(l clientv3.LeaseID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease = l
+	if l == 0 {
+		c.synced = 0 // everything must be written again
+	}
+}
+
+// grant takes a lease and starts keeping it alive; lost is closed when the
+// keep-alive ends (lease expired or revoked).
+func (c *Client) grant(ctx context.Context) (clientv3.LeaseID, <-chan struct{}, context.CancelFunc, error) {
+	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Grant(rctx, int64(c.ttl.Round(time.Second)/time.Second))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("grant lease: %w", err)
+	}
+	lost, stop, err := c.keepAlive(ctx, resp.ID)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return resp.ID, lost, stop, nil
+}
+
+// keepAlive keeps lease alive until stop; lost is closed when it ends.
+func (c *Client) keepAlive(ctx context.Context, lease clientv3.LeaseID) (lost <-chan struct{}, stop context.CancelFunc, err error) {
+	kctx, stop := context.WithCancel(ctx)
+	ka, err := c.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("keep lease alive: %w", err)
+	}
+	ch := make(chan struct{})
+	go func() {
+		for range ka {
+		}
+		close(ch)
+	}()
+	return ch, stop, nil
+}
+
+// snapshot is what this host's records should be.
+type snapshot struct {
+	gen     uint64
+	lease   clientv3.LeaseID
+	self    Host
+	eps     map[string]Endpoint
+	members map[uint32]bool
+}
+
+func (c *Client) snapshot() snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return snapshot{gen: c.gen, lease: c.lease, self: c.self, eps: maps.Clone(c.eps), members: maps.Clone(c.members)}
+}
+
+// syncOnce writes the host record and makes this host's endpoint and
+// membership keys equal the snapshot, all on the current lease.
+func (c *Client) syncOnce(ctx context.Context) error {
+	s := c.snapshot()
+	if s.lease == 0 {
+		return fmt.Errorf("no lease")
+	}
+	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	want := map[string]string{}
+	if s.self.VTEP.IsValid() {
+		want[c.k.host(c.host)] = encode(s.self)
+	}
+	for id, ep := range s.eps {
+		want[c.k.endpoint(c.host, id)] = encode(ep)
+	}
+	for vni := range s.members {
+		want[c.k.member(vni, c.host)] = "1"
+	}
+	have, err := c.ownKeys(rctx)
+	if err != nil {
+		return err
+	}
+	var ops []clientv3.Op
+	for key, val := range want {
+		if kv, ok := have[key]; !ok || string(kv.Value) != val || clientv3.LeaseID(kv.Lease) != s.lease {
+			ops = append(ops, clientv3.OpPut(key, val, clientv3.WithLease(s.lease)))
+		}
+	}
+	for key := range have {
+		if _, ok := want[key]; !ok {
+			ops = append(ops, clientv3.OpDelete(key))
+		}
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 100) // etcd's default --max-txn-ops is 128
+		if _, err := c.cli.Txn(rctx).Then(ops[:n]...).Commit(); err != nil {
+			return fmt.Errorf("write host records: %w", err)
+		}
+		ops = ops[n:]
+	}
+	c.mu.Lock()
+	c.rounds++
+	c.lastErr = nil
+	if c.lease == s.lease && c.synced != s.gen {
+		c.synced = s.gen
+		close(c.syncedC)
+		c.syncedC = make(chan struct{})
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+type keyValue struct {
+	Value []byte
+	Lease int64
+}
+
+// ownKeys returns this host's keys in etcd: host record, endpoints, memberships.
+func (c *Client) ownKeys(ctx context.Context) (map[string]keyValue, error) {
+	out := map[string]keyValue{}
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(c.k.host(c.host)),
+		clientv3.OpGet(c.k.hostEndpoints(c.host), clientv3.WithPrefix()),
+		clientv3.OpGet(c.k.members(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read host records: %w", err)
+	}
+	for i, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			key := string(kv.Key)
+			if i == 2 && !strings.HasSuffix(key, "/"+c.host) {
+				continue
+			}
+			out[key] = keyValue{Value: kv.Value, Lease: kv.Lease}
+		}
+	}
+	return out, nil
+}

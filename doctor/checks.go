@@ -1,0 +1,231 @@
+package doctor
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// forwardChain is vxbridge's chain that FORWARD jumps to.
+const forwardChain = "VXBRIDGE-FORWARD"
+
+// checkForward: under a DROP policy (docker sets it) every bridge needs an
+// ACCEPT; vxbridge's come from the FORWARD -> VXBRIDGE-FORWARD jump and one
+// rule per network tagged with its id.
+func checkForward(f *Facts) Finding {
+	c := Finding{Check: "forward"}
+	if f.IPTablesErr != nil {
+		c.Level, c.Message = Skip, fmt.Sprintf("iptables-save failed: %v", f.IPTablesErr)
+		c.Fix = "run doctor as root, with the iptables package installed"
+		return c
+	}
+	policy, jump, tagged := parseForward(f.IPTablesSave)
+	nets := networks(f)
+	var missing []string
+	for _, n := range nets {
+		if !tagged[n.ID] {
+			missing = append(missing, short(n.ID))
+		}
+	}
+	switch {
+	case len(nets) == 0:
+		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; no vxbridge networks, so no rules expected", orUnknown(policy))
+	case !jump:
+		c.Level = Fail
+		c.Message = fmt.Sprintf("FORWARD policy %s and no jump to %s: traffic of %d network(s) is not accepted", orUnknown(policy), forwardChain, len(nets))
+		c.Fix = backendFix(f) + "the reconciler restores the jump within --reconcile-interval; if it stays missing, restart the plugin and read its log"
+	case len(missing) > 0:
+		c.Level = Fail
+		c.Message = fmt.Sprintf("FORWARD policy %s; no %s rules for network(s) %s", orUnknown(policy), forwardChain, strings.Join(missing, ", "))
+		c.Fix = backendFix(f) + "restart the plugin so its start-up reconcile re-creates them"
+	default:
+		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; jump to %s and rules for all %d network(s) present", orUnknown(policy), forwardChain, len(nets))
+	}
+	return c
+}
+
+func backendFix(f *Facts) string {
+	if f.Report == nil {
+		return ""
+	}
+	return fmt.Sprintf("check that the plugin's iptables backend (%s) is the one docker uses (iptables-legacy-save / iptables-nft-save show which holds DOCKER-USER; set --iptables-backend or VXBRIDGE_IPTABLES_BACKEND); ",
+		f.Report.Firewall.Backend)
+}
+
+// parseForward reads the filter table's iptables-save output: FORWARD's
+// policy, whether FORWARD jumps to VXBRIDGE-FORWARD, and which network ids
+// tag a rule in VXBRIDGE-FORWARD.
+func parseForward(save string) (policy string, jump bool, tagged map[string]bool) {
+	tagged = map[string]bool{}
+	for _, line := range strings.Split(save, "\n") {
+		switch {
+		case strings.HasPrefix(line, ":FORWARD "):
+			if f := strings.Fields(line); len(f) > 1 {
+				policy = f[1]
+			}
+		case strings.HasPrefix(line, "-A FORWARD ") && strings.Contains(line, "-j "+forwardChain):
+			jump = true
+		case strings.HasPrefix(line, "-A "+forwardChain+" "):
+			if i := strings.Index(line, `"vxbridge:`); i >= 0 {
+				id := line[i+len(`"vxbridge:`):]
+				if j := strings.IndexByte(id, '"'); j >= 0 {
+					tagged[id[:j]] = true
+				}
+			}
+		}
+	}
+	return policy, jump, tagged
+}
+
+// checkBrNetfilter: with br_netfilter loaded, frames between two ports of
+// one bridge go through iptables FORWARD too.
+func checkBrNetfilter(f *Facts) Finding {
+	c := Finding{Check: "br_netfilter"}
+	switch strings.TrimSpace(f.BridgeNFCall) {
+	case "":
+		c.Level = OK
+		c.Message = "br_netfilter not loaded: traffic inside a bridge is not filtered (icc=false still works through port isolation)"
+	case "1":
+		c.Level = OK
+		c.Message = "br_netfilter loaded, bridge-nf-call-iptables=1: traffic inside a bridge passes FORWARD, so the forward check above matters"
+	default:
+		c.Level = OK
+		c.Message = "br_netfilter loaded, bridge-nf-call-iptables=0: traffic inside a bridge is not filtered"
+	}
+	return c
+}
+
+// checkMTU: a network whose MTU is above the underlay's gets its large
+// packets dropped or fragmented on the way out; VXLAN needs 50 bytes more.
+func checkMTU(f *Facts) Finding {
+	c := Finding{Check: "mtu"}
+	if f.UnderlayMTU == 0 {
+		c.Level, c.Message = Skip, "no default route: underlay MTU unknown"
+		return c
+	}
+	var bad []string
+	for _, n := range networks(f) {
+		mtu := n.MTU
+		if mtu == 0 {
+			mtu = 1500
+		}
+		limit, why := f.UnderlayMTU, ""
+		if n.VNI != 0 {
+			limit, why = f.UnderlayMTU-50, " - 50 VXLAN"
+		}
+		if mtu > limit {
+			bad = append(bad, fmt.Sprintf("%s (bridge %s) MTU %d > %d (%s %d%s)", short(n.ID), n.Bridge, mtu, limit, f.UnderlayIface, f.UnderlayMTU, why))
+		}
+	}
+	if len(bad) > 0 {
+		c.Level = Warn
+		c.Message = strings.Join(bad, "; ")
+		c.Fix = fmt.Sprintf("re-create the network with -o com.docker.network.driver.mtu=%d or less, or raise %s's MTU", minLimit(f), f.UnderlayIface)
+		return c
+	}
+	c.Level = OK
+	c.Message = fmt.Sprintf("every network's MTU fits the underlay (%s, MTU %d)", f.UnderlayIface, f.UnderlayMTU)
+	return c
+}
+
+func minLimit(f *Facts) int {
+	limit := f.UnderlayMTU
+	for _, n := range networks(f) {
+		if n.VNI != 0 {
+			return f.UnderlayMTU - 50
+		}
+	}
+	return limit
+}
+
+func checkEtcd(f *Facts) Finding {
+	c := Finding{Check: "etcd"}
+	if f.Report == nil {
+		c.Level, c.Message = Skip, "no status from the plugin"
+		return c
+	}
+	cl := f.Report.Cluster
+	switch {
+	case cl == nil:
+		c.Level, c.Message = Skip, "n/a (single-host)"
+	case cl.Etcd.Connected:
+		c.Level, c.Message = OK, "connected to "+strings.Join(cl.Etcd.Endpoints, ",")
+	default:
+		c.Level = Fail
+		c.Message = fmt.Sprintf("not connected to %s: %s", strings.Join(cl.Etcd.Endpoints, ","), cl.Etcd.Error)
+		c.Fix = "check that etcd answers from this host (etcdctl --endpoints ... endpoint health), the TLS files and the firewall between them"
+	}
+	return c
+}
+
+// checkNeighbours: past gc_thresh3 the kernel refuses new neighbour
+// entries and containers lose connectivity at random.
+func checkNeighbours(f *Facts) Finding {
+	c := Finding{Check: "neighbours"}
+	if f.GCThresh3 == 0 {
+		c.Level, c.Message = Skip, "gc_thresh3 could not be read"
+		return c
+	}
+	msg := fmt.Sprintf("%d IPv4 neighbour entries, gc_thresh2 %d, gc_thresh3 %d", f.Neighbours, f.GCThresh2, f.GCThresh3)
+	switch {
+	case f.Neighbours >= f.GCThresh3*9/10:
+		c.Level, c.Message = Fail, msg+": at the hard limit"
+	case f.Neighbours >= f.GCThresh2:
+		c.Level, c.Message = Warn, msg+": above the soft limit, entries are being garbage-collected"
+	default:
+		c.Level, c.Message = OK, msg
+		return c
+	}
+	c.Fix = fmt.Sprintf("raise net.ipv4.neigh.default.gc_thresh1/2/3 (e.g. sysctl -w net.ipv4.neigh.default.gc_thresh3=%d)", 2*f.GCThresh3)
+	return c
+}
+
+// checkLeftovers: interfaces carrying a vxbridge alias that no network or
+// endpoint of the state file claims (a crash between steps, a deleted state
+// file, a plugin that is not running to reconcile them).
+func checkLeftovers(f *Facts) Finding {
+	c := Finding{Check: "leftovers"}
+	if f.Report == nil {
+		c.Level, c.Message = Skip, "no status from the plugin to compare the interfaces with"
+		return c
+	}
+	left := leftovers(f)
+	if len(left) == 0 {
+		c.Level, c.Message = OK, "every vxbridge interface belongs to a network or endpoint of the state file"
+		return c
+	}
+	c.Level = Warn
+	c.Message = "interfaces no network or endpoint claims: " + strings.Join(left, ", ")
+	c.Fix = "the running plugin removes them within --reconcile-interval; otherwise: ip link delete NAME"
+	return c
+}
+
+func leftovers(f *Facts) []string {
+	claimed := map[string]bool{}
+	for _, n := range f.Report.Networks {
+		claimed["vxbridge:net:"+n.ID] = true
+	}
+	for _, ep := range f.Report.Endpoints {
+		claimed["vxbridge:ep:"+ep.ID] = true
+	}
+	var out []string
+	for _, l := range f.Links {
+		// Only the kinds this host's records claim: other vxbridge links
+		// (cross-host devices) are not judged here.
+		owned := strings.HasPrefix(l.Alias, "vxbridge:net:") || strings.HasPrefix(l.Alias, "vxbridge:ep:")
+		if owned && !claimed[l.Alias] {
+			out = append(out, fmt.Sprintf("%s (%s, %s)", l.Name, l.Kind, l.Alias))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func short(id string) string { return id[:min(12, len(id))] }

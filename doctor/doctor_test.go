@@ -1,0 +1,136 @@
+package doctor
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/vxbridge/vxbridge/status"
+)
+
+const netID = "0123456789abcdef0123456789abcdef"
+
+// saveOK is docker's and vxbridge's filter table for one network.
+const saveOK = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+:VXBRIDGE-FORWARD - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j VXBRIDGE-FORWARD
+-A VXBRIDGE-FORWARD -i vxb-0123456789a -m comment --comment "vxbridge:` + netID + `" -j ACCEPT
+COMMIT
+`
+
+func healthyFacts() *Facts {
+	return &Facts{
+		Socket: "/run/docker/plugins/x/vxbridge.sock",
+		Report: &status.Report{Version: "v1", Firewall: status.Firewall{Backend: "nft"},
+			Networks:  []status.Network{{ID: netID, Bridge: "vxb-0123456789a", Health: status.Healthy()}},
+			Endpoints: []status.Endpoint{{ID: "ep1", NetworkID: netID, HostVeth: "vxhep1", Health: status.Healthy()}}},
+		IPTablesSave: saveOK, IPForward: "1", BridgeNFCall: "1",
+		UnderlayIface: "eth0", UnderlayMTU: 1500,
+		Links: []Link{{Name: "vxb-0123456789a", Alias: "vxbridge:net:" + netID, Kind: "bridge"},
+			{Name: "vxhep1", Alias: "vxbridge:ep:ep1", Kind: "veth"}, {Name: "eth0", Kind: "device"},
+			{Name: "vxlan-1", Alias: "vxbridge:vxlan:42", Kind: "vxlan"}},
+		Neighbours: 10, GCThresh2: 512, GCThresh3: 1024,
+	}
+}
+
+func byCheck(fs []Finding) map[string]Finding {
+	m := map[string]Finding{}
+	for _, f := range fs {
+		m[f.Check] = f
+	}
+	return m
+}
+
+func TestHealthyHost(t *testing.T) {
+	fs := Run(healthyFacts())
+	for _, f := range fs {
+		want := OK
+		if f.Check == "etcd" {
+			want = Skip
+		}
+		if f.Level != want {
+			t.Errorf("%s: %s %q, want %s", f.Check, f.Level, f.Message, want)
+		}
+	}
+	if Failed(fs) {
+		t.Error("Failed on a healthy host")
+	}
+	if f := byCheck(fs)["etcd"]; f.Message != status.NotApplicable {
+		t.Errorf("etcd on single-host: %q", f.Message)
+	}
+}
+
+func TestBrokenHost(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakIt func(*Facts)
+		check   string
+		level   Level
+		msg     string // in Message
+		fix     string // in Fix
+	}{
+		{"no plugin", func(f *Facts) { f.Report, f.ReportErr = nil, errors.New("dial unix: connection refused") }, "plugin", Fail, "connection refused", "docker plugin enable"},
+		{"jump gone", func(f *Facts) {
+			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n", "", 1)
+		}, "forward", Fail, "no jump to VXBRIDGE-FORWARD", "backend (nft)"},
+		{"rule gone", func(f *Facts) {
+			f.IPTablesSave = strings.Replace(f.IPTablesSave, `-A VXBRIDGE-FORWARD -i`, `-A OTHER -i`, 1)
+		}, "forward", Fail, "no VXBRIDGE-FORWARD rules for network(s) 0123456789ab", "restart the plugin"},
+		{"iptables unreadable", func(f *Facts) { f.IPTablesErr = errors.New("permission denied") }, "forward", Skip, "permission denied", "root"},
+		{"no forwarding", func(f *Facts) { f.IPForward = "0" }, "ip_forward", Fail, "=0", "sysctl -w net.ipv4.ip_forward=1"},
+		{"mtu too big", func(f *Facts) { f.Report.Networks[0].MTU = 9000 }, "mtu", Warn, "MTU 9000 > 1500 (eth0 1500)", "mtu=1500"},
+		{"vxlan mtu", func(f *Facts) { f.Report.Networks[0].VNI = 42 }, "mtu", Warn, "MTU 1500 > 1450", "mtu=1450"},
+		{"etcd down", func(f *Facts) {
+			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Endpoints: []string{"http://e:2379"}, Error: "deadline exceeded"}}
+		}, "etcd", Fail, "deadline exceeded", "etcdctl"},
+		{"neighbours soft", func(f *Facts) { f.Neighbours = 600 }, "neighbours", Warn, "soft limit", "gc_thresh3=2048"},
+		{"neighbours hard", func(f *Facts) { f.Neighbours = 1000 }, "neighbours", Fail, "hard limit", "gc_thresh3"},
+		{"leftover", func(f *Facts) {
+			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:net:dead", Kind: "bridge"})
+		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:net:dead)", "ip link delete"},
+		{"unhealthy veth", func(f *Facts) { f.Report.Endpoints[0].Health = status.Unhealthy("veth vxhep1 is missing") }, "state", Warn, "vxhep1 is missing", "reconcile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			facts := healthyFacts()
+			tc.breakIt(facts)
+			f := byCheck(Run(facts))[tc.check]
+			if f.Level != tc.level || !strings.Contains(f.Message, tc.msg) || !strings.Contains(f.Fix, tc.fix) {
+				t.Errorf("%s = %s %q (fix %q), want %s containing %q (fix with %q)", tc.check, f.Level, f.Message, f.Fix, tc.level, tc.msg, tc.fix)
+			}
+		})
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	policy, jump, tagged := parseForward(saveOK)
+	if policy != "DROP" || !jump || !tagged[netID] || len(tagged) != 1 {
+		t.Errorf("parseForward = %q %v %v", policy, jump, tagged)
+	}
+	policy, jump, tagged = parseForward("garbage\n-A VXBRIDGE-FORWARD \"vxbridge:unterminated\n:FORWARD\n")
+	if policy != "" || jump || len(tagged) != 0 {
+		t.Errorf("parseForward(garbage) = %q %v %v", policy, jump, tagged)
+	}
+}
+
+func TestWrite(t *testing.T) {
+	facts := healthyFacts()
+	facts.IPForward = "0"
+	var b bytes.Buffer
+	if err := Write(&b, Run(facts)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "[FAIL]  ip_forward") || !strings.Contains(b.String(), "fix: sysctl -w") {
+		t.Errorf("Write:\n%s", b.String())
+	}
+}
+
+func FuzzParseForward(f *testing.F) {
+	f.Add(saveOK)
+	f.Fuzz(func(t *testing.T, s string) { parseForward(s) })
+}

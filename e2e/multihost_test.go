@@ -1,0 +1,383 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/vxlan"
+)
+
+// Multi-host: an underlay namespace with etcd, three hosts (each a
+// namespace with its own dockerd and vxbridge) joined to it, and one
+// cross-host network created on every host.
+const (
+	xVNI     = 90
+	xNet     = "xnet"
+	xSubnet4 = "10.90.0.0/24"
+	xSubnet6 = "fd90::/64"
+	xTTL     = 5 * time.Second
+)
+
+type multiHost struct {
+	ul      *testbed.Underlay
+	etcd    *testbed.Process
+	etcdDir string
+	etcdURL string
+	hosts   []*testbed.Host
+	vteps   map[*testbed.Host]string
+	cs      []ctr      // c1, c2, c3: one container per host
+	t       *testing.T // the parent test: networks and containers live as long
+}
+
+func TestMultiHost(t *testing.T) {
+	requirePlugin(t)
+	testbed.EnsureCommands(t, map[string]string{"etcd": "etcd-server"})
+	m := &multiHost{t: t, ul: testbed.NewUnderlay(t), vteps: map[*testbed.Host]string{}}
+	m.etcdURL = "http://" + m.ul.IP + ":2379"
+	m.etcdDir = t.TempDir()
+	m.startEtcd(t)
+	for i := range 3 {
+		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("h%d", i+1)})
+		m.vteps[h] = m.ul.Attach(t, h)
+		h.ImportImage(t)
+		m.startPlugin(t, h)
+		m.hosts = append(m.hosts, h)
+	}
+	for _, h := range m.hosts {
+		createNetwork(t, h, xNet, "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
+			"--subnet", xSubnet4, "--ipv6", "--subnet", xSubnet6, "-o", fmt.Sprintf("vxlan.id=%d", xVNI))
+	}
+	for _, sc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"SameNetworkEverywhere", m.sameNetwork},
+		{"PingAndTCPAcross", m.pingAndTCP},
+		{"StoppedContainersLeaveTables", m.stoppedContainers},
+		{"HostCutOffAndBack", m.hostCutOff},
+		{"PluginRestart", m.pluginRestart},
+		{"EtcdOutage", m.etcdOutage},
+		{"Mismatch", m.mismatch},
+	} {
+		if !t.Run(sc.name, sc.fn) && (sc.name == "SameNetworkEverywhere" || sc.name == "PingAndTCPAcross") {
+			return // the rest builds on these
+		}
+	}
+}
+
+// startEtcd runs etcd in the underlay namespace (all hosts reach it there);
+// a restart keeps its data. The process belongs to the whole test (m.t),
+// also when a scenario restarts it: a subtest's cleanup would stop it.
+func (m *multiHost) startEtcd(t *testing.T) {
+	t.Helper()
+	m.etcd = m.ul.NetNS().Start(m.t, filepath.Join(m.etcdDir, "etcd.log"), "etcd",
+		"--name", "ul", "--data-dir", filepath.Join(m.etcdDir, "data"),
+		"--listen-client-urls", m.etcdURL, "--advertise-client-urls", m.etcdURL,
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "ul=http://127.0.0.1:2380", "--log-level", "warn")
+	testbed.WaitFor(t, 15*time.Second, func() error {
+		_, err := m.ul.NetNS().TryExec("etcdctl", "--endpoints", m.etcdURL, "endpoint", "health")
+		return err
+	})
+}
+
+func (m *multiHost) startPlugin(t *testing.T, h *testbed.Host) {
+	t.Helper()
+	h.StartPlugin(t, pluginBin, "--etcd-endpoints", m.etcdURL, "--vtep-interface", testbed.UnderlayHostLink,
+		"--host-ttl", xTTL.String(), "--reconcile-interval", "2s")
+}
+
+func (m *multiHost) sameNetwork(t *testing.T) {
+	dev := vxlan.DeviceName(xVNI)
+	for _, h := range m.hosts {
+		line := linkState(t, h)[dev]
+		if !strings.Contains(line, fmt.Sprintf("vxlan id %d", xVNI)) || !strings.Contains(line, "mtu 1450") ||
+			!strings.Contains(line, "nolearning") || !strings.Contains(line, "proxy") {
+			t.Errorf("%s: vxlan device: %q", h.Name, line)
+		}
+	}
+}
+
+// tables reads the VXLAN device's FDB (mac -> vtep) and neighbour entries
+// (ip -> mac) on h.
+func tables(t *testing.T, h *testbed.Host) (fdb, neigh map[string]string) {
+	t.Helper()
+	dev := vxlan.DeviceName(xVNI)
+	fdb, neigh = map[string]string{}, map[string]string{}
+	for _, line := range strings.Split(h.Exec(t, "bridge", "fdb", "show", "dev", dev), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "dst" {
+			fdb[f[0]] = f[2]
+		}
+	}
+	for _, line := range strings.Split(h.Exec(t, "ip", "neigh", "show", "dev", dev), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "lladdr" && strings.Contains(line, "PERMANENT") {
+			neigh[f[0]] = f[2]
+		}
+	}
+	return fdb, neigh
+}
+
+func containerMAC(t *testing.T, h *testbed.Host, name string) string {
+	t.Helper()
+	return strings.TrimSpace(h.MustDocker(t, "inspect", "-f",
+		fmt.Sprintf(`{{with index .NetworkSettings.Networks %q}}{{.MacAddress}}{{end}}`, xNet), name))
+}
+
+// ctr is a container on a host.
+type ctr struct {
+	h             *testbed.Host
+	name, mac     string
+	ip4, ip6      string
+	runReturnedAt time.Time
+	seenAfter     time.Duration // until the observer's FDB had it (runWatched)
+}
+
+func (m *multiHost) run(t *testing.T, h *testbed.Host, name string) ctr {
+	t.Helper()
+	return m.runWatched(t, h, name, nil)
+}
+
+// runWatched runs a container and, when observer is set, measures how long
+// after `docker run` returned observer's FDB holds a new entry (polled
+// without pause: one `bridge fdb` takes a few ms).
+func (m *multiHost) runWatched(t *testing.T, h *testbed.Host, name string, observer *testbed.Host) ctr {
+	t.Helper()
+	var before map[string]string
+	if observer != nil {
+		before, _ = tables(t, observer)
+	}
+	// Removed when the whole test ends: later scenarios use them.
+	m.t.Cleanup(func() { removeContainers(m.t, h, name) })
+	h.MustDocker(t, "run", "-d", "--name", name, "--network", xNet, testbed.Image, "sleep", "600")
+	c := ctr{h: h, name: name, runReturnedAt: time.Now()}
+	if observer != nil {
+		for deadline := c.runReturnedAt.Add(5 * time.Second); time.Now().Before(deadline); {
+			if after, _ := tables(t, observer); len(after) > len(before) {
+				c.seenAfter = time.Since(c.runReturnedAt)
+				break
+			}
+		}
+	}
+	c.mac = containerMAC(t, h, name)
+	c.ip4 = containerIP(t, h, name, xNet, false)
+	c.ip6 = containerIP(t, h, name, xNet, true)
+	return c
+}
+
+// waitProgrammed waits until h's tables hold exactly want's containers (of
+// other hosts) and returns how long it took.
+func (m *multiHost) waitProgrammed(t *testing.T, h *testbed.Host, timeout time.Duration, want ...ctr) time.Duration {
+	t.Helper()
+	start := time.Now()
+	wantFDB, wantNeigh := map[string]string{}, map[string]string{}
+	for _, c := range want {
+		if c.h == h {
+			continue
+		}
+		wantFDB[c.mac] = m.vteps[c.h]
+		wantNeigh[c.ip4], wantNeigh[c.ip6] = c.mac, c.mac
+	}
+	var fdb, neigh map[string]string
+	err := testbed.Poll(timeout, func() error {
+		fdb, neigh = tables(t, h)
+		if fmt.Sprint(fdb) != fmt.Sprint(wantFDB) || fmt.Sprint(neigh) != fmt.Sprint(wantNeigh) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: tables after %s:\n fdb   %v\n want  %v\n neigh %v\n want  %v", h.Name, timeout, fdb, wantFDB, neigh, wantNeigh)
+	}
+	return time.Since(start)
+}
+
+func (m *multiHost) pingAndTCP(t *testing.T) {
+	var cs []ctr
+	for i, h := range m.hosts {
+		var observer *testbed.Host
+		if i > 0 {
+			observer = m.hosts[0]
+		}
+		c := m.runWatched(t, h, fmt.Sprintf("c%d", i+1), observer)
+		// Programmed on the first host right after `docker run` returned.
+		if i > 0 {
+			t.Logf("%s's container in %s's FDB %s after docker run returned", h.Name, m.hosts[0].Name, c.seenAfter)
+			if c.seenAfter == 0 || c.seenAfter > time.Second {
+				t.Errorf("%s's container not in %s's FDB within 1s of docker run returning", h.Name, m.hosts[0].Name)
+			}
+			m.waitProgrammed(t, m.hosts[0], 5*time.Second, append(cs, c)...)
+		}
+		cs = append(cs, c)
+	}
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, 5*time.Second, cs...)
+	}
+	for i, from := range cs {
+		to := cs[(i+1)%len(cs)]
+		waitPing(t, from.h, from.name, to.ip4)
+		waitPing(t, from.h, from.name, to.ip6)
+	}
+	// TCP data from c1 (h1) to c3 (h3).
+	cs[2].h.MustDocker(t, "exec", "-d", cs[2].name, "sh", "-c", "nc -l -p 5000 > /tmp/got")
+	payload := "hello across the vxlan"
+	// The listener takes one connection; retry only until one is accepted.
+	testbed.WaitFor(t, 10*time.Second, func() error {
+		out, err := cs[0].h.Docker("exec", cs[0].name, "sh", "-c", fmt.Sprintf("echo %s | nc -w 3 %s 5000", payload, cs[2].ip4))
+		if err != nil {
+			return fmt.Errorf("nc: %v: %s", err, out)
+		}
+		return nil
+	})
+	testbed.WaitFor(t, 5*time.Second, func() error {
+		got, err := cs[2].h.Docker("exec", cs[2].name, "cat", "/tmp/got")
+		if strings.TrimSpace(got) != payload {
+			return fmt.Errorf("received %q (%v)", got, err)
+		}
+		return nil
+	})
+	m.cs = cs
+}
+
+// stoppedContainers: stopping one host's containers removes exactly their
+// entries from the other hosts' tables.
+func (m *multiHost) stoppedContainers(t *testing.T) {
+	h3 := m.hosts[2]
+	extra := m.run(t, h3, "c3b")
+	all := append(append([]ctr{}, m.cs...), extra)
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, 5*time.Second, all...)
+	}
+	h3.MustDocker(t, "stop", "-t", "0", "c3", "c3b")
+	for _, h := range m.hosts[:2] {
+		took := m.waitProgrammed(t, h, 5*time.Second, m.cs[:2]...)
+		t.Logf("%s dropped h3's stopped containers in %s", h.Name, took.Round(time.Millisecond))
+	}
+	removeContainers(t, h3, "c3", "c3b")
+	m.cs[2] = m.run(t, h3, "c3")
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, 5*time.Second, m.cs...)
+	}
+	waitPing(t, m.hosts[0], "c1", m.cs[2].ip4)
+}
+
+// hostCutOff: a host whose plugin dies and whose underlay link goes down is
+// dropped by the others within the TTL plus a few seconds; back with new
+// containers (new MACs), it is reachable again.
+func (m *multiHost) hostCutOff(t *testing.T) {
+	h3 := m.hosts[2]
+	if err := h3.Plugin().Kill9(); err != nil {
+		t.Fatal(err)
+	}
+	h3.Exec(t, "ip", "link", "set", testbed.UnderlayHostLink, "down")
+	cut := time.Now()
+	for _, h := range m.hosts[:2] {
+		m.waitProgrammed(t, h, xTTL+5*time.Second, m.cs[:2]...)
+		t.Logf("%s dropped the cut-off host %s after it went (TTL %s)", h.Name, time.Since(cut).Round(time.Millisecond), xTTL)
+	}
+	mustNotPing(t, m.hosts[0], "c1", m.cs[2].ip4)
+
+	h3.Exec(t, "ip", "link", "set", testbed.UnderlayHostLink, "up")
+	m.startPlugin(t, h3)
+	old := m.cs[2].mac
+	removeContainers(t, h3, "c3")
+	m.cs[2] = m.run(t, h3, "c3")
+	if m.cs[2].mac == old {
+		t.Fatalf("c3 kept its MAC %s", old)
+	}
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, 10*time.Second, m.cs...)
+	}
+	waitPing(t, m.hosts[0], "c1", m.cs[2].ip4)
+	waitPing(t, m.hosts[2], "c3", m.cs[1].ip6)
+}
+
+// pluginRestart: a plugin killed and started again re-publishes its
+// endpoints under a new lease before the old one runs out, so the other
+// hosts never drop them, and re-programs its own tables.
+func (m *multiHost) pluginRestart(t *testing.T) {
+	h1, h2 := m.hosts[0], m.hosts[1]
+	if err := h2.Plugin().Kill9(); err != nil {
+		t.Fatal(err)
+	}
+	h2.Exec(t, "bridge", "fdb", "flush", "dev", vxlan.DeviceName(xVNI)) // lost state: the restart must repair it
+	m.startPlugin(t, h2)
+	m.waitProgrammed(t, h2, 10*time.Second, m.cs...)
+	for end := time.Now().Add(xTTL + 2*time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if fdb, _ := tables(t, h1); fdb[m.cs[1].mac] == "" {
+			t.Fatalf("%s dropped %s's container while its plugin restarted", h1.Name, h2.Name)
+		}
+	}
+	mustPing(t, h1, "c1", m.cs[1].ip4)
+	mustPing(t, h2, "c2", m.cs[2].ip6)
+}
+
+// etcdOutage: with etcd stopped for 30 s, traffic between known peers goes
+// on without loss and containers still start; after etcd returns the new
+// container is programmed everywhere without restarting anything.
+func (m *multiHost) etcdOutage(t *testing.T) {
+	if err := m.etcd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	pinged := make(chan string, 1)
+	go func() {
+		out, _ := m.hosts[0].Docker("exec", "c1", "ping", "-c", "28", "-i", "1", "-W", "1", m.cs[1].ip4)
+		pinged <- out
+	}()
+	start := time.Now()
+	c2b := m.run(t, m.hosts[1], "c2b")
+	t.Logf("docker run with etcd down took %s", time.Since(start).Round(time.Millisecond))
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("docker run with etcd down took %s: container start waits for etcd", d)
+	}
+	waitPing(t, m.hosts[1], "c2b", m.cs[1].ip4) // a local peer works at once
+	out := <-pinged
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Errorf("traffic between known peers during the etcd outage:\n%s", out)
+	}
+	time.Sleep(time.Until(stopped.Add(30 * time.Second)))
+	m.startEtcd(t)
+	back := time.Now()
+	all := append(append([]ctr{}, m.cs...), c2b)
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, 30*time.Second, all...)
+	}
+	t.Logf("converged %s after etcd came back", time.Since(back).Round(time.Millisecond))
+	waitPing(t, m.hosts[0], "c1", c2b.ip4)
+	waitPing(t, m.hosts[2], "c3", c2b.ip6)
+}
+
+// mismatch: the same VNI with another subnet, or the same subnet with
+// another VNI, is refused on the second host, naming both.
+func (m *multiHost) mismatch(t *testing.T) {
+	h1, h2 := m.hosts[0], m.hosts[1]
+	vx := []string{"-d", testbed.PluginName, "--ipam-driver", testbed.PluginName}
+	createNetwork(t, h1, "m91", append(vx, "--subnet", "10.91.0.0/24", "-o", "vxlan.id=91")...)
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--subnet", "10.92.0.0/24", "-o", "vxlan.id=91"}, []string{"vxlan.id 91", "10.91.0.0/24", "10.92.0.0/24"}},
+		{[]string{"--subnet", "10.91.0.0/24", "-o", "vxlan.id=93"}, []string{"10.91.0.0/24", "vxlan.id 91", "vxlan.id 93"}},
+		// Docker's own IPAM cannot keep addresses unique across hosts.
+		{[]string{"--ipam-driver", "default", "--subnet", "10.95.0.0/24", "-o", "vxlan.id=95"}, []string{"10.95.0.0/24", "--ipam-driver vxbridge"}},
+	} {
+		out, err := h2.Docker(append(append([]string{"network", "create"}, append(vx, c.args...)...), "mbad")...)
+		if err == nil {
+			h2.Docker("network", "rm", "mbad")
+			t.Errorf("%v accepted on %s", c.args, h2.Name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: error does not name %q:\n%s", c.args, w, out)
+			}
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package firewall
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// Backend is which iptables userland programs the rules. The kernel runs
+// both the legacy (x_tables) and the nf_tables hooks, so a packet must pass
+// docker's chains AND ours: ours must live where docker's live, or docker's
+// FORWARD DROP policy drops what our ACCEPT rules let through.
+type Backend string
+
+const (
+	// BackendPath runs iptables, ip6tables, iptables-restore... as found in
+	// PATH: whatever the host's alternatives point at.
+	BackendPath Backend = "path"
+	// BackendLegacy runs iptables-legacy, iptables-legacy-restore...
+	BackendLegacy Backend = "legacy"
+	// BackendNFT runs iptables-nft, iptables-nft-restore...
+	BackendNFT Backend = "nft"
+)
+
+// command is the program name of the backend for a family; suffix is "",
+// "-save" or "-restore".
+func (b Backend) command(ipv6 bool, suffix string) string {
+	name := "iptables"
+	if ipv6 {
+		name = "ip6tables"
+	}
+	switch b {
+	case BackendLegacy, BackendNFT:
+		name += "-" + string(b)
+	}
+	return name + suffix
+}
+
+// ParseBackend reads the --iptables-backend value: auto, legacy, nft or
+// path. auto is returned as "" for the caller to Detect.
+func ParseBackend(s string) (Backend, error) {
+	switch s {
+	case "auto":
+		return "", nil
+	case string(BackendLegacy), string(BackendNFT), string(BackendPath):
+		return Backend(s), nil
+	}
+	return "", fmt.Errorf("iptables backend %q: want auto, legacy, nft or path", s)
+}
+
+// Detection is Detect's answer.
+type Detection struct {
+	Backend Backend
+	Reason  string
+	// Final: docker's chains were found (or the programs to look are
+	// missing), so looking again cannot change the answer. Not final means
+	// docker has not made its chains yet: a managed plugin starts before
+	// dockerd sets up its firewall at boot.
+	Final bool
+}
+
+// Detect picks the backend that holds docker's chains, reading both with
+// iptables-legacy-save and iptables-nft-save (no -t: listing only loaded
+// tables never loads a kernel module). It falls back to BackendPath, with
+// the reason, when the programs are missing or the answer is not clear.
+func Detect() Detection {
+	return decideBackend(runSave(BackendLegacy), runSave(BackendNFT))
+}
+
+// saveResult is one backend's iptables-save output, or why there is none.
+type saveResult struct {
+	out string
+	err error
+}
+
+func runSave(b Backend) saveResult {
+	out, err := exec.Command(b.command(false, "-save")).Output()
+	return saveResult{string(out), err}
+}
+
+// decideBackend is Detect's pure part.
+func decideBackend(legacy, nft saveResult) Detection {
+	if legacy.err != nil || nft.err != nil {
+		return Detection{BackendPath, fmt.Sprintf("iptables-legacy-save/iptables-nft-save not usable (%v / %v): using iptables from PATH", legacy.err, nft.err), true}
+	}
+	inLegacy, inNFT := HasDockerChains(legacy.out), HasDockerChains(nft.out)
+	switch {
+	case inLegacy && !inNFT:
+		return Detection{BackendLegacy, "docker's chains are in iptables-legacy", true}
+	case inNFT && !inLegacy:
+		return Detection{BackendNFT, "docker's chains are in iptables-nft", true}
+	case inLegacy && inNFT:
+		// Both: the one with more rules is the live one (kube's iptables
+		// wrapper makes the same call).
+		if countRules(legacy.out) > countRules(nft.out) {
+			return Detection{BackendLegacy, "docker's chains are in both; iptables-legacy holds more rules", true}
+		}
+		return Detection{BackendNFT, "docker's chains are in both; iptables-nft holds at least as many rules", true}
+	}
+	return Detection{BackendPath, "no docker chains in either backend yet: using iptables from PATH", false}
+}
+
+// HasDockerChains says whether iptables-save output declares docker's
+// filter chains (DOCKER-USER or DOCKER).
+func HasDockerChains(save string) bool {
+	for _, line := range strings.Split(save, "\n") {
+		if strings.HasPrefix(line, ":DOCKER-USER ") || strings.HasPrefix(line, ":DOCKER ") {
+			return true
+		}
+	}
+	return false
+}
+
+func countRules(save string) int {
+	n := 0
+	for _, line := range strings.Split(save, "\n") {
+		if strings.HasPrefix(line, "-A ") {
+			n++
+		}
+	}
+	return n
+}
+
+// Backend is the backend the firewall runs.
+func (fw *Firewall) Backend() Backend {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return fw.families[0].backend
+}
+
+// SwitchBackend moves vxbridge to backend b: every chain, rule and jump of
+// ours is removed from the backend in use, and b's programs run from now
+// on. The caller then reconciles, which writes the rules into b. Switching
+// to the backend in use changes nothing.
+func (fw *Firewall) SwitchBackend(b Backend) error {
+	fresh, err := NewWithBackend(b)
+	if err != nil {
+		return fmt.Errorf("switch to iptables backend %s: %w", b, err)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.families[0].backend == b {
+		return nil
+	}
+	for _, f := range fw.families {
+		if f.err != nil {
+			continue
+		}
+		if err := fw.syncFamily(f, syncRequest{owns: func(string) bool { return true }}); err != nil {
+			return fmt.Errorf("remove vxbridge chains from %s before switching to %s: %w", f, b, err)
+		}
+	}
+	fw.families = fresh.families
+	return nil
+}
+
+// PathBackend is the backend `iptables` in PATH runs, from `iptables -V`
+// ("iptables v1.8.9 (nf_tables)"); BackendPath when it cannot tell.
+func PathBackend() Backend {
+	out, err := exec.Command("iptables", "-V").Output()
+	if err != nil {
+		return BackendPath
+	}
+	return versionBackend(string(out))
+}
+
+func versionBackend(version string) Backend {
+	switch {
+	case strings.Contains(version, "(nf_tables)"):
+		return BackendNFT
+	case strings.Contains(version, "(legacy)"):
+		return BackendLegacy
+	}
+	return BackendPath
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vxbridge/vxbridge/internal/server"
+)
+
+// pluginConfig is the part of config.json this test reads.
+type pluginConfig struct {
+	Entrypoint []string
+	Interface  struct {
+		Types  []string
+		Socket string
+	}
+	Network struct{ Type string }
+	Linux   struct{ Capabilities []string }
+	Mounts  []struct {
+		Name, Source, Destination, Type string
+		Options, Settable               []string
+	}
+	Env []struct {
+		Name, Value string
+		Settable    []string
+	}
+}
+
+func readPluginConfig(t *testing.T) pluginConfig {
+	t.Helper()
+	b, err := os.ReadFile("config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var c pluginConfig
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("config.json: %v", err)
+	}
+	return c
+}
+
+// TestPluginConfig holds config.json to what docker and vxbridge need: both
+// driver types on the socket serve listens on, host network, the state kept
+// in a settable bind mount, and every settable env value a serve flag that
+// accepts its default.
+func TestPluginConfig(t *testing.T) {
+	c := readPluginConfig(t)
+	if strings.Join(c.Interface.Types, ",") != "docker.networkdriver/1.0,docker.ipamdriver/1.0" || c.Interface.Socket != "vxbridge.sock" {
+		t.Errorf("interface = %+v", c.Interface)
+	}
+	if c.Network.Type != "host" {
+		t.Errorf("network type %q, want host", c.Network.Type)
+	}
+	if len(c.Entrypoint) < 2 || c.Entrypoint[0] != "/vxbridge" || c.Entrypoint[1] != "serve" {
+		t.Fatalf("entrypoint %q", c.Entrypoint)
+	}
+	cfg, err := parseServeFlags(c.Entrypoint[2:], func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatalf("entrypoint flags: %v", err)
+	}
+	if cfg.socket != "/run/docker/plugins/"+c.Interface.Socket || !cfg.writableProcSys {
+		t.Errorf("entrypoint: socket %q (docker mounts the plugin's socket folder at /run/docker/plugins), writable /proc/sys %v", cfg.socket, cfg.writableProcSys)
+	}
+	var state bool
+	for _, m := range c.Mounts {
+		if m.Destination == cfg.stateDir {
+			state = m.Type == "bind" && strings.Join(m.Settable, ",") == "source"
+		}
+	}
+	if !state {
+		t.Errorf("no settable bind mount at the state dir %s: %+v", cfg.stateDir, c.Mounts)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	names := map[string]bool{}
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	parseServeFlagsInto(t, fs)
+	fs.VisitAll(func(f *flag.Flag) { names[server.EnvName("VXBRIDGE_", f.Name)] = true })
+	for _, e := range c.Env {
+		if !strings.HasPrefix(e.Name, "VXBRIDGE_") {
+			continue
+		}
+		if !names[e.Name] {
+			t.Errorf("config.json sets %s, which no serve flag reads", e.Name)
+		}
+		if len(e.Settable) != 1 || e.Settable[0] != "value" {
+			t.Errorf("%s is not settable", e.Name)
+		}
+	}
+	// The values must be accepted, and be serve's own defaults: the package
+	// changes nothing an operator did not set.
+	fromConfig, err := parseServeFlags(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatalf("config.json's env values: %v", err)
+	}
+	defaults, _ := parseServeFlags(nil, func(string) (string, bool) { return "", false }, io.Discard)
+	if !reflect.DeepEqual(fromConfig, defaults) {
+		t.Errorf("config.json's env values differ from serve's defaults:\n%+v\n%+v", fromConfig, defaults)
+	}
+	if env["XTABLES_LOCKFILE"] == "" {
+		t.Error("XTABLES_LOCKFILE unset: the plugin's iptables-legacy would not share the host's lock")
+	}
+}
+
+// parseServeFlagsInto collects serve's flag names by parsing --help into fs
+// (parseServeFlags owns its FlagSet).
+func parseServeFlagsInto(t *testing.T, fs *flag.FlagSet) {
+	t.Helper()
+	var help bytes.Buffer
+	parseServeFlags([]string{"--help"}, func(string) (string, bool) { return "", false }, &help)
+	for _, line := range strings.Split(help.String(), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "-") {
+			name := strings.Fields(strings.TrimPrefix(line, "-"))[0]
+			fs.String(name, "", "")
+		}
+	}
+	if fs.Lookup("socket") == nil {
+		t.Fatalf("could not read serve's flags from --help:\n%s", help.String())
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	b, err := os.ReadFile("dist/vxbridge.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"Before=docker.service", "ExecStart=/usr/local/bin/vxbridge serve", "Restart=always", "WantedBy=multi-user.target"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	// verify wants the ExecStart binary to exist: point it at this test binary.
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	unit = strings.ReplaceAll(unit, "/usr/local/bin/vxbridge", self)
+	if err := os.WriteFile(filepath.Join(dir, "vxbridge.service"), []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", filepath.Join(dir, "vxbridge.service")).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "vxbridge.service") {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestStatusDoctorUsage(t *testing.T) {
+	for _, args := range [][]string{{"status", "extra"}, {"doctor", "--nope"}, {"status", "--socket"}} {
+		if err := run(args, io.Discard, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	dir := t.TempDir()
+	err := run([]string{"status", "--socket", filepath.Join(dir, "none.sock")}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "none.sock") {
+		t.Errorf("status on a missing socket: %v", err)
+	}
+}

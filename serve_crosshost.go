@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/driver"
+	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/store"
+	"github.com/vxbridge/vxbridge/vxlan"
+)
+
+// crossHostFlags are the serve flags of cross-host networks. Without
+// --etcd-endpoints none of them matters and vxbridge is single-host.
+type crossHostFlags struct {
+	endpoints     string
+	ca, cert, key string
+	prefix        string
+	vtepInterface string
+	vtepIP        string
+	vxlanPort     int
+	hostTTL       time.Duration
+}
+
+func (f *crossHostFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)")
+	fs.StringVar(&f.ca, "etcd-ca", "", "PEM CA bundle verifying etcd's certificate")
+	fs.StringVar(&f.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
+	fs.StringVar(&f.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
+	fs.StringVar(&f.prefix, "etcd-prefix", cluster.DefaultPrefix, "etcd key prefix of vxbridge's cluster state")
+	fs.StringVar(&f.vtepInterface, "vtep-interface", "", "underlay interface for VXLAN (default: the interface of the default route)")
+	fs.StringVar(&f.vtepIP, "vtep-ip", "", "this host's VXLAN tunnel address (default: the address of --vtep-interface)")
+	fs.IntVar(&f.vxlanPort, "vxlan-port", vxlan.DefaultPort, "VXLAN UDP port, the same on every host")
+	fs.DurationVar(&f.hostTTL, "host-ttl", cluster.DefaultTTL, "how long a silent host keeps its endpoints in etcd (its lease TTL)")
+}
+
+func (f *crossHostFlags) validate() error {
+	if f.endpoints == "" {
+		return nil
+	}
+	if f.vxlanPort < 1 || f.vxlanPort > 65535 {
+		return fmt.Errorf("--vxlan-port %d: want 1-65535", f.vxlanPort)
+	}
+	if f.hostTTL < 2*time.Second {
+		return fmt.Errorf("--host-ttl %s: want at least 2s (etcd leases count whole seconds)", f.hostTTL)
+	}
+	return nil
+}
+
+// crossHost is the running cross-host part of serve; its zero value (no
+// etcd) changes nothing.
+type crossHost struct {
+	client *cluster.Client
+	blocks *ipam.BlockAllocators
+	cfg    *driver.CrossHostConfig
+}
+
+// startCrossHost connects to etcd (without waiting for it) and resolves the
+// VTEP. db is the store, for the host id and the cross-host pools.
+func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.Logger) (*crossHost, error) {
+	if f.endpoints == "" {
+		return &crossHost{}, nil
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cluster.TLSConfig(f.ca, f.cert, f.key)
+	if err != nil {
+		return nil, err
+	}
+	hostID, err := loadHostID(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	vx := vxlan.New(vxlan.Options{Logger: log})
+	vtep, err := vx.ResolveVTEP(f.vtepInterface, f.vtepIP)
+	if err != nil {
+		return nil, err
+	}
+	client, err := cluster.New(cluster.Config{
+		Endpoints: strings.Split(f.endpoints, ","), TLS: tlsCfg, Prefix: f.prefix,
+		HostID: hostID, TTL: f.hostTTL, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
+	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: crossHostPool(db), Logger: log})
+	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
+		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "etcd", f.endpoints, "host_ttl", f.hostTTL)
+	return &crossHost{client: client, blocks: blocks, cfg: &driver.CrossHostConfig{
+		Cluster: client, VXLAN: vx, Blocks: blocks,
+		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort,
+		EtcdEndpoints: strings.Split(f.endpoints, ","),
+	}}, nil
+}
+
+// crossHostPool says whether a pool is the subnet of a cross-host network:
+// those allocate from address blocks leased in etcd.
+func crossHostPool(db *store.DB) func(netip.Prefix) bool {
+	return func(p netip.Prefix) bool {
+		nets, err := db.Networks()
+		if err != nil {
+			return false
+		}
+		for _, n := range nets {
+			if n.VNI == 0 {
+				continue
+			}
+			for _, s := range n.Subnets() {
+				if s.Pool == p {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// allocator is the IPAM's allocator factory: nil (local) without etcd.
+func (x *crossHost) allocator() ipam.AllocatorFactory {
+	if x.blocks == nil {
+		return nil
+	}
+	return x.blocks.Factory
+}
+
+// driverConfig is nil without etcd.
+func (x *crossHost) driverConfig() *driver.CrossHostConfig { return x.cfg }
+
+// run keeps the host lease and follows the cluster until ctx ends.
+func (x *crossHost) run(ctx context.Context, drv *driver.Driver) {
+	if x.client == nil {
+		return
+	}
+	go x.client.Run(ctx)
+	go drv.RunCrossHost(ctx)
+}
+
+func (x *crossHost) close() {
+	if x.client != nil {
+		x.client.Close()
+	}
+}
+
+// loadHostID returns this host's id, kept in <state-dir>/host-id, creating
+// it the first time: it must survive restarts (address blocks and endpoint
+// records are filed under it) and differ between hosts.
+func loadHostID(stateDir string) (string, error) {
+	path := filepath.Join(stateDir, "host-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(b))
+		if id == "" || strings.ContainsAny(id, "/ \t") {
+			return "", fmt.Errorf("host id file %s holds %q: delete it to get a new id", path, id)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read host id: %w", err)
+	}
+	raw := make([]byte, 8)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw)
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("create host id: %w", err)
+	}
+	if _, err := file.WriteString(id + "\n"); err != nil {
+		file.Close()
+		return "", fmt.Errorf("write host id: %w", err)
+	}
+	if err := file.Sync(); err != nil {
+		file.Close()
+		return "", err
+	}
+	return id, file.Close()
+}

@@ -1,0 +1,133 @@
+// Package status is the model of what a running vxbridge holds (networks,
+// endpoints, bridges, VXLAN peers) as `vxbridge status` shows it, its table
+// and JSON renderings, and the client that asks a running plugin for it over
+// its unix socket (POST /VxBridge.Status, a path docker never calls).
+//
+// The model is plain data with no dependencies, so the driver fills it
+// without importing anything above it. Cross-host parts are optional: a nil
+// Cluster means the plugin runs single-host, and every rendering says so
+// instead of showing an empty section.
+package status
+
+// Path is the plugin endpoint that answers with a Report.
+const Path = "/VxBridge.Status"
+
+// Report is one snapshot of a running plugin.
+type Report struct {
+	Version string `json:"version"`
+	// StateFile is the plugin's bbolt file, as the plugin sees it.
+	StateFile string     `json:"state_file,omitempty"`
+	Networks  []Network  `json:"networks"`
+	Endpoints []Endpoint `json:"endpoints"`
+	// Cluster is nil on a single-host plugin (no etcd, no VXLAN).
+	Cluster *Cluster `json:"cluster,omitempty"`
+	// Firewall says which iptables backend the plugin programs.
+	Firewall Firewall `json:"firewall"`
+}
+
+// Network is one vxbridge network and the health of its bridge.
+type Network struct {
+	ID       string   `json:"id"`
+	Bridge   string   `json:"bridge"`
+	Subnets  []string `json:"subnets"`
+	MTU      int      `json:"mtu"` // 0: kernel default (1500)
+	Internal bool     `json:"internal"`
+	ICC      bool     `json:"icc"`
+	// Endpoints counts the network's endpoints in the state file.
+	Endpoints int `json:"endpoints"`
+	// VNI is the VXLAN id of a cross-host network, 0 for a local one.
+	VNI    int    `json:"vni,omitempty"`
+	Health Health `json:"health"`
+}
+
+// Endpoint is one container interface and the health of its veth.
+type Endpoint struct {
+	ID        string `json:"id"`
+	NetworkID string `json:"network_id"`
+	HostVeth  string `json:"host_veth"`
+	MAC       string `json:"mac"`
+	IPv4      string `json:"ipv4,omitempty"`
+	IPv6      string `json:"ipv6,omitempty"`
+	Joined    bool   `json:"joined"`
+	Health    Health `json:"health"`
+}
+
+// Cluster is the cross-host part: etcd and the VXLAN peers.
+type Cluster struct {
+	Etcd  Etcd   `json:"etcd"`
+	VTEP  string `json:"vtep,omitempty"` // this host's VXLAN endpoint address
+	Peers []Peer `json:"peers"`
+	// FDBEntries and NeighborEntries count what the plugin programmed for
+	// its peers.
+	FDBEntries      int `json:"fdb_entries"`
+	NeighborEntries int `json:"neighbor_entries"`
+}
+
+// Etcd is the plugin's view of its etcd connection.
+type Etcd struct {
+	Endpoints []string `json:"endpoints"`
+	Connected bool     `json:"connected"`
+	Error     string   `json:"error,omitempty"`
+}
+
+// Peer is one remote host's VXLAN endpoint.
+type Peer struct {
+	Host     string   `json:"host"`
+	VTEP     string   `json:"vtep"`
+	Networks []string `json:"networks,omitempty"`
+	Health   Health   `json:"health"`
+}
+
+// Firewall describes the iptables backend in use.
+type Firewall struct {
+	Backend string `json:"backend"`          // "legacy", "nft" or "default"
+	Reason  string `json:"reason,omitempty"` // why that backend was chosen
+}
+
+// Health is ok, or a short reason it is not.
+type Health struct {
+	OK      bool   `json:"ok"`
+	Problem string `json:"problem,omitempty"`
+}
+
+// Healthy is the zero-problem Health.
+func Healthy() Health { return Health{OK: true} }
+
+// Unhealthy is a Health with a reason.
+func Unhealthy(problem string) Health { return Health{Problem: problem} }
+
+// String renders a health cell: "ok" or "PROBLEM: reason".
+func (h Health) String() string {
+	if h.OK {
+		return "ok"
+	}
+	return "PROBLEM: " + h.Problem
+}
+
+// Problems lists every unhealthy item of r, one line each.
+func (r *Report) Problems() []string {
+	var out []string
+	for _, n := range r.Networks {
+		if !n.Health.OK {
+			out = append(out, "network "+short(n.ID)+" (bridge "+n.Bridge+"): "+n.Health.Problem)
+		}
+	}
+	for _, ep := range r.Endpoints {
+		if !ep.Health.OK {
+			out = append(out, "endpoint "+short(ep.ID)+" (veth "+ep.HostVeth+"): "+ep.Health.Problem)
+		}
+	}
+	if c := r.Cluster; c != nil {
+		if !c.Etcd.Connected {
+			out = append(out, "etcd not connected: "+c.Etcd.Error)
+		}
+		for _, p := range c.Peers {
+			if !p.Health.OK {
+				out = append(out, "peer "+p.Host+" ("+p.VTEP+"): "+p.Health.Problem)
+			}
+		}
+	}
+	return out
+}
+
+func short(id string) string { return id[:min(12, len(id))] }

@@ -1,0 +1,427 @@
+package vxlan
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotOwned marks a link with the device's name that vxbridge did not make.
+var ErrNotOwned = errors.New("link not owned by vxbridge")
+
+// dumpAttempts bounds retries of a netlink dump the kernel interrupted.
+const dumpAttempts = 5
+
+// Options configure a Manager. The zero value works in the calling
+// process's namespace.
+type Options struct {
+	// Handle is the netlink handle of the namespace to work in.
+	Handle *netlink.Handle
+	// InNetNS runs fn where /proc/sys/net shows that namespace (for the
+	// neighbour-table limits); nil runs it on the calling thread.
+	InNetNS func(fn func() error) error
+	// ProcSys is where the sysctl tree is read and written; default
+	// /proc/sys. The neighbour-table limits are global to the machine
+	// (every namespace sees the same gc_thresh), so tests point this at a
+	// copy.
+	ProcSys string
+	Logger  *slog.Logger
+}
+
+// Manager makes VXLAN devices and their FDB and neighbour entries.
+type Manager struct {
+	nlh     *netlink.Handle
+	inNS    func(fn func() error) error
+	procSys string
+	log     *slog.Logger
+
+	mu           sync.Mutex
+	warnedHidden bool // the hidden-limits warning is logged once
+}
+
+// New returns a Manager.
+func New(opts Options) *Manager {
+	m := &Manager{nlh: opts.Handle, inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger}
+	if m.procSys == "" {
+		m.procSys = "/proc/sys"
+	}
+	if m.nlh == nil {
+		m.nlh = &netlink.Handle{}
+	}
+	if m.inNS == nil {
+		m.inNS = func(fn func() error) error { return fn() }
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	return m
+}
+
+func retryDump[T any](what string, dump func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for range dumpAttempts {
+		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", what, err)
+	}
+	return v, nil
+}
+
+func (m *Manager) linkByName(name string) (netlink.Link, bool, error) {
+	link, err := retryDump(fmt.Sprintf("look up link %q", name), func() (netlink.Link, error) {
+		return m.nlh.LinkByName(name)
+	})
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil, false, nil
+	}
+	return link, err == nil, err
+}
+
+// EnsureDevice makes d exist as configured, up, and a port of its bridge.
+// An owned device whose fixed attributes (VNI, port, local address, parent)
+// differ is re-created; a foreign link with its name is ErrNotOwned.
+func (m *Manager) EnsureDevice(d Device) (retErr error) {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	br, ok, err := m.linkByName(d.Bridge)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("vxlan device %s: bridge %q does not exist", d.Name, d.Bridge)
+	}
+	want, err := m.vxlanLink(d)
+	if err != nil {
+		return err
+	}
+	link, ok, err := m.linkByName(d.Name)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if link.Attrs().Alias != d.Alias {
+			return fmt.Errorf("%w: %s %q has alias %q, not %q", ErrNotOwned, link.Type(), d.Name, link.Attrs().Alias, d.Alias)
+		}
+		if reason := incompatible(link, want); reason != "" {
+			m.log.Info("re-creating vxlan device", "device", d.Name, "reason", reason)
+			if err := m.nlh.LinkDel(link); err != nil {
+				return fmt.Errorf("delete outdated vxlan device %q: %w", d.Name, err)
+			}
+			ok = false
+		}
+	}
+	if !ok {
+		if err := m.nlh.LinkAdd(want); err != nil {
+			return fmt.Errorf("create vxlan device %q (vni %d): %w", d.Name, d.VNI, err)
+		}
+		defer func() {
+			if retErr != nil {
+				if err := m.DeleteDevice(d.Name, d.Alias); err != nil {
+					m.log.Error("roll back vxlan device", "device", d.Name, "err", err)
+				}
+			}
+		}()
+		if link, ok, err = m.linkByName(d.Name); err != nil || !ok {
+			return fmt.Errorf("read back vxlan device %q: %v", d.Name, cmpErr(err, "gone right after creation"))
+		}
+	}
+	return m.setup(link, br, d)
+}
+
+func cmpErr(err error, alt string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(alt)
+}
+
+// setup converges the mutable attributes: alias, MTU, master, up.
+func (m *Manager) setup(link, br netlink.Link, d Device) error {
+	a := link.Attrs()
+	if a.Alias != d.Alias {
+		if err := m.nlh.LinkSetAlias(link, d.Alias); err != nil {
+			return fmt.Errorf("set alias on %q: %w", d.Name, err)
+		}
+	}
+	if d.MTU > 0 && a.MTU != d.MTU {
+		if err := m.nlh.LinkSetMTU(link, d.MTU); err != nil {
+			return fmt.Errorf("set mtu %d on %q: %w", d.MTU, d.Name, err)
+		}
+	}
+	if a.MasterIndex != br.Attrs().Index {
+		if err := m.nlh.LinkSetMaster(link, br); err != nil {
+			return fmt.Errorf("put %q on bridge %q: %w", d.Name, d.Bridge, err)
+		}
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := m.nlh.LinkSetUp(link); err != nil {
+			return fmt.Errorf("bring up %q: %w", d.Name, err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
+	v := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU},
+		VxlanId:   int(d.VNI),
+		SrcAddr:   net.IP(d.Local.AsSlice()),
+		Port:      d.Port,
+		// Learning off: the FDB holds only what etcd says. Proxy on: ARP
+		// and ND are answered from the device's neighbour table.
+		Learning: false,
+		Proxy:    true,
+	}
+	if d.Parent != "" {
+		parent, ok, err := m.linkByName(d.Parent)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("vxlan device %s: underlay interface %q does not exist", d.Name, d.Parent)
+		}
+		v.VtepDevIndex = parent.Attrs().Index
+	}
+	return v, nil
+}
+
+// incompatible says why an existing device cannot serve as want ("" if it can).
+func incompatible(link netlink.Link, want *netlink.Vxlan) string {
+	have, ok := link.(*netlink.Vxlan)
+	switch {
+	case !ok:
+		return fmt.Sprintf("it is a %s link", link.Type())
+	case have.VxlanId != want.VxlanId:
+		return fmt.Sprintf("vni %d, want %d", have.VxlanId, want.VxlanId)
+	case have.Port != want.Port:
+		return fmt.Sprintf("udp port %d, want %d", have.Port, want.Port)
+	case !have.SrcAddr.Equal(want.SrcAddr):
+		return fmt.Sprintf("local address %s, want %s", have.SrcAddr, want.SrcAddr)
+	case have.VtepDevIndex != want.VtepDevIndex:
+		return fmt.Sprintf("underlay interface index %d, want %d", have.VtepDevIndex, want.VtepDevIndex)
+	case have.Learning || !have.Proxy:
+		return fmt.Sprintf("learning %t proxy %t, want learning off, proxy on", have.Learning, have.Proxy)
+	}
+	return ""
+}
+
+// DeleteDevice removes the device when alias says vxbridge owns it; a
+// missing device is success.
+func (m *Manager) DeleteDevice(name, alias string) error {
+	link, ok, err := m.linkByName(name)
+	if err != nil || !ok {
+		return err
+	}
+	if link.Attrs().Alias != alias {
+		return fmt.Errorf("%w: %q has alias %q, not %q", ErrNotOwned, name, link.Attrs().Alias, alias)
+	}
+	if err := m.nlh.LinkDel(link); err != nil && !errors.As(err, new(netlink.LinkNotFoundError)) && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete vxlan device %q: %w", name, err)
+	}
+	return nil
+}
+
+// Entries reads the static entries vxbridge manages on the device: FDB
+// entries of the device itself (NTF_SELF) with a remote address, and
+// permanent neighbour entries.
+func (m *Manager) Entries(name string) (Table, error) {
+	var t Table
+	link, ok, err := m.linkByName(name)
+	if err != nil {
+		return t, err
+	}
+	if !ok {
+		return t, fmt.Errorf("vxlan device %q does not exist", name)
+	}
+	idx := link.Attrs().Index
+	fdb, err := retryDump("list fdb of "+name, func() ([]netlink.Neigh, error) { return m.nlh.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return t, err
+	}
+	for _, n := range fdb {
+		dst, ok := netip.AddrFromSlice(n.IP)
+		if n.Flags&netlink.NTF_SELF == 0 || !ok || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		t.FDB = append(t.FDB, FDB{MAC: n.HardwareAddr.String(), Dst: dst.Unmap()})
+	}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		neighs, err := retryDump("list neighbours of "+name, func() ([]netlink.Neigh, error) { return m.nlh.NeighList(idx, family) })
+		if err != nil {
+			return t, err
+		}
+		for _, n := range neighs {
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if n.State&netlink.NUD_PERMANENT == 0 || !ok || len(n.HardwareAddr) != 6 {
+				continue
+			}
+			t.Neigh = append(t.Neigh, Neigh{IP: ip.Unmap(), MAC: n.HardwareAddr.String()})
+		}
+	}
+	t.sort()
+	return t, nil
+}
+
+// Sync makes the device's entries equal desired and returns what it
+// changed. Every change is attempted; the errors are joined.
+func (m *Manager) Sync(name string, desired Table) (Changes, error) {
+	actual, err := m.Entries(name)
+	if err != nil {
+		return Changes{}, err
+	}
+	c := Plan(desired, actual)
+	return c, m.Apply(name, c)
+}
+
+// Apply writes c to the device: replaces first, deletes after, so a moved
+// entry never has a gap. Deleting a missing entry is success.
+func (m *Manager) Apply(name string, c Changes) error {
+	if c.Empty() {
+		return nil
+	}
+	link, ok, err := m.linkByName(name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("vxlan device %q does not exist", name)
+	}
+	idx := link.Attrs().Index
+	var errs []error
+	for _, e := range c.SetFDB {
+		if err := m.nlh.NeighSet(fdbNeigh(idx, e)); err != nil {
+			errs = append(errs, fmt.Errorf("set fdb %s -> %s on %s: %w", e.MAC, e.Dst, name, err))
+		}
+	}
+	for _, e := range c.SetNeigh {
+		if err := m.nlh.NeighSet(neighNeigh(idx, e)); err != nil {
+			errs = append(errs, fmt.Errorf("set neighbour %s -> %s on %s: %w", e.IP, e.MAC, name, err))
+		}
+	}
+	for _, e := range c.DelNeigh {
+		if err := m.nlh.NeighDel(neighNeigh(idx, e)); err != nil && !notFound(err) {
+			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", e.IP, name, err))
+		}
+	}
+	for _, e := range c.DelFDB {
+		if err := m.nlh.NeighDel(fdbNeigh(idx, e)); err != nil && !notFound(err) {
+			errs = append(errs, fmt.Errorf("delete fdb %s -> %s on %s: %w", e.MAC, e.Dst, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func notFound(err error) bool { return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) }
+
+func fdbNeigh(idx int, e FDB) *netlink.Neigh {
+	mac, _ := net.ParseMAC(e.MAC)
+	return &netlink.Neigh{
+		LinkIndex:    idx,
+		Family:       unix.AF_BRIDGE,
+		State:        netlink.NUD_PERMANENT | netlink.NUD_NOARP,
+		Flags:        netlink.NTF_SELF,
+		IP:           net.IP(e.Dst.AsSlice()),
+		HardwareAddr: mac,
+	}
+}
+
+func neighNeigh(idx int, e Neigh) *netlink.Neigh {
+	mac, _ := net.ParseMAC(e.MAC)
+	family := unix.AF_INET
+	if e.IP.Is6() {
+		family = unix.AF_INET6
+	}
+	return &netlink.Neigh{
+		LinkIndex:    idx,
+		Family:       family,
+		State:        netlink.NUD_PERMANENT,
+		IP:           net.IP(e.IP.AsSlice()),
+		HardwareAddr: mac,
+	}
+}
+
+// EnsureNeighLimits raises the namespace's default neighbour-table limits of
+// both families so want permanent entries fit (see RaisedLimits); it never
+// lowers them. It reports the limits it found and whether it changed them.
+func (m *Manager) EnsureNeighLimits(want int) (before NeighLimits, changed bool, err error) {
+	err = m.inNS(func() error {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			dir := filepath.Join(m.procSys, "net", fam, "neigh/default")
+			cur, err := readLimits(dir)
+			if errors.Is(err, fs.ErrNotExist) {
+				// Outside the initial namespace the kernel hides the
+				// limits (they are the machine's, shared by all).
+				m.warnHidden(want, dir)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if fam == "ipv4" {
+				before = cur
+			}
+			raised, ch := RaisedLimits(cur, want)
+			if !ch {
+				continue
+			}
+			// Write thresh3 first: the kernel does not enforce an order,
+			// but a reader never sees thresh2 above thresh3.
+			for i, v := range []int{raised.Thresh3, raised.Thresh2, raised.Thresh1} {
+				name := fmt.Sprintf("gc_thresh%d", 3-i)
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(strconv.Itoa(v)), 0o644); err != nil {
+					return fmt.Errorf("raise %s/%s to %d: %w", dir, name, v, err)
+				}
+			}
+			changed = true
+			m.log.Warn("raised neighbour-table limits for cross-host peers", "family", fam,
+				"gc_thresh3_before", cur.Thresh3, "gc_thresh3", raised.Thresh3, "entries", want)
+		}
+		return nil
+	})
+	return before, changed, err
+}
+
+func (m *Manager) warnHidden(want int, dir string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.warnedHidden {
+		return
+	}
+	m.warnedHidden = true
+	m.log.Warn("neighbour-table limits (gc_thresh) are not visible in this network namespace: make sure gc_thresh3 in the initial namespace exceeds the permanent entries vxbridge programs plus the host's own",
+		"entries", want, "dir", dir)
+}
+
+func readLimits(dir string) (NeighLimits, error) {
+	var l NeighLimits
+	for i, p := range []*int{&l.Thresh1, &l.Thresh2, &l.Thresh3} {
+		path := filepath.Join(dir, fmt.Sprintf("gc_thresh%d", i+1))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return l, fmt.Errorf("read %s: %w", path, err)
+		}
+		if *p, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			return l, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	return l, nil
+}
