@@ -13,33 +13,41 @@ import (
 	"github.com/vxbridge/vxbridge/status"
 )
 
+// parseToolFlags reads the flags status and doctor share.
+func parseToolFlags(cmd string, args []string, stderr io.Writer) (socket string, asJSON bool, err error) {
+	fs := flag.NewFlagSet("vxbridge "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&socket, "socket", "", "the plugin's socket (default: found under "+status.PluginsDir+")")
+	fs.BoolVar(&asJSON, "json", false, "print JSON instead of tables")
+	if err := fs.Parse(args); err != nil {
+		return "", false, err
+	}
+	if fs.NArg() > 0 {
+		return "", false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return socket, asJSON, nil
+}
+
 // runStatus is `vxbridge status [--socket PATH] [--json]`: it asks the
 // running plugin (managed or not) for its status and prints it. Without
 // --socket it finds the socket under /run/docker/plugins.
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("vxbridge status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", "", "the plugin's socket (default: found under "+status.PluginsDir+")")
-	asJSON := fs.Bool("json", false, "print JSON instead of tables")
-	if err := fs.Parse(args); err != nil {
+	socket, asJSON, err := parseToolFlags("status", args, stderr)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var rep *status.Report
-	var err error
-	if *socket != "" {
-		rep, err = status.Fetch(ctx, *socket)
+	if socket != "" {
+		rep, err = status.Fetch(ctx, socket)
 	} else {
 		_, rep, err = status.Find(ctx, status.PluginsDir)
 	}
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return status.WriteJSON(stdout, rep)
 	}
 	return status.WriteTable(stdout, rep)
@@ -50,21 +58,14 @@ var errDoctorFailed = errors.New("doctor found failures (see FAIL above)")
 
 // runDoctor is `vxbridge doctor [--socket PATH] [--json]`.
 func runDoctor(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("vxbridge doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", "", "the plugin's socket (default: found under "+status.PluginsDir+")")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := fs.Parse(args); err != nil {
+	socket, asJSON, err := parseToolFlags("doctor", args, stderr)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	findings := doctor.Run(doctor.Gather(ctx, doctor.GatherOptions{Socket: *socket}))
-	var err error
-	if *asJSON {
+	findings := doctor.Run(doctor.Gather(ctx, doctor.GatherOptions{Socket: socket}))
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(findings)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/vxbridge/vxbridge/internal/iptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,34 +63,9 @@ func TestPorts(t *testing.T) {
 	}
 	// Nothing of the scenarios is left once their networks are gone.
 	h.MustDocker(t, "network", "rm", "pv")
-	if before, after := withoutEmptyTables(noNetworks), withoutEmptyTables(testbed.IPTablesSave(t, h)); after != before {
+	if before, after := iptest.WithoutEmptyTables(noNetworks), iptest.WithoutEmptyTables(testbed.IPTablesSave(t, h)); after != before {
 		t.Errorf("iptables after every network went:\n%s", lineDiff(before, after))
 	}
-}
-
-// withoutEmptyTables drops the tables that hold only built-in chains with
-// an ACCEPT policy: iptables-nft makes them on first use (ip6tables here),
-// and they filter nothing.
-func withoutEmptyTables(dump string) string {
-	var out, table []string
-	empty := true
-	for _, l := range strings.Split(dump, "\n") {
-		switch {
-		case strings.HasPrefix(l, "*"):
-			table, empty = []string{l}, true
-		case l == "COMMIT":
-			if !empty {
-				out = append(out, append(table, l)...)
-			}
-			table = nil
-		case table != nil:
-			table = append(table, l)
-			empty = empty && strings.HasPrefix(l, ":") && strings.HasSuffix(l, " ACCEPT")
-		default:
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // serve starts porttool answering as name on TCP 80 and 81 and UDP 53, on

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"github.com/vxbridge/vxbridge/internal/iptest"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -60,31 +61,6 @@ func dump(t *testing.T, ns *nstest.NS) string {
 				continue
 			}
 			out = append(out, counters.ReplaceAllString(l, ""))
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// withoutEmptyTables drops tables holding nothing but built-in chains with
-// an ACCEPT policy: iptables-nft creates them on first use, and they are
-// equivalent to no table at all.
-func withoutEmptyTables(d string) string {
-	var out, table []string
-	empty := true
-	for _, l := range strings.Split(d, "\n") {
-		switch {
-		case strings.HasPrefix(l, "*"):
-			table, empty = []string{l}, true
-		case l == "COMMIT":
-			if !empty {
-				out = append(out, append(table, l)...)
-			}
-			table = nil
-		default:
-			table = append(table, l)
-			if !(strings.HasPrefix(l, ":") && strings.HasSuffix(l, " ACCEPT")) {
-				empty = false
-			}
 		}
 	}
 	return strings.Join(out, "\n")
@@ -215,11 +191,11 @@ func TestKernelRemoveLastNetworkRestoresDump(t *testing.T) {
 
 func TestKernelRemoveLastNetworkFreshNamespace(t *testing.T) {
 	ns, fw := newKernelFirewall(t)
-	before := withoutEmptyTables(dump(t, ns))
+	before := iptest.WithoutEmptyTables(dump(t, ns))
 	n := testNetwork("n1", "vxb-n1", "10.1.0.0/24", "fd00:1::/64")
 	do(t, ns, func() error { return fw.EnsureNetwork(n) })
 	do(t, ns, func() error { return fw.RemoveNetwork(n.ID) })
-	if after := withoutEmptyTables(dump(t, ns)); after != before {
+	if after := iptest.WithoutEmptyTables(dump(t, ns)); after != before {
 		t.Errorf("tables after removing the network:\n%s\nbefore:\n%s", after, before)
 	}
 }
