@@ -12,7 +12,7 @@ PLUGIN_DIR := build/plugin
 FUZZ_TIME ?= 10s
 FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./plugin:FuzzHandler ./ipam:FuzzParsePool ./cluster:FuzzViewApply ./status:FuzzDecode ./doctor:FuzzParseForward
 
-.PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir
+.PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir faults bench
 
 all: build
 
@@ -61,6 +61,23 @@ test-fuzz:
 
 fuzz:
 	@$(MAKE) --no-print-directory test-fuzz FUZZ_TIME=5m
+
+# The fault scenarios of RELIABILITY.md alone (root; ~2.5 min). `make test`
+# runs them too, with the rest of e2e/.
+faults: build
+	@$(MAKE) --no-print-directory deps DEPS_FOR=test
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -v -run '^TestFault' ./e2e/
+	CGO_ENABLED=1 $(GO) test -race -count=1 -run '^TestHostile' ./plugin/
+
+# Benchmarks (root; see BENCHMARKS.md): the harness in bench/ measures the
+# plugin in throwaway namespaces and writes bench/results/results.json, then
+# bench/plot writes the PNG plots and BENCHMARKS.md. BENCH_FIGURES=2,3 picks.
+BENCH_FIGURES ?= 2,3,1
+bench: build
+	@$(MAKE) --no-print-directory deps DEPS_FOR=test
+	cd bench && VXBRIDGE_BENCH_OUT=$(CURDIR)/bench/results/results.json VXBRIDGE_BENCH_FIGURES=$(BENCH_FIGURES) \
+		VXBRIDGE_BENCH_BIN=$(CURDIR)/bin/vxbridge $(GO) test -run '^TestBench$$' -count=1 -v -timeout 60m .
+	$(GO) run ./bench/plot -in bench/results/results.json -plots bench/results -md BENCHMARKS.md
 
 clean:
 	rm -rf bin build

@@ -130,6 +130,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	defer ports.Close()
 	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
 		CrossHost: xh.driverConfig(), Ports: ports})
+	collectForgotten(drv, db, ip, log) // before Reconcile, which would keep them
 	rep, err := drv.Reconcile()
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)

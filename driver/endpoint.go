@@ -94,7 +94,7 @@ func (d *Driver) lookup(netID, epID string) (*store.Network, *store.Endpoint, er
 	if err != nil {
 		return nil, nil, err
 	}
-	ep, err := d.store.Endpoint(epID)
+	ep, err := d.endpointOn(netID, epID)
 	return n, ep, err
 }
 
@@ -178,7 +178,7 @@ func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ep, err := d.store.Endpoint(req.EndpointID)
+	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 func (d *Driver) Leave(req *network.LeaveRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ep, err := d.store.Endpoint(req.EndpointID)
+	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func (d *Driver) ensurePorts(n *store.Network, ep *store.Endpoint) error {
 func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectivityRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ep, err := d.store.Endpoint(req.EndpointID)
+	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil || len(ep.Ports) == 0 {
 		return err
 	}

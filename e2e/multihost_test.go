@@ -224,7 +224,10 @@ func (m *multiHost) pingAndTCP(t *testing.T) {
 		waitPing(t, from.h, from.name, to.ip6)
 	}
 	// TCP data from c1 (h1) to c3 (h3).
-	cs[2].h.MustDocker(t, "exec", "-d", cs[2].name, "sh", "-c", "nc -l -p 5000 > /tmp/got")
+	// The listener's stdin is held open: at EOF, busybox nc half-closes the
+	// connection right after accepting it, and a client that sees that FIN
+	// before its own stdin is ready exits 0 without sending (seen under load).
+	cs[2].h.MustDocker(t, "exec", "-d", cs[2].name, "sh", "-c", "sleep 60 | nc -l -p 5000 > /tmp/got")
 	payload := "hello across the vxlan"
 	// The listener takes one connection; retry only until one is accepted.
 	testbed.WaitFor(t, 10*time.Second, func() error {

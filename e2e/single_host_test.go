@@ -312,6 +312,10 @@ func (s *singleHost) noLeaks(t *testing.T) {
 	// included, can be had again.
 	s.vxNet(t, "vxn9again", "10.77.11.0/24", "--gateway", "10.77.11.1")
 	h.MustDocker(t, "network", "rm", "vxn9again")
+	// LEAKS(): records, links, rules and IPAM agree with docker.
+	if found := leaks(t, h); len(found) > 0 {
+		t.Errorf("LEAKS() after the scenario:\n  %s", strings.Join(found, "\n  "))
+	}
 }
 
 // (10) 20 concurrent `docker run -d` on one network all succeed with

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxbridge/vxbridge/bench/result"
+)
+
+// TestRunWritesPageAndPlots renders a small synthetic run end to end: the
+// page must carry the verdicts the numbers imply and link plots that exist.
+func TestRunWritesPageAndPlots(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "results.json")
+	ms := func(v float64) result.Dist { return result.Dist{N: 5, P50Ms: v, P99Ms: v * 2, MaxMs: v * 2} }
+	r := &result.Run{Started: time.Now(), Finished: time.Now(),
+		API: &result.API{Rounds: 1, PerRound: 10, Runs: []result.APIRun{
+			{Clients: 1, PerSecond: 600, PerSecondRounds: []float64{600}, Lifecycle: ms(2),
+				Calls: map[string]result.Dist{"NetworkDriver.Join": ms(1)}},
+			{Clients: 8, PerSecond: 30, PerSecondRounds: []float64{30}, Lifecycle: ms(200)}},
+			Anchors: []result.APIAnchor{{Name: "kernel", PerSecond: 50, Latency: ms(20)}}},
+		Scaling: &result.Scaling{Endpoints: 20, CreateMs: make([]float64, 20),
+			Probes:    []result.Probe{{Fill: 10, Latency: ms(30)}, {Fill: 20, Latency: ms(45)}},
+			ReadyFull: ms(500), RSSFullKiB: 30 << 10},
+		DockerRun: &result.DockerRun{Rounds: 3, Networks: []result.DockerRunNet{
+			{Network: "docker bridge", Latency: ms(500), Ratio: 1}, {Network: "vxbridge", Latency: ms(510), Ratio: 1.02}}},
+	}
+	for i := range r.Scaling.CreateMs {
+		r.Scaling.CreateMs[i] = 5
+	}
+	if err := r.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	md := filepath.Join(dir, "BENCHMARKS.md")
+	if err := run(in, filepath.Join(dir, "plots"), md); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	for _, want := range []string{
+		"| 1 | 600.0 | 600 | 12.00x | 2.0 | 4.0 | 0.0 | 0 | rate met, p99 met |",
+		"| 8 | 30.0 | 30 | 0.60x | 200.0 | 400.0 | 0.0 | 0 | rate **missed**, p99 **missed** |",
+		"| probe lifecycle at 20 vs at 10 | 1.50x | within 1.2x: **missed** |",
+		"under 1000 ms: met", "| vxbridge | 510 | 1020 | 5 | 1.02x |",
+		"](plots/fig-api.png)", "](plots/fig-scaling.png)", "](plots/fig-docker_run.png)",
+		"Figures 4 and 5",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+	for _, f := range []string{"fig-api.png", "fig-scaling.png", "fig-docker_run.png"} {
+		if st, err := os.Stat(filepath.Join(dir, "plots", f)); err != nil || st.Size() == 0 {
+			t.Errorf("plot %s: %v", f, err)
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package driver
+
+import (
+	"fmt"
+
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// CollectForgotten deletes the endpoints docker forgot while the plugin was
+// down, and returns them so the caller can free their IPAM addresses. Call
+// it once at start-up, before Reconcile (which would otherwise keep them).
+//
+// Docker never replays or retries Leave/DeleteEndpoint for a container it
+// removed while the plugin was unreachable: it gives the container end of
+// the veth back to this namespace (moby's osl moves a sandbox's interfaces
+// back under their original name before deleting the sandbox) and moves on.
+// So a joined endpoint whose container end (PeerVeth) is in this namespace
+// is no longer in any sandbox: nothing will ever ask for it again. A running
+// container's end is inside its sandbox, never here; the one exception is
+// the instant between a Join reply and docker moving the interface, which a
+// plugin restart cannot fall into unless it crashed exactly then, and then
+// docker fails that container start anyway.
+//
+// An endpoint created but never joined (docker forgot it between
+// CreateEndpoint and Join) has its peer here too, by design, and is kept:
+// nothing tells it apart from one whose Join is about to come.
+func (d *Driver) CollectForgotten() ([]store.Endpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Endpoint
+	var errs []error
+	for i := range eps {
+		ep := &eps[i]
+		if !forgottenCandidate(ep) {
+			continue
+		}
+		_, here, err := d.links.Link(ep.PeerVeth)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("look up %s of endpoint %s: %w", ep.PeerVeth, short(ep.ID), err))
+			continue
+		}
+		if !here {
+			continue
+		}
+		if err := d.deleteEndpoint(ep); err != nil {
+			errs = append(errs, fmt.Errorf("delete forgotten endpoint %s: %w", short(ep.ID), err))
+			continue
+		}
+		d.log.Warn("endpoint forgotten by docker while vxbridge was down: deleted",
+			"network", short(ep.NetworkID), "endpoint", ep.ID, "sandbox", ep.Sandbox, "peer", ep.PeerVeth)
+		out = append(out, *ep)
+	}
+	return out, joinErrs(errs)
+}
+
+// forgottenCandidate: only a joined endpoint with a known peer name can be
+// told forgotten.
+func forgottenCandidate(ep *store.Endpoint) bool { return ep.Joined && ep.PeerVeth != "" }
+
+func joinErrs(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d forgotten endpoint(s) not collected: %v", len(errs), errs)
+}

@@ -1,0 +1,56 @@
+package driver
+
+import (
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxbridge/vxbridge/bridge"
+)
+
+// A joined endpoint whose container end is back in the plugin's namespace
+// (docker removed the container while the plugin was down) is deleted with
+// its veth; a joined one whose end is in its sandbox, and an unjoined one,
+// are kept.
+func TestCollectForgotten(t *testing.T) {
+	h := newHarness(t)
+	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))
+	gone, kept, fresh := epID(1), epID(2), epID(3)
+	createEndpoint(t, h, gone, "10.10.0.2/24", "")
+	createEndpoint(t, h, kept, "10.10.0.3/24", "")
+	createEndpoint(t, h, fresh, "10.10.0.4/24", "")
+	for _, id := range []string{gone, kept} {
+		if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: id, SandboxKey: "/var/run/docker/netns/" + id[:12]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Docker moved gone's container end back under its original name; the
+	// unjoined endpoint's end is here too, as before any Join.
+	for _, id := range []string{gone, fresh} {
+		h.links.links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
+	}
+
+	got, err := h.d.CollectForgotten()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != gone || got[0].IPv4.String() != "10.10.0.2/24" {
+		t.Fatalf("CollectForgotten = %+v, want only %s with its address", got, gone[:12])
+	}
+	for id, want := range map[string]bool{gone: false, kept: true, fresh: true} {
+		ep, err := h.st.Endpoint(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (ep != nil) != want {
+			t.Errorf("endpoint %s record present = %v, want %v", id[:12], ep != nil, want)
+		}
+		if h.links.names()["vxh"+id[:12]] != want {
+			t.Errorf("endpoint %s host veth present = %v, want %v", id[:12], !want, want)
+		}
+	}
+	// Idempotent: a second run finds nothing.
+	if got, err := h.d.CollectForgotten(); err != nil || len(got) != 0 {
+		t.Errorf("second CollectForgotten = %+v, %v", got, err)
+	}
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+
+	helpers "github.com/docker/go-plugins-helpers/ipam"
+
+	"github.com/vxbridge/vxbridge/driver"
+	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// collectForgotten deletes the endpoints docker forgot while the plugin was
+// down (driver.CollectForgotten) and frees their addresses in vxbridge's
+// IPAM, whose ReleaseAddress docker also could not deliver. Errors are
+// logged: start-up goes on, the records stay and `vxbridge status` shows
+// them.
+func collectForgotten(drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *slog.Logger) {
+	gone, err := drv.CollectForgotten()
+	if err != nil {
+		log.Error("collecting endpoints docker forgot", "err", err)
+	}
+	if len(gone) == 0 {
+		return
+	}
+	pools, err := db.Pools()
+	if err != nil {
+		log.Error("list IPAM pools to free forgotten endpoints' addresses", "err", err)
+		return
+	}
+	for _, ep := range gone {
+		for _, pfx := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+			if !pfx.IsValid() {
+				continue
+			}
+			for _, rel := range forgottenReleases(pools, pfx.Addr(), db.Addresses) {
+				if err := ip.ReleaseAddress(&rel); err != nil {
+					log.Error("free address of forgotten endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address, "err", err)
+					continue
+				}
+				log.Info("freed address of forgotten endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address)
+			}
+		}
+	}
+}
+
+// forgottenReleases is the pure part: the releases that free addr, only in
+// a vxbridge pool where it is taken as an endpoint address (a network on
+// another IPAM driver has no such pool; a gateway or aux reservation stays).
+func forgottenReleases(pools []store.Pool, addr netip.Addr, taken func(poolID string) (map[netip.Addr]store.AddressKind, error)) []helpers.ReleaseAddressRequest {
+	var out []helpers.ReleaseAddressRequest
+	for _, p := range pools {
+		if !p.Prefix.Contains(addr) {
+			continue
+		}
+		t, err := taken(p.ID)
+		if err != nil || t[addr] != store.KindEndpoint {
+			continue
+		}
+		out = append(out, helpers.ReleaseAddressRequest{PoolID: p.ID, Address: addr.String()})
+	}
+	return out
+}
