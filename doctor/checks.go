@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/status"
+	"github.com/vxbridge/vxbridge/vxlan"
 )
 
 // forwardChain is vxbridge's chain that FORWARD jumps to.
-const forwardChain = "VXBRIDGE-FORWARD"
+const forwardChain = firewall.ChainForward
 
 // checkForward: under a DROP policy (docker sets it) every bridge needs an
 // ACCEPT; vxbridge's come from the FORWARD -> VXBRIDGE-FORWARD jump and one
@@ -96,7 +100,7 @@ func checkBrNetfilter(f *Facts) Finding {
 }
 
 // checkMTU: a network whose MTU is above the underlay's gets its large
-// packets dropped or fragmented on the way out; VXLAN needs 50 bytes more.
+// packets dropped or fragmented on the way out; VXLAN needs vxlan.Overhead bytes more.
 func checkMTU(f *Facts) Finding {
 	c := Finding{Check: "mtu"}
 	if f.UnderlayMTU == 0 {
@@ -109,9 +113,9 @@ func checkMTU(f *Facts) Finding {
 		if mtu == 0 {
 			mtu = 1500
 		}
-		limit, why := f.UnderlayMTU, ""
+		limit, why := mtuLimit(f, n), ""
 		if n.VNI != 0 {
-			limit, why = f.UnderlayMTU-50, " - 50 VXLAN"
+			why = fmt.Sprintf(" - %d VXLAN", vxlan.Overhead)
 		}
 		if mtu > limit {
 			bad = append(bad, fmt.Sprintf("%s (bridge %s) MTU %d > %d (%s %d%s)", short(n.ID), n.Bridge, mtu, limit, f.UnderlayIface, f.UnderlayMTU, why))
@@ -128,12 +132,19 @@ func checkMTU(f *Facts) Finding {
 	return c
 }
 
+// mtuLimit is the largest MTU network n can have over the underlay.
+func mtuLimit(f *Facts, n status.Network) int {
+	if n.VNI != 0 {
+		return f.UnderlayMTU - vxlan.Overhead
+	}
+	return f.UnderlayMTU
+}
+
+// minLimit is the largest MTU every network fits under.
 func minLimit(f *Facts) int {
 	limit := f.UnderlayMTU
 	for _, n := range networks(f) {
-		if n.VNI != 0 {
-			return f.UnderlayMTU - 50
-		}
+		limit = min(limit, mtuLimit(f, n))
 	}
 	return limit
 }
