@@ -112,18 +112,29 @@ func timeSerial(s *samples, count int, fn func() error) {
 // runLifecycles runs total lifecycles spread over k clients, each with its
 // own connection, and records the rate of the whole batch.
 func runLifecycles(socket string, n network, k, total int, s *samples) {
+	ops := make([]func() error, k)
+	for i := range ops {
+		c := newClient(socket)
+		defer c.close()
+		ops[i] = func() error { return lifecycle(c, n, s.record) }
+	}
+	timeBatch(s, ops, total)
+}
+
+// timeBatch runs total operations over one goroutine per op, each goroutine
+// calling its own op until the batch is done, recording each operation's
+// time and the rate of the whole batch.
+func timeBatch(s *samples, ops []func() error, total int) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	begin := time.Now()
-	for i := 0; i < k; i++ {
+	for _, op := range ops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := newClient(socket)
-			defer c.close()
 			for next.Add(1) <= int64(total) {
 				start := time.Now()
-				err := lifecycle(c, n, s.record)
+				err := op()
 				d := time.Since(start)
 				s.mu.Lock()
 				if err != nil {
@@ -146,29 +157,11 @@ const kernelParallel = 8
 // timeParallel runs total kernel endpoints spread over the anchors, each in
 // its own goroutine, recording each and the rate of the batch.
 func timeParallel(s *samples, ks []*kernelAnchor, total int) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	begin := time.Now()
-	for _, k := range ks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(total) {
-				start := time.Now()
-				err := k.endpoint(s.record)
-				d := time.Since(start)
-				s.mu.Lock()
-				if err != nil {
-					s.errors++
-				} else {
-					s.lifecycle = append(s.lifecycle, d)
-				}
-				s.mu.Unlock()
-			}
-		}()
+	ops := make([]func() error, len(ks))
+	for i, k := range ks {
+		ops[i] = func() error { return k.endpoint(s.record) }
 	}
-	wg.Wait()
-	s.perSecond = append(s.perSecond, float64(total)/time.Since(begin).Seconds())
+	timeBatch(s, ops, total)
 }
 
 // kernelAnchor does an endpoint's kernel work with no plugin in the way.
