@@ -31,10 +31,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vxbridge/vxbridge/internal/keylock"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +50,10 @@ type Manager struct {
 	// owned marks nlh and ns as opened by NewAt, for Close to release.
 	owned bool
 	log   *slog.Logger
-	mu    sync.Mutex
+	// names serialises changes per link name; different links change in
+	// parallel (the kernel serialises what it must under RTNL).
+	names keylock.Map
+	reap  reaper
 }
 
 // New returns a Manager working through nlh. A nil nlh means the calling
@@ -61,7 +65,12 @@ func New(nlh *netlink.Handle) *Manager {
 	if nlh == nil {
 		nlh = &netlink.Handle{}
 	}
-	return &Manager{nlh: nlh, ns: netns.None(), log: slog.Default()}
+	return newManager(&Manager{nlh: nlh, ns: netns.None(), log: slog.Default()})
+}
+
+func newManager(m *Manager) *Manager {
+	m.reap.idle.L = &m.reap.mu
+	return m
 }
 
 // NewAt returns a Manager whose netlink requests and sysctl writes all go to
@@ -77,7 +86,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		unix.Close(dup)
 		return nil, fmt.Errorf("netlink handle in namespace: %w", err)
 	}
-	return &Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}, nil
+	return newManager(&Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}), nil
 }
 
 // WithLogger makes m log to l (rollback failures, which never replace the
@@ -92,6 +101,7 @@ func (m *Manager) WithLogger(l *slog.Logger) *Manager {
 // Close releases the netlink handle and namespace NewAt opened. It does
 // nothing for a Manager from New.
 func (m *Manager) Close() error {
+	m.Flush()
 	if !m.owned {
 		return nil
 	}
@@ -154,8 +164,7 @@ func (m *Manager) DeleteLink(name string) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("delete link: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.names.Lock(name)()
 	link, found, err := m.linkByName(name)
 	if err != nil || !found {
 		return err
@@ -173,8 +182,7 @@ func (m *Manager) DeleteBridge(name, alias string) error {
 	if err := validateAlias(alias); err != nil {
 		return fmt.Errorf("delete bridge %q: %w", name, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.names.Lock(name)()
 	link, found, err := m.linkByName(name)
 	if err != nil || !found {
 		return err

@@ -19,6 +19,13 @@ func (m *Manager) ensureLink(want netlink.Link, alias string) (link netlink.Link
 	if err != nil {
 		return nil, false, err
 	}
+	if found && retired(link) {
+		// Waiting for the reaper: its owner is gone, so it goes now.
+		if err := m.linkDel(link); err != nil {
+			return nil, false, err
+		}
+		found = false
+	}
 	if !found {
 		link, err = m.addLink(want)
 		if err == nil {
@@ -46,6 +53,7 @@ func (m *Manager) ensureLink(want netlink.Link, alias string) (link netlink.Link
 func (m *Manager) addLink(want netlink.Link) (netlink.Link, error) {
 	name, kind := want.Attrs().Name, want.Type()
 	if err := m.nlh.LinkAdd(want); err != nil {
+		m.undoPartial(want)
 		return nil, fmt.Errorf("create %s %q: %w", kind, name, err)
 	}
 	link, found, err := m.linkByName(name)
@@ -64,6 +72,15 @@ func (m *Manager) addLink(want netlink.Link) (netlink.Link, error) {
 func (m *Manager) undo(link netlink.Link) {
 	if err := m.linkDel(link); err != nil {
 		m.log.Error("roll back half-built link", "link", link.Attrs().Name, "err", err)
+	}
+}
+
+// undoPartial deletes want after a failed LinkAdd if the link was created
+// all the same: the netlink package enslaves (want's MasterIndex) in a second
+// request after creating, and fills in the index in between.
+func (m *Manager) undoPartial(want netlink.Link) {
+	if want.Attrs().Index != 0 {
+		m.undo(want)
 	}
 }
 

@@ -21,8 +21,7 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("create bridge %q: %w", cfg.Name, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.names.Lock(cfg.Name)()
 	// No MTU here: an MTU given at creation does not count as set by the
 	// user, and the kernel then resets it to the smallest port MTU as soon
 	// as a port joins. setupMTU sets it through the ordinary path instead.

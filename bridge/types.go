@@ -33,6 +33,9 @@ type VethConfig struct {
 	// port is DNAT'ed to itself and bridged back (docker sets it too when
 	// its userland proxy is off).
 	Hairpin bool
+	// Fresh hints that no such pair exists yet (a new endpoint): EnsureVeth
+	// then creates before looking up. Either way the result is the same.
+	Fresh bool
 }
 
 // LinkInfo describes an existing link.

@@ -159,9 +159,16 @@ func TestEnsureVethRefusesForeignLink(t *testing.T) {
 }
 
 func TestEnsureVethLeavesNothingOnFailure(t *testing.T) {
+	for _, fresh := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fresh=%t", fresh), func(t *testing.T) { testEnsureVethLeavesNothing(t, fresh) })
+	}
+}
+
+func testEnsureVethLeavesNothing(t *testing.T, fresh bool) {
 	m, n := newBridgeNS(t)
 	h := n.Handle()
 	cfg := testVethConfig()
+	cfg.Fresh = fresh
 	cfg.Bridge = "nobridge"
 	if err := m.EnsureVeth(cfg); err == nil {
 		t.Error("EnsureVeth onto a missing bridge succeeded")
@@ -187,6 +194,26 @@ func TestEnsureVethLeavesNothingOnFailure(t *testing.T) {
 	}
 	requireGone(t, h, "vxh0")
 	mustLink(t, h, "vxp0")
+}
+
+// Fresh is only a hint: a pair that exists already is adopted as without it.
+func TestEnsureVethFreshAdoptsExisting(t *testing.T) {
+	m, n := newBridgeNS(t)
+	cfg := testVethConfig()
+	cfg.Fresh = true
+	if err := m.EnsureVeth(cfg); err != nil {
+		t.Fatal(err)
+	}
+	first := mustLink(t, n.Handle(), "vxh0")
+	if first.Attrs().Alias != cfg.Alias || first.Attrs().MasterIndex == 0 || first.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("fresh veth: alias %q master %d flags %v", first.Attrs().Alias, first.Attrs().MasterIndex, first.Attrs().Flags)
+	}
+	if err := m.EnsureVeth(cfg); err != nil {
+		t.Fatalf("fresh EnsureVeth of an existing pair: %v", err)
+	}
+	if again := mustLink(t, n.Handle(), "vxh0"); again.Attrs().Index != first.Attrs().Index {
+		t.Error("the existing pair was replaced")
+	}
 }
 
 func TestEnsureVethConcurrent(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/internal/keylock"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -44,15 +45,25 @@ type Config struct {
 	// Ports holds published host ports (package portproxy); nil: none are
 	// held or relayed, only the firewall publishes.
 	Ports PortReserver
+	// Crash is the test-only crash hook (crash.go): called at each crash
+	// point. Release builds leave it nil.
+	Crash func(point string)
 }
 
 // Driver implements network.Driver.
 type Driver struct {
-	store  Store
-	links  Links
-	fw     Firewall
-	log    *slog.Logger
-	mu     sync.Mutex // serialises every state change
+	store Store
+	links Links
+	fw    Firewall
+	log   *slog.Logger
+	// mu orders whole-state work against endpoint calls: network create
+	// and delete, Reconcile, CollectForgotten, Status and the cross-host
+	// sync hold it exclusively; endpoint calls hold it shared plus their
+	// endpoint's lock in eps, so calls on different endpoints run in
+	// parallel (their kernel work, a veth each, does not overlap).
+	mu     sync.RWMutex
+	eps    keylock.Map
+	portMu sync.Mutex // publishing: the cross-endpoint port check and nextPort
 	macGen func() (string, error)
 	kick   chan struct{} // BridgeAppeared -> RunReconciler
 	fwKick chan struct{} // FirewallChanged -> RunReconciler
@@ -60,7 +71,8 @@ type Driver struct {
 	onReconcile func(error)
 	xh          *crossHost // nil: single-host only
 
-	ports PortReserver
+	ports     PortReserver
+	crashHook func(point string)
 	// nextPort is where the next ephemeral host port is looked for, as an
 	// offset into the range.
 	nextPort uint16
@@ -75,7 +87,7 @@ func New(cfg Config) *Driver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1), fwKick: make(chan struct{}, 1),
-		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart()}
+		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart(), crashHook: cfg.Crash}
 	if d.ports == nil {
 		d.ports = noReserver{}
 	}
@@ -83,6 +95,17 @@ func New(cfg Config) *Driver {
 }
 
 func netAlias(id string) string { return aliasNetPrefix + id }
+
+// lockEndpoint holds d.mu shared and endpoint id's own lock, and returns
+// the function that releases both.
+func (d *Driver) lockEndpoint(id string) (unlock func()) {
+	d.mu.RLock()
+	unlockEp := d.eps.Lock(id)
+	return func() {
+		unlockEp()
+		d.mu.RUnlock()
+	}
+}
 
 // GetCapabilities: each host creates its own networks.
 func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
@@ -127,10 +150,12 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 	if err := d.ensureNetwork(n); err != nil {
 		return err
 	}
+	d.crash(CrashNetworkKernel)
 	if err := d.store.SaveNetwork(n); err != nil {
 		return err
 	}
 	d.crossHostCreated(n)
+	d.crash(CrashNetworkSaved)
 	d.log.Info("network created", "network", n.ID, "bridge", n.Bridge, "subnets", subnetList(n),
 		"mtu", n.MTU, "icc", n.ICC, "masquerade", n.Masquerade, "internal", n.Internal)
 	return nil
@@ -225,6 +250,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	if err := d.store.DeleteNetwork(n.ID); err != nil {
 		return err
 	}
+	d.crash(CrashNetworkDeleted)
 	d.teardownNetwork(n)
 	d.log.Info("network deleted", "network", n.ID, "bridge", n.Bridge)
 	return nil

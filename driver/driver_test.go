@@ -213,8 +213,13 @@ func TestEndpointLifecycle(t *testing.T) {
 	if err := h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: id}); err != nil {
 		t.Fatal(err)
 	}
+	// The veth is retired: deleted by the kernel's reaper, in a batch.
+	if got := h.links.retired; len(got) != 1 || got[0] != "vxh"+id[:12] {
+		t.Errorf("retired links after DeleteEndpoint = %v, want the host veth", got)
+	}
+	h.links.Flush()
 	if h.links.names()["vxh"+id[:12]] {
-		t.Error("veth left after DeleteEndpoint")
+		t.Error("veth left after DeleteEndpoint and Flush")
 	}
 	if ep, _ := h.st.Endpoint(id); ep != nil {
 		t.Errorf("record left after DeleteEndpoint: %+v", ep)
@@ -277,6 +282,7 @@ func TestDeleteNetworkTakesForgottenEndpoints(t *testing.T) {
 	if err := h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
 		t.Fatal(err)
 	}
+	h.links.Flush()
 	if len(h.links.names()) != 0 || len(h.fw.nets) != 0 {
 		t.Errorf("left behind: links %v, rules %v", h.links.names(), h.fw.nets)
 	}
@@ -347,7 +353,31 @@ func TestConcurrentEndpoints(t *testing.T) {
 	h := newHarness(t)
 	mustCreate(t, h, createReq(netA, "10.10.0.0/16", "10.10.0.1/16", nil))
 	var wg sync.WaitGroup
-	errs := make(chan error, 100)
+	errs := make(chan error, 200)
+	// Whole-state work runs meanwhile: it must neither see a veth whose
+	// record is not written yet as a leftover nor block forever.
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rep, err := h.d.Reconcile()
+			if err != nil {
+				errs <- fmt.Errorf("reconcile during endpoint calls: %w", err)
+			} else if len(rep.RemovedLinks) != 0 {
+				errs <- fmt.Errorf("reconcile during endpoint calls removed %v", rep.RemovedLinks)
+			}
+			if _, _, err := h.d.Status(); err != nil {
+				errs <- err
+			}
+		}
+	}()
 	for i := range 100 {
 		wg.Add(1)
 		go func() {
@@ -369,14 +399,21 @@ func TestConcurrentEndpoints(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	close(stop)
+	bg.Wait()
 	close(errs)
 	for err := range errs {
 		if err != nil {
 			t.Error(err)
 		}
 	}
-	if eps, _ := h.st.Endpoints(); len(eps) != 50 {
+	eps, _ := h.st.Endpoints()
+	if len(eps) != 50 {
 		t.Errorf("%d endpoints stored, want 50", len(eps))
+	}
+	h.links.Flush()
+	if got := len(h.links.names()); got != 51 {
+		t.Errorf("%d links, want the bridge and 50 veths", got)
 	}
 }
 

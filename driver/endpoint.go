@@ -111,20 +111,20 @@ func (d *Driver) network(id string) (*store.Network, error) {
 
 // CreateEndpoint makes the endpoint's veth pair, host end on the bridge.
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
 	n, ep, err := d.lookup(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
-	if ep == nil {
+	fresh := ep == nil
+	if fresh {
 		if ep, err = d.newEndpoint(req, n); err != nil {
 			return nil, err
 		}
 	} else if ep.NetworkID != n.ID {
 		return nil, invalidf("endpoint %s already exists on network %s", short(ep.ID), short(ep.NetworkID))
 	}
-	if err := d.createEndpoint(n, ep); err != nil {
+	if err := d.createEndpoint(n, ep, fresh); err != nil {
 		return nil, err
 	}
 	resp := &network.CreateEndpointResponse{}
@@ -135,8 +135,8 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	return resp, nil
 }
 
-func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint) (retErr error) {
-	if err := d.ensureVeth(n, ep); err != nil {
+func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool) (retErr error) {
+	if err := d.ensureVethHint(n, ep, fresh); err != nil {
 		return err
 	}
 	defer func() {
@@ -144,16 +144,24 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint) (retErr er
 			d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
 		}
 	}()
+	d.crash(CrashEndpointVeth)
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
 	d.publishEndpoint(n, ep)
+	d.crash(CrashEndpointSaved)
 	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", ep.ID, "veth", ep.HostVeth,
 		"mac", ep.MAC, "ipv4", ep.IPv4, "ipv6", ep.IPv6)
 	return nil
 }
 
 func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
+	return d.ensureVethHint(n, ep, false)
+}
+
+// ensureVethHint is ensureVeth; fresh says the endpoint is new, so its veth
+// most likely does not exist yet.
+func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool) error {
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil {
 		return fmt.Errorf("endpoint %s: stored mac %q: %w", short(ep.ID), ep.MAC, err)
@@ -167,6 +175,7 @@ func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
 		MAC:      mac,
 		Isolated: !n.ICC,
 		Hairpin:  !n.Internal, // a container reaching its own published port
+		Fresh:    fresh,
 	})
 	if errors.Is(err, bridge.ErrNotOwned) {
 		return invalidf("%v: remove it or restart vxbridge to reconcile", err)
@@ -176,8 +185,7 @@ func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
 
 // DeleteEndpoint removes the veth pair; an unknown id is success.
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
 	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil {
 		return err
@@ -189,10 +197,14 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	if err := d.store.DeleteEndpoint(ep.ID); err != nil {
 		return err
 	}
+	d.crash(CrashEndpointDeleted)
 	d.withdrawEndpoint(ep)
 	d.unpublishKernel(ep, ep.Ports) // docker revokes first; this is for when it did not
-	// Deleting the host end takes the container end with it, wherever it is.
-	d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+	// Deleting the host end takes the container end with it, wherever it
+	// is. The kernel's part is batched in the background (RetireLink): the
+	// record is gone, so should the plugin die first, Reconcile deletes it.
+	d.undo("delete veth", d.links.RetireLink(ep.HostVeth), "veth", ep.HostVeth)
+	d.crash(CrashEndpointVethGone)
 	d.log.Info("endpoint deleted", "network", short(ep.NetworkID), "endpoint", ep.ID, "veth", ep.HostVeth)
 	return nil
 }
@@ -218,8 +230,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 
 // Join hands docker the container end of the veth and the gateways.
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
 	n, ep, err := d.lookup(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
@@ -234,6 +245,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return nil, err
 	}
+	d.crash(CrashJoinSaved)
 	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.PeerVeth, DstPrefix: ContainerIfPrefix}}
 	// An internal network has no way out: no default route for its containers.
 	if !n.Internal {
@@ -250,8 +262,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 
 // Leave records that the endpoint left its sandbox; unknown ids are success.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
 	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil {
 		return err
@@ -263,6 +274,7 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
+	d.crash(CrashLeaveSaved)
 	d.unpublishKernel(ep, ports)
 	d.log.Info("endpoint left", "network", short(ep.NetworkID), "endpoint", ep.ID)
 	return nil

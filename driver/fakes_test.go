@@ -22,6 +22,7 @@ type fakeLinks struct {
 	veths      map[string]bridge.VethConfig
 	forwarding bool
 	failVeth   error
+	retired    []string // RetireLink'ed, deleted at Flush
 }
 
 func newFakeLinks() *fakeLinks {
@@ -73,6 +74,26 @@ func (f *fakeLinks) DeleteLink(name string) error {
 	delete(f.veths, name)
 	delete(f.bridges, name)
 	return nil
+}
+
+// RetireLink keeps the link until Flush, like the kernel's reaper.
+func (f *fakeLinks) RetireLink(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.links[name]; ok {
+		f.retired = append(f.retired, name)
+	}
+	return nil
+}
+
+func (f *fakeLinks) Flush() {
+	f.mu.Lock()
+	retired := f.retired
+	f.retired = nil
+	f.mu.Unlock()
+	for _, name := range retired {
+		f.DeleteLink(name)
+	}
 }
 
 func (f *fakeLinks) Link(name string) (bridge.LinkInfo, bool, error) {

@@ -37,6 +37,7 @@ func TestCollectForgotten(t *testing.T) {
 	if len(got) != 1 || got[0].ID != gone || got[0].IPv4.String() != "10.10.0.2/24" {
 		t.Fatalf("CollectForgotten = %+v, want only %s with its address", got, gone[:12])
 	}
+	h.links.Flush()
 	for id, want := range map[string]bool{gone: false, kept: true, fresh: true} {
 		ep, err := h.st.Endpoint(id)
 		if err != nil {

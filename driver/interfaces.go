@@ -15,6 +15,11 @@ type Links interface {
 	DeleteBridge(name, alias string) error
 	EnsureVeth(cfg bridge.VethConfig) error
 	DeleteLink(name string) error
+	// RetireLink deletes a link in the background, batched with others
+	// (cheaper for the kernel, and the caller does not wait); a missing
+	// link is success. Flush waits until every retired link is gone.
+	RetireLink(name string) error
+	Flush()
 	// Link reports whether a link exists and, if so, its alias and master.
 	Link(name string) (bridge.LinkInfo, bool, error)
 	// OwnedLinks lists every link whose alias starts with prefix.

@@ -66,8 +66,9 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
+	d.portMu.Lock() // the port check reads every endpoint's ports
+	defer d.portMu.Unlock()
 	n, ep, err := d.lookup(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return err
@@ -110,6 +111,7 @@ func (d *Driver) publish(n *store.Network, ep *store.Endpoint, wants []portWant)
 	if err := d.fw.EnsurePorts(firewallPorts(n, ep)); err != nil {
 		return fmt.Errorf("firewall rules of the published ports of endpoint %s: %w", short(ep.ID), err)
 	}
+	d.crash(CrashPortsKernel)
 	defer func() {
 		if retErr != nil {
 			d.undo("remove port rules", d.fw.RemovePorts(firewallPorts(n, ep)), "endpoint", ep.ID)
@@ -135,8 +137,7 @@ func (d *Driver) ensurePorts(n *store.Network, ep *store.Endpoint) error {
 // RevokeExternalConnectivity withdraws the endpoint's published ports;
 // unknown endpoints and endpoints without ports are success.
 func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectivityRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	defer d.lockEndpoint(req.EndpointID)()
 	ep, err := d.endpointOn(req.NetworkID, req.EndpointID)
 	if err != nil || ep == nil || len(ep.Ports) == 0 {
 		return err
@@ -153,6 +154,7 @@ func (d *Driver) unpublish(ep *store.Endpoint) error {
 		ep.Ports = old
 		return err
 	}
+	d.crash(CrashPortsRevokeRecord)
 	d.unpublishKernel(ep, old)
 	return nil
 }

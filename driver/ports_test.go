@@ -83,8 +83,7 @@ type portsHarness struct {
 // at 10.10.0.2, joined.
 func newPortsHarness(t *testing.T) *portsHarness {
 	t.Helper()
-	h := &portsHarness{harness: newHarness(t), res: newFakeReserver()}
-	h.d.ports = h.res
+	h := newPortsHarnessEmpty(t)
 	mustCreate(t, h.harness, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))
 	h.endpoint(t, netA, epID(1), "10.10.0.2/24")
 	return h

@@ -27,6 +27,7 @@ type ReconcileReport struct {
 func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.links.Flush()
 	nets, err := d.store.Networks()
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.links.Flush() // a deleted endpoint's veth is not reported as a leftover
 	nets, err := d.store.Networks()
 	if err != nil {
 		return nil, nil, err

@@ -29,8 +29,9 @@ var ErrLocked = errors.New("state file is locked by another process")
 
 // DB is the bbolt-backed store. All methods are safe for concurrent use.
 type DB struct {
-	bolt *bolt.DB
-	path string
+	bolt      *bolt.DB
+	path      string
+	committer committer // groups concurrent writes into one transaction
 }
 
 // Options tune Open.
@@ -49,7 +50,11 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("create state dir %q: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	// No freelist on disk (as etcd runs bbolt): each commit writes and
+	// syncs less, and Open rebuilds the list by scanning the file, which is
+	// small.
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true,
+		FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w (is another vxbridge running with --state-dir %s?)", path, ErrLocked, dir)
 	}
@@ -117,7 +122,7 @@ func list[T any](db *DB, bucket []byte) ([]T, error) {
 }
 
 func (db *DB) update(what string, fn func(tx *bolt.Tx) error) error {
-	if err := db.bolt.Update(fn); err != nil {
+	if err := db.commit(fn); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

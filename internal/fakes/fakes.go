@@ -67,6 +67,12 @@ func (f *Links) DeleteLink(name string) error {
 	return nil
 }
 
+// RetireLink deletes at once: the fake has no kernel to batch for.
+func (f *Links) RetireLink(name string) error { return f.DeleteLink(name) }
+
+// Flush has nothing to wait for.
+func (f *Links) Flush() {}
+
 // Link reports one link.
 func (f *Links) Link(name string) (bridge.LinkInfo, bool, error) {
 	f.mu.Lock()

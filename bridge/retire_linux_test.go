@@ -1,0 +1,75 @@
+package bridge
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+)
+
+func TestRetireLinkDeletesInTheBackground(t *testing.T) {
+	m, n := newBridgeNS(t)
+	h := n.Handle()
+	if err := m.RetireLink("vxh0"); err != nil {
+		t.Fatalf("RetireLink of a missing link: %v", err)
+	}
+	const count = 40
+	for i := range count {
+		cfg := testVethConfig()
+		cfg.HostName, cfg.PeerName, cfg.MAC = fmt.Sprintf("vxh%d", i), fmt.Sprintf("vxp%d", i), nil
+		if err := m.EnsureVeth(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, count)
+	for i := range count {
+		wg.Go(func() { errs[i] = m.RetireLink(fmt.Sprintf("vxh%d", i)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("RetireLink vxh%d: %v", i, err)
+		}
+	}
+	m.Flush()
+	for i := range count {
+		requireGone(t, h, fmt.Sprintf("vxh%d", i), fmt.Sprintf("vxp%d", i))
+	}
+	mustLink(t, h, "vxb0") // the bridge is not in the group
+}
+
+// A link waiting for the reaper is never adopted: EnsureVeth of its name
+// makes a fresh pair, which the reaper then leaves alone.
+func TestEnsureVethReplacesRetiredLink(t *testing.T) {
+	m, n := newBridgeNS(t)
+	h := n.Handle()
+	if err := m.EnsureVeth(testVethConfig()); err != nil {
+		t.Fatal(err)
+	}
+	old := mustLink(t, h, "vxh0")
+	// Retire it by hand, as RetireLink does, without waking the reaper.
+	if err := h.LinkSetGroup(old, RetireGroup); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnsureVeth(testVethConfig()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustLink(t, h, "vxh0")
+	if fresh.Attrs().Index == old.Attrs().Index || retired(fresh) {
+		t.Fatalf("EnsureVeth adopted the retired link (index %d, group %d)", fresh.Attrs().Index, fresh.Attrs().Group)
+	}
+	// The reaper, woken by another retirement, leaves the fresh pair alone.
+	other := testVethConfig()
+	other.HostName, other.PeerName, other.MAC = "vxh1", "vxp1", nil
+	if err := m.EnsureVeth(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RetireLink("vxh1"); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	requireGone(t, h, "vxh1", "vxp1")
+	if l := mustLink(t, h, "vxh0"); l.Attrs().Index != fresh.Attrs().Index {
+		t.Errorf("vxh0 was replaced again")
+	}
+}
