@@ -118,6 +118,17 @@ func (m *Manager) setupMTU(link netlink.Link, mtu int) error {
 	return nil
 }
 
+// setupBuilt moves a link out of BuildGroup: the last step of a build.
+func (m *Manager) setupBuilt(link netlink.Link) error {
+	if link.Attrs().Group != BuildGroup {
+		return nil
+	}
+	if err := m.nlh.LinkSetGroup(link, 0); err != nil {
+		return fmt.Errorf("mark %q built (group 0): %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
 func (m *Manager) setupUp(link netlink.Link) error {
 	if link.Attrs().Flags&net.FlagUp != 0 {
 		return nil

@@ -24,10 +24,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RetireGroup is the interface group (IFLA_GROUP, `ip link show group`) of
-// links waiting for the reaper. No other software is expected to use it:
-// the reaper deletes every link of the group.
-const RetireGroup = 0x76786272 // "vxbr"
+// Interface groups (IFLA_GROUP, `ip link show group N`) vxbridge uses as
+// markers the kernel sets atomically with the link's creation, which the
+// alias (ignored by the kernel on creation) cannot be. No other software is
+// expected to use them: vxbridge deletes every link of either group.
+const (
+	// RetireGroup holds links waiting for the reaper.
+	RetireGroup = 0x76786272 // "vxbr"
+	// BuildGroup holds links being built: a link is created in it and
+	// leaves it (for the default group 0) once its alias and settings are
+	// in place. A link still in it when no build runs was left half-built
+	// by a crash; PurgeUnfinished deletes those.
+	BuildGroup = 0x76786262 // "vxbb"
+)
+
+// PurgeUnfinished deletes every link left half-built (BuildGroup), and
+// waits for the reaper. Call it only when no Ensure* call can be running
+// (vxbridge: under the driver's exclusive lock, at reconcile).
+func (m *Manager) PurgeUnfinished() error {
+	m.Flush()
+	if err := m.deleteGroup(BuildGroup); err != nil {
+		return fmt.Errorf("delete half-built links (group %#x): %w", BuildGroup, err)
+	}
+	return nil
+}
 
 // reaper runs batches of group deletions, one at a time, while links are
 // being retired.

@@ -73,3 +73,36 @@ func TestEnsureVethReplacesRetiredLink(t *testing.T) {
 		t.Errorf("vxh0 was replaced again")
 	}
 }
+
+// A link is created in BuildGroup and leaves it once built; a crash in
+// between leaves it there, and PurgeUnfinished deletes exactly those.
+func TestBuildGroupMarksHalfBuiltLinks(t *testing.T) {
+	m, n := newBridgeNS(t) // vxb0 built by EnsureBridge
+	h := n.Handle()
+	if err := m.EnsureVeth(testVethConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vxb0", "vxh0"} {
+		if g := mustLink(t, h, name).Attrs().Group; g != 0 {
+			t.Errorf("built %s is in group %#x, want 0", name, g)
+		}
+	}
+	// What a crash right after creation leaves: no alias, still marked.
+	half := foreignVeth("vxh9")
+	half.Attrs().Group = BuildGroup
+	addForeign(t, h, half, "")
+	halfBridge := foreignBridge("vxb9")
+	halfBridge.Attrs().Group = BuildGroup
+	addForeign(t, h, halfBridge, "")
+	addForeign(t, h, foreignVeth("other"), "") // not ours, group 0
+	if err := m.PurgeUnfinished(); err != nil {
+		t.Fatal(err)
+	}
+	requireGone(t, h, "vxh9", "vxh9p", "vxb9")
+	for _, name := range []string{"vxb0", "vxh0", "vxp0", "other", "otherp"} {
+		mustLink(t, h, name)
+	}
+	if err := m.PurgeUnfinished(); err != nil { // nothing to purge is fine
+		t.Fatalf("PurgeUnfinished with nothing half-built: %v", err)
+	}
+}

@@ -25,7 +25,7 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	// No MTU here: an MTU given at creation does not count as set by the
 	// user, and the kernel then resets it to the smallest port MTU as soon
 	// as a port joins. setupMTU sets it through the ordinary path instead.
-	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac}}
+	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac, Group: BuildGroup}}
 	link, created, err := m.ensureLink(want, cfg.Alias)
 	if err != nil {
 		return err
@@ -43,6 +43,7 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 		func() error { return m.setupIPv6(link, cfg.Addrs) },
 		func() error { return m.setupAddrs(link, cfg.Addrs) },
 		func() error { return m.setupUp(link) },
+		func() error { return m.setupBuilt(link) },
 	)
 }
 

@@ -32,7 +32,8 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 	// enslaves right after): the peer is down until docker moves it, so
 	// nothing flows before the port flags below are set.
 	want := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp},
+		LinkAttrs:        netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
+			Group: BuildGroup},
 		PeerName:         cfg.PeerName,
 		PeerHardwareAddr: cfg.MAC,
 		PeerMTU:          uint32(cfg.MTU),
@@ -62,6 +63,7 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 		func() error { return m.setupIsolated(link, cfg.Isolated) },
 		func() error { return m.setupHairpin(link, cfg.Hairpin) },
 		func() error { return m.setupUp(link) },
+		func() error { return m.setupBuilt(link) },
 	)
 }
 

@@ -96,6 +96,11 @@ func (f *fakeLinks) Flush() {
 	}
 }
 
+func (f *fakeLinks) PurgeUnfinished() error {
+	f.Flush()
+	return nil
+}
+
 func (f *fakeLinks) Link(name string) (bridge.LinkInfo, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

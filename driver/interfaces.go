@@ -20,6 +20,9 @@ type Links interface {
 	// link is success. Flush waits until every retired link is gone.
 	RetireLink(name string) error
 	Flush()
+	// PurgeUnfinished deletes links a crash left half-built (created, not
+	// yet aliased), after Flush. Only when no Ensure* call can run.
+	PurgeUnfinished() error
 	// Link reports whether a link exists and, if so, its alias and master.
 	Link(name string) (bridge.LinkInfo, bool, error)
 	// OwnedLinks lists every link whose alias starts with prefix.

@@ -27,7 +27,9 @@ type ReconcileReport struct {
 func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.links.Flush()
+	// Exclusive: no link is being built, so one still marked as being
+	// built was left so by a crash.
+	purgeErr := d.links.PurgeUnfinished()
 	nets, err := d.store.Networks()
 	if err != nil {
 		return nil, err
@@ -37,6 +39,9 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 		return nil, err
 	}
 	rep := &ReconcileReport{Networks: len(nets)}
+	if purgeErr != nil {
+		rep.Errors = append(rep.Errors, purgeErr)
+	}
 	byID := make(map[string]*store.Network, len(nets))
 	fwNets := make([]firewall.Network, 0, len(nets))
 	for i := range nets {

@@ -73,6 +73,9 @@ func (f *Links) RetireLink(name string) error { return f.DeleteLink(name) }
 // Flush has nothing to wait for.
 func (f *Links) Flush() {}
 
+// PurgeUnfinished has nothing to purge: fake links are built at once.
+func (f *Links) PurgeUnfinished() error { return nil }
+
 // Link reports one link.
 func (f *Links) Link(name string) (bridge.LinkInfo, bool, error) {
 	f.mu.Lock()
