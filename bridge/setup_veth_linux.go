@@ -32,7 +32,7 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 	// enslaves right after): the peer is down until docker moves it, so
 	// nothing flows before the port flags below are set.
 	want := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
+		LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
 			Group: BuildGroup},
 		PeerName:         cfg.PeerName,
 		PeerHardwareAddr: cfg.MAC,
