@@ -171,6 +171,12 @@ func (fw *Firewall) syncFamily(f *family, req syncRequest) error {
 	if err := f.apply(script.String()); err != nil {
 		return fmt.Errorf("update vxbridge chains: %w", err)
 	}
+	// Whoever dropped them (RemovePorts, or Reconcile removing the rules a
+	// crash left without a record), the flows they DNAT'ed must not keep
+	// going to the old container once the host port is reused.
+	if err := FlushConntrack(dnatMappings(script.droppedDNAT)); err != nil {
+		return fmt.Errorf("rules removed, but %w", err)
+	}
 	return nil
 }
 

@@ -95,6 +95,9 @@ type syncRequest struct {
 // table's section is one transaction, so traffic never sees half a change.
 type restoreScript struct {
 	filter, nat []string
+	// droppedDNAT are the DNAT rules the script deletes: the conntrack
+	// entries of the flows they translated are flushed once it applied.
+	droppedDNAT []string
 }
 
 func (s *restoreScript) add(table string, lines ...string) {
@@ -136,7 +139,9 @@ func plan(st familyState, req syncRequest) *restoreScript {
 		return s
 	}
 	next, changed, tagged := nextChains(st, req)
+	s.droppedDNAT = missing(st.rules(dnatChain), next[dnatChain])
 	if len(req.desired) == 0 && tagged == 0 {
+		s.droppedDNAT = st.rules(dnatChain)
 		planTeardown(s, st)
 		return s
 	}
@@ -211,6 +216,21 @@ func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, ch
 		}
 	}
 	return next, changed, tagged
+}
+
+// missing returns the lines of before that after lacks.
+func missing(before, after []string) []string {
+	keep := make(map[string]bool, len(after))
+	for _, l := range after {
+		keep[l] = true
+	}
+	var out []string
+	for _, l := range before {
+		if !keep[l] {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // planTeardown removes the jumps and our chains, leaving the tables as they

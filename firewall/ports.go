@@ -202,7 +202,70 @@ func (fw *Firewall) RemovePorts(p Ports) error {
 	if err := fw.sync(nil, ownsEndpointPorts(p.NetworkID, p.EndpointID)); err != nil {
 		return err
 	}
+	// Also when the rules were gone already (flushed behind our back).
 	return FlushConntrack(p.Mappings)
+}
+
+// dnatMappings decodes DNAT rules as addDNAT writes them (in iptables-save
+// form) back into the mappings they implement; other lines are skipped.
+func dnatMappings(lines []string) []PortMapping {
+	var out []PortMapping
+	for _, l := range lines {
+		if m, ok := parseDNAT(l); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func parseDNAT(line string) (PortMapping, bool) {
+	var m PortMapping
+	f := strings.Fields(line)
+	negated := false
+	for i := 0; i < len(f); i++ {
+		arg := func() string {
+			if i+1 < len(f) {
+				i++
+				return f[i]
+			}
+			return ""
+		}
+		switch f[i] {
+		case "!":
+			negated = true
+			continue
+		case "-d":
+			p, err := netip.ParsePrefix(arg())
+			if err != nil {
+				return m, false
+			}
+			if negated { // "! -d <loopback>": every host address
+				m.HostIP = netip.IPv4Unspecified()
+				if p.Addr().Is6() {
+					m.HostIP = netip.IPv6Unspecified()
+				}
+			} else {
+				m.HostIP = p.Addr()
+			}
+		case "-p":
+			m.Proto = arg()
+		case "--dport":
+			n, err := strconv.ParseUint(arg(), 10, 16)
+			if err != nil {
+				return m, false
+			}
+			m.HostPort = uint16(n)
+		case "--to-destination":
+			ap, err := netip.ParseAddrPort(arg())
+			if err != nil {
+				return m, false
+			}
+			m.ContainerIP, m.ContainerPort = ap.Addr(), ap.Port()
+		}
+		negated = false
+	}
+	ok := m.Proto != "" && m.HostPort != 0 && m.ContainerIP.IsValid() && m.HostIP.IsValid()
+	return m, ok
 }
 
 func ownsEndpointPorts(netID, epID string) func(string) bool {

@@ -118,16 +118,27 @@ func TestFunctionalPublishedPorts(t *testing.T) {
 	}
 	moved := p
 	moved.Mappings = []PortMapping{{Proto: "udp", HostIP: netip.IPv4Unspecified(), HostPort: 5353, ContainerIP: addr(c2.addr), ContainerPort: 53}}
-	do(t, h.ns, func() error { return fw.sync(nil, ownsEndpointPorts(p.NetworkID, p.EndpointID)) })
+	// Control: rules flushed behind vxbridge's back (an admin's iptables
+	// -F) flush no conntrack entry, so the flow sticks to c1.
+	run(t, h.ns, "iptables", "-w", "-t", "nat", "-F", ChainDNAT)
 	do(t, h.ns, func() error { return fw.EnsurePorts(moved) })
 	if got := ask(); got != "c1" {
-		t.Fatalf("control: without a conntrack flush the flow went to %q; the check below would prove nothing", got)
+		t.Fatalf("control: without a conntrack flush the flow went to %q; the checks below would prove nothing", got)
 	}
-	do(t, h.ns, func() error { return fw.RemovePorts(p) }) // flushes p's flows, then...
+	do(t, h.ns, func() error { return fw.RemovePorts(p) }) // flushes p's flows, its rules gone or not, then...
 	do(t, h.ns, func() error { return fw.EnsurePorts(moved) })
 	if got := ask(); got != "c2" {
 		t.Errorf("after RemovePorts the flow went to %q, want c2", got)
 	}
+	// A reconcile dropping rules no record claims (what a crash between
+	// the record and the rules leaves) flushes their flows too.
+	do(t, h.ns, func() error { return fw.Reconcile([]Network{n}, nil) })
+	do(t, h.ns, func() error { return fw.EnsurePorts(p) })
+	if got := ask(); got != "c1" {
+		t.Errorf("after a reconcile dropped c2's rules the flow went to %q, want c1", got)
+	}
+	do(t, h.ns, func() error { return fw.RemovePorts(p) })
+	do(t, h.ns, func() error { return fw.EnsurePorts(moved) })
 	do(t, h.ns, func() error { return fw.RemovePorts(moved) })
 	if _, err := dial(out.ns, hostIP, hostPort, blockWait); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("outside -> %s:%d after RemovePorts: %v, want refused by the host itself", hostIP, hostPort, err)

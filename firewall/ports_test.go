@@ -231,3 +231,53 @@ func TestKernelPortsRoundTrip(t *testing.T) {
 		t.Errorf("tables after RemovePorts:\n%s\nbefore:\n%s", after, before)
 	}
 }
+
+// The DNAT rules PortRules writes decode back to their mappings, in the
+// form iptables-save prints them, so rules dropped by a reconcile (no record
+// left to say what they were) still get their conntrack entries flushed.
+func TestDNATRulesDecodeBackToMappings(t *testing.T) {
+	p := testPorts("e1")
+	p.Mappings = append(p.Mappings,
+		PortMapping{Proto: "udp", HostIP: addr("192.0.2.2"), HostPort: 5353, ContainerIP: addr("10.1.0.2"), ContainerPort: 53})
+	var lines []string
+	for _, r := range PortRules(p) {
+		if r.Table == tableNat && r.Chain == ChainDNAT {
+			lines = append(lines, r.Line())
+		}
+	}
+	got := dnatMappings(append(lines, "-A VXBRIDGE-DNAT -j RETURN", "garbage"))
+	var want []PortMapping
+	for _, m := range p.Mappings {
+		if m.kernelPath() {
+			want = append(want, m)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("decoded %d mappings from %d DNAT rules, want %d:\n%q\n%+v", len(got), len(lines), len(want), lines, got)
+	}
+	for _, m := range want {
+		if !slices.Contains(got, m) {
+			t.Errorf("mapping %+v not decoded from %q", m, lines)
+		}
+	}
+}
+
+// A reconcile that drops rules no record claims reports their DNAT rules.
+func TestPlanReportsDroppedDNATRules(t *testing.T) {
+	st := dockerState()
+	step(t, st, ensureReq(testNetwork("n1", "vxb-n1", "10.1.0.0/24")))
+	kept, gone := testPorts("e1"), testPorts("e2")
+	gone.Mappings = []PortMapping{{Proto: "udp", HostIP: netip.IPv4Unspecified(), HostPort: 9000, ContainerIP: addr("10.1.0.3"), ContainerPort: 90}}
+	step(t, st, portsReq(kept, false))
+	step(t, st, portsReq(gone, false))
+	s := plan(st, syncRequest{desired: familyOnly(slices.Concat(Rules(testNetwork("n1", "vxb-n1", "10.1.0.0/24")), PortRules(kept)), false),
+		owns: func(string) bool { return true }})
+	if got := dnatMappings(s.droppedDNAT); len(got) != 1 || got[0] != gone.Mappings[0] {
+		t.Errorf("dropped DNAT mappings %+v, want exactly %+v", got, gone.Mappings[0])
+	}
+	// Tearing everything down drops every DNAT rule.
+	s = plan(st, syncRequest{owns: func(string) bool { return true }})
+	if got := dnatMappings(s.droppedDNAT); len(got) != 2 {
+		t.Errorf("teardown dropped %+v, want both endpoints' DNAT rules", got)
+	}
+}
