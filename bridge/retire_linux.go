@@ -22,20 +22,19 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/linkgroup"
 )
 
-// Interface groups (IFLA_GROUP, `ip link show group N`) vxbridge uses as
-// markers the kernel sets atomically with the link's creation, which the
-// alias (ignored by the kernel on creation) cannot be. No other software is
-// expected to use them: vxbridge deletes every link of either group.
+// The interface groups of package linkgroup (`ip link show group N`).
 const (
 	// RetireGroup holds links waiting for the reaper.
-	RetireGroup = 0x76786272 // "vxbr"
+	RetireGroup = linkgroup.Retire
 	// BuildGroup holds links being built: a link is created in it and
 	// leaves it (for the default group 0) once its alias and settings are
 	// in place. A link still in it when no build runs was left half-built
-	// by a crash; PurgeUnfinished deletes those.
-	BuildGroup = 0x76786262 // "vxbb"
+	// by a crash; PurgeUnfinished deletes those (VXLAN devices included).
+	BuildGroup = linkgroup.Build
 )
 
 // PurgeUnfinished deletes every link left half-built (BuildGroup), and

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/linkgroup"
 )
 
 // ErrNotOwned marks a link with the device's name that vxbridge did not make.
@@ -177,12 +179,19 @@ func (m *Manager) setup(link, br netlink.Link, d Device) error {
 			return fmt.Errorf("bring up %q: %w", d.Name, err)
 		}
 	}
+	if a.Group == linkgroup.Build {
+		if err := m.nlh.LinkSetGroup(link, 0); err != nil {
+			return fmt.Errorf("mark %q built (group 0): %w", d.Name, err)
+		}
+	}
 	return nil
 }
 
 func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
 	v := &netlink.Vxlan{
-		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU},
+		// Born in the build group: a crash before the alias is set leaves
+		// a device the reconciler recognises (package linkgroup).
+		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU, Group: linkgroup.Build},
 		VxlanId:   int(d.VNI),
 		SrcAddr:   net.IP(d.Local.AsSlice()),
 		Port:      d.Port,

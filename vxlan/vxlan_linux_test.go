@@ -196,6 +196,8 @@ func TestEnsureDevice(t *testing.T) {
 			t.Fatalf("device: mtu %d alias %q master %d up %t", v.MTU, v.Alias, v.MasterIndex, v.Flags&net.FlagUp != 0)
 		case !v.SrcAddr.Equal(net.ParseIP("192.0.2.1")):
 			t.Fatalf("device: local %s", v.SrcAddr)
+		case v.Attrs().Group != 0:
+			t.Fatalf("device: built, yet still in interface group %#x", v.Attrs().Group)
 		}
 		return v
 	}
