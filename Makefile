@@ -10,7 +10,10 @@ TAG       ?= latest
 PLUGIN_DIR := build/plugin
 # Fuzz targets run briefly in `make test`, longer in `make fuzz`.
 FUZZ_TIME ?= 10s
-FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./plugin:FuzzHandler ./ipam:FuzzParsePool ./cluster:FuzzViewApply ./status:FuzzDecode ./doctor:FuzzParseForward
+FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./driver:FuzzParseVNI \
+	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzViewApply ./status:FuzzDecode \
+	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
+	./bridge:FuzzValidateName .:FuzzParseServeFlags
 
 .PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir faults bench
 
@@ -71,8 +74,9 @@ faults: build
 
 # Benchmarks (root; see BENCHMARKS.md): the harness in bench/ measures the
 # plugin in throwaway namespaces and writes bench/results/results.json, then
-# bench/plot writes the PNG plots and BENCHMARKS.md. BENCH_FIGURES=2,3 picks.
-BENCH_FIGURES ?= 2,3,1
+# bench/plot writes the PNG plots and BENCHMARKS.md. BENCH_FIGURES=2,3 picks;
+# figures not run keep their earlier results in results.json.
+BENCH_FIGURES ?= 2,3,1,4,5
 bench: build
 	@$(MAKE) --no-print-directory deps DEPS_FOR=test
 	cd bench && VXBRIDGE_BENCH_OUT=$(CURDIR)/bench/results/results.json VXBRIDGE_BENCH_FIGURES=$(BENCH_FIGURES) \

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -49,6 +50,25 @@ func FuzzNewEndpoint(f *testing.F) {
 		}
 		if len(ep.HostVeth) > 15 || len(ep.PeerVeth) > 15 {
 			t.Fatalf("veth names too long: %q %q", ep.HostVeth, ep.PeerVeth)
+		}
+	})
+}
+
+// FuzzParseVNI: the -o vxlan.id value; accepted only inside the 24-bit range.
+func FuzzParseVNI(f *testing.F) {
+	for _, s := range []string{"1", "16777215", "16777216", "0", "-1", "0x10", " 42", "4294967297"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := parseVNI("vxlan.id", s)
+		if err != nil {
+			if !strings.Contains(err.Error(), "vxlan.id") {
+				t.Fatalf("error for %q does not name the option: %v", s, err)
+			}
+			return
+		}
+		if v == 0 || v > 1<<24-1 {
+			t.Fatalf("parseVNI(%q) = %d, outside 1..2^24-1", s, v)
 		}
 	})
 }

@@ -51,3 +51,25 @@ func FuzzParsePool(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePoolID: pool ids come back from docker in every address call; any
+// string is refused or decodes to a pool whose own id decodes the same (an
+// id in another spelling, "0::/0" for "::/0", is simply not found).
+func FuzzParsePoolID(f *testing.F) {
+	f.Add("vxbridge-local/10.1.0.0/24")
+	f.Add("vxbridge-global/10.5.0.0/16/10.5.1.0/24")
+	f.Add("vxbridge-local/fd00:1::/64/fd00:1::100/120")
+	f.Add("x//")
+	f.Add("/10.0.0.0/8/")
+	f.Fuzz(func(t *testing.T, id string) {
+		space, pool, rng, err := parsePoolID(id)
+		if err != nil {
+			return
+		}
+		canon := formatPoolID(space, pool, rng)
+		s2, p2, r2, err := parsePoolID(canon)
+		if err != nil || s2 != space || p2 != pool || r2 != rng {
+			t.Fatalf("pool id %q decodes to %q %s %s, whose id %q decodes to %q %s %s %v", id, space, pool, rng, canon, s2, p2, r2, err)
+		}
+	})
+}
