@@ -46,8 +46,9 @@ func collectForgotten(drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *sl
 }
 
 // forgottenReleases is the pure part: the releases that free addr, only in
-// a vxbridge pool where it is taken as an endpoint address (a network on
-// another IPAM driver has no such pool; a gateway or aux reservation stays).
+// a vxbridge pool where it is taken as an endpoint address, dynamic or
+// static (--ip) (a network on another IPAM driver has no such pool; a
+// gateway or aux reservation stays).
 func forgottenReleases(pools []store.Pool, addr netip.Addr, taken func(poolID string) (map[netip.Addr]store.AddressKind, error)) []helpers.ReleaseAddressRequest {
 	var out []helpers.ReleaseAddressRequest
 	for _, p := range pools {
@@ -55,7 +56,7 @@ func forgottenReleases(pools []store.Pool, addr netip.Addr, taken func(poolID st
 			continue
 		}
 		t, err := taken(p.ID)
-		if err != nil || t[addr] != store.KindEndpoint {
+		if k := t[addr]; err != nil || (k != store.KindEndpoint && k != store.KindStatic) {
 			continue
 		}
 		out = append(out, helpers.ReleaseAddressRequest{PoolID: p.ID, Address: addr.String()})

@@ -16,11 +16,15 @@ func TestForgottenReleases(t *testing.T) {
 		"vxbridge-local/10.1.0.0/24": {
 			netip.MustParseAddr("10.1.0.1"): store.KindGateway,
 			netip.MustParseAddr("10.1.0.5"): store.KindEndpoint,
+			netip.MustParseAddr("10.1.0.6"): store.KindStatic,
+			netip.MustParseAddr("10.1.0.7"): store.KindAux,
 		},
 	}
 	lookup := func(id string) (map[netip.Addr]store.AddressKind, error) { return taken[id], nil }
 	for addr, want := range map[string]string{
 		"10.1.0.5": "vxbridge-local/10.1.0.0/24", // an endpoint address: freed
+		"10.1.0.6": "vxbridge-local/10.1.0.0/24", // an --ip address: freed
+		"10.1.0.7": "",                           // an aux reservation stays
 		"10.1.0.1": "",                           // the gateway stays
 		"10.1.0.9": "",                           // not taken
 		"10.2.0.5": "",                           // in a pool, not taken there

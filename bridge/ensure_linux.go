@@ -38,6 +38,13 @@ func (m *Manager) ensureLink(want netlink.Link, alias string) (link netlink.Link
 		// existing link. For a veth the clash may be the peer's name instead.
 		var lookErr error
 		if link, found, lookErr = m.linkByName(name); lookErr != nil || !found {
+			if v, ok := want.(*netlink.Veth); ok && lookErr == nil {
+				if peer, ok, _ := m.linkByName(v.PeerName); ok {
+					a := peer.Attrs()
+					return nil, false, fmt.Errorf("create veth %q: the name of its container end is taken: %w", name,
+						&NotOwnedError{Name: a.Name, Kind: peer.Type(), Alias: a.Alias})
+				}
+			}
 			return nil, false, err
 		}
 	}

@@ -178,7 +178,10 @@ func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool
 		Fresh:    fresh,
 	})
 	if errors.Is(err, bridge.ErrNotOwned) {
-		return invalidf("%v: remove it or restart vxbridge to reconcile", err)
+		// Veth names follow the endpoint id, so the user cannot pick
+		// another; an interface with a vxbridge alias but no record is
+		// removed by the reconciler, anything else is someone else's.
+		return invalidf("%v: vxbridge never takes over an interface it does not own; remove it, or rename it, and retry", err)
 	}
 	return err
 }

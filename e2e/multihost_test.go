@@ -62,6 +62,8 @@ func TestMultiHost(t *testing.T) {
 		{"PluginRestart", m.pluginRestart},
 		{"EtcdOutage", m.etcdOutage},
 		{"Mismatch", m.mismatch},
+		{"CrossHostLeakCheck", m.crossHostLeakCheck},
+		{"TeardownLeaks", m.teardownLeaks},
 	} {
 		if !t.Run(sc.name, sc.fn) && (sc.name == "SameNetworkEverywhere" || sc.name == "PingAndTCPAcross") {
 			return // the rest builds on these

@@ -13,9 +13,11 @@
 //   - A pool id is "<space>/<pool>[/<ip range>]" (poolid.go): readable in
 //     `docker network inspect` and decodable without the store.
 //   - An explicit pool that overlaps a pool held in the same address space is
-//     refused, the identical one included, as docker's built-in IPAM does:
-//     two networks on one subnet would be two bridges with the same
-//     connected route. Pools without --subnet come from DefaultPool ranges,
+//     refused, as docker's built-in IPAM does: two networks on one subnet
+//     would be two bridges with the same connected route. The identical
+//     request (pool, range, family, options) is the exception: it gets the
+//     same pool, reference-counted (refs.go), as the remote IPAM contract
+//     asks and as docker's retry after a plugin crash needs. Pools without --subnet come from DefaultPool ranges,
 //     skipping held pools of every space and host routes.
 //   - Addresses come from a per-pool Allocator (allocator.go). The Driver
 //     owns pools and talks docker; the Allocator owns which addresses are
@@ -24,6 +26,20 @@
 //     what is allocated, never to the pool's size (a /64 is fine). The
 //     cross-host allocator (blocks leased from etcd) replaces it through
 //     Options.NewAllocator.
+//   - Address kinds (store.AddressKind): the gateway; dynamic endpoint
+//     addresses; and specific addresses, which docker asks for the same way
+//     (an address, no options) both for --aux-address reservations, during
+//     network create, and for an endpoint's --ip, once the network exists.
+//     They are told apart by that order: a specific address asked for on a
+//     pool that a stored vxbridge network already uses (the network driver
+//     saves it in CreateNetwork, after docker reserved the aux addresses) is
+//     an endpoint's, KindStatic, unless the network lists it as an aux
+//     address; before that it is KindAux. With a network driver other than
+//     vxbridge's there is no such record and every specific address stays
+//     KindAux. Records written before KindStatic existed hold --ip
+//     addresses as aux: New rewrites each aux address a stored endpoint
+//     holds as static; the rest mean "an --aux-address, or an --ip of an
+//     endpoint the store does not know" (see migrateAux).
 //   - Concurrency: d.mu guards the pool map and pool create/release; each
 //     Allocator serialises its own pool, so concurrent RequestAddress calls
 //     on one pool never return the same address and different pools do not
@@ -66,6 +82,16 @@ type Store interface {
 	Addresses(poolID string) (map[netip.Addr]store.AddressKind, error)
 	Meta(key string) (string, error)
 	SetMeta(key, value string) error
+	SetPoolRefs(id string, refs int) error
+}
+
+// networkRecords is the part of the store (package store's *store.DB) that
+// holds the network driver's records. The Driver reads it, when its Store
+// has it, to tell endpoint addresses from aux reservations (KindStatic vs
+// KindAux); a Store without it stores every specific address as KindAux.
+type networkRecords interface {
+	Networks() ([]store.Network, error)
+	Endpoints() ([]store.Endpoint, error)
 }
 
 // Options configure New. The zero value is usable.
@@ -85,6 +111,9 @@ type Options struct {
 	// on the store.
 	NewAllocator AllocatorFactory
 	Logger       *slog.Logger
+	// Crash is the test-only crash hook (see CrashPoints); nil in release
+	// builds.
+	Crash func(point string)
 }
 
 // Driver implements helpers.Ipam.
@@ -97,6 +126,7 @@ type Driver struct {
 	hostRoutes func() ([]netip.Prefix, error)
 	newAlloc   AllocatorFactory
 	log        *slog.Logger
+	crashHook  func(point string)
 
 	mu    sync.Mutex
 	pools map[string]*pool // by pool id
@@ -111,6 +141,7 @@ type pool struct {
 	// its records are gone (or in a new pool that reuses its id).
 	mu       sync.RWMutex
 	released bool
+	refs     int // RequestPools holding it; d.mu guards
 }
 
 var _ helpers.Ipam = (*Driver)(nil)
@@ -126,6 +157,7 @@ func New(st Store, opts Options) (*Driver, error) {
 		hostRoutes: opts.HostRoutes,
 		newAlloc:   opts.NewAllocator,
 		log:        opts.Logger,
+		crashHook:  opts.Crash,
 		pools:      map[string]*pool{},
 	}
 	if d.log == nil {
@@ -177,6 +209,7 @@ func (d *Driver) load() error {
 	if err != nil {
 		return fmt.Errorf("load pools: %w", err)
 	}
+	held := d.endpointAddrs()
 	for _, rec := range recs {
 		if err := checkRecord(rec); err != nil {
 			return err
@@ -185,15 +218,85 @@ func (d *Driver) load() error {
 		if err != nil {
 			return fmt.Errorf("load addresses of pool %s: %w", rec.ID, err)
 		}
+		d.migrateAux(rec, taken, held[rec.Prefix.Masked()])
 		alloc, err := d.newAlloc(rec, taken)
 		if err != nil {
 			return fmt.Errorf("allocator of pool %s: %w", rec.ID, err)
 		}
-		d.pools[rec.ID] = &pool{rec: rec, alloc: alloc}
+		d.pools[rec.ID] = &pool{rec: rec, alloc: alloc, refs: max(rec.Refs, 1)}
 		d.log.Debug("pool loaded", "pool_id", rec.ID, "addresses", len(taken))
 	}
 	d.log.Info("ipam state loaded", "pools", len(recs))
 	return nil
+}
+
+// endpointAddrs is, by pool prefix, the addresses the stored endpoints of
+// vxbridge networks using that pool hold (nil when the store has no network
+// records or cannot list them: nothing is migrated then).
+func (d *Driver) endpointAddrs() map[netip.Prefix]map[netip.Addr]bool {
+	nr, ok := d.st.(networkRecords)
+	if !ok {
+		return nil
+	}
+	nets, err := nr.Networks()
+	if err != nil {
+		d.log.Warn("list networks to classify stored aux addresses; they stay aux", "err", err)
+		return nil
+	}
+	eps, err := nr.Endpoints()
+	if err != nil {
+		d.log.Warn("list endpoints to classify stored aux addresses; they stay aux", "err", err)
+		return nil
+	}
+	byID := make(map[string]store.Network, len(nets))
+	for _, n := range nets {
+		byID[n.ID] = n
+	}
+	out := map[netip.Prefix]map[netip.Addr]bool{}
+	for _, ep := range eps {
+		n, ok := byID[ep.NetworkID]
+		if !ok {
+			continue
+		}
+		for _, a := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+			if !a.IsValid() {
+				continue
+			}
+			for _, s := range n.Subnets() {
+				if s.Pool.Contains(a.Addr()) {
+					k := s.Pool.Masked()
+					if out[k] == nil {
+						out[k] = map[netip.Addr]bool{}
+					}
+					out[k][a.Addr()] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// migrateAux rewrites, in taken and in the store, the aux addresses of pool
+// rec that a stored endpoint holds as KindStatic: before KindStatic existed
+// an endpoint's --ip was stored as aux. An aux reservation cannot be an
+// endpoint's address (it is taken), so the rewrite never turns a real
+// --aux-address into a static one. What stays aux is an --aux-address, or
+// an --ip address of an endpoint the store does not hold (one docker
+// created but the plugin never recorded): both are only reservations. A
+// failed rewrite is logged and the address stays aux; allocation treats
+// both kinds alike.
+func (d *Driver) migrateAux(rec store.Pool, taken map[netip.Addr]store.AddressKind, held map[netip.Addr]bool) {
+	for _, a := range slices.SortedFunc(maps.Keys(taken), netip.Addr.Compare) {
+		if taken[a] != store.KindAux || !held[a] {
+			continue
+		}
+		if err := d.st.SaveAddress(rec.ID, a, store.KindStatic, netip.Addr{}); err != nil {
+			d.log.Warn("rewrite stored aux address of an endpoint as static; it stays aux", "pool_id", rec.ID, "address", a, "err", err)
+			continue
+		}
+		taken[a] = store.KindStatic
+		d.log.Info("stored aux address of an endpoint rewritten as static", "pool_id", rec.ID, "address", a)
+	}
 }
 
 // checkRecord refuses a stored pool whose id does not say what it holds.
@@ -237,6 +340,9 @@ func (d *Driver) RequestPool(req *helpers.RequestPoolRequest) (*helpers.RequestP
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if resp, err := d.requestAgain(space, req); resp != nil || err != nil {
+		return resp, err
+	}
 	prefix, rng, err := d.choosePool(space, req)
 	if err != nil {
 		return nil, err
@@ -257,7 +363,8 @@ func (d *Driver) RequestPool(req *helpers.RequestPoolRequest) (*helpers.RequestP
 	if err := d.st.SavePool(&rec); err != nil {
 		return nil, err
 	}
-	d.pools[rec.ID] = &pool{rec: rec, alloc: alloc}
+	d.pools[rec.ID] = &pool{rec: rec, alloc: alloc, refs: 1}
+	d.crash(CrashPoolSaved)
 	d.log.Info("pool requested", "pool_id", rec.ID, "default", req.Pool == "")
 	return &helpers.RequestPoolResponse{PoolID: rec.ID, Pool: prefix.String(), Data: map[string]string{}}, nil
 }
@@ -319,6 +426,9 @@ func (d *Driver) ReleasePool(req *helpers.ReleasePoolRequest) error {
 		d.log.Debug("release of unknown pool", "pool_id", req.PoolID)
 		return nil
 	}
+	if p.refs > 1 {
+		return d.setRefs(p, p.refs-1)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := d.st.DeletePool(req.PoolID); err != nil {
@@ -326,6 +436,7 @@ func (d *Driver) ReleasePool(req *helpers.ReleasePoolRequest) error {
 	}
 	p.released = true
 	delete(d.pools, req.PoolID)
+	d.crash(CrashPoolReleased)
 	d.log.Info("pool released", "pool_id", req.PoolID)
 	return nil
 }
@@ -360,6 +471,9 @@ func (d *Driver) RequestAddress(req *helpers.RequestAddressRequest) (*helpers.Re
 		if err != nil {
 			return err
 		}
+		if kind == store.KindAux {
+			kind = d.specificKind(p.rec.Prefix, want)
+		}
 		a, err := p.alloc.Allocate(want, kind)
 		if err != nil {
 			return err
@@ -374,6 +488,7 @@ func (d *Driver) RequestAddress(req *helpers.RequestAddressRequest) (*helpers.Re
 	if !found {
 		return nil, errorf(ErrUnknownPool, "unknown pool id %q: no such pool is held by vxbridge", req.PoolID)
 	}
+	d.crash(CrashAddressSaved)
 	return &helpers.RequestAddressResponse{Address: got.String(), Data: map[string]string{}}, nil
 }
 
@@ -400,6 +515,38 @@ func addressWanted(pool netip.Prefix, req *helpers.RequestAddressRequest) (netip
 	return want, store.KindEndpoint, nil
 }
 
+// specificKind classifies a specific address asked for without the gateway
+// marker: KindStatic when a stored vxbridge network already uses pool (an
+// endpoint's --ip: docker asks for aux reservations before the network
+// driver stores the network) and does not list addr as an aux address;
+// KindAux otherwise. A store that cannot say gives KindAux, the kind such
+// addresses always had.
+func (d *Driver) specificKind(pool netip.Prefix, addr netip.Addr) store.AddressKind {
+	nr, ok := d.st.(networkRecords)
+	if !ok {
+		return store.KindAux
+	}
+	nets, err := nr.Networks()
+	if err != nil {
+		d.log.Warn("list networks to classify a specific address; stored as aux", "pool", pool, "address", addr, "err", err)
+		return store.KindAux
+	}
+	for _, n := range nets {
+		for _, s := range n.Subnets() {
+			if s.Pool.Masked() != pool.Masked() {
+				continue
+			}
+			for _, aux := range s.Aux {
+				if aux == addr {
+					return store.KindAux
+				}
+			}
+			return store.KindStatic
+		}
+	}
+	return store.KindAux
+}
+
 // ReleaseAddress implements helpers.Ipam. Unknown pools and free addresses
 // succeed; the address may be bare or in CIDR form.
 func (d *Driver) ReleaseAddress(req *helpers.ReleaseAddressRequest) error {
@@ -416,6 +563,9 @@ func (d *Driver) ReleaseAddress(req *helpers.ReleaseAddressRequest) error {
 	})
 	if !found {
 		d.log.Debug("release of address in unknown pool", "pool_id", req.PoolID, "address", req.Address)
+	}
+	if err == nil {
+		d.crash(CrashAddressReleased)
 	}
 	return err
 }

@@ -181,7 +181,9 @@ func TestPoolOverlap(t *testing.T) {
 	wantErr(t, err, ErrPoolOverlap, "pool 10.1.0.0/24 overlaps pool 10.1.0.0/16 already in use (pool id vxbridge-local/10.1.0.0/16)")
 	_, err = d.RequestPool(&helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.0.0.0/8", SubPool: "10.9.0.0/16"})
 	wantErr(t, err, ErrPoolOverlap, "pool 10.0.0.0/8 overlaps pool 10.1.0.0/16")
-	_, err = d.RequestPool(&helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.1.0.0/16"})
+	// The same pool with other options is another request: refused.
+	_, err = d.RequestPool(&helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.1.0.0/16",
+		Options: map[string]string{"k": "v"}})
 	wantErr(t, err, ErrPoolOverlap, "pool 10.1.0.0/16 overlaps pool 10.1.0.0/16")
 	_, err = d.RequestPool(&helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.1.0.5/24"})
 	wantErr(t, err, ErrInvalid, "use 10.1.0.0/24")
@@ -320,4 +322,35 @@ func TestNewOptions(t *testing.T) {
 	if resp := requestPool(t, d, helpers.RequestPoolRequest{}); resp.PoolID != "l/10.212.0.0/24" {
 		t.Errorf("empty address space: pool id %s, want it in the local space", resp.PoolID)
 	}
+}
+
+// The same RequestPool twice gets the same pool (docker retries a request
+// whose reply a crash cut off), counted: it is freed at the last release,
+// and the count survives a restart.
+func TestIdenticalPoolIsReferenceCounted(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	d := newDriver(t, st, Options{})
+	req := helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.6.0.0/24", SubPool: "10.6.0.128/25",
+		Options: map[string]string{"a": "b"}}
+	first := requestPool(t, d, req)
+	again := requestPool(t, d, req)
+	if again.PoolID != first.PoolID || again.Pool != first.Pool {
+		t.Fatalf("same request answered %+v, then %+v", first, again)
+	}
+	// Restart: the count is stored.
+	d = newDriver(t, st, Options{})
+	if err := d.ReleasePool(&helpers.ReleasePoolRequest{PoolID: first.PoolID}); err != nil {
+		t.Fatal(err)
+	}
+	// One holder left: the pool is still there and still refuses overlaps.
+	if _, err := d.RequestAddress(&helpers.RequestAddressRequest{PoolID: first.PoolID}); err != nil {
+		t.Fatalf("address from a pool with one holder left: %v", err)
+	}
+	_, err := d.RequestPool(&helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.6.0.0/23"})
+	wantErr(t, err, ErrPoolOverlap, "overlaps pool 10.6.0.0/24")
+	if err := d.ReleasePool(&helpers.ReleasePoolRequest{PoolID: first.PoolID}); err != nil {
+		t.Fatal(err)
+	}
+	requestPool(t, d, helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.6.0.0/23"})
 }

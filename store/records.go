@@ -71,6 +71,9 @@ type Pool struct {
 	// so a just released address is not handed out again at once).
 	Next    netip.Addr        `json:"next,omitzero"`
 	Options map[string]string `json:"options,omitempty"`
+	// Refs counts the RequestPools holding the pool (the same request
+	// twice gets the same pool); 0, in records older than the count, is 1.
+	Refs int `json:"refs,omitempty"`
 }
 
 // AddressKind says why an address of a pool is taken.
@@ -79,5 +82,14 @@ type AddressKind string
 const (
 	KindEndpoint AddressKind = "endpoint"
 	KindGateway  AddressKind = "gateway"
-	KindAux      AddressKind = "aux" // a specific address asked for without the gateway marker
+	// KindAux is a specific address asked for without the gateway marker
+	// before the network exists: docker's network create reserving an
+	// --aux-address. Records written before KindStatic existed also hold
+	// endpoints' --ip addresses as aux; ipam.New rewrites those it can
+	// attribute to a stored endpoint.
+	KindAux AddressKind = "aux"
+	// KindStatic is a specific address asked for by an endpoint (docker run
+	// --ip/--ip6, or docker asking again for an endpoint's known address)
+	// once its network exists.
+	KindStatic AddressKind = "static"
 )

@@ -208,6 +208,19 @@ func (db *DB) SaveAddress(poolID string, addr netip.Addr, kind AddressKind, next
 	})
 }
 
+// SetPoolRefs updates the reference count of a stored pool, leaving the rest
+// of its record (the allocator's cursor) as it is.
+func (db *DB) SetPoolRefs(id string, refs int) error {
+	return db.update(fmt.Sprintf("count references of pool %s", id), func(tx *bolt.Tx) error {
+		p, err := txPool(tx, id)
+		if err != nil {
+			return err
+		}
+		p.Refs = refs
+		return put(tx, bucketPools, id, p)
+	})
+}
+
 func txPool(tx *bolt.Tx, id string) (*Pool, error) {
 	data := tx.Bucket(bucketPools).Get([]byte(id))
 	if data == nil {
