@@ -20,6 +20,7 @@ import (
 	"github.com/vxbridge/vxbridge/internal/server"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/metrics"
+	"github.com/vxbridge/vxbridge/orphans"
 	"github.com/vxbridge/vxbridge/plugin"
 	"github.com/vxbridge/vxbridge/portproxy"
 	"github.com/vxbridge/vxbridge/store"
@@ -64,6 +65,7 @@ type serveConfig struct {
 	stateDir          string
 	logLevel          slog.Level
 	reconcileInterval time.Duration
+	orphanGrace       time.Duration
 	metricsListen     string
 	iptablesBackend   string
 	writableProcSys   bool
@@ -81,6 +83,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/vxbridge", "directory holding the bbolt state file")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often the kernel and firewall are made to match the store (0: only at start)")
+	fs.DurationVar(&cfg.orphanGrace, "orphan-grace", orphans.DefaultGrace, "free an endpoint never joined, or an endpoint address no endpoint holds, after this long (0: never)")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
 	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "remount /proc/sys read-write at start (inside a managed plugin, where docker mounts it read-only)")
@@ -99,6 +102,10 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 
 func serve(cfg *serveConfig, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	crash, err := crashHook(stderr) // nil but in test builds (-tags crashhook)
+	if err != nil {
+		return err
+	}
 	// The store first: a second instance on the same state dir fails here,
 	// before it can touch the socket or the kernel.
 	db, err := store.Open(cfg.stateDir, store.Options{})
@@ -122,14 +129,14 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer xh.close()
-	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator()})
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator(), Crash: crash})
 	if err != nil {
 		return err
 	}
 	ports := portproxy.New(log) // holds published host ports; Reconcile reserves them again
 	defer ports.Close()
 	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
-		CrossHost: xh.driverConfig(), Ports: ports})
+		CrossHost: xh.driverConfig(), Ports: ports, Crash: crash})
 	collectForgotten(drv, db, ip, log) // before Reconcile, which would keep them
 	rep, err := drv.Reconcile()
 	if rep == nil {
@@ -143,6 +150,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go drv.RunReconciler(ctx, cfg.reconcileInterval)
+	go collectOrphans(ctx, drv, db, ip, log, cfg.orphanGrace)
 	xh.run(ctx, drv)
 	go func() {
 		if err := links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {

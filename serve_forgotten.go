@@ -30,17 +30,23 @@ func collectForgotten(drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *sl
 		return
 	}
 	for _, ep := range gone {
-		for _, pfx := range []netip.Prefix{ep.IPv4, ep.IPv6} {
-			if !pfx.IsValid() {
+		releaseEndpointAddrs(ep, pools, db, ip, log)
+	}
+}
+
+// releaseEndpointAddrs frees a deleted endpoint's addresses in vxbridge's
+// IPAM (those docker could not release itself), logging what it did.
+func releaseEndpointAddrs(ep store.Endpoint, pools []store.Pool, db *store.DB, ip *ipam.Driver, log *slog.Logger) {
+	for _, pfx := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+		if !pfx.IsValid() {
+			continue
+		}
+		for _, rel := range forgottenReleases(pools, pfx.Addr(), db.Addresses) {
+			if err := ip.ReleaseAddress(&rel); err != nil {
+				log.Error("free address of deleted endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address, "err", err)
 				continue
 			}
-			for _, rel := range forgottenReleases(pools, pfx.Addr(), db.Addresses) {
-				if err := ip.ReleaseAddress(&rel); err != nil {
-					log.Error("free address of forgotten endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address, "err", err)
-					continue
-				}
-				log.Info("freed address of forgotten endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address)
-			}
+			log.Info("freed address of deleted endpoint", "endpoint", ep.ID, "pool", rel.PoolID, "address", rel.Address)
 		}
 	}
 }

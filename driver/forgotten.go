@@ -67,3 +67,21 @@ func joinErrs(errs []error) error {
 	}
 	return fmt.Errorf("%d forgotten endpoint(s) not collected: %v", len(errs), errs)
 }
+
+// DeleteUnjoined deletes endpoint id if it exists and is still not joined,
+// reporting whether it did: the orphan collector's way to remove an
+// endpoint docker created and then forgot (package orphans). Checked under
+// the endpoint's lock, so a Join that arrives first keeps it.
+func (d *Driver) DeleteUnjoined(id string) (bool, error) {
+	defer d.lockEndpoint(id)()
+	ep, err := d.store.Endpoint(id)
+	if err != nil || ep == nil || ep.Joined {
+		return false, err
+	}
+	if err := d.deleteEndpoint(ep); err != nil {
+		return false, err
+	}
+	d.log.Warn("endpoint created but never joined: deleted (docker rolled it back while vxbridge could not hear it)",
+		"network", short(ep.NetworkID), "endpoint", ep.ID)
+	return true, nil
+}

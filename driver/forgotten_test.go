@@ -55,3 +55,27 @@ func TestCollectForgotten(t *testing.T) {
 		t.Errorf("second CollectForgotten = %+v, %v", got, err)
 	}
 }
+
+func TestDeleteUnjoined(t *testing.T) {
+	h := newHarness(t)
+	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))
+	unjoined, joined := epID(21), epID(22)
+	createEndpoint(t, h, unjoined, "10.10.0.21/24", "")
+	createEndpoint(t, h, joined, "10.10.0.22/24", "")
+	if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: joined, SandboxKey: "/x"}); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]bool{unjoined: true, joined: false, epID(23): false} {
+		got, err := h.d.DeleteUnjoined(id)
+		if err != nil || got != want {
+			t.Errorf("DeleteUnjoined(%s) = %t, %v; want %t", id[:12], got, err, want)
+		}
+	}
+	h.links.Flush()
+	if ep, _ := h.st.Endpoint(unjoined); ep != nil || h.links.names()["vxh"+unjoined[:12]] {
+		t.Errorf("unjoined endpoint left: record %v, veth %t", ep, h.links.names()["vxh"+unjoined[:12]])
+	}
+	if ep, _ := h.st.Endpoint(joined); ep == nil || !h.links.names()["vxh"+joined[:12]] {
+		t.Error("joined endpoint was deleted")
+	}
+}

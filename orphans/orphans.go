@@ -1,0 +1,130 @@
+// Package orphans finds what a crash or a lost docker call left allocated
+// for nobody, and that no call will ever free:
+//
+//   - an endpoint created but never joined: docker sends Join right after
+//     CreateEndpoint (libnetwork's connectToNetwork), so one that stays
+//     unjoined for minutes was rolled back by docker while vxbridge could not
+//     hear the DeleteEndpoint (it was down for longer than docker's 30 s of
+//     retries);
+//   - an endpoint address (dynamic or --ip) in the pool of a vxbridge network
+//     that no endpoint record holds: RequestAddress is followed by
+//     CreateEndpoint within milliseconds, so an address unheld for minutes
+//     was handed out in a reply a crash cut off (docker's retry got another
+//     one) or released while vxbridge was down.
+//
+// Both are judged over time: a Tracker remembers when each candidate was
+// first seen and reports it only once it has stayed a candidate for the
+// grace period, well beyond any docker call sequence and its retries. The
+// package is pure: the caller lists the store and does the deleting.
+package orphans
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/vxbridge/vxbridge/store"
+)
+
+// DefaultGrace is how long a candidate must stay one before it is
+// collected: four times docker's 30 s of plugin-call retries.
+const DefaultGrace = 2 * time.Minute
+
+// Address is an endpoint address no endpoint holds.
+type Address struct {
+	PoolID string
+	Addr   netip.Addr
+}
+
+// State is what the store holds, listed once per pass.
+type State struct {
+	Networks  []store.Network
+	Endpoints []store.Endpoint
+	Pools     []store.Pool
+	// Taken lists a pool's taken addresses (store.DB.Addresses).
+	Taken func(poolID string) (map[netip.Addr]store.AddressKind, error)
+}
+
+// Found is what one pass reports as collectable.
+type Found struct {
+	Unjoined  []store.Endpoint
+	Addresses []Address
+}
+
+// Tracker remembers candidates across passes. The zero value is ready.
+type Tracker struct {
+	since map[string]time.Time
+}
+
+// Pass looks at st at time now and returns the candidates that have been
+// candidates for at least grace. Candidates that stopped being one are
+// forgotten, so one that comes back starts its wait again.
+func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, error) {
+	seen := map[string]time.Time{}
+	old := func(key string) bool {
+		first, ok := t.since[key]
+		if !ok {
+			first = now
+		}
+		seen[key] = first
+		return now.Sub(first) >= grace
+	}
+	var out Found
+	held := map[netip.Addr]bool{}
+	for _, ep := range st.Endpoints {
+		for _, p := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+			if p.IsValid() {
+				held[p.Addr()] = true
+			}
+		}
+		if !ep.Joined && old("ep/"+ep.ID) {
+			out.Unjoined = append(out.Unjoined, ep)
+		}
+	}
+	for _, p := range localNetworkPools(st.Networks, st.Pools) {
+		taken, err := st.Taken(p.ID)
+		if err != nil {
+			return Found{}, err
+		}
+		for a, kind := range taken {
+			if kind != store.KindEndpoint && kind != store.KindStatic || held[a] {
+				continue
+			}
+			if old("addr/" + p.ID + "/" + a.String()) {
+				out.Addresses = append(out.Addresses, Address{PoolID: p.ID, Addr: a})
+			}
+		}
+	}
+	sort.Slice(out.Addresses, func(i, j int) bool {
+		if out.Addresses[i].PoolID != out.Addresses[j].PoolID {
+			return out.Addresses[i].PoolID < out.Addresses[j].PoolID
+		}
+		return out.Addresses[i].Addr.Less(out.Addresses[j].Addr)
+	})
+	t.since = seen
+	return out, nil
+}
+
+// localNetworkPools are the vxbridge IPAM pools that are the subnet of a
+// single-host vxbridge network: there, every endpoint address belongs to an
+// endpoint this host's store knows. (A pool used by another driver's network
+// is not vxbridge's to judge; a cross-host pool's addresses also belong to
+// other hosts' endpoints.)
+func localNetworkPools(nets []store.Network, pools []store.Pool) []store.Pool {
+	local := map[netip.Prefix]bool{}
+	for _, n := range nets {
+		if n.VNI != 0 {
+			continue
+		}
+		for _, s := range n.Subnets() {
+			local[s.Pool.Masked()] = true
+		}
+	}
+	var out []store.Pool
+	for _, p := range pools {
+		if local[p.Prefix.Masked()] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
