@@ -119,11 +119,11 @@ func TestCrashAtEveryPointConverges(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.links.Flush()
-			if names := h.links.names(); len(names) != 0 {
+			if names := h.links.Names(); len(names) != 0 {
 				t.Errorf("links left: %v", names)
 			}
-			if len(h.fw.nets) != 0 || len(h.fw.ports) != 0 || len(h.res.keys()) != 0 {
-				t.Errorf("left: rules %v, port rules %v, sockets %v", h.fw.nets, h.fw.ports, h.res.keys())
+			if len(h.fw.Nets) != 0 || len(h.fw.Ports) != 0 || len(h.res.keys()) != 0 {
+				t.Errorf("left: rules %v, port rules %v, sockets %v", h.fw.Nets, h.fw.Ports, h.res.keys())
 			}
 			// And the same network and container can be made again.
 			h.d.crashHook = nil
@@ -152,7 +152,7 @@ func checkConverged(t *testing.T, h *portsHarness) {
 		wantPorts += len(ep.Ports)
 	}
 	var have []string
-	for name := range h.links.names() {
+	for name := range h.links.Names() {
 		have = append(have, name)
 	}
 	sort.Strings(want)
@@ -160,13 +160,13 @@ func checkConverged(t *testing.T, h *portsHarness) {
 	if !slices.Equal(want, have) {
 		t.Errorf("links %v, want exactly the recorded %v", have, want)
 	}
-	for id := range h.fw.nets {
+	for id := range h.fw.Nets {
 		if !netIDs[id] {
 			t.Errorf("firewall rules of unrecorded network %s", id[:12])
 		}
 	}
-	if len(h.fw.nets) != len(netIDs) {
-		t.Errorf("firewall networks %d, want %d", len(h.fw.nets), len(netIDs))
+	if len(h.fw.Nets) != len(netIDs) {
+		t.Errorf("firewall networks %d, want %d", len(h.fw.Nets), len(netIDs))
 	}
 	if got := len(h.res.keys()); got != wantPorts {
 		t.Errorf("%d host ports held, want the %d recorded", got, wantPorts)

@@ -166,8 +166,8 @@ func TestVXLANIDNeedsEtcd(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--etcd-endpoints") || !strings.Contains(err.Error(), "vxlan.id=42") {
 		t.Fatalf("vxlan.id without etcd: %v", err)
 	}
-	if len(h.links.names()) != 0 {
-		t.Fatalf("links left behind: %v", h.links.names())
+	if len(h.links.Names()) != 0 {
+		t.Fatalf("links left behind: %v", h.links.Names())
 	}
 	if c, _ := h.d.GetCapabilities(); c.ConnectivityScope != network.LocalScope || c.Scope != network.LocalScope {
 		t.Fatalf("single-host capabilities: %+v", c)
@@ -202,7 +202,7 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 	if dev != want {
 		t.Fatalf("device %+v\nwant %+v", dev, want)
 	}
-	if br := h.links.bridges["vxb-aaaaaaaaaaa"]; br.MTU != 1450 {
+	if br := h.links.Bridges["vxb-aaaaaaaaaaa"]; br.MTU != 1450 {
 		t.Fatalf("bridge mtu %d, want 1450 (underlay 1500 - 50, the asked 9000 does not fit)", br.MTU)
 	}
 	if got := h.cl.claimed[42]; len(got) != 1 || got[0] != netip.MustParsePrefix("10.42.0.0/24") {
@@ -222,7 +222,7 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 	if ep.VNI != 42 || ep.IPv4 != netip.MustParseAddr("10.42.0.5") || ep.MAC == "" {
 		t.Fatalf("published %+v", ep)
 	}
-	if v := h.links.veths["vxh"+short(epID(1))]; v.MTU != 1450 {
+	if v := h.links.Veths["vxh"+short(epID(1))]; v.MTU != 1450 {
 		t.Fatalf("veth mtu %d", v.MTU)
 	}
 
@@ -299,8 +299,8 @@ func TestCrossHostRefusals(t *testing.T) {
 	if err == nil || errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "etcd must be reachable") {
 		t.Fatalf("etcd down: %v", err)
 	}
-	if len(h.links.names()) != 0 || len(h.vx.devices) != 0 {
-		t.Fatalf("left behind: links %v devices %v", h.links.names(), h.vx.devices)
+	if len(h.links.Names()) != 0 || len(h.vx.devices) != 0 {
+		t.Fatalf("left behind: links %v devices %v", h.links.Names(), h.vx.devices)
 	}
 	// A second local network with the same VNI.
 	h.cl.claimErr = nil
@@ -330,7 +330,7 @@ func TestCrossHostReconcile(t *testing.T) {
 		Cluster: h.cl, VXLAN: h.vx, Blocks: h.blocks, VTEP: netip.MustParseAddr("192.0.2.1"), UnderlayMTU: 1500, Port: 4789,
 	}})
 	h.vx.tables["vxv-2a"] = vxlan.Table{FDB: []vxlan.FDB{{MAC: "02:00:00:00:00:09", Dst: netip.MustParseAddr("192.0.2.9")}}}
-	h.links.links["vxv-99"] = bridge.LinkInfo{Name: "vxv-99", Alias: vxlanAlias(netB), Kind: "vxlan"}
+	h.links.Links["vxv-99"] = bridge.LinkInfo{Name: "vxv-99", Alias: vxlanAlias(netB), Kind: "vxlan"}
 	if _, err := h.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func TestCrossHostReconcile(t *testing.T) {
 	if len(h.vx.tables["vxv-2a"].FDB) != 1 {
 		t.Fatal("entries flushed before the first etcd view: known peers would be cut off while etcd is down")
 	}
-	if _, ok := h.links.links["vxv-99"]; ok {
+	if _, ok := h.links.Links["vxv-99"]; ok {
 		t.Fatal("orphan vxlan device kept")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/internal/fakes"
 )
 
 const (
@@ -48,14 +49,14 @@ func TestCreateNetworkBuildsBridgeRulesAndRecord(t *testing.T) {
 	req.IPv6Data = []*network.IPAMData{{Pool: "fd00:10::/64", Gateway: "fd00:10::1/64"}}
 	mustCreate(t, h, req)
 
-	br, ok := h.links.bridges["vxb-aaaaaaaaaaa"]
+	br, ok := h.links.Bridges["vxb-aaaaaaaaaaa"]
 	if !ok {
-		t.Fatalf("bridge vxb-aaaaaaaaaaa not created; links: %v", h.links.names())
+		t.Fatalf("bridge vxb-aaaaaaaaaaa not created; links: %v", h.links.Names())
 	}
 	if br.MTU != 1400 || len(br.Addrs) != 2 || br.Addrs[0].String() != "10.10.0.1/24" || br.Addrs[1].String() != "fd00:10::1/64" {
 		t.Errorf("bridge config = %+v", br)
 	}
-	fw, ok := h.fw.nets[netA]
+	fw, ok := h.fw.Nets[netA]
 	if !ok || fw.ICC || !fw.Masquerade || len(fw.Subnets) != 2 {
 		t.Errorf("firewall network = %+v (installed %v)", fw, ok)
 	}
@@ -63,7 +64,7 @@ func TestCreateNetworkBuildsBridgeRulesAndRecord(t *testing.T) {
 	if err != nil || n == nil || n.MTU != 1400 || n.ICC || !n.EnableIPv6 {
 		t.Errorf("stored network = %+v, %v", n, err)
 	}
-	if !h.links.forwarding {
+	if !h.links.Forwarding {
 		t.Error("forwarding not enabled for a non-internal network")
 	}
 }
@@ -93,8 +94,8 @@ func TestCreateNetworkRefusesBadInputNamingIt(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, ErrInvalid) {
 				t.Fatalf("err = %v, want an ErrInvalid naming %s", err, c.want)
 			}
-			if len(h.links.names()) != 0 || len(h.fw.nets) != 0 {
-				t.Errorf("bad input changed state: links %v, rules %v", h.links.names(), h.fw.nets)
+			if len(h.links.Names()) != 0 || len(h.fw.Nets) != 0 {
+				t.Errorf("bad input changed state: links %v, rules %v", h.links.Names(), h.fw.Nets)
 			}
 		})
 	}
@@ -112,7 +113,7 @@ func TestCreateNetworkConflicts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `bridge name "vxshared" is already used by vxbridge network aaaaaaaaaaaa`) {
 		t.Errorf("bridge name: err = %v", err)
 	}
-	h.links.links["eth9"] = bridge.LinkInfo{Name: "eth9", Kind: "dummy"}
+	h.links.Links["eth9"] = bridge.LinkInfo{Name: "eth9", Kind: "dummy"}
 	err = h.d.CreateNetwork(createReq(netB, "10.20.0.0/24", "", map[string]interface{}{OptBridgeName: "eth9"}))
 	if err == nil || !strings.Contains(err.Error(), "vxbridge does not own") {
 		t.Errorf("foreign interface: err = %v", err)
@@ -127,20 +128,20 @@ func TestCreateNetworkConflicts(t *testing.T) {
 
 func TestCreateNetworkRollsBackOnFailure(t *testing.T) {
 	h := newHarness(t)
-	h.fw.failEnsure = errors.New("iptables exploded")
+	h.fw.FailEnsure = errors.New("iptables exploded")
 	if err := h.d.CreateNetwork(createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil)); err == nil {
 		t.Fatal("CreateNetwork succeeded with a failing firewall")
 	}
-	if len(h.links.names()) != 0 {
-		t.Errorf("bridge left behind: %v", h.links.names())
+	if len(h.links.Names()) != 0 {
+		t.Errorf("bridge left behind: %v", h.links.Names())
 	}
-	h.fw.failEnsure = nil
+	h.fw.FailEnsure = nil
 	h.st.failSaveNetwork = true
 	if err := h.d.CreateNetwork(createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil)); !errors.Is(err, errDisk) {
 		t.Fatalf("err = %v, want the store's error", err)
 	}
-	if len(h.links.names()) != 0 || len(h.fw.nets) != 0 {
-		t.Errorf("left behind after a failed save: links %v, rules %v", h.links.names(), h.fw.nets)
+	if len(h.links.Names()) != 0 || len(h.fw.Nets) != 0 {
+		t.Errorf("left behind after a failed save: links %v, rules %v", h.links.Names(), h.fw.Nets)
 	}
 }
 
@@ -148,10 +149,10 @@ func TestCreateNetworkReplayIsHarmless(t *testing.T) {
 	h := newHarness(t)
 	req := createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil)
 	mustCreate(t, h, req)
-	delete(h.links.links, "vxb-aaaaaaaaaaa") // replay also repairs
-	delete(h.links.bridges, "vxb-aaaaaaaaaaa")
+	delete(h.links.Links, "vxb-aaaaaaaaaaa") // replay also repairs
+	delete(h.links.Bridges, "vxb-aaaaaaaaaaa")
 	mustCreate(t, h, req)
-	if _, ok := h.links.bridges["vxb-aaaaaaaaaaa"]; !ok {
+	if _, ok := h.links.Bridges["vxb-aaaaaaaaaaa"]; !ok {
 		t.Error("replayed CreateNetwork did not converge the bridge")
 	}
 }
@@ -193,7 +194,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	if err != nil || mac[0]&0x02 == 0 || mac[0]&0x01 != 0 {
 		t.Fatalf("generated MAC %q is not unicast and locally administered (%v)", resp.Interface.MacAddress, err)
 	}
-	veth := h.links.veths["vxh"+id[:12]]
+	veth := h.links.Veths["vxh"+id[:12]]
 	if veth.Bridge != "vxb-aaaaaaaaaaa" || !veth.Isolated || veth.MTU != 1400 || veth.PeerName != "vxc"+id[:12] || veth.MAC.String() != mac.String() {
 		t.Errorf("veth config = %+v", veth)
 	}
@@ -214,11 +215,11 @@ func TestEndpointLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The veth is retired: deleted by the kernel's reaper, in a batch.
-	if got := h.links.retired; len(got) != 1 || got[0] != "vxh"+id[:12] {
+	if got := h.links.Retired; len(got) != 1 || got[0] != "vxh"+id[:12] {
 		t.Errorf("retired links after DeleteEndpoint = %v, want the host veth", got)
 	}
 	h.links.Flush()
-	if h.links.names()["vxh"+id[:12]] {
+	if h.links.Names()["vxh"+id[:12]] {
 		t.Error("veth left after DeleteEndpoint and Flush")
 	}
 	if ep, _ := h.st.Endpoint(id); ep != nil {
@@ -233,7 +234,7 @@ func TestCreateEndpointDoesNotEchoDockersMAC(t *testing.T) {
 	if resp.Interface != nil {
 		t.Errorf("response echoes docker's fields: %+v", resp.Interface)
 	}
-	if v := h.links.veths["vxh"+epID(2)[:12]]; v.MAC.String() != "02:42:0a:0a:00:03" {
+	if v := h.links.Veths["vxh"+epID(2)[:12]]; v.MAC.String() != "02:42:0a:0a:00:03" {
 		t.Errorf("veth MAC = %v", v.MAC)
 	}
 }
@@ -255,7 +256,7 @@ func TestCreateEndpointRefusesAndRollsBack(t *testing.T) {
 	if !errors.Is(err, errDisk) {
 		t.Fatalf("err = %v, want the store's error", err)
 	}
-	if h.links.names()["vxh"+epID(3)[:12]] {
+	if h.links.Names()["vxh"+epID(3)[:12]] {
 		t.Error("veth left behind after a failed save")
 	}
 }
@@ -265,7 +266,7 @@ func TestInternalNetworkJoinHasNoGateway(t *testing.T) {
 	req := createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil)
 	req.Options[keyInternal] = true
 	mustCreate(t, h, req)
-	if h.links.forwarding {
+	if h.links.Forwarding {
 		t.Error("an internal network turned on forwarding")
 	}
 	createEndpoint(t, h, epID(4), "10.10.0.4/24", "")
@@ -283,8 +284,8 @@ func TestDeleteNetworkTakesForgottenEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.links.Flush()
-	if len(h.links.names()) != 0 || len(h.fw.nets) != 0 {
-		t.Errorf("left behind: links %v, rules %v", h.links.names(), h.fw.nets)
+	if len(h.links.Names()) != 0 || len(h.fw.Nets) != 0 {
+		t.Errorf("left behind: links %v, rules %v", h.links.Names(), h.fw.Nets)
 	}
 	if eps, _ := h.st.Endpoints(); len(eps) != 0 {
 		t.Errorf("endpoint records left: %v", eps)
@@ -301,17 +302,17 @@ func TestReconcileRestoresAndCleans(t *testing.T) {
 	}
 	// A reboot: every link is gone. Plus an orphan veth of ours and a
 	// foreign link that must be left alone.
-	h.links = newFakeLinks()
+	h.links = fakes.NewLinks()
 	h.d.links = h.links
-	h.links.links["vxhdeadbeef0000"] = bridge.LinkInfo{Name: "vxhdeadbeef0000", Alias: endpointAlias("deadbeef0000"), Kind: "veth"}
-	h.links.links["eth0"] = bridge.LinkInfo{Name: "eth0", Kind: "device"}
-	h.fw.nets = map[string]firewall.Network{}
+	h.links.Links["vxhdeadbeef0000"] = bridge.LinkInfo{Name: "vxhdeadbeef0000", Alias: endpointAlias("deadbeef0000"), Kind: "veth"}
+	h.links.Links["eth0"] = bridge.LinkInfo{Name: "eth0", Kind: "device"}
+	h.fw.Nets = map[string]firewall.Network{}
 
 	rep, err := h.d.Reconcile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := h.links.names()
+	names := h.links.Names()
 	if !names["vxb-aaaaaaaaaaa"] || !names["vxh"+epID(6)[:12]] || !names["eth0"] || names["vxhdeadbeef0000"] {
 		t.Errorf("links after reconcile: %v", names)
 	}
@@ -323,7 +324,7 @@ func TestReconcileRestoresAndCleans(t *testing.T) {
 	if ep, _ := h.st.Endpoint(epID(7)); ep == nil {
 		t.Error("joined endpoint record dropped")
 	}
-	if _, ok := h.fw.nets[netA]; !ok {
+	if _, ok := h.fw.Nets[netA]; !ok {
 		t.Error("firewall rules not restored")
 	}
 	if len(rep.RemovedLinks) != 1 || rep.Networks != 1 || rep.Endpoints != 2 {
@@ -341,8 +342,8 @@ func TestReconcileDropsEndpointsOfMissingNetworks(t *testing.T) {
 	if _, err := h.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.links.names()) != 0 {
-		t.Errorf("links left: %v", h.links.names())
+	if len(h.links.Names()) != 0 {
+		t.Errorf("links left: %v", h.links.Names())
 	}
 	if eps, _ := h.st.Endpoints(); len(eps) != 0 {
 		t.Errorf("records left: %v", eps)
@@ -412,7 +413,7 @@ func TestConcurrentEndpoints(t *testing.T) {
 		t.Errorf("%d endpoints stored, want 50", len(eps))
 	}
 	h.links.Flush()
-	if got := len(h.links.names()); got != 51 {
+	if got := len(h.links.Names()); got != 51 {
 		t.Errorf("%d links, want the bridge and 50 veths", got)
 	}
 }
@@ -428,9 +429,9 @@ func TestBridgeAppearedRestoresJumpsPromptly(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		h.fw.mu.Lock()
-		n := h.fw.jumpFixes
-		h.fw.mu.Unlock()
+		h.fw.Lock()
+		n := h.fw.JumpFixes
+		h.fw.Unlock()
 		if n >= len(jumpCheckDelays) {
 			break
 		}
@@ -441,7 +442,7 @@ func TestBridgeAppearedRestoresJumpsPromptly(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if h.fw.jumpFixes > len(jumpCheckDelays)*2 {
-		t.Errorf("%d jump checks for one burst", h.fw.jumpFixes)
+	if h.fw.JumpFixes > len(jumpCheckDelays)*2 {
+		t.Errorf("%d jump checks for one burst", h.fw.JumpFixes)
 	}
 }

@@ -37,7 +37,7 @@ func TestEndpointOnOtherNetworkIsRefused(t *testing.T) {
 	if err != nil || ep == nil || !ep.Joined || ep.Sandbox != "/var/run/docker/netns/x" {
 		t.Fatalf("endpoint record after wrong-network calls = %+v, %v; want it joined and unchanged", ep, err)
 	}
-	if !h.links.names()["vxh"+id[:12]] {
+	if !h.links.Names()["vxh"+id[:12]] {
 		t.Error("the endpoint's veth was deleted by a wrong-network call")
 	}
 	// The right network still works, and a missing endpoint stays a no-op.

@@ -27,7 +27,7 @@ func TestCollectForgotten(t *testing.T) {
 	// Docker moved gone's container end back under its original name; the
 	// unjoined endpoint's end is here too, as before any Join.
 	for _, id := range []string{gone, fresh} {
-		h.links.links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
+		h.links.Links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
 	}
 
 	got, err := h.d.CollectForgotten()
@@ -46,7 +46,7 @@ func TestCollectForgotten(t *testing.T) {
 		if (ep != nil) != want {
 			t.Errorf("endpoint %s record present = %v, want %v", id[:12], ep != nil, want)
 		}
-		if h.links.names()["vxh"+id[:12]] != want {
+		if h.links.Names()["vxh"+id[:12]] != want {
 			t.Errorf("endpoint %s host veth present = %v, want %v", id[:12], !want, want)
 		}
 	}
@@ -72,10 +72,10 @@ func TestDeleteUnjoined(t *testing.T) {
 		}
 	}
 	h.links.Flush()
-	if ep, _ := h.st.Endpoint(unjoined); ep != nil || h.links.names()["vxh"+unjoined[:12]] {
-		t.Errorf("unjoined endpoint left: record %v, veth %t", ep, h.links.names()["vxh"+unjoined[:12]])
+	if ep, _ := h.st.Endpoint(unjoined); ep != nil || h.links.Names()["vxh"+unjoined[:12]] {
+		t.Errorf("unjoined endpoint left: record %v, veth %t", ep, h.links.Names()["vxh"+unjoined[:12]])
 	}
-	if ep, _ := h.st.Endpoint(joined); ep == nil || !h.links.names()["vxh"+joined[:12]] {
+	if ep, _ := h.st.Endpoint(joined); ep == nil || !h.links.Names()["vxh"+joined[:12]] {
 		t.Error("joined endpoint was deleted")
 	}
 }

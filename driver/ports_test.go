@@ -235,7 +235,7 @@ func TestPublishAndRevoke(t *testing.T) {
 	if got := h.res.keys(); !slices.Equal(got, []string{"tcp 0.0.0.0:8080", "tcp [::]:8080", "udp 127.0.0.1:5353"}) {
 		t.Errorf("held %q", got)
 	}
-	fw := h.fw.ports[id]
+	fw := h.fw.Ports[id]
 	if fw.Bridge != "vxb-aaaaaaaaaaa" || fw.NetworkID != netA || len(fw.Mappings) != 3 || fw.Subnets[0] != netip.MustParsePrefix("10.10.0.0/24") {
 		t.Errorf("firewall ports = %+v", fw)
 	}
@@ -250,8 +250,8 @@ func TestPublishAndRevoke(t *testing.T) {
 	if got := h.storedPorts(t, id); len(got) != 0 {
 		t.Errorf("stored after revoke: %q", got)
 	}
-	if len(h.res.keys()) != 0 || len(h.fw.ports) != 0 || len(h.fw.removed) != 1 || len(h.fw.removed[0].Mappings) != 3 {
-		t.Errorf("after revoke: held %q, rules %v, removed %v", h.res.keys(), h.fw.ports, h.fw.removed)
+	if len(h.res.keys()) != 0 || len(h.fw.Ports) != 0 || len(h.fw.Removed) != 1 || len(h.fw.Removed[0].Mappings) != 3 {
+		t.Errorf("after revoke: held %q, rules %v, removed %v", h.res.keys(), h.fw.Ports, h.fw.Removed)
 	}
 	// Unknown endpoints and endpoints without ports: success.
 	for _, id := range []string{id, epID(99)} {
@@ -325,7 +325,7 @@ func TestConflictingPortRefusedAndNothingLeft(t *testing.T) {
 		if got := h.storedPorts(t, epID(2)); len(got) != 0 {
 			t.Errorf("%q: stored %q", c.specs, got)
 		}
-		if _, ok := h.fw.ports[epID(2)]; ok {
+		if _, ok := h.fw.Ports[epID(2)]; ok {
 			t.Errorf("%q: firewall rules installed", c.specs)
 		}
 	}
@@ -356,8 +356,8 @@ func TestProgramReplayKeepsPortsAndChangeReplaces(t *testing.T) {
 	if err := h.program(netA, epID(1), "::80/tcp", ":8080:81/tcp"); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.storedPorts(t, epID(1)); !slices.Equal(got, first) || len(h.fw.removed) != 0 {
-		t.Errorf("replay changed the ports: %q -> %q, removed %v", first, got, h.fw.removed)
+	if got := h.storedPorts(t, epID(1)); !slices.Equal(got, first) || len(h.fw.Removed) != 0 {
+		t.Errorf("replay changed the ports: %q -> %q, removed %v", first, got, h.fw.Removed)
 	}
 	if h.res.reserves != reserves+len(first) {
 		t.Errorf("replay reserved %d times, want %d (each held port once, idempotently)", h.res.reserves-reserves, len(first))
@@ -390,27 +390,27 @@ func TestLeaveAndDeleteEndpointWithdrawPorts(t *testing.T) {
 	if err := h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epID(2)}); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.res.keys()) != 0 || len(h.fw.ports) != 0 || len(h.fw.removed) != 2 {
-		t.Errorf("left: held %q, rules %v", h.res.keys(), h.fw.ports)
+	if len(h.res.keys()) != 0 || len(h.fw.Ports) != 0 || len(h.fw.Removed) != 2 {
+		t.Errorf("left: held %q, rules %v", h.res.keys(), h.fw.Ports)
 	}
 }
 
 func TestPublishRollsBackOnFailure(t *testing.T) {
 	h := newPortsHarness(t)
-	h.fw.failPorts = errors.New("iptables-restore refused")
+	h.fw.FailPorts = errors.New("iptables-restore refused")
 	if err := h.program(netA, epID(1), ":8080:80/tcp"); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("err = %v, want the firewall's", err)
 	}
 	if len(h.res.keys()) != 0 || len(h.storedPorts(t, epID(1))) != 0 {
 		t.Errorf("left: held %q, stored %q", h.res.keys(), h.storedPorts(t, epID(1)))
 	}
-	h.fw.failPorts = nil
+	h.fw.FailPorts = nil
 	h.st.failSaveEndpoint = true
 	if err := h.program(netA, epID(1), ":8080:80/tcp"); !errors.Is(err, errDisk) {
 		t.Errorf("err = %v, want the store's", err)
 	}
-	if len(h.res.keys()) != 0 || len(h.fw.ports) != 0 {
-		t.Errorf("left: held %q, rules %v", h.res.keys(), h.fw.ports)
+	if len(h.res.keys()) != 0 || len(h.fw.Ports) != 0 {
+		t.Errorf("left: held %q, rules %v", h.res.keys(), h.fw.Ports)
 	}
 }
 
@@ -437,7 +437,7 @@ func TestReconcileRestoresPublishedPorts(t *testing.T) {
 	// What a restart finds: no sockets, no rules; a record whose network
 	// is gone must not be published.
 	h.res.held = map[string]portproxy.Mapping{}
-	h.fw.ports = nil
+	h.fw.Ports = nil
 	orphan := store.Endpoint{ID: epID(5), NetworkID: netB, HostVeth: "vxh5", MAC: "02:00:00:00:00:05",
 		Ports: []store.PortMapping{{Proto: "tcp", HostIP: netip.IPv4Unspecified(), HostPort: 9999, ContainerIP: netip.MustParseAddr("10.20.0.5"), ContainerPort: 80}}}
 	if err := h.st.SaveEndpoint(&orphan); err != nil {
@@ -451,7 +451,7 @@ func TestReconcileRestoresPublishedPorts(t *testing.T) {
 	if got := h.res.keys(); !slices.Equal(got, []string{"tcp 0.0.0.0:8080"}) {
 		t.Errorf("held after reconcile: %q", got)
 	}
-	if p, ok := h.fw.ports[epID(1)]; !ok || len(p.Mappings) != 2 || len(h.fw.ports) != 1 {
-		t.Errorf("firewall ports after reconcile: %v", h.fw.ports)
+	if p, ok := h.fw.Ports[epID(1)]; !ok || len(p.Mappings) != 2 || len(h.fw.Ports) != 1 {
+		t.Errorf("firewall ports after reconcile: %v", h.fw.Ports)
 	}
 }

@@ -1,7 +1,9 @@
-// Package fakes holds in-memory kernel rooms (links, firewall) that satisfy
-// driver.Links and driver.Firewall, for tests above the driver (plugin/,
-// e2e helpers) that need a real driver and IPAM over a real store without
-// root. They keep state only: no failure injection, no side effects.
+// Package fakes holds the in-memory kernel rooms (links, firewall) that
+// satisfy driver.Links and driver.Firewall: the driver tier's fakes, and
+// those of tests above the driver (plugin/) that need a real driver and IPAM
+// over a real store without root. They keep state like the kernel would and
+// let a test inject failures; a test reads their exported fields (under no
+// concurrent call) or their accessor methods.
 package fakes
 
 import (
@@ -17,21 +19,33 @@ import (
 
 // Links is an in-memory kernel: links by name.
 type Links struct {
-	mu    sync.Mutex
-	links map[string]bridge.LinkInfo
+	mu      sync.Mutex
+	Links   map[string]bridge.LinkInfo
+	Bridges map[string]bridge.BridgeConfig
+	Veths   map[string]bridge.VethConfig
+	// Forwarding records EnableForwarding.
+	Forwarding bool
+	// FailVeth, when set, is what EnsureVeth returns.
+	FailVeth error
+	// Retired are links RetireLink handed over, deleted at Flush, as the
+	// kernel's reaper would.
+	Retired []string
 }
 
 // NewLinks returns an empty kernel.
-func NewLinks() *Links { return &Links{links: map[string]bridge.LinkInfo{}} }
+func NewLinks() *Links {
+	return &Links{Links: map[string]bridge.LinkInfo{}, Bridges: map[string]bridge.BridgeConfig{}, Veths: map[string]bridge.VethConfig{}}
+}
 
 // EnsureBridge creates or adopts (same alias) a bridge.
 func (f *Links) EnsureBridge(cfg bridge.BridgeConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if l, ok := f.links[cfg.Name]; ok && l.Alias != cfg.Alias {
+	if l, ok := f.Links[cfg.Name]; ok && l.Alias != cfg.Alias {
 		return fmt.Errorf("interface %q: %w", cfg.Name, bridge.ErrNotOwned)
 	}
-	f.links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "bridge", MTU: cfg.MTU}
+	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "bridge", MTU: cfg.MTU}
+	f.Bridges[cfg.Name] = cfg
 	return nil
 }
 
@@ -39,8 +53,9 @@ func (f *Links) EnsureBridge(cfg bridge.BridgeConfig) error {
 func (f *Links) DeleteBridge(name, alias string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if l, ok := f.links[name]; ok && l.Alias == alias {
-		delete(f.links, name)
+	if l, ok := f.Links[name]; ok && l.Alias == alias {
+		delete(f.Links, name)
+		delete(f.Bridges, name)
 	}
 	return nil
 }
@@ -49,13 +64,17 @@ func (f *Links) DeleteBridge(name, alias string) error {
 func (f *Links) EnsureVeth(cfg bridge.VethConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if l, ok := f.links[cfg.HostName]; ok && l.Alias != cfg.Alias {
+	if f.FailVeth != nil {
+		return f.FailVeth
+	}
+	if l, ok := f.Links[cfg.HostName]; ok && l.Alias != cfg.Alias {
 		return fmt.Errorf("interface %q: %w", cfg.HostName, bridge.ErrNotOwned)
 	}
-	if b, ok := f.links[cfg.Bridge]; !ok || b.Kind != "bridge" {
+	if _, ok := f.Bridges[cfg.Bridge]; !ok {
 		return fmt.Errorf("bridge %q not found", cfg.Bridge)
 	}
-	f.links[cfg.HostName] = bridge.LinkInfo{Name: cfg.HostName, Alias: cfg.Alias, Kind: "veth", Master: cfg.Bridge, MTU: cfg.MTU}
+	f.Links[cfg.HostName] = bridge.LinkInfo{Name: cfg.HostName, Alias: cfg.Alias, Kind: "veth", Master: cfg.Bridge, MTU: cfg.MTU}
+	f.Veths[cfg.HostName] = cfg
 	return nil
 }
 
@@ -63,24 +82,44 @@ func (f *Links) EnsureVeth(cfg bridge.VethConfig) error {
 func (f *Links) DeleteLink(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.links, name)
+	delete(f.Links, name)
+	delete(f.Veths, name)
+	delete(f.Bridges, name)
 	return nil
 }
 
-// RetireLink deletes at once: the fake has no kernel to batch for.
-func (f *Links) RetireLink(name string) error { return f.DeleteLink(name) }
+// RetireLink keeps the link until Flush, like the kernel's reaper.
+func (f *Links) RetireLink(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.Links[name]; ok {
+		f.Retired = append(f.Retired, name)
+	}
+	return nil
+}
 
-// Flush has nothing to wait for.
-func (f *Links) Flush() {}
+// Flush deletes the retired links.
+func (f *Links) Flush() {
+	f.mu.Lock()
+	retired := f.Retired
+	f.Retired = nil
+	f.mu.Unlock()
+	for _, name := range retired {
+		f.DeleteLink(name)
+	}
+}
 
-// PurgeUnfinished has nothing to purge: fake links are built at once.
-func (f *Links) PurgeUnfinished() error { return nil }
+// PurgeUnfinished flushes: fake links are never left half-built.
+func (f *Links) PurgeUnfinished() error {
+	f.Flush()
+	return nil
+}
 
 // Link reports one link.
 func (f *Links) Link(name string) (bridge.LinkInfo, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	l, ok := f.links[name]
+	l, ok := f.Links[name]
 	return l, ok, nil
 }
 
@@ -89,7 +128,7 @@ func (f *Links) OwnedLinks(prefix string) ([]bridge.LinkInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []bridge.LinkInfo
-	for _, l := range f.links {
+	for _, l := range f.Links {
 		if strings.HasPrefix(l.Alias, prefix) {
 			out = append(out, l)
 		}
@@ -97,38 +136,67 @@ func (f *Links) OwnedLinks(prefix string) ([]bridge.LinkInfo, error) {
 	return out, nil
 }
 
-// EnableForwarding does nothing.
-func (f *Links) EnableForwarding(bool) error { return nil }
+// EnableForwarding records the call.
+func (f *Links) EnableForwarding(bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Forwarding = true
+	return nil
+}
+
+// Names is the set of link names.
+func (f *Links) Names() map[string]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]bool{}
+	for n := range f.Links {
+		out[n] = true
+	}
+	return out
+}
 
 // Snapshot renders every link, sorted, for before/after comparison.
 func (f *Links) Snapshot() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
-	for _, l := range f.links {
+	for _, l := range f.Links {
 		out = append(out, fmt.Sprintf("%+v", l))
 	}
 	sort.Strings(out)
 	return strings.Join(out, "\n")
 }
 
-// Firewall records the networks and published ports whose rules are in.
+// Firewall records the networks whose rules are installed and the published
+// ports by endpoint.
 type Firewall struct {
 	mu    sync.Mutex
-	nets  map[string]firewall.Network
-	ports map[string]firewall.Ports
+	Nets  map[string]firewall.Network
+	Ports map[string]firewall.Ports
+	// FailEnsure and FailPorts, when set, are what EnsureNetwork and
+	// EnsurePorts return.
+	FailEnsure, FailPorts error
+	Removed               []firewall.Ports // RemovePorts calls, in order
+	Reconciles, JumpFixes int
 }
 
 // NewFirewall returns an empty rule set.
 func NewFirewall() *Firewall {
-	return &Firewall{nets: map[string]firewall.Network{}, ports: map[string]firewall.Ports{}}
+	return &Firewall{Nets: map[string]firewall.Network{}, Ports: map[string]firewall.Ports{}}
 }
+
+// Lock and Unlock guard the fields while a test reads them under load.
+func (f *Firewall) Lock()   { f.mu.Lock() }
+func (f *Firewall) Unlock() { f.mu.Unlock() }
 
 // EnsureNetwork installs a network's rules.
 func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.nets[n.ID] = n
+	if f.FailEnsure != nil {
+		return f.FailEnsure
+	}
+	f.Nets[n.ID] = n
 	return nil
 }
 
@@ -136,7 +204,15 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 func (f *Firewall) RemoveNetwork(id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.nets, id)
+	delete(f.Nets, id)
+	return nil
+}
+
+// EnsureJumps counts the calls.
+func (f *Firewall) EnsureJumps() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.JumpFixes++
 	return nil
 }
 
@@ -144,13 +220,14 @@ func (f *Firewall) RemoveNetwork(id string) error {
 func (f *Firewall) Reconcile(nets []firewall.Network, ports []firewall.Ports) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.nets = map[string]firewall.Network{}
+	f.Reconciles++
+	f.Nets = map[string]firewall.Network{}
 	for _, n := range nets {
-		f.nets[n.ID] = n
+		f.Nets[n.ID] = n
 	}
-	f.ports = map[string]firewall.Ports{}
+	f.Ports = map[string]firewall.Ports{}
 	for _, p := range ports {
-		f.ports[p.EndpointID] = p
+		f.Ports[p.EndpointID] = p
 	}
 	return nil
 }
@@ -159,7 +236,10 @@ func (f *Firewall) Reconcile(nets []firewall.Network, ports []firewall.Ports) er
 func (f *Firewall) EnsurePorts(p firewall.Ports) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ports[p.EndpointID] = p
+	if f.FailPorts != nil {
+		return f.FailPorts
+	}
+	f.Ports[p.EndpointID] = p
 	return nil
 }
 
@@ -167,18 +247,16 @@ func (f *Firewall) EnsurePorts(p firewall.Ports) error {
 func (f *Firewall) RemovePorts(p firewall.Ports) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.ports, p.EndpointID)
+	delete(f.Ports, p.EndpointID)
+	f.Removed = append(f.Removed, p)
 	return nil
 }
-
-// EnsureJumps does nothing.
-func (f *Firewall) EnsureJumps() error { return nil }
 
 // Snapshot renders the rule set as JSON (maps sort their keys).
 func (f *Firewall) Snapshot() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, err := json.Marshal(map[string]any{"nets": f.nets, "ports": f.ports})
+	b, err := json.Marshal(map[string]any{"nets": f.Nets, "ports": f.Ports})
 	if err != nil {
 		return "marshal: " + err.Error()
 	}
