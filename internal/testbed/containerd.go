@@ -132,19 +132,7 @@ func (h *Host) StartDockerdOnContainerd(t testing.TB) *Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{h.dockerdBin,
-		"--config-file", filepath.Join(h.dir, "daemon.json"),
-		"--data-root", filepath.Join(h.dir, "data"),
-		"--exec-root", filepath.Join(h.dir, "exec"),
-		"-H", "unix://" + h.DockerSocket(),
-		"--pidfile", filepath.Join(h.dir, "docker.pid"),
-		"--cgroup-parent", "/" + NamePrefix + h.id,
-		"--containerd", h.ContainerdSocket(),
-	}
-	if h.opts.Debug {
-		args = append(args, "--debug")
-	}
-	args = append(args, h.opts.DockerdArgs...)
+	args := h.dockerdArgs("--containerd", h.ContainerdSocket())
 	full := append([]string{nsenter, "--net=" + h.ns.Path(), fmt.Sprintf("--mount=/proc/%d/ns/mnt", c.Pid())}, args...)
 	start := time.Now()
 	p, err := startProcess("dockerd", filepath.Join(h.dir, "dockerd.log"), full, args,
@@ -153,23 +141,7 @@ func (h *Host) StartDockerdOnContainerd(t testing.TB) *Process {
 		t.Fatalf("%s: %v", h.Name, err)
 	}
 	h.footprint.addProc(p.ident)
-	h.mu.Lock()
-	h.dockerd = p
-	h.mu.Unlock()
-	err = Poll(h.opts.StartTimeout, func() error {
-		if p.Exited() {
-			return Permanent(fmt.Errorf("dockerd exited: %v", p.ExitErr()))
-		}
-		_, err := h.dockerTimeout(10*time.Second, nil, "info", "--format", "{{.ID}}")
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s: dockerd not ready after %v: %v\n--- dockerd.log ---\n%s",
-			h.Name, time.Since(start).Round(time.Millisecond), err, tail(p.Log(), 40))
-	}
-	if err := p.checkExe(h.dockerdBin); err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
-	}
+	h.waitDockerd(t, p, start)
 	t.Logf("%s: dockerd pid %d on containerd pid %d ready in %v", h.Name, p.Pid(), c.Pid(), time.Since(start).Round(time.Millisecond))
 	return p
 }

@@ -150,37 +150,10 @@ func (h *Host) StartDockerd(t testing.TB) *Process {
 	if d := h.Dockerd(); d != nil && !d.Exited() {
 		t.Fatalf("%s: dockerd (pid %d) is still running", h.Name, d.Pid())
 	}
-	args := []string{h.dockerdBin,
-		"--config-file", filepath.Join(h.dir, "daemon.json"),
-		"--data-root", filepath.Join(h.dir, "data"),
-		"--exec-root", filepath.Join(h.dir, "exec"),
-		"-H", "unix://" + h.DockerSocket(),
-		"--pidfile", filepath.Join(h.dir, "docker.pid"),
-		"--cgroup-parent", "/" + NamePrefix + h.id,
-	}
-	if h.opts.Debug {
-		args = append(args, "--debug")
-	}
-	args = append(args, h.opts.DockerdArgs...)
+	args := h.dockerdArgs()
 	start := time.Now()
 	p := h.startInNS(t, "dockerd", filepath.Join(h.dir, "dockerd.log"), args)
-	h.mu.Lock()
-	h.dockerd = p
-	h.mu.Unlock()
-	err := Poll(h.opts.StartTimeout, func() error {
-		if p.Exited() {
-			return Permanent(fmt.Errorf("dockerd exited: %v", p.ExitErr()))
-		}
-		_, err := h.dockerTimeout(10*time.Second, nil, "info", "--format", "{{.ID}}")
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s: dockerd not ready after %v: %v\n--- dockerd.log ---\n%s",
-			h.Name, time.Since(start).Round(time.Millisecond), err, tail(p.Log(), 40))
-	}
-	if err := p.checkExe(h.dockerdBin); err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
-	}
+	h.waitDockerd(t, p, start)
 	if pid, err := readPidFile(filepath.Join(h.dir, "docker.pid")); err != nil || pid != p.Pid() {
 		t.Fatalf("%s: docker.pid holds %d (%v), started pid %d", h.Name, pid, err, p.Pid())
 	}
@@ -348,4 +321,45 @@ func (h *Host) logTails(t testing.TB) {
 			t.Logf("%s: --- tail of %s ---\n%s", h.Name, e.Name(), tailFile(filepath.Join(h.dir, e.Name()), 60))
 		}
 	}
+}
+
+// waitDockerd makes p the host's dockerd, waits until it answers, and checks
+// it runs the binary the host was given.
+func (h *Host) waitDockerd(t testing.TB, p *Process, start time.Time) {
+	t.Helper()
+	h.mu.Lock()
+	h.dockerd = p
+	h.mu.Unlock()
+	err := Poll(h.opts.StartTimeout, func() error {
+		if p.Exited() {
+			return Permanent(fmt.Errorf("dockerd exited: %v", p.ExitErr()))
+		}
+		_, err := h.dockerTimeout(10*time.Second, nil, "info", "--format", "{{.ID}}")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: dockerd not ready after %v: %v\n--- dockerd.log ---\n%s",
+			h.Name, time.Since(start).Round(time.Millisecond), err, tail(p.Log(), 40))
+	}
+	if err := p.checkExe(h.dockerdBin); err != nil {
+		t.Fatalf("%s: %v", h.Name, err)
+	}
+}
+
+// dockerdArgs is the host's dockerd command line, with extra before the
+// options the test gave.
+func (h *Host) dockerdArgs(extra ...string) []string {
+	args := []string{h.dockerdBin,
+		"--config-file", filepath.Join(h.dir, "daemon.json"),
+		"--data-root", filepath.Join(h.dir, "data"),
+		"--exec-root", filepath.Join(h.dir, "exec"),
+		"-H", "unix://" + h.DockerSocket(),
+		"--pidfile", filepath.Join(h.dir, "docker.pid"),
+		"--cgroup-parent", "/" + NamePrefix + h.id,
+	}
+	args = append(args, extra...)
+	if h.opts.Debug {
+		args = append(args, "--debug")
+	}
+	return append(args, h.opts.DockerdArgs...)
 }
