@@ -63,6 +63,9 @@ type Client struct {
 	syncedC chan struct{} // closed and replaced whenever synced changes
 	lastErr error         // of the last publish round; nil after a success
 	rounds  int           // publish rounds done, to tell "not yet" from "ok"
+	// renewed is the last grant or keep-alive answer of lease (zero: none);
+	// healthySince starts the current run of timely renewals (hold.go).
+	renewed, healthySince time.Time
 }
 
 // New returns a Client. It does not wait for etcd: the plugin starts and

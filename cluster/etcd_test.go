@@ -59,6 +59,7 @@ func waitSynced(t *testing.T, c *Client, within time.Duration) {
 type watcher struct {
 	mu    sync.Mutex
 	views []View
+	at    []time.Time // when each view came
 	ch    chan struct{}
 }
 
@@ -71,6 +72,7 @@ func watch(t *testing.T, c *Client) *watcher {
 		c.Watch(ctx, func(v View) {
 			w.mu.Lock()
 			w.views = append(w.views, v)
+			w.at = append(w.at, time.Now())
 			w.mu.Unlock()
 			select {
 			case w.ch <- struct{}{}:

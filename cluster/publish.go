@@ -77,6 +77,7 @@ func (c *Client) Run(ctx context.Context) {
 			stopKA()
 			lost, stopKA = ch, stop
 			c.setLease(lease)
+			c.noteRenewed(time.Now())
 			c.log.Info("etcd: host lease granted", "lease", fmt.Sprintf("%x", lease), "ttl", c.ttl)
 		}
 		if err := c.syncOnce(ctx); err != nil {
@@ -115,6 +116,7 @@ func (c *Client) resume(ctx context.Context) (<-chan struct{}, context.CancelFun
 	if _, err := c.cli.KeepAliveOnce(rctx, lease); err != nil {
 		return nil, nil, err
 	}
+	c.noteRenewed(time.Now())
 	return c.keepAlive(ctx, lease)
 }
 
@@ -145,6 +147,7 @@ func (c *Client) setLease(l clientv3.LeaseID) {
 	c.lease = l
 	if l == 0 {
 		c.synced = 0 // everything must be written again
+		c.renewed = time.Time{}
 	}
 }
 
@@ -175,6 +178,7 @@ func (c *Client) keepAlive(ctx context.Context, lease clientv3.LeaseID) (lost <-
 	ch := make(chan struct{})
 	go func() {
 		for range ka {
+			c.noteRenewed(time.Now())
 		}
 		close(ch)
 	}()

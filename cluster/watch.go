@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -13,11 +14,19 @@ import (
 // gives up: when etcd is unreachable it retries, and when its watch falls
 // behind a compaction (or breaks for any reason) it lists everything again,
 // so fn always sees the whole state, never a stream of deltas it could miss.
-// fn owns the View it gets and runs on Watch's goroutine.
+// Peers that vanish while this host's own lease is in doubt stay in the view
+// until it is settled again (see hold.go). fn owns the View it gets; calls
+// of fn never overlap.
 func (c *Client) Watch(ctx context.Context, fn func(View)) {
+	hold := newDepartureHold(c.host, fn, c.log.Warn)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.releaseHeld(ctx, hold) }()
+	defer wg.Wait()
+	deliver := func(v View) { hold.update(v, c.settled(time.Now())) }
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		rev, err := c.watchFrom(ctx, fn)
+		rev, err := c.watchFrom(ctx, deliver)
 		if ctx.Err() != nil {
 			return
 		}
@@ -28,6 +37,22 @@ func (c *Client) Watch(ctx context.Context, fn func(View)) {
 		c.log.Warn("etcd: peer watch interrupted; listing again", "err", err, "in", backoff)
 		if !sleep(ctx, backoff) {
 			return
+		}
+	}
+}
+
+// releaseHeld applies held departures once this host is settled.
+func (c *Client) releaseHeld(ctx context.Context, hold *departureHold) {
+	tick := time.NewTicker(max(c.ttl/10, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if c.settled(now) {
+				hold.release()
+			}
 		}
 	}
 }
