@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
 	"github.com/vxbridge/vxbridge/bench/result"
@@ -16,18 +18,26 @@ import (
 func writePlots(r *result.Run, dir string) (map[string]string, error) {
 	out := map[string]string{}
 	type fig struct {
-		key  string
-		make func() (*plot.Plot, error)
+		key   string
+		make  func() (*plot.Plot, error)
+		width vg.Length // default 7 inches
 	}
 	var figs []fig
 	if r.API != nil {
-		figs = append(figs, fig{"api", func() (*plot.Plot, error) { return apiPlot(r.API) }})
+		figs = append(figs, fig{"api", func() (*plot.Plot, error) { return apiPlot(r.API) }, 0})
 	}
 	if r.Scaling != nil && len(r.Scaling.CreateMs) > 0 {
-		figs = append(figs, fig{"scaling", func() (*plot.Plot, error) { return scalingPlot(r.Scaling) }})
+		figs = append(figs, fig{"scaling", func() (*plot.Plot, error) { return scalingPlot(r.Scaling) }, 0})
 	}
 	if r.DockerRun != nil && len(r.DockerRun.Networks) > 0 {
-		figs = append(figs, fig{"docker_run", func() (*plot.Plot, error) { return dockerRunPlot(r.DockerRun) }})
+		figs = append(figs, fig{"docker_run", func() (*plot.Plot, error) { return dockerRunPlot(r.DockerRun) }, 0})
+	}
+	if r.CrossHost != nil && len(r.CrossHost.Paths) > 0 {
+		figs = append(figs, fig{"crosshost", func() (*plot.Plot, error) { return crossHostPlot(r.CrossHost) }, 9 * vg.Inch},
+			fig{"crosshost_rtt", func() (*plot.Plot, error) { return crossHostRTTPlot(r.CrossHost) }, 9 * vg.Inch})
+	}
+	if r.Convergence != nil && len(r.Convergence.Drivers) > 0 {
+		figs = append(figs, fig{"convergence", func() (*plot.Plot, error) { return convergencePlot(r.Convergence) }, 0})
 	}
 	for _, f := range figs {
 		p, err := f.make()
@@ -35,7 +45,11 @@ func writePlots(r *result.Run, dir string) (map[string]string, error) {
 			return nil, fmt.Errorf("plot %s: %w", f.key, err)
 		}
 		path := filepath.Join(dir, "fig-"+f.key+".png")
-		if err := p.Save(7*vg.Inch, 4*vg.Inch, path); err != nil {
+		w := f.width
+		if w == 0 {
+			w = 7 * vg.Inch
+		}
+		if err := p.Save(w, 4*vg.Inch, path); err != nil {
 			return nil, fmt.Errorf("save %s: %w", path, err)
 		}
 		out[f.key] = path
@@ -52,12 +66,12 @@ func apiPlot(a *result.API) (*plot.Plot, error) {
 	var names []string
 	for _, r := range a.Runs {
 		vals = append(vals, r.PerSecond)
-		names = append(names, fmt.Sprintf("vxbridge, %d client(s)", r.Clients))
+		names = append(names, fmt.Sprintf("vxbridge\n%d client(s)", r.Clients))
 	}
 	for _, an := range a.Anchors {
 		if an.Name == "kernel" {
 			vals = append(vals, an.PerSecond)
-			names = append(names, "raw kernel (netlink), 1")
+			names = append(names, "raw kernel (netlink)\n1 client")
 		}
 	}
 	bars, err := plotter.NewBarChart(vals, vg.Points(40))
@@ -66,7 +80,17 @@ func apiPlot(a *result.API) (*plot.Plot, error) {
 	}
 	p.Add(bars)
 	p.NominalX(names...)
+	padNominal(p, len(names))
 	return p, nil
+}
+
+// padNominal leaves half a slot of room left and right of the outer bars
+// (their labels are centred on them and were clipped at the edge) and a
+// tenth above the highest.
+func padNominal(p *plot.Plot, n int) {
+	p.X.Min, p.X.Max = -0.6, float64(n)-0.4
+	p.Y.Min = 0
+	p.Y.Max *= 1.1
 }
 
 // scalingPlot: time to add the Nth endpoint, and probe lifecycle medians.
@@ -122,6 +146,7 @@ func dockerRunPlot(d *result.DockerRun) (*plot.Plot, error) {
 	}
 	p.Add(bars)
 	p.NominalX(names...)
+	padNominal(p, len(names))
 	return p, nil
 }
 
@@ -131,3 +156,85 @@ func lastProbe(s *result.Scaling) float64 {
 	}
 	return s.Probes[len(s.Probes)-1].Latency.P99Ms
 }
+
+// crossHostPlot: median TCP throughput per path, with the ratio to the
+// anchor.
+func crossHostPlot(c *result.CrossHost) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Figure 4: TCP throughput host B to A, median of %d rounds, ratio to %s", c.Rounds, c.Anchor)
+	p.Y.Label.Text = "Gbit/s (iperf3, one stream)"
+	var vals plotter.Values
+	var names []string
+	for _, x := range c.Paths {
+		vals = append(vals, x.Gbps)
+		names = append(names, fmt.Sprintf("%s\n%.3fx", wrapWords(x.Name), x.GbpsRatio))
+	}
+	bars, err := plotter.NewBarChart(vals, vg.Points(40))
+	if err != nil {
+		return nil, err
+	}
+	p.Add(bars)
+	p.NominalX(names...)
+	padNominal(p, len(names))
+	return p, nil
+}
+
+// crossHostRTTPlot: ping round trip p50 and p99 per path.
+func crossHostRTTPlot(c *result.CrossHost) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "Figure 4: ping round trip host B to A, p50 and p99 of all rounds"
+	p.Y.Label.Text = "ms"
+	var p50, p99 plotter.Values
+	var names []string
+	for _, x := range c.Paths {
+		p50 = append(p50, x.RTT.P50Ms)
+		p99 = append(p99, x.RTT.P99Ms)
+		names = append(names, wrapWords(x.Name))
+	}
+	return groupedBars(p, names, []string{"p50", "p99"}, p50, p99)
+}
+
+// convergencePlot: per driver, medians counted from the start of docker
+// run -d on A: B's FDB programmed, the container answering on A, answering
+// B, and docker run returning.
+func convergencePlot(c *result.Convergence) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Figure 5: after docker run -d starts on A, medians of %d starts", c.Starts)
+	p.Y.Label.Text = "ms since docker run -d started"
+	var names []string
+	var prog, local, remote, ret plotter.Values
+	for _, d := range c.Drivers {
+		names = append(names, d.Driver)
+		prog = append(prog, d.Programmed.P50Ms)
+		local = append(local, d.LocalFromRunStart.P50Ms)
+		remote = append(remote, d.FromRunStart.P50Ms)
+		ret = append(ret, d.Run.P50Ms)
+	}
+	return groupedBars(p, names, []string{"B's FDB programmed", "answers on A", "answers B", "docker run returned"},
+		prog, local, remote, ret)
+}
+
+// groupedBars puts one bar per series side by side in each group.
+func groupedBars(p *plot.Plot, groups, series []string, vals ...plotter.Values) (*plot.Plot, error) {
+	w := vg.Points(18)
+	for i, v := range vals {
+		bars, err := plotter.NewBarChart(v, w)
+		if err != nil {
+			return nil, err
+		}
+		bars.Offset = w * vg.Length(2*i-len(vals)+1) / 2
+		bars.Color = plotutil.Color(i)
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+		p.Legend.Add(series[i], bars)
+	}
+	p.Legend.Top = true
+	p.NominalX(groups...)
+	padNominal(p, len(groups))
+	p.Y.Max *= 1.15 // room for the legend
+	return p, nil
+}
+
+// wrapWords puts each word of a bar label on its own line, so many bars
+// side by side keep their labels apart.
+func wrapWords(s string) string { return strings.Join(strings.Fields(s), "\n") }

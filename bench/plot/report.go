@@ -14,6 +14,11 @@ import (
 //go:embed analysis.md
 var analysis string
 
+// crossHostAnalysis is the hand-written reading of figures 4 and 5.
+//
+//go:embed analysis_crosshost.md
+var crossHostAnalysis string
+
 // Targets from issue 6, printed beside what was measured.
 const (
 	targetLifecyclesPerSec = 500.0
@@ -21,6 +26,9 @@ const (
 	targetFlatRatio        = 1.2
 	targetReadyMs          = 1000.0
 	targetRSSMiB           = 40.0
+	targetCrossHostRatio   = 0.95 // vxbridge throughput vs raw VXLAN
+	targetConvergeP50Ms    = 10.0
+	targetConvergeP99Ms    = 30.0
 )
 
 // report renders BENCHMARKS.md. plots maps figure keys to PNG paths
@@ -35,29 +43,42 @@ func report(r *result.Run, plots map[string]string, src string) string {
 	w("and reported as medians of many samples: absolute times on a shared machine drift, ratios less so. ")
 	w("Benchmarks are not tests: `make test` only compiles this code (and skips `TestBench`).\n\n")
 	m := r.Machine
-	w("Run %s to %s on %d CPUs, kernel %s, %s", r.Started.Format("2006-01-02 15:04:05Z"),
+	w("Latest run %s to %s on %d CPUs, kernel %s, %s", r.Started.Format("2006-01-02 15:04:05Z"),
 		r.Finished.Format("15:04:05Z"), m.CPUs, m.Kernel, m.GoVersion)
 	if m.Docker != "" {
 		w(", %s", m.Docker)
 	}
-	w(". Load average (1, 5, 15 min) before: %s, after: %s. **A load above the CPU count means other work shared ", m.LoadBefore, m.LoadAfter)
-	w("the machine: absolute numbers are then pessimistic.**\n\n")
+	w(". A run measures the figures it is asked for (`make bench BENCH_FIGURES=4,5`) and keeps the others from ")
+	w("earlier runs: each figure says when it was measured and the load average (1, 5, 15 min) before and after it. ")
+	w("**A load above the CPU count means other work shared the machine: absolute numbers are then pessimistic.**\n\n")
 	if r.DockerRun != nil {
 		dockerRunSection(&b, r.DockerRun, plots["docker_run"])
+		measured(&b, r, result.KeyDockerRun)
 	} else {
-		w("## Figure 1: `docker run` wall time\n\nNot measured in this run.\n\n")
+		w("## Figure 1: `docker run` wall time\n\nNot measured yet.\n\n")
 	}
 	if r.API != nil {
 		apiSection(&b, r.API, plots["api"])
+		measured(&b, r, result.KeyAPI)
 	}
 	if r.Scaling != nil {
 		scalingSection(&b, r.Scaling, plots["scaling"])
+		measured(&b, r, result.KeyScaling)
 	}
 	w("%s", analysis)
-	w("## Figures 4 and 5: cross-host data path and convergence\n\n")
-	w("Out of scope for this first slice of issue 6: container-to-container throughput and latency across two ")
-	w("namespace hosts (vs raw VXLAN, the underlay and docker's overlay) and cross-host convergence times are not ")
-	w("measured yet.\n")
+	if r.CrossHost != nil {
+		crossHostSection(&b, r.CrossHost, plots["crosshost"], plots["crosshost_rtt"])
+		measured(&b, r, result.KeyCrossHost)
+	} else {
+		w("## Figure 4: cross-host data path\n\nNot measured yet.\n\n")
+	}
+	if r.Convergence != nil {
+		convergenceSection(&b, r.Convergence, plots["convergence"])
+		measured(&b, r, result.KeyConvergence)
+	} else {
+		w("## Figure 5: cross-host convergence\n\nNot measured yet.\n\n")
+	}
+	w("%s", crossHostAnalysis)
 	return b.String()
 }
 
@@ -215,4 +236,124 @@ func sortedKeys(m map[string]result.Dist) []string {
 	}
 	slices.Sort(k)
 	return k
+}
+
+// measured says when a figure was measured.
+func measured(b *strings.Builder, r *result.Run, key string) {
+	m := r.When(key)
+	fmt.Fprintf(b, "_Measured %s to %s; load average before %s, after %s._\n\n",
+		m.Started.Format("2006-01-02 15:04:05Z"), m.Finished.Format("15:04:05Z"), m.LoadBefore, m.LoadAfter)
+}
+
+func crossHostSection(b *strings.Builder, c *result.CrossHost, png, rttPNG string) {
+	fmt.Fprintf(b, "## Figure 4: cross-host data path, host B to host A\n\n")
+	fmt.Fprintf(b, "Two namespace hosts (internal/testbed: each its own dockerd and vxbridge, etcd in the underlay namespace) ")
+	fmt.Fprintf(b, "joined by a veth underlay (MTU 1500). Every path runs from B to A; %d rounds, each path once per round, ", c.Rounds)
+	fmt.Fprintf(b, "the order rotating. Throughput: one iperf3 TCP stream for %d s after 1 s omitted, the median of the rounds. ", c.IperfSeconds)
+	fmt.Fprintf(b, "Round trip: busybox ping, %d echoes %.0f ms apart per round, all rounds pooled. ", c.PingCount, c.PingInterval*1000)
+	fmt.Fprintf(b, "iperf3 and ping run inside the containers for the container paths. Anchor: %s. ", c.Anchor)
+	fmt.Fprintf(b, "Target: vxbridge at least %.2fx the anchor's throughput.\n\n", targetCrossHostRatio)
+	fmt.Fprintf(b, "Two ratios: median over median, and the median of the per-round ratios (each round's rate over the ")
+	fmt.Fprintf(b, "anchor's in the same round, seconds apart), which cancels slow drift of the machine's load.\n\n")
+	fmt.Fprintf(b, "| path | Gbit/s (median) | rounds | vs %s | per-round ratio (median) | RTT p50 ms | RTT p99 ms | vs %s (p50) | lost | MTU | retransmits | what |\n", c.Anchor, c.Anchor)
+	fmt.Fprintf(b, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
+	var anchorRounds []float64
+	for _, x := range c.Paths {
+		if x.Name == c.Anchor {
+			anchorRounds = x.GbpsRounds
+		}
+	}
+	for _, x := range c.Paths {
+		ratio := fmt.Sprintf("%.2fx", x.GbpsRatio)
+		if x.Name == "vxbridge" {
+			// Three decimals: 0.947 must not read as a met 0.95.
+			ratio = fmt.Sprintf("%.3fx (target %s)", x.GbpsRatio, verdict(x.GbpsRatio >= targetCrossHostRatio))
+		}
+		fmt.Fprintf(b, "| %s | %.2f | %s | %s | %s | %.3f | %.3f | %.2fx | %d | %d | %s | %s |\n", x.Name, x.Gbps,
+			joinFloats2(x.GbpsRounds), ratio, pairedRatio(x.GbpsRounds, anchorRounds), x.RTT.P50Ms, x.RTT.P99Ms,
+			x.RTTP50Ratio, x.PingLost, x.MTU, joinInts(x.Retransmits), x.What)
+	}
+	fmt.Fprintf(b, "\n")
+	image(b, png, "figure 4, throughput")
+	image(b, rttPNG, "figure 4, round trip")
+}
+
+func convergenceSection(b *strings.Builder, c *result.Convergence, png string) {
+	fmt.Fprintf(b, "## Figure 5: cross-host convergence\n\n")
+	fmt.Fprintf(b, "The same two hosts. For each start, `docker run -d --ip X` runs on host A; a prober container that has ")
+	fmt.Fprintf(b, "been running on host B since before (`bench/convergenceprobe`: no `docker exec` in the measurement) sends ")
+	fmt.Fprintf(b, "an ICMP echo to X every %.0f ms and records its first reply; it deletes an unanswered (INCOMPLETE) neighbour ", c.ProbeIntervalMs)
+	fmt.Fprintf(b, "entry before each echo, so ARP's 1 s retry does not set the resolution. A second prober on host A itself ")
+	fmt.Fprintf(b, "records when X answered there. %d starts per driver, vxbridge and docker's overlay alternating. ", c.Starts)
+	fmt.Fprintf(b, "Target: median under %.0f ms, p99 under %.0f ms.\n\n", targetConvergeP50Ms, targetConvergeP99Ms)
+	fmt.Fprintf(b, "- **reach**: B's first reply minus the moment `docker run -d` returned on A (a reply before that counts 0);\n")
+	fmt.Fprintf(b, "- **lag**: B's first reply minus A's own first reply: how long after the container answered on its own host ")
+	fmt.Fprintf(b, "the other host reached it, the cross-host part of the delay;\n")
+	fmt.Fprintf(b, "- **gone**: after `docker rm -f` returned on A, until B's VXLAN FDB no longer held the container's MAC (polled);\n")
+	fmt.Fprintf(b, "- **programmed**: when B's VXLAN FDB got the container's MAC (`bridge -timestamp monitor fdb` on B), counted from ")
+	fmt.Fprintf(b, "the start of `docker run -d`, beside when the container first answered on A; **lead** is the second minus the first ")
+	fmt.Fprintf(b, "(positive: B was ready before the container answered at all).\n\n")
+	fmt.Fprintf(b, "| driver | reach p50 ms | reach p99 ms | replies before run returned | lag p50 ms | lag p99 ms | reach from run start p50 ms | docker run p50 ms | missed | gone p50 ms | gone p99 ms | not gone | targets (reach; lag) |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, d := range c.Drivers {
+		fmt.Fprintf(b, "| %s | %.1f | %.1f | %d of %d | %.1f | %.1f | %.0f | %.0f | %d | %.1f | %.1f | %d (within %.0f s) | p50 %s, p99 %s; p50 %s, p99 %s |\n",
+			d.Driver, d.Reach.P50Ms, d.Reach.P99Ms, d.BeforeReturn, d.Reach.N, d.Lag.P50Ms, d.Lag.P99Ms,
+			d.FromRunStart.P50Ms, d.Run.P50Ms, d.Missed, d.Gone.P50Ms, d.Gone.P99Ms, d.GoneMissed, d.GoneWaitS,
+			verdict(d.Reach.P50Ms < targetConvergeP50Ms), verdict(d.Reach.P99Ms < targetConvergeP99Ms),
+			verdict(d.Lag.P50Ms < targetConvergeP50Ms), verdict(d.Lag.P99Ms < targetConvergeP99Ms))
+	}
+	fmt.Fprintf(b, "\n| driver | B programmed, from run start p50 ms | p99 ms | answered on A, from run start p50 ms | p99 ms | lead p50 ms | smallest lead ms | n |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, d := range c.Drivers {
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %d |\n", d.Driver, d.Programmed.P50Ms, d.Programmed.P99Ms,
+			d.LocalFromRunStart.P50Ms, d.LocalFromRunStart.P99Ms, d.Lead.P50Ms, d.LeadMinMs, d.Lead.N)
+	}
+	fmt.Fprintf(b, "\n")
+	image(b, png, "figure 5")
+	if len(c.CutOff) > 0 {
+		fmt.Fprintf(b, "A host cut off: host A's plugin and dockerd killed with SIGKILL and its underlay link taken down; ")
+		fmt.Fprintf(b, "the time until host B's FDB held no entry pointing at A (vxbridge with --host-ttl %.0f s, its default).\n\n", c.HostTTLSeconds)
+		fmt.Fprintf(b, "| driver | entries gone after |\n|---|---:|\n")
+		for _, x := range c.CutOff {
+			if x.TimedOut {
+				fmt.Fprintf(b, "| %s | **not within %.0f s** |\n", x.Driver, x.WaitedMs/1000)
+			} else {
+				fmt.Fprintf(b, "| %s | %.1f s |\n", x.Driver, x.Ms/1000)
+			}
+		}
+		fmt.Fprintf(b, "\n")
+	}
+}
+
+func joinFloats2(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.2f", f)
+	}
+	return strings.Join(s, ", ")
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// pairedRatio is the median over rounds of v[i]/anchor[i].
+func pairedRatio(v, anchor []float64) string {
+	if len(v) == 0 || len(v) != len(anchor) {
+		return "n/a"
+	}
+	r := make([]float64, 0, len(v))
+	for i := range v {
+		if anchor[i] > 0 {
+			r = append(r, v[i]/anchor[i])
+		}
+	}
+	if len(r) == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", result.Median(r))
 }

@@ -27,6 +27,16 @@ func TestRunWritesPageAndPlots(t *testing.T) {
 			ReadyFull: ms(500), RSSFullKiB: 30 << 10},
 		DockerRun: &result.DockerRun{Rounds: 3, Networks: []result.DockerRunNet{
 			{Network: "docker bridge", Latency: ms(500), Ratio: 1}, {Network: "vxbridge", Latency: ms(510), Ratio: 1.02}}},
+		CrossHost: &result.CrossHost{Rounds: 2, IperfSeconds: 5, PingCount: 10, PingInterval: 0.01, Anchor: "raw vxlan",
+			Paths: []result.CrossHostPath{
+				{Name: "raw vxlan", Gbps: 8, GbpsRounds: []float64{8, 8}, Retransmits: []int{0, 1}, RTT: ms(0.2), GbpsRatio: 1, RTTP50Ratio: 1, MTU: 1450},
+				{Name: "vxbridge", Gbps: 7, GbpsRounds: []float64{7, 7}, Retransmits: []int{2, 3}, RTT: ms(0.3), GbpsRatio: 0.875, RTTP50Ratio: 1.5, MTU: 1450}}},
+		Convergence: &result.Convergence{Starts: 5, ProbeIntervalMs: 1, HostTTLSeconds: 20,
+			Drivers: []result.ConvergenceDriver{
+				{Driver: "vxbridge", Reach: ms(0), Lag: ms(3), BeforeReturn: 5},
+				{Driver: "docker overlay", Reach: ms(0), Lag: ms(20)}},
+			CutOff: []result.CutOffDrain{{Driver: "vxbridge", Ms: 18000}, {Driver: "docker overlay", TimedOut: true, WaitedMs: 120000}}},
+		Measured: map[string]result.Measurement{result.KeyAPI: {Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}},
 	}
 	for i := range r.Scaling.CreateMs {
 		r.Scaling.CreateMs[i] = 5
@@ -49,13 +59,17 @@ func TestRunWritesPageAndPlots(t *testing.T) {
 		"| probe lifecycle at 20 vs at 10 | 1.50x | within 1.2x: **missed** |",
 		"under 1000 ms: met", "| vxbridge | 510 | 1020 | 5 | 1.02x |",
 		"](plots/fig-api.png)", "](plots/fig-scaling.png)", "](plots/fig-docker_run.png)",
-		"Figures 4 and 5",
+		"| vxbridge | 7.00 | 7.00, 7.00 | 0.875x (target **missed**) | 0.88x | 0.300 | 0.600 | 1.50x | 0 | 1450 | 2, 3 |",
+		"| vxbridge | 0.0 | 0.0 | 5 of 5 | 3.0 | 6.0 |", "p50 met, p99 met; p50 met, p99 met |",
+		"| docker overlay | 0.0 | 0.0 | 0 of 5 | 20.0 | 40.0 |", "p50 met, p99 met; p50 **missed**, p99 **missed** |",
+		"| vxbridge | 18.0 s |", "| docker overlay | **not within 120 s** |",
+		"_Measured 2026-01-02 03:04:05Z", "](plots/fig-crosshost.png)", "](plots/fig-convergence.png)",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q:\n%s", want, page)
 		}
 	}
-	for _, f := range []string{"fig-api.png", "fig-scaling.png", "fig-docker_run.png"} {
+	for _, f := range []string{"fig-api.png", "fig-scaling.png", "fig-docker_run.png", "fig-crosshost.png", "fig-crosshost_rtt.png", "fig-convergence.png"} {
 		if st, err := os.Stat(filepath.Join(dir, "plots", f)); err != nil || st.Size() == 0 {
 			t.Errorf("plot %s: %v", f, err)
 		}

@@ -20,9 +20,25 @@ type Run struct {
 	Finished time.Time `json:"finished"`
 	Machine  Machine   `json:"machine"`
 
-	API       *API       `json:"api,omitempty"`        // figure 2
-	Scaling   *Scaling   `json:"scaling,omitempty"`    // figure 3
-	DockerRun *DockerRun `json:"docker_run,omitempty"` // figure 1
+	API         *API         `json:"api,omitempty"`         // figure 2
+	Scaling     *Scaling     `json:"scaling,omitempty"`     // figure 3
+	DockerRun   *DockerRun   `json:"docker_run,omitempty"`  // figure 1
+	CrossHost   *CrossHost   `json:"cross_host,omitempty"`  // figure 4
+	Convergence *Convergence `json:"convergence,omitempty"` // figure 5
+
+	// Measured says when each figure present was measured, by figure key
+	// ("docker_run", "api", "scaling", "cross_host", "convergence"): a run
+	// of some figures keeps the others from earlier runs (see Merge).
+	Measured map[string]Measurement `json:"measured,omitempty"`
+}
+
+// Measurement is when one figure was measured and how loaded the machine
+// was then.
+type Measurement struct {
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
+	LoadBefore string    `json:"load_before"`
+	LoadAfter  string    `json:"load_after"`
 }
 
 // Machine says where the numbers come from; load averages bracket the run.
@@ -180,4 +196,77 @@ func (r *Run) Write(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Figure keys, in page order, as used in Run.Measured.
+const (
+	KeyDockerRun   = "docker_run"
+	KeyAPI         = "api"
+	KeyScaling     = "scaling"
+	KeyCrossHost   = "cross_host"
+	KeyConvergence = "convergence"
+)
+
+// Keys lists the figure keys in page order.
+var Keys = []string{KeyDockerRun, KeyAPI, KeyScaling, KeyCrossHost, KeyConvergence}
+
+// Has reports whether the run holds the figure key.
+func (r *Run) Has(key string) bool {
+	switch key {
+	case KeyDockerRun:
+		return r.DockerRun != nil
+	case KeyAPI:
+		return r.API != nil
+	case KeyScaling:
+		return r.Scaling != nil
+	case KeyCrossHost:
+		return r.CrossHost != nil
+	case KeyConvergence:
+		return r.Convergence != nil
+	}
+	return false
+}
+
+func (r *Run) take(key string, from *Run) {
+	switch key {
+	case KeyDockerRun:
+		r.DockerRun = from.DockerRun
+	case KeyAPI:
+		r.API = from.API
+	case KeyScaling:
+		r.Scaling = from.Scaling
+	case KeyCrossHost:
+		r.CrossHost = from.CrossHost
+	case KeyConvergence:
+		r.Convergence = from.Convergence
+	}
+}
+
+// When is when the figure was measured: its own record, or for a results
+// file older than those records the whole run's times.
+func (r *Run) When(key string) Measurement {
+	if m, ok := r.Measured[key]; ok {
+		return m
+	}
+	return Measurement{Started: r.Started, Finished: r.Finished,
+		LoadBefore: r.Machine.LoadBefore, LoadAfter: r.Machine.LoadAfter}
+}
+
+// Keep copies into r every figure of prev that r did not measure, with
+// when it was measured, so a run of some figures keeps the rest of the
+// results file.
+func (r *Run) Keep(prev *Run) {
+	if prev == nil {
+		return
+	}
+	for _, k := range Keys {
+		if r.Has(k) || !prev.Has(k) {
+			continue
+		}
+		r.take(k, prev)
+		if r.Measured == nil {
+			r.Measured = map[string]Measurement{}
+		}
+		r.Measured[k] = prev.When(k)
+	}
 }

@@ -1,0 +1,347 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxbridge/vxbridge/bench/result"
+	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/internal/testbed"
+)
+
+// CrossHostOptions sizes figure 4.
+type CrossHostOptions struct {
+	Rounds       int
+	IperfSeconds int // measured seconds per iperf3 test (one more is omitted)
+	PingCount    int
+}
+
+// xpath is one way from host B to host A.
+type xpath struct {
+	name, what string
+	target     string                               // address on A
+	exec       func(argv ...string) (string, error) // runs argv on B's side
+	mtu        func() int                           // the sender's interface MTU
+	iperf      func(args ...string) (string, error) // iperf3 client on B
+	ping       func(args ...string) (string, error) // busybox ping on B
+	// before and after, when set, change the hosts for this path only.
+	before, after func()
+}
+
+const anchorPath = "raw vxlan"
+
+// BenchCrossHost measures TCP throughput (iperf3, one stream, B to A) and
+// round-trip time (busybox ping, one echo every 10 ms) between two namespace
+// hosts over these paths, one test of each per round, the order rotating:
+//   - underlay: host to host over the veth underlay;
+//   - raw vxlan: a kernel VXLAN device in each host namespace (VNI 97,
+//     static remote), host to host;
+//   - kernel bridge + veth: the topology vxbridge builds, made by hand
+//     (a bridge with a VXLAN port, VNI 98, and a veth to a namespace on
+//     each host), namespace to namespace, no docker, no plugin;
+//   - vxbridge: container to container on a vxbridge cross-host network;
+//   - docker overlay: container to container on an attachable overlay
+//     network of a two-node swarm of the same hosts;
+//   - three diagnosis paths: vxbridge with its bridged frames exempt from
+//     conntrack (a raw-table NOTRACK), the same plus the VXLAN packets
+//     exempt, and with br_netfilter off (bridge-nf-call-iptables=0), each
+//     set only for its own test.
+//
+// iperf3 and ping run in the containers (the bench image) for the last two.
+func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossHost {
+	x := newXHosts(t, bin, cluster.DefaultTTL)
+	a, b := x.h[0], x.h[1]
+
+	// Servers on A: one in the host namespace (underlay and raw vxlan),
+	// one in the by-hand namespace, one per container network.
+	a.NetNS().Start(t, filepath.Join(t.TempDir(), "iperf-host.log"), "iperf3", "-s")
+	hand := x.handBuilt(t)
+	hand[0].Start(t, filepath.Join(t.TempDir(), "iperf-hand.log"), "iperf3", "-s")
+	run(t, a, "srvvx", xNet, xPrefix24+"10", iperfBin, "-s")
+	run(t, a, "srvov", ovNet, ovPrefix+"10", iperfBin, "-s")
+	run(t, b, "clivx", xNet, xPrefix24+"20", "sleep", "1000000")
+	run(t, b, "cliov", ovNet, ovPrefix+"20", "sleep", "1000000")
+
+	inB := func(argv ...string) (string, error) { return b.TryExec(argv[0], argv[1:]...) }
+	inHand := func(argv ...string) (string, error) { return hand[1].TryExec(argv[0], argv[1:]...) }
+	inCtr := func(name string) func(argv ...string) (string, error) {
+		return func(argv ...string) (string, error) { return b.Docker(append([]string{"exec", name}, argv...)...) }
+	}
+	paths := []*xpath{
+		{name: "underlay", what: "host B to host A over the veth underlay", target: x.vtep[0], exec: inB},
+		{name: anchorPath, what: "host to host over a kernel VXLAN device (VNI 97, static remote)", target: "10.97.0.1", exec: inB},
+		{name: "kernel bridge+veth", what: "namespace to namespace over veth, bridge and a VXLAN port (VNI 98), made by hand", target: "10.98.0.1", exec: inHand},
+		{name: "vxbridge", what: "container to container on a vxbridge cross-host network", target: xPrefix24 + "10", exec: inCtr("clivx")},
+		{name: "docker overlay", what: "container to container on docker's overlay (two-node swarm)", target: ovPrefix + "10", exec: inCtr("cliov")},
+		// Diagnosis: vxbridge's path with its bridged frames spared
+		// conntrack, or spared iptables altogether (br_netfilter).
+		{name: "vxbridge, inner NOTRACK", what: "vxbridge with raw-table NOTRACK for frames within the subnet (diagnosis)",
+			target: xPrefix24 + "10", exec: inCtr("clivx"),
+			before: func() { x.everyHost(t, "iptables", append([]string{"-t", "raw", "-I"}, notrackRule...)...) },
+			after: func() {
+				logRaw(t, x)
+				x.everyHost(t, "iptables", append([]string{"-t", "raw", "-D"}, notrackRule...)...)
+			}},
+		{name: "vxbridge, inner+outer NOTRACK", what: "vxbridge with NOTRACK for frames within the subnet and for the VXLAN UDP packets (diagnosis)",
+			target: xPrefix24 + "10", exec: inCtr("clivx"),
+			before: func() {
+				for _, r := range append([][]string{notrackRule}, notrackVXLAN...) {
+					x.everyHost(t, "iptables", append([]string{"-t", "raw", "-I"}, r...)...)
+				}
+			},
+			after: func() {
+				logRaw(t, x)
+				for _, r := range append([][]string{notrackRule}, notrackVXLAN...) {
+					x.everyHost(t, "iptables", append([]string{"-t", "raw", "-D"}, r...)...)
+				}
+			}},
+		{name: "vxbridge, br_netfilter off", what: "vxbridge with net.bridge.bridge-nf-call-iptables=0 (diagnosis)",
+			target: xPrefix24 + "10", exec: inCtr("clivx"),
+			before: func() { x.everyHost(t, "sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables") },
+			after:  func() { x.everyHost(t, "sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables") }},
+	}
+	for _, p := range paths {
+		p := p
+		inCtr := strings.HasPrefix(p.name, "vxbridge") || strings.HasPrefix(p.name, "docker")
+		if p.before != nil {
+			p.before()
+		}
+		p.ping = func(args ...string) (string, error) {
+			if inCtr {
+				return p.exec(append([]string{"ping"}, args...)...)
+			}
+			// The same busybox ping outside the containers.
+			return p.exec(append([]string{"busybox", "ping"}, args...)...)
+		}
+		p.iperf = func(args ...string) (string, error) {
+			if inCtr {
+				return p.exec(append([]string{iperfBin}, args...)...)
+			}
+			return p.exec(append([]string{"iperf3"}, args...)...)
+		}
+		p.mtu = func() int { return routeMTU(p.exec, p.target) }
+		waitPing(t, p.name, p.ping, p.target)
+		// Warm-up, unmeasured: ARP, FDB, the bridge's learning, caches.
+		if out, err := p.iperf("-c", p.target, "-t", "1", "-J"); err != nil {
+			t.Fatalf("%s: iperf3 warm-up: %v\n%s", p.name, err, out)
+		}
+		if p.after != nil {
+			p.after()
+		}
+	}
+
+	out := &result.CrossHost{Rounds: o.Rounds, IperfSeconds: o.IperfSeconds, PingCount: o.PingCount,
+		PingInterval: 0.01, Anchor: anchorPath, Settings: x.settings(t, hand)}
+	gbps := make([][]float64, len(paths))
+	retr := make([][]int, len(paths))
+	rtts := make([][]float64, len(paths))
+	lost := make([]int, len(paths))
+	for r := 0; r < o.Rounds; r++ {
+		for i := range paths {
+			k := (i + r) % len(paths)
+			p := paths[k]
+			if p.before != nil {
+				p.before()
+			}
+			g, re := iperf(t, p, o.IperfSeconds)
+			gbps[k] = append(gbps[k], g)
+			retr[k] = append(retr[k], re)
+			ms, l := pingRTTs(t, p, o.PingCount)
+			rtts[k] = append(rtts[k], ms...)
+			lost[k] += l
+			if p.after != nil {
+				p.after()
+			}
+			t.Logf("round %d: %-20s %6.2f Gbit/s (%d retransmits), ping p50 %.3f ms", r+1, p.name, g, re,
+				result.Median(ms))
+		}
+	}
+	var anchorG, anchorRTT float64
+	for i, p := range paths {
+		if p.name == anchorPath {
+			anchorG, anchorRTT = result.Median(gbps[i]), result.Median(rtts[i])
+		}
+	}
+	for i, p := range paths {
+		d := result.SummariseMs(rtts[i])
+		g := result.Median(gbps[i])
+		out.Paths = append(out.Paths, result.CrossHostPath{Name: p.name, What: p.what, MTU: p.mtu(),
+			Gbps: g, GbpsRounds: gbps[i], Retransmits: retr[i], RTT: d, PingLost: lost[i],
+			GbpsRatio: g / anchorG, RTTP50Ratio: d.P50Ms / anchorRTT})
+	}
+	return out
+}
+
+// notrackRule (raw PREROUTING, which br_netfilter runs for bridged frames)
+// exempts frames between addresses of the vxbridge subnet from conntrack.
+var notrackRule = []string{"PREROUTING", "-s", xSubnet, "-d", xSubnet, "-j", "NOTRACK"}
+
+// notrackVXLAN exempts the encapsulated packets (UDP 4789, sent and
+// received by the host) from conntrack too. The raw vxlan anchor keeps
+// paying for its outer conntrack: these rules are not set for it.
+var notrackVXLAN = [][]string{
+	{"OUTPUT", "-p", "udp", "--dport", "4789", "-j", "NOTRACK"},
+	{"PREROUTING", "-p", "udp", "--dport", "4789", "-j", "NOTRACK"},
+}
+
+// logRaw logs the raw table's NOTRACK counters on both hosts: proof that
+// the exemption matched the test's packets.
+func logRaw(t testing.TB, x *xhosts) {
+	for _, h := range x.h {
+		if out, err := h.TryExec("iptables", "-t", "raw", "-S", "-v"); err == nil {
+			t.Logf("%s raw table:\n%s", h.Name, strings.TrimSpace(out))
+		}
+	}
+}
+
+// everyHost runs a command in both host namespaces.
+func (x *xhosts) everyHost(t testing.TB, name string, args ...string) {
+	t.Helper()
+	for _, h := range x.h {
+		h.Exec(t, name, args...)
+	}
+}
+
+// handBuilt makes, on each host, the raw VXLAN device (VNI 97, addresses
+// 10.97.0.1 on A and .2 on B) and vxbridge's topology by hand: bridge brh98
+// with VXLAN port vxh98 (VNI 98) and a veth to a namespace of its own
+// holding 10.98.0.1 (A) or .2 (B), MTU 1450 like vxbridge's links. It
+// returns the two namespaces. br_netfilter passes bridged frames through the
+// host's FORWARD chain, where docker's policy is DROP: one ACCEPT for the
+// bridge's own traffic, as vxbridge's chain has.
+func (x *xhosts) handBuilt(t testing.TB) [2]*testbed.NetNS {
+	var ns [2]*testbed.NetNS
+	for i, h := range x.h {
+		local, remote := x.vtep[i], x.vtep[1-i]
+		vx := func(name, vni string) {
+			h.Exec(t, "ip", "link", "add", name, "type", "vxlan", "id", vni, "local", local, "remote", remote,
+				"dstport", "4789", "dev", testbed.UnderlayHostLink)
+		}
+		vx("vxr97", "97")
+		h.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.97.0.%d/24", i+1), "dev", "vxr97")
+		h.Exec(t, "ip", "link", "set", "vxr97", "up")
+
+		h.Exec(t, "ip", "link", "add", "brh98", "type", "bridge")
+		vx("vxh98", "98")
+		h.Exec(t, "ip", "link", "set", "vxh98", "master", "brh98", "up")
+		ns[i] = testbed.NewNetNS(t)
+		testbed.Veth(t, h.NetNS(), "vh98", ns[i], "eth0")
+		h.Exec(t, "ip", "link", "set", "vh98", "mtu", "1450", "master", "brh98")
+		h.Exec(t, "ip", "link", "set", "brh98", "up")
+		ns[i].Exec(t, "ip", "link", "set", "eth0", "mtu", "1450")
+		ns[i].Exec(t, "ip", "addr", "add", fmt.Sprintf("10.98.0.%d/24", i+1), "dev", "eth0")
+		h.Exec(t, "iptables", "-I", "FORWARD", "-i", "brh98", "-o", "brh98", "-j", "ACCEPT")
+	}
+	return ns
+}
+
+var (
+	routeDev = regexp.MustCompile(`\bdev (\S+)`)
+	linkMTU  = regexp.MustCompile(`\bmtu (\d+)`)
+)
+
+// routeMTU is the MTU of the interface the route to target leaves by (ip
+// route get; ip link show: /sys of a namespace is not the machine's).
+func routeMTU(exec func(argv ...string) (string, error), target string) int {
+	out, err := exec("ip", "route", "get", target)
+	m := routeDev.FindStringSubmatch(out)
+	if err != nil || m == nil {
+		return 0
+	}
+	out, err = exec("ip", "link", "show", "dev", m[1])
+	mtu := linkMTU.FindStringSubmatch(out)
+	if err != nil || mtu == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(mtu[1])
+	return n
+}
+
+// settings records what shapes the data path on host B.
+func (x *xhosts) settings(t testing.TB, hand [2]*testbed.NetNS) map[string]string {
+	b := x.h[1]
+	s := map[string]string{}
+	read := func(key, path string) {
+		if out, err := b.TryExec("cat", path); err == nil {
+			s[key] = strings.TrimSpace(out)
+		}
+	}
+	read("host B net.bridge.bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-iptables")
+	read("host B net.bridge.bridge-nf-call-ip6tables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
+	for _, dev := range []string{testbed.UnderlayHostLink, "vxr97", "vxh98", vxDevice()} {
+		if out, err := b.TryExec("ip", "-d", "-o", "link", "show", dev); err == nil {
+			s["host B link "+dev] = strings.Join(strings.Fields(out), " ")
+		}
+	}
+	if out, err := b.TryExec("iptables", "-S", "FORWARD"); err == nil {
+		s["host B iptables -S FORWARD"] = strings.TrimSpace(out)
+	}
+	return s
+}
+
+type iperfJSON struct {
+	Error string `json:"error"`
+	End   struct {
+		SumSent struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+			Retransmits   int     `json:"retransmits"`
+		} `json:"sum_sent"`
+		SumReceived struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+	} `json:"end"`
+}
+
+// iperf runs one single-stream iperf3 test (the first second omitted) and
+// returns the received rate in Gbit/s and the sender's retransmits. A busy
+// server (the previous test's end not yet processed) is retried.
+func iperf(t testing.TB, p *xpath, secs int) (float64, int) {
+	t.Helper()
+	var last string
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err := p.iperf("-c", p.target, "-t", strconv.Itoa(secs), "-O", "1", "-J")
+		var j iperfJSON
+		if jerr := json.Unmarshal([]byte(jsonPart(out)), &j); jerr == nil && err == nil && j.Error == "" {
+			return j.End.SumReceived.BitsPerSecond / 1e9, j.End.SumSent.Retransmits
+		}
+		last = fmt.Sprintf("%v: %s", err, out)
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: iperf3: %s", p.name, last)
+	return 0, 0
+}
+
+// jsonPart drops what a wrapper printed around iperf3's JSON.
+func jsonPart(s string) string {
+	i, j := strings.IndexByte(s, '{'), strings.LastIndexByte(s, '}')
+	if i < 0 || j < i {
+		return s
+	}
+	return s[i : j+1]
+}
+
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
+
+// pingRTTs sends n echo requests 10 ms apart and returns the round-trip
+// times of the replies and how many were lost.
+func pingRTTs(t testing.TB, p *xpath, n int) ([]float64, int) {
+	t.Helper()
+	out, _ := p.ping("-c", strconv.Itoa(n), "-i", "0.01", "-W", "2", p.target) // exit 1 when any is lost
+	var ms []float64
+	for _, m := range pingTime.FindAllStringSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err == nil {
+			ms = append(ms, v)
+		}
+	}
+	if len(ms) == 0 {
+		t.Fatalf("%s: no ping reply:\n%s", p.name, out)
+	}
+	return ms, max(n-len(ms), 0)
+}
