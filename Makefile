@@ -13,7 +13,7 @@ FUZZ_TIME ?= 10s
 FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./driver:FuzzParseVNI \
 	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzViewApply ./status:FuzzDecode \
 	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
-	./bridge:FuzzValidateName .:FuzzParseServeFlags
+	./bridge:FuzzValidateName ./bridge:FuzzNewBridge .:FuzzParseServeFlags
 
 .PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir faults bench
 
@@ -49,7 +49,7 @@ lint:
 # end-to-end against a real dockerd (root), then short fuzz runs.
 test: build lint
 	@$(MAKE) --no-print-directory deps DEPS_FOR=test
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 75m ./...
 	@$(MAKE) --no-print-directory test-fuzz
 
 test-unit: lint
@@ -69,7 +69,7 @@ fuzz:
 # runs them too, with the rest of e2e/.
 faults: build
 	@$(MAKE) --no-print-directory deps DEPS_FOR=test
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -v -run '^TestFault' ./e2e/
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m -v -run '^TestFault' ./e2e/
 	CGO_ENABLED=1 $(GO) test -race -count=1 -run '^TestHostile' ./plugin/
 
 # Benchmarks (root; see BENCHMARKS.md): the harness in bench/ measures the
