@@ -129,14 +129,15 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer xh.close()
-	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator(), Crash: crash})
-	if err != nil {
-		return err
-	}
 	ports := portproxy.New(log) // holds published host ports; Reconcile reserves them again
 	defer ports.Close()
 	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
 		CrossHost: xh.driverConfig(), Ports: ports, Crash: crash})
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator(), Crash: crash,
+		BeforeRelease: drv.DropUnjoined, PoolReleased: drv.DropNetworkOnPool})
+	if err != nil {
+		return err
+	}
 	collectForgotten(drv, db, ip, log) // before Reconcile, which would keep them
 	rep, err := drv.Reconcile()
 	if rep == nil {

@@ -35,10 +35,21 @@ func collectForgotten(drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *sl
 }
 
 // releaseEndpointAddrs frees a deleted endpoint's addresses in vxbridge's
-// IPAM (those docker could not release itself), logging what it did.
+// IPAM (those docker could not release itself), logging what it did. An
+// address another endpoint record holds is left alone: docker released it
+// already and handed it on.
 func releaseEndpointAddrs(ep store.Endpoint, pools []store.Pool, db *store.DB, ip *ipam.Driver, log *slog.Logger) {
+	others, err := db.Endpoints()
+	if err != nil {
+		log.Error("list endpoints before freeing a deleted endpoint's addresses", "endpoint", ep.ID, "err", err)
+		return
+	}
+	held := map[netip.Addr]bool{}
+	for _, o := range others {
+		held[o.IPv4.Addr()], held[o.IPv6.Addr()] = true, true
+	}
 	for _, pfx := range []netip.Prefix{ep.IPv4, ep.IPv6} {
-		if !pfx.IsValid() {
+		if !pfx.IsValid() || held[pfx.Addr()] {
 			continue
 		}
 		for _, rel := range forgottenReleases(pools, pfx.Addr(), db.Addresses) {

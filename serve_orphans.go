@@ -64,6 +64,14 @@ func orphanPass(tr *orphans.Tracker, drv *driver.Driver, db *store.DB, ip *ipam.
 			releaseEndpointAddrs(ep, st.Pools, db, ip, log)
 		}
 	}
+	for _, id := range found.Pools {
+		if err := ip.ReleasePool(&helpers.ReleasePoolRequest{PoolID: id}); err != nil {
+			log.Error("free pool no network uses", "pool", id, "err", err)
+			continue
+		}
+		log.Warn("freed a pool that stayed without any address for "+grace.String()+
+			" (stored by a plugin that died before replying)", "pool", id)
+	}
 	for _, a := range found.Addresses {
 		if err := ip.ReleaseAddress(&helpers.ReleaseAddressRequest{PoolID: a.PoolID, Address: a.Addr.String()}); err != nil {
 			log.Error("free address no endpoint holds", "pool", a.PoolID, "address", a.Addr, "err", err)

@@ -235,6 +235,11 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	if err != nil || n == nil {
 		return err
 	}
+	return d.deleteNetwork(n)
+}
+
+// deleteNetwork removes network n and its endpoints. d.mu held.
+func (d *Driver) deleteNetwork(n *store.Network) error {
 	// Endpoints docker forgot (it ignores our delete errors) go with their network.
 	eps, err := d.store.Endpoints()
 	if err != nil {
@@ -254,6 +259,53 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	d.teardownNetwork(n)
 	d.log.Info("network deleted", "network", n.ID, "bridge", n.Bridge)
 	return nil
+}
+
+// DropNetworkOnPool deletes every endpoint-less network whose subnet is pool
+// from IPAM address space space, because that IPAM just freed the pool:
+// docker is done with the network. Normally DeleteNetwork came first and
+// there is none; there is one when a CreateNetwork reply was cut off by a
+// crash (docker's retry fails, docker releases the pool and never sends
+// DeleteNetwork for a network it never saw created). Networks recorded
+// without their address space (before it was stored) are left alone.
+func (d *Driver) DropNetworkOnPool(space string, pool netip.Prefix) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	nets, err := d.store.Networks()
+	if err != nil {
+		d.log.Error("look for a network on a released pool", "pool", pool, "err", err)
+		return
+	}
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		d.log.Error("look for a network on a released pool", "pool", pool, "err", err)
+		return
+	}
+	used := map[string]bool{}
+	for _, ep := range eps {
+		used[ep.NetworkID] = true
+	}
+	for i := range nets {
+		n := &nets[i]
+		if used[n.ID] || !onSpacePool(n, space, pool) {
+			continue
+		}
+		if err := d.deleteNetwork(n); err != nil {
+			d.log.Error("delete network whose pool docker released", "network", n.ID, "err", err)
+			continue
+		}
+		d.log.Warn("network deleted: docker released its pool without deleting it (a create whose reply a crash cut off)",
+			"network", n.ID, "pool", pool)
+	}
+}
+
+func onSpacePool(n *store.Network, space string, pool netip.Prefix) bool {
+	for _, s := range n.Subnets() {
+		if s.AddressSpace != "" && s.AddressSpace == space && s.Pool.Masked() == pool.Masked() {
+			return true
+		}
+	}
+	return false
 }
 
 // teardownNetwork removes the kernel side of a network, logging failures:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -35,6 +36,7 @@ func (d *Driver) newEndpoint(req *network.CreateEndpointRequest, n *store.Networ
 		NetworkID: n.ID,
 		HostVeth:  hostVethPrefix + short(req.EndpointID),
 		PeerVeth:  peerVethPrefix + short(req.EndpointID),
+		Created:   time.Now().UTC().Truncate(time.Second),
 	}
 	iface := req.Interface
 	if iface == nil {

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/vxbridge/vxbridge/store"
 )
@@ -84,4 +85,39 @@ func (d *Driver) DeleteUnjoined(id string) (bool, error) {
 	d.log.Warn("endpoint created but never joined: deleted (docker rolled it back while vxbridge could not hear it)",
 		"network", short(ep.NetworkID), "endpoint", ep.ID)
 	return true, nil
+}
+
+// DropUnjoined deletes every endpoint of the network on pool that holds addr
+// and is not joined, because docker is releasing addr: it has given that
+// endpoint up. This is how a CreateEndpoint whose reply a crash cut off ends:
+// docker's retry fails (it sends an empty body), docker releases the address
+// and never sends DeleteEndpoint for an endpoint it never saw created. Call
+// it before the address is freed, so no new endpoint can hold it yet.
+func (d *Driver) DropUnjoined(pool netip.Prefix, addr netip.Addr) {
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		d.log.Error("look for endpoints claiming a released address", "address", addr, "err", err)
+		return
+	}
+	for _, ep := range eps {
+		if ep.Joined || (ep.IPv4.Addr() != addr && ep.IPv6.Addr() != addr) {
+			continue
+		}
+		n, err := d.store.Network(ep.NetworkID)
+		if err != nil || n == nil || !onPool(n, pool) {
+			continue
+		}
+		if _, err := d.DeleteUnjoined(ep.ID); err != nil {
+			d.log.Error("delete endpoint whose address docker released", "endpoint", ep.ID, "address", addr, "err", err)
+		}
+	}
+}
+
+func onPool(n *store.Network, pool netip.Prefix) bool {
+	for _, s := range n.Subnets() {
+		if s.Pool.Masked() == pool.Masked() {
+			return true
+		}
+	}
+	return false
 }

@@ -1,11 +1,13 @@
 package driver
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/store"
 )
 
 // A joined endpoint whose container end is back in the plugin's namespace
@@ -78,4 +80,67 @@ func TestDeleteUnjoined(t *testing.T) {
 	if ep, _ := h.st.Endpoint(joined); ep == nil || !h.links.Names()["vxh"+joined[:12]] {
 		t.Error("joined endpoint was deleted")
 	}
+}
+
+// Docker releasing an address gives up the unjoined endpoint that still
+// claims it (a CreateEndpoint whose reply a crash cut off); a joined one, or
+// one on another pool, stays.
+func TestDropUnjoined(t *testing.T) {
+	h := newHarness(t)
+	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))
+	ghost, joined := epID(31), epID(32)
+	createEndpoint(t, h, ghost, "10.10.0.31/24", "")
+	createEndpoint(t, h, joined, "10.10.0.32/24", "")
+	if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: joined, SandboxKey: "/x"}); err != nil {
+		t.Fatal(err)
+	}
+	pool := netip.MustParsePrefix("10.10.0.0/24")
+	h.d.DropUnjoined(netip.MustParsePrefix("10.99.0.0/24"), netip.MustParseAddr("10.10.0.31")) // another pool
+	h.d.DropUnjoined(pool, netip.MustParseAddr("10.10.0.32"))
+	for _, id := range []string{ghost, joined} {
+		if ep, _ := h.st.Endpoint(id); ep == nil {
+			t.Fatalf("endpoint %s dropped too early", id[:12])
+		}
+	}
+	h.d.DropUnjoined(pool, netip.MustParseAddr("10.10.0.31"))
+	if ep, _ := h.st.Endpoint(ghost); ep != nil {
+		t.Error("unjoined endpoint kept after docker released its address")
+	}
+	if ep, _ := h.st.Endpoint(joined); ep == nil {
+		t.Error("joined endpoint dropped")
+	}
+}
+
+// Docker releasing a network's pool is done with the network: one it never
+// deleted (its create's reply cut off by a crash) goes, unless it has
+// endpoints or came from another address space.
+func TestDropNetworkOnPool(t *testing.T) {
+	h := newHarness(t)
+	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil)) // address space "x"
+	mustCreate(t, h, createReq(netB, "10.11.0.0/24", "10.11.0.1/24", nil))
+	createEndpoint(t, h, epID(41), "10.10.0.41/24", "")
+	h.d.DropNetworkOnPool("x", netip.MustParsePrefix("10.10.0.0/24")) // has an endpoint
+	h.d.DropNetworkOnPool("y", netip.MustParsePrefix("10.11.0.0/24")) // another space
+	h.d.DropNetworkOnPool("x", netip.MustParsePrefix("10.11.0.0/25")) // another pool
+	for _, id := range []string{netA, netB} {
+		if n, _ := h.st.Network(id); n == nil {
+			t.Fatalf("network %s dropped", id[:12])
+		}
+	}
+	h.d.DropNetworkOnPool("x", netip.MustParsePrefix("10.11.0.0/24"))
+	if n, _ := h.st.Network(netB); n != nil {
+		t.Error("network on the released pool kept")
+	}
+	if h.links.Names()[mustNet(t, h, netA).Bridge] != true {
+		t.Error("the other network's bridge went")
+	}
+}
+
+func mustNet(t *testing.T, h *harness, id string) *store.Network {
+	t.Helper()
+	n, err := h.st.Network(id)
+	if err != nil || n == nil {
+		t.Fatalf("network %s: %v", id[:12], err)
+	}
+	return n
 }

@@ -237,6 +237,7 @@ func parseSubnet(d *network.IPAMData, v6 bool) (store.Subnet, error) {
 		return s, invalidf("subnet %s has host bits set (did you mean %s?)", pool, pool.Masked())
 	}
 	s.Pool = pool
+	s.AddressSpace = d.AddressSpace
 	if d.Gateway != "" {
 		if s.Gateway, err = addrInPool(d.Gateway, pool); err != nil {
 			return s, invalidf("gateway %v", err)

@@ -114,6 +114,16 @@ type Options struct {
 	// Crash is the test-only crash hook (see CrashPoints); nil in release
 	// builds.
 	Crash func(point string)
+	// BeforeRelease, if set, is called with the pool's prefix and the
+	// address before ReleaseAddress frees it, while nothing else can be
+	// given it: docker releasing an address has given up whatever endpoint
+	// still claims it (main wires the network driver's DropUnjoined).
+	BeforeRelease func(pool netip.Prefix, addr netip.Addr)
+	// PoolReleased, if set, is called after a pool's last release deleted
+	// it, with its address space and prefix: docker releasing a pool is done
+	// with the network on it (main wires the network driver's
+	// DropNetworkOnPool, for a network create whose reply a crash cut off).
+	PoolReleased func(space string, pool netip.Prefix)
 }
 
 // Driver implements helpers.Ipam.
@@ -127,6 +137,8 @@ type Driver struct {
 	newAlloc   AllocatorFactory
 	log        *slog.Logger
 	crashHook  func(point string)
+	beforeRel  func(pool netip.Prefix, addr netip.Addr)
+	poolGone   func(space string, pool netip.Prefix)
 
 	mu    sync.Mutex
 	pools map[string]*pool // by pool id
@@ -158,6 +170,8 @@ func New(st Store, opts Options) (*Driver, error) {
 		newAlloc:   opts.NewAllocator,
 		log:        opts.Logger,
 		crashHook:  opts.Crash,
+		beforeRel:  opts.BeforeRelease,
+		poolGone:   opts.PoolReleased,
 		pools:      map[string]*pool{},
 	}
 	if d.log == nil {
@@ -436,6 +450,9 @@ func (d *Driver) ReleasePool(req *helpers.ReleasePoolRequest) error {
 	}
 	p.released = true
 	delete(d.pools, req.PoolID)
+	if d.poolGone != nil {
+		d.poolGone(p.rec.AddressSpace, p.rec.Prefix)
+	}
 	d.crash(CrashPoolReleased)
 	d.log.Info("pool released", "pool_id", req.PoolID)
 	return nil
@@ -554,6 +571,9 @@ func (d *Driver) ReleaseAddress(req *helpers.ReleaseAddressRequest) error {
 		addr, err := parseAddr(req.Address)
 		if err != nil {
 			return fmt.Errorf("pool %s: %w", p.rec.Prefix, err)
+		}
+		if d.beforeRel != nil {
+			d.beforeRel(p.rec.Prefix, addr)
 		}
 		if err := p.alloc.Release(addr); err != nil {
 			return err

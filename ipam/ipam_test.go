@@ -334,6 +334,11 @@ func TestIdenticalPoolIsReferenceCounted(t *testing.T) {
 	req := helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.6.0.0/24", SubPool: "10.6.0.128/25",
 		Options: map[string]string{"a": "b"}}
 	first := requestPool(t, d, req)
+	// Docker takes the gateway right after each RequestPool.
+	if _, err := d.RequestAddress(&helpers.RequestAddressRequest{PoolID: first.PoolID,
+		Options: map[string]string{"RequestAddressType": "com.docker.network.gateway"}}); err != nil {
+		t.Fatal(err)
+	}
 	again := requestPool(t, d, req)
 	if again.PoolID != first.PoolID || again.Pool != first.Pool {
 		t.Fatalf("same request answered %+v, then %+v", first, again)
@@ -353,4 +358,22 @@ func TestIdenticalPoolIsReferenceCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	requestPool(t, d, helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.6.0.0/23"})
+}
+
+// A pool stored but never used (no gateway: the create that asked for it
+// died with its reply) is adopted by the identical request without a new
+// reference, so one release frees it.
+func TestUntouchedPoolIsAdoptedNotCounted(t *testing.T) {
+	d := newDriver(t, openStore(t, t.TempDir()), Options{})
+	req := helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.7.0.0/24"}
+	first := requestPool(t, d, req)
+	again := requestPool(t, d, req)
+	if again.PoolID != first.PoolID {
+		t.Fatalf("identical request got %q, want %q", again.PoolID, first.PoolID)
+	}
+	if err := d.ReleasePool(&helpers.ReleasePoolRequest{PoolID: first.PoolID}); err != nil {
+		t.Fatal(err)
+	}
+	// Gone: the overlapping pool is free to take.
+	requestPool(t, d, helpers.RequestPoolRequest{AddressSpace: "vxbridge-local", Pool: "10.7.0.0/23"})
 }

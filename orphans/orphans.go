@@ -10,7 +10,11 @@
 //     that no endpoint record holds: RequestAddress is followed by
 //     CreateEndpoint within milliseconds, so an address unheld for minutes
 //     was handed out in a reply a crash cut off (docker's retry got another
-//     one) or released while vxbridge was down.
+//     one) or released while vxbridge was down;
+//   - a pool with no address taken at all and no vxbridge network on it:
+//     docker asks for the gateway right after every RequestPool, so one that
+//     stays empty for minutes was stored by a plugin that died before
+//     replying (docker never learned its id).
 //
 // Both are judged over time: a Tracker remembers when each candidate was
 // first seen and reports it only once it has stayed a candidate for the
@@ -49,6 +53,7 @@ type State struct {
 type Found struct {
 	Unjoined  []store.Endpoint
 	Addresses []Address
+	Pools     []string // pool ids
 }
 
 // Tracker remembers candidates across passes. The zero value is ready.
@@ -61,10 +66,13 @@ type Tracker struct {
 // forgotten, so one that comes back starts its wait again.
 func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, error) {
 	seen := map[string]time.Time{}
-	old := func(key string) bool {
+	old := func(key string, since time.Time) bool {
 		first, ok := t.since[key]
 		if !ok {
 			first = now
+		}
+		if !since.IsZero() && since.Before(first) {
+			first = since // a stored time survives plugin restarts
 		}
 		seen[key] = first
 		return now.Sub(first) >= grace
@@ -77,10 +85,29 @@ func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, err
 				held[p.Addr()] = true
 			}
 		}
-		if !ep.Joined && old("ep/"+ep.ID) {
+		if !ep.Joined && old("ep/"+ep.ID, ep.Created) {
 			out.Unjoined = append(out.Unjoined, ep)
 		}
 	}
+	onNetwork := map[netip.Prefix]bool{}
+	for _, n := range st.Networks {
+		for _, s := range n.Subnets() {
+			onNetwork[s.Pool.Masked()] = true
+		}
+	}
+	for _, p := range st.Pools {
+		if onNetwork[p.Prefix.Masked()] {
+			continue
+		}
+		taken, err := st.Taken(p.ID)
+		if err != nil {
+			return Found{}, err
+		}
+		if len(taken) == 0 && old("pool/"+p.ID, time.Time{}) {
+			out.Pools = append(out.Pools, p.ID)
+		}
+	}
+	sort.Strings(out.Pools)
 	for _, p := range localNetworkPools(st.Networks, st.Pools) {
 		taken, err := st.Taken(p.ID)
 		if err != nil {
@@ -90,7 +117,7 @@ func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, err
 			if kind != store.KindEndpoint && kind != store.KindStatic || held[a] {
 				continue
 			}
-			if old("addr/" + p.ID + "/" + a.String()) {
+			if old("addr/"+p.ID+"/"+a.String(), time.Time{}) {
 				out.Addresses = append(out.Addresses, Address{PoolID: p.ID, Addr: a})
 			}
 		}

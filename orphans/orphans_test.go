@@ -23,6 +23,7 @@ func state() State {
 			ip("10.1.0.9"): store.KindEndpoint, ip("10.1.0.200"): store.KindAux},
 		"p2": {ip("10.2.0.9"): store.KindEndpoint},
 		"p3": {ip("10.3.0.9"): store.KindEndpoint},
+		"p4": {}, // stored, never used: a RequestPool whose reply a crash cut off
 	}
 	return State{
 		Networks: []store.Network{local, cross},
@@ -31,7 +32,7 @@ func state() State {
 			{ID: "unjoined", NetworkID: "n1", IPv4: pfx("10.1.0.3/24")},
 		},
 		Pools: []store.Pool{{ID: "p1", Prefix: pfx("10.1.0.0/24")}, {ID: "p2", Prefix: pfx("10.2.0.0/24")},
-			{ID: "p3", Prefix: pfx("10.3.0.0/24")}},
+			{ID: "p3", Prefix: pfx("10.3.0.0/24")}, {ID: "p4", Prefix: pfx("10.4.0.0/24")}},
 		Taken: func(id string) (map[netip.Addr]store.AddressKind, error) { return taken[id], nil },
 	}
 }
@@ -41,7 +42,7 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	for _, dt := range []time.Duration{0, time.Minute, DefaultGrace - time.Second} {
 		got, err := tr.Pass(state(), t0.Add(dt), DefaultGrace)
-		if err != nil || len(got.Unjoined) != 0 || len(got.Addresses) != 0 {
+		if err != nil || len(got.Unjoined) != 0 || len(got.Addresses) != 0 || len(got.Pools) != 0 {
 			t.Fatalf("at +%v: %+v %v, want nothing before the grace", dt, got, err)
 		}
 	}
@@ -56,6 +57,11 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 	// aux reservation, held addresses, nor other pools.
 	if len(got.Addresses) != 1 || got.Addresses[0] != (Address{PoolID: "p1", Addr: ip("10.1.0.9")}) {
 		t.Errorf("addresses = %+v, want only p1 10.1.0.9", got.Addresses)
+	}
+	// Only the empty pool no network uses (p3 has an address: some other
+	// driver's network holds it).
+	if len(got.Pools) != 1 || got.Pools[0] != "p4" {
+		t.Errorf("pools = %v, want only p4", got.Pools)
 	}
 }
 
@@ -76,5 +82,24 @@ func TestCandidateThatRecoversStartsOver(t *testing.T) {
 	got, _ = tr.Pass(state(), t0.Add(2*DefaultGrace+time.Second), DefaultGrace)
 	if len(got.Unjoined) != 1 || len(got.Addresses) != 1 {
 		t.Errorf("after a full grace as candidates again: %+v, want both", got)
+	}
+}
+
+// An endpoint's stored creation time counts: a plugin restarting more often
+// than the grace (a new Tracker each time) still collects it.
+func TestStoredCreationTimeSurvivesRestarts(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	st := state()
+	st.Endpoints[1].Created = t0
+	var fresh Tracker
+	got, err := fresh.Pass(st, t0.Add(DefaultGrace), DefaultGrace)
+	if err != nil || len(got.Unjoined) != 1 || got.Unjoined[0].ID != "unjoined" {
+		t.Fatalf("first pass of a new tracker, endpoint created a grace ago: %+v %v", got.Unjoined, err)
+	}
+	// Created just now: not before the grace, whatever the tracker.
+	st.Endpoints[1].Created = t0.Add(DefaultGrace)
+	var again Tracker
+	if got, _ := again.Pass(st, t0.Add(DefaultGrace), DefaultGrace); len(got.Unjoined) != 0 {
+		t.Errorf("a new endpoint was collected at once: %+v", got.Unjoined)
 	}
 }

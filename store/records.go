@@ -4,7 +4,10 @@
 // per call, so every write is on disk before the caller relies on it.
 package store
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // Subnet is one IPAM block of a network as docker handed it over.
 type Subnet struct {
@@ -12,6 +15,9 @@ type Subnet struct {
 	Gateway netip.Prefix `json:"gateway,omitzero"` // gateway address with the pool's prefix length
 	// Aux holds --aux-address values (name -> address); they are reserved, never assigned.
 	Aux map[string]netip.Addr `json:"aux,omitempty"`
+	// AddressSpace is the IPAM address space docker named (vxbridge's own
+	// spaces when its IPAM serves the network); empty in older records.
+	AddressSpace string `json:"address_space,omitempty"`
 }
 
 // Network is a vxbridge network: one Linux bridge and its policy.
@@ -56,6 +62,10 @@ type Endpoint struct {
 	Sandbox   string       `json:"sandbox,omitempty"`
 	// Ports are the endpoint's published ports (ProgramExternalConnectivity).
 	Ports []PortMapping `json:"ports,omitempty"`
+	// Created is when CreateEndpoint made it (zero in older records): an
+	// endpoint left unjoined for long was given up by docker (package
+	// orphans), however often the plugin restarted meanwhile.
+	Created time.Time `json:"created,omitzero"`
 }
 
 // Pool is an IPAM pool handed out to docker by RequestPool.
