@@ -164,6 +164,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 // checkConflicts refuses a network whose bridge name or subnets another
 // vxbridge network already uses.
 func (d *Driver) checkConflicts(n *store.Network) error {
+	if err := d.dropGhosts(n); err != nil {
+		return err
+	}
 	nets, err := d.store.Networks()
 	if err != nil {
 		return err
@@ -186,6 +189,63 @@ func (d *Driver) checkConflicts(n *store.Network) error {
 			n.Bridge, info.Kind, OptBridgeName)
 	}
 	return nil
+}
+
+// dockerSpaces are the address spaces of docker's built-in IPAM, which
+// refuses a pool overlapping one it holds in the same space.
+var dockerSpaces = map[string]bool{"LocalDefault": true, "GlobalDefault": true}
+
+// dropGhosts deletes the stored networks docker no longer has, as n shows:
+// n's subnet comes from docker's own IPAM, which refuses a pool overlapping
+// one it holds, so an endpoint-less network whose overlapping subnet came
+// from the same space of docker's IPAM is one docker released. That is what
+// a crash between storing a CreateNetwork and replying leaves (docker's
+// retry fails, docker releases its pool and never sends DeleteNetwork; with
+// vxbridge's IPAM, DropNetworkOnPool catches it at once). d.mu held.
+func (d *Driver) dropGhosts(n *store.Network) error {
+	nets, err := d.store.Networks()
+	if err != nil {
+		return err
+	}
+	var used map[string]bool
+	for i := range nets {
+		other := &nets[i]
+		if !sameDockerSpaceOverlap(n, other) {
+			continue
+		}
+		if used == nil {
+			eps, err := d.store.Endpoints()
+			if err != nil {
+				return err
+			}
+			used = map[string]bool{}
+			for _, ep := range eps {
+				used[ep.NetworkID] = true
+			}
+		}
+		if used[other.ID] {
+			continue
+		}
+		if err := d.deleteNetwork(other); err != nil {
+			return err
+		}
+		d.log.Warn("network deleted: docker's IPAM gave its subnet to a new network, so docker no longer has it (a create whose reply a crash cut off)",
+			"network", other.ID, "new_network", n.ID)
+	}
+	return nil
+}
+
+// sameDockerSpaceOverlap: a subnet of n and one of other overlap and both
+// came from the same address space of docker's built-in IPAM.
+func sameDockerSpaceOverlap(n, other *store.Network) bool {
+	for _, a := range n.Subnets() {
+		for _, b := range other.Subnets() {
+			if dockerSpaces[a.AddressSpace] && a.AddressSpace == b.AddressSpace && a.Pool.Overlaps(b.Pool) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ensureNetwork makes the kernel match the network record. Idempotent.

@@ -144,3 +144,50 @@ func mustNet(t *testing.T, h *harness, id string) *store.Network {
 	}
 	return n
 }
+
+// A network docker created with its own IPAM on a subnet overlapping an
+// endpoint-less stored network from the same space shows the stored one is
+// a ghost (docker's IPAM refuses overlaps): it is deleted, the new one made.
+// From vxbridge's IPAM spaces, or with endpoints, the overlap is refused.
+func TestGhostNetworkReplacedOnDockerIPAMOverlap(t *testing.T) {
+	h := newHarness(t)
+	req := func(id, space string) *network.CreateNetworkRequest {
+		r := createReq(id, "10.20.0.0/24", "10.20.0.1/24", nil)
+		r.IPv4Data[0].AddressSpace = space
+		return r
+	}
+	mustCreate(t, h, req(netA, "LocalDefault"))
+	ghostBridge := mustNet(t, h, netA).Bridge
+	mustCreate(t, h, req(netB, "LocalDefault"))
+	if n, _ := h.st.Network(netA); n != nil || h.links.Names()[ghostBridge] {
+		t.Fatalf("ghost network kept: record %v, bridge %t", n != nil, h.links.Names()[ghostBridge])
+	}
+	// With an endpoint it is live: refused.
+	createEndpointOn(t, h, netB, epID(51), "10.20.0.51/24")
+	const netC = "cccccccccccc3333333333333333333333333333333333333333333333333333"
+	if err := h.d.CreateNetwork(req(netC, "LocalDefault")); err == nil {
+		t.Error("a network with an endpoint was replaced")
+	}
+	// vxbridge's own IPAM may hand one pool to two networks: never a ghost sign.
+	const netD = "dddddddddddd4444444444444444444444444444444444444444444444444444"
+	const netE = "eeeeeeeeeeee5555555555555555555555555555555555555555555555555555"
+	r := req(netD, "vxbridge-local")
+	r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
+	mustCreate(t, h, r)
+	r = req(netE, "vxbridge-local")
+	r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
+	if err := h.d.CreateNetwork(r); err == nil {
+		t.Error("overlap in vxbridge's IPAM space was not refused")
+	}
+	if n, _ := h.st.Network(netD); n == nil {
+		t.Error("network of vxbridge's IPAM deleted as a ghost")
+	}
+}
+
+func createEndpointOn(t *testing.T, h *harness, netID, id, addr string) {
+	t.Helper()
+	if _, err := h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netID, EndpointID: id,
+		Interface: &network.EndpointInterface{Address: addr}}); err != nil {
+		t.Fatal(err)
+	}
+}
