@@ -138,7 +138,10 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	collectForgotten(drv, db, ip, log) // before Reconcile, which would keep them
+	forgotten, err := drv.ForgottenCandidates() // before serving: later Joins are never candidates
+	if err != nil {
+		log.Error("listing endpoints docker may have forgotten", "err", err)
+	}
 	rep, err := drv.Reconcile()
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)
@@ -152,6 +155,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	defer stop()
 	go drv.RunReconciler(ctx, cfg.reconcileInterval)
 	go collectOrphans(ctx, drv, db, ip, log, cfg.orphanGrace)
+	go collectForgotten(ctx, drv, db, ip, log, forgotten)
 	xh.run(ctx, drv)
 	go func() {
 		if err := links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	helpers "github.com/docker/go-plugins-helpers/ipam"
 
@@ -11,13 +13,28 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// collectForgotten deletes the endpoints docker forgot while the plugin was
-// down (driver.CollectForgotten) and frees their addresses in vxbridge's
-// IPAM, whose ReleaseAddress docker also could not deliver. Errors are
-// logged: start-up goes on, the records stay and `vxbridge status` shows
-// them.
-func collectForgotten(drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *slog.Logger) {
-	gone, err := drv.CollectForgotten()
+// forgottenLook is how long after start-up the endpoints docker may have
+// forgotten are looked at again (driver.ForgottenCandidates): long enough
+// for docker to move an interface it was given just before a crash into its
+// container, and to deliver the Leave and DeleteEndpoint it kept retrying
+// while the plugin was down.
+const forgottenLook = 5 * time.Second
+
+// collectForgotten deletes, forgottenLook after start-up, the candidates
+// found then (cands) that docker did forget (driver.CollectForgotten), and
+// frees their addresses in vxbridge's IPAM, whose ReleaseAddress docker also
+// could not deliver. Errors are logged: the records stay and `vxbridge
+// status` shows them.
+func collectForgotten(ctx context.Context, drv *driver.Driver, db *store.DB, ip *ipam.Driver, log *slog.Logger, cands []string) {
+	if len(cands) == 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(forgottenLook):
+	}
+	gone, err := drv.CollectForgotten(cands)
 	if err != nil {
 		log.Error("collecting endpoints docker forgot", "err", err)
 	}

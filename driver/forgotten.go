@@ -7,44 +7,76 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// CollectForgotten deletes the endpoints docker forgot while the plugin was
-// down, and returns them so the caller can free their IPAM addresses. Call
-// it once at start-up, before Reconcile (which would otherwise keep them).
+// ForgottenCandidates lists the endpoints docker may have forgotten while
+// the plugin was down; CollectForgotten, called a few seconds later, deletes
+// those still forgotten. Call it at start-up, before serving: an endpoint
+// joined after that is never a candidate.
 //
 // Docker never replays or retries Leave/DeleteEndpoint for a container it
 // removed while the plugin was unreachable: it gives the container end of
 // the veth back to this namespace (moby's osl moves a sandbox's interfaces
 // back under their original name before deleting the sandbox) and moves on.
 // So a joined endpoint whose container end (PeerVeth) is in this namespace
-// is no longer in any sandbox: nothing will ever ask for it again. A running
-// container's end is inside its sandbox, never here; the one exception is
-// the instant between a Join reply and docker moving the interface, which a
-// plugin restart cannot fall into unless it crashed exactly then, and then
-// docker fails that container start anyway.
+// is no longer in any sandbox. Two moments look the same but are not
+// forgotten, hence the second look: the instant between a Join reply and
+// docker moving the interface into the container (a crash just after the
+// reply), and the instant between docker moving it back and its Leave (which
+// docker delivers once the plugin answers again, and then releases the
+// address itself).
 //
-// An endpoint created but never joined (docker forgot it between
-// CreateEndpoint and Join) has its peer here too, by design, and is kept:
-// nothing tells it apart from one whose Join is about to come.
-func (d *Driver) CollectForgotten() ([]store.Endpoint, error) {
+// An endpoint created but never joined has its peer here too, by design;
+// the orphan collection (package orphans) handles it.
+func (d *Driver) ForgottenCandidates() ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	eps, err := d.store.Endpoints()
 	if err != nil {
 		return nil, err
 	}
+	var out []string
+	for i := range eps {
+		if here, err := d.forgotten(&eps[i]); err != nil {
+			return nil, err
+		} else if here {
+			out = append(out, eps[i].ID)
+		}
+	}
+	return out, nil
+}
+
+// forgotten: a joined endpoint whose container end is in this namespace.
+func (d *Driver) forgotten(ep *store.Endpoint) (bool, error) {
+	if !forgottenCandidate(ep) {
+		return false, nil
+	}
+	_, here, err := d.links.Link(ep.PeerVeth)
+	if err != nil {
+		return false, fmt.Errorf("look up %s of endpoint %s: %w", ep.PeerVeth, short(ep.ID), err)
+	}
+	return here, nil
+}
+
+// CollectForgotten deletes the endpoints of ids (from ForgottenCandidates)
+// that are still forgotten, and returns them so the caller can free their
+// IPAM addresses.
+func (d *Driver) CollectForgotten(ids []string) ([]store.Endpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var out []store.Endpoint
 	var errs []error
-	for i := range eps {
-		ep := &eps[i]
-		if !forgottenCandidate(ep) {
-			continue
-		}
-		_, here, err := d.links.Link(ep.PeerVeth)
+	for _, id := range ids {
+		ep, err := d.store.Endpoint(id)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("look up %s of endpoint %s: %w", ep.PeerVeth, short(ep.ID), err))
+			errs = append(errs, err)
 			continue
 		}
-		if !here {
+		if ep == nil {
+			continue // docker's own Leave and DeleteEndpoint came meanwhile
+		}
+		if here, err := d.forgotten(ep); err != nil || !here {
+			if err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		if err := d.deleteEndpoint(ep); err != nil {

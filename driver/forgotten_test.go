@@ -32,7 +32,11 @@ func TestCollectForgotten(t *testing.T) {
 		h.links.Links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
 	}
 
-	got, err := h.d.CollectForgotten()
+	cands, err := h.d.ForgottenCandidates()
+	if err != nil || len(cands) != 1 || cands[0] != gone {
+		t.Fatalf("ForgottenCandidates = %v, %v; want only %s", cands, err, gone[:12])
+	}
+	got, err := h.d.CollectForgotten(cands)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +57,39 @@ func TestCollectForgotten(t *testing.T) {
 		}
 	}
 	// Idempotent: a second run finds nothing.
-	if got, err := h.d.CollectForgotten(); err != nil || len(got) != 0 {
+	if got, err := h.d.CollectForgotten(cands); err != nil || len(got) != 0 {
 		t.Errorf("second CollectForgotten = %+v, %v", got, err)
+	}
+}
+
+// A candidate whose container end docker moves into its sandbox before the
+// second look (a crash right after the Join reply) is kept, and so is one
+// docker deleted itself meanwhile.
+func TestCollectForgottenLooksTwice(t *testing.T) {
+	h := newHarness(t)
+	mustCreate(t, h, createReq(netA, "10.10.0.0/24", "10.10.0.1/24", nil))
+	moved, deleted := epID(61), epID(62)
+	for _, id := range []string{moved, deleted} {
+		createEndpoint(t, h, id, "", "")
+		if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: id, SandboxKey: "/x"}); err != nil {
+			t.Fatal(err)
+		}
+		h.links.Links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
+	}
+	cands, err := h.d.ForgottenCandidates()
+	if err != nil || len(cands) != 2 {
+		t.Fatalf("candidates %v, %v; want both", cands, err)
+	}
+	delete(h.links.Links, "vxc"+moved[:12]) // docker moved it into the sandbox
+	if err := h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: deleted}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.d.CollectForgotten(cands)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("CollectForgotten = %+v, %v; want nothing", got, err)
+	}
+	if ep, _ := h.st.Endpoint(moved); ep == nil {
+		t.Error("an endpoint docker moved into its sandbox was collected")
 	}
 }
 
