@@ -16,9 +16,12 @@ import (
 // forgottenLook is how long after start-up the endpoints docker may have
 // forgotten are looked at again (driver.ForgottenCandidates): long enough
 // for docker to move an interface it was given just before a crash into its
-// container, and to deliver the Leave and DeleteEndpoint it kept retrying
-// while the plugin was down.
-const forgottenLook = 5 * time.Second
+// container, and to deliver the Leave, DeleteEndpoint and ReleaseAddress it
+// kept retrying while the plugin was down (its plugin client backs off 1, 2,
+// 4, 8 then 16 s between tries, for 30 s): collecting before a retried
+// ReleaseAddress arrives could free an address another container got
+// meanwhile.
+const forgottenLook = 20 * time.Second
 
 // collectForgotten deletes, forgottenLook after start-up, the candidates
 // found then (cands) that docker did forget (driver.CollectForgotten), and
