@@ -64,6 +64,7 @@ type Driver struct {
 	mu     sync.RWMutex
 	eps    keylock.Map
 	portMu sync.Mutex // publishing: the cross-endpoint port check and nextPort
+	addrs  addrIndex  // endpoint addresses -> records holding them
 	macGen func() (string, error)
 	kick   chan struct{} // BridgeAppeared -> RunReconciler
 	fwKick chan struct{} // FirewallChanged -> RunReconciler

@@ -150,6 +150,7 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
+	d.addrs.add(ep)
 	d.publishEndpoint(n, ep)
 	d.crash(CrashEndpointSaved)
 	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", ep.ID, "veth", ep.HostVeth,
@@ -202,6 +203,7 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	if err := d.store.DeleteEndpoint(ep.ID); err != nil {
 		return err
 	}
+	d.addrs.remove(ep)
 	d.crash(CrashEndpointDeleted)
 	d.withdrawEndpoint(ep)
 	d.unpublishKernel(ep, ep.Ports) // docker revokes first; this is for when it did not

@@ -126,13 +126,13 @@ func (d *Driver) DeleteUnjoined(id string) (bool, error) {
 // and never sends DeleteEndpoint for an endpoint it never saw created. Call
 // it before the address is freed, so no new endpoint can hold it yet.
 func (d *Driver) DropUnjoined(pool netip.Prefix, addr netip.Addr) {
-	eps, err := d.store.Endpoints()
-	if err != nil {
-		d.log.Error("look for endpoints claiming a released address", "address", addr, "err", err)
-		return
-	}
-	for _, ep := range eps {
-		if ep.Joined || (ep.IPv4.Addr() != addr && ep.IPv6.Addr() != addr) {
+	for _, id := range d.addrs.holders(addr) {
+		ep, err := d.store.Endpoint(id)
+		if err != nil {
+			d.log.Error("look at an endpoint claiming a released address", "endpoint", id, "address", addr, "err", err)
+			continue
+		}
+		if ep == nil || ep.Joined {
 			continue
 		}
 		n, err := d.store.Network(ep.NetworkID)

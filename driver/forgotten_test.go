@@ -137,6 +137,11 @@ func TestDropUnjoined(t *testing.T) {
 			t.Fatalf("endpoint %s dropped too early", id[:12])
 		}
 	}
+	// After a restart the driver finds the claim from the records.
+	h.d = New(Config{Store: h.st, Links: h.links, Firewall: h.fw})
+	if _, err := h.d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
 	h.d.DropUnjoined(pool, netip.MustParseAddr("10.10.0.31"))
 	if ep, _ := h.st.Endpoint(ghost); ep != nil {
 		t.Error("unjoined endpoint kept after docker released its address")

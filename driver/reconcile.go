@@ -70,6 +70,7 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 		}
 	}
 	rep.Endpoints = len(live)
+	d.addrs.reset(keptEndpoints(eps, rep.DroppedEndpoints))
 	for id := range byID {
 		live[netAlias(id)] = true
 		live[vxlanAlias(id)] = true
@@ -228,6 +229,21 @@ func deltas(at []time.Duration) []time.Duration {
 	var prev time.Duration
 	for i, d := range at {
 		out[i], prev = d-prev, d
+	}
+	return out
+}
+
+// keptEndpoints is eps without the records Reconcile dropped.
+func keptEndpoints(eps []store.Endpoint, dropped []string) []store.Endpoint {
+	gone := map[string]bool{}
+	for _, id := range dropped {
+		gone[id] = true
+	}
+	var out []store.Endpoint
+	for _, ep := range eps {
+		if !gone[ep.ID] {
+			out = append(out, ep)
+		}
 	}
 	return out
 }
