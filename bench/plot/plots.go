@@ -74,14 +74,7 @@ func apiPlot(a *result.API) (*plot.Plot, error) {
 			names = append(names, "raw kernel (netlink)\n1 client")
 		}
 	}
-	bars, err := plotter.NewBarChart(vals, vg.Points(40))
-	if err != nil {
-		return nil, err
-	}
-	p.Add(bars)
-	p.NominalX(names...)
-	padNominal(p, len(names))
-	return p, nil
+	return bars(p, names, vals)
 }
 
 // padNominal leaves half a slot of room left and right of the outer bars
@@ -140,14 +133,7 @@ func dockerRunPlot(d *result.DockerRun) (*plot.Plot, error) {
 		vals = append(vals, n.Latency.P50Ms)
 		names = append(names, fmt.Sprintf("%s (%.2fx)", n.Network, n.Ratio))
 	}
-	bars, err := plotter.NewBarChart(vals, vg.Points(40))
-	if err != nil {
-		return nil, err
-	}
-	p.Add(bars)
-	p.NominalX(names...)
-	padNominal(p, len(names))
-	return p, nil
+	return bars(p, names, vals)
 }
 
 func lastProbe(s *result.Scaling) float64 {
@@ -169,14 +155,7 @@ func crossHostPlot(c *result.CrossHost) (*plot.Plot, error) {
 		vals = append(vals, x.Gbps)
 		names = append(names, fmt.Sprintf("%s\n%.3fx", wrapWords(x.Name), x.GbpsRatio))
 	}
-	bars, err := plotter.NewBarChart(vals, vg.Points(40))
-	if err != nil {
-		return nil, err
-	}
-	p.Add(bars)
-	p.NominalX(names...)
-	padNominal(p, len(names))
-	return p, nil
+	return bars(p, names, vals)
 }
 
 // crossHostRTTPlot: ping round trip p50 and p99 per path.
@@ -212,6 +191,18 @@ func convergencePlot(c *result.Convergence) (*plot.Plot, error) {
 	}
 	return groupedBars(p, names, []string{"B's FDB programmed", "answers on A", "answers B", "docker run returned"},
 		prog, local, remote, ret)
+}
+
+// bars puts one bar per name.
+func bars(p *plot.Plot, names []string, vals plotter.Values) (*plot.Plot, error) {
+	b, err := plotter.NewBarChart(vals, vg.Points(40))
+	if err != nil {
+		return nil, err
+	}
+	p.Add(b)
+	p.NominalX(names...)
+	padNominal(p, len(names))
+	return p, nil
 }
 
 // groupedBars puts one bar per series side by side in each group.
