@@ -149,6 +149,18 @@ func TestPublishAndWatch(t *testing.T) {
 	w.until(t, 5*time.Second, "ha/e1 withdrawn", func(v View) bool { return remoteIDs(v, "hb", 42) == "" })
 }
 
+// peerSeen starts hosts ha and hb on srv, publishes ha's endpoint e1 and
+// waits until hb's watch sees it.
+func peerSeen(t *testing.T, srv *etcdtest.Server) (a, b *testHost, w *watcher) {
+	t.Helper()
+	a = startHost(t, srv, "ha", "192.0.2.1")
+	b = startHost(t, srv, "hb", "192.0.2.2")
+	w = watch(t, b.c)
+	a.c.Publish(ep("e1", 42, "10.1.0.2"))
+	w.until(t, 5*time.Second, "ha/e1", func(v View) bool { return remoteIDs(v, "hb", 42) == "ha/e1" })
+	return a, b, w
+}
+
 // TestHostExpiry: a host that dies (no revoke) is dropped with its
 // endpoints once its lease runs out.
 func TestHostExpiry(t *testing.T) {
@@ -156,11 +168,7 @@ func TestHostExpiry(t *testing.T) {
 		t.Skip("waits out TTLs or an outage; skipped with -short")
 	}
 	srv := etcdtest.Start(t)
-	a := startHost(t, srv, "ha", "192.0.2.1")
-	b := startHost(t, srv, "hb", "192.0.2.2")
-	w := watch(t, b.c)
-	a.c.Publish(ep("e1", 42, "10.1.0.2"))
-	w.until(t, 5*time.Second, "ha/e1", func(v View) bool { return remoteIDs(v, "hb", 42) == "ha/e1" })
+	a, _, w := peerSeen(t, srv)
 	a.stop()
 	took := w.until(t, testTTL+3*time.Second, "ha gone", func(v View) bool {
 		_, host := v.Hosts["ha"]
@@ -211,11 +219,7 @@ func TestEtcdOutage(t *testing.T) {
 		t.Skip("waits out TTLs or an outage; skipped with -short")
 	}
 	srv := etcdtest.Start(t)
-	a := startHost(t, srv, "ha", "192.0.2.1")
-	b := startHost(t, srv, "hb", "192.0.2.2")
-	w := watch(t, b.c)
-	a.c.Publish(ep("e1", 42, "10.1.0.2"))
-	w.until(t, 5*time.Second, "ha/e1", func(v View) bool { return remoteIDs(v, "hb", 42) == "ha/e1" })
+	a, _, w := peerSeen(t, srv)
 
 	waitSynced(t, a.c, 5*time.Second)
 	if ok, why := a.c.Connected(); !ok {

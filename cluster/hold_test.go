@@ -122,11 +122,7 @@ func TestSettled(t *testing.T) {
 // host has renewed for a TTL again, then goes.
 func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 	srv := etcdtest.Start(t)
-	a := startHost(t, srv, "ha", "192.0.2.1")
-	b := startHost(t, srv, "hb", "192.0.2.2")
-	w := watch(t, b.c)
-	a.c.Publish(ep("e1", 42, "10.1.0.2"))
-	w.until(t, 5*time.Second, "ha/e1", func(v View) bool { return remoteIDs(v, "hb", 42) == "ha/e1" })
+	a, b, w := peerSeen(t, srv)
 	waitSynced(t, a.c, 5*time.Second)
 
 	b.c.mu.Lock()
