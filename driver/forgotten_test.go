@@ -71,9 +71,7 @@ func TestCollectForgottenLooksTwice(t *testing.T) {
 	moved, deleted := epID(61), epID(62)
 	for _, id := range []string{moved, deleted} {
 		createEndpoint(t, h, id, "", "")
-		if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: id, SandboxKey: "/x"}); err != nil {
-			t.Fatal(err)
-		}
+		joinEndpoint(t, h, id)
 		h.links.Links["vxc"+id[:12]] = bridge.LinkInfo{Name: "vxc" + id[:12], Kind: "veth"}
 	}
 	cands, err := h.d.ForgottenCandidates()
@@ -99,9 +97,7 @@ func TestDeleteUnjoined(t *testing.T) {
 	unjoined, joined := epID(21), epID(22)
 	createEndpoint(t, h, unjoined, "10.10.0.21/24", "")
 	createEndpoint(t, h, joined, "10.10.0.22/24", "")
-	if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: joined, SandboxKey: "/x"}); err != nil {
-		t.Fatal(err)
-	}
+	joinEndpoint(t, h, joined)
 	for id, want := range map[string]bool{unjoined: true, joined: false, epID(23): false} {
 		got, err := h.d.DeleteUnjoined(id)
 		if err != nil || got != want {
@@ -126,9 +122,7 @@ func TestDropUnjoined(t *testing.T) {
 	ghost, joined := epID(31), epID(32)
 	createEndpoint(t, h, ghost, "10.10.0.31/24", "")
 	createEndpoint(t, h, joined, "10.10.0.32/24", "")
-	if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: joined, SandboxKey: "/x"}); err != nil {
-		t.Fatal(err)
-	}
+	joinEndpoint(t, h, joined)
 	pool := netip.MustParsePrefix("10.10.0.0/24")
 	h.d.DropUnjoined(netip.MustParsePrefix("10.99.0.0/24"), netip.MustParseAddr("10.10.0.31")) // another pool
 	h.d.DropUnjoined(pool, netip.MustParseAddr("10.10.0.32"))
@@ -228,6 +222,14 @@ func createEndpointOn(t *testing.T, h *harness, netID, id, addr string) {
 	t.Helper()
 	if _, err := h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netID, EndpointID: id,
 		Interface: &network.EndpointInterface{Address: addr}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// joinEndpoint joins endpoint id of netA to a sandbox.
+func joinEndpoint(t *testing.T, h *harness, id string) {
+	t.Helper()
+	if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: id, SandboxKey: "/x"}); err != nil {
 		t.Fatal(err)
 	}
 }
