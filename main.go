@@ -123,7 +123,11 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	mx := metrics.New(version)
-	links := bridge.New(nil)
+	links, err := bridge.NewHere()
+	if err != nil {
+		return err
+	}
+	defer links.Close()
 	xh, err := startCrossHost(&cfg.crossHost, cfg.stateDir, db, log)
 	if err != nil {
 		return err

@@ -22,12 +22,18 @@ type APIOptions struct {
 
 // samples gathers one configuration's measurements over all rounds.
 type samples struct {
-	mu        sync.Mutex
-	lifecycle []time.Duration
-	calls     map[string][]time.Duration
-	perSecond []float64
-	errors    int
-	cpu       time.Duration // the plugin's user+system CPU time
+	mu         sync.Mutex
+	lifecycle  []time.Duration
+	calls      map[string][]time.Duration
+	perSecond  []float64
+	errors     int
+	cpu        time.Duration // the plugin's user+system CPU time
+	machineCPU time.Duration // the whole machine's busy CPU time (machineBusy)
+}
+
+// msPer is d in milliseconds per sample, for the CPU columns.
+func (s *samples) msPer(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond) / float64(max(len(s.lifecycle), 1))
 }
 
 func (s *samples) record(call string, d time.Duration) {
@@ -40,7 +46,8 @@ func (s *samples) record(call string, d time.Duration) {
 // plugin in a fresh namespace, rounds interleaving every client count with
 // the anchors: the bare HTTP round trip (Plugin.Activate) and the raw
 // kernel work of an endpoint (veth pair on a bridge, up, delete) done
-// directly over netlink in the same namespace.
+// directly over netlink in the same namespace, one by one and from
+// kernelParallel goroutines, and the kernel floor (floor.go).
 func BenchAPI(t testing.TB, bin string, o APIOptions) *result.API {
 	p := newPlugin(t, bin)
 	p.start(t)
@@ -59,16 +66,22 @@ func BenchAPI(t testing.TB, bin string, o APIOptions) *result.API {
 	httpFloor := &samples{calls: map[string][]time.Duration{}}
 	kernFloor := &samples{calls: map[string][]time.Duration{}}
 	kernPar := &samples{calls: map[string][]time.Duration{}}
+	floor := &samples{calls: map[string][]time.Duration{}}
+	reap := newReaper(t, p.ns.Path())
 	for r := 0; r < o.Rounds; r++ {
 		timeSerial(httpFloor, o.PerRound, func() error {
 			return c.call("Plugin.Activate", struct{}{}, nil)
 		})
 		timeSerial(kernFloor, o.PerRound, func() error { return kern.endpoint(kernFloor.record) })
 		timeParallel(kernPar, kerns, o.PerRound)
+		if err := timeFloor(floor, kerns, reap, o.PerRound); err != nil {
+			t.Fatalf("kernel floor: %v", err)
+		}
 		for _, k := range o.Clients {
-			cpu0 := p.cpuTime(t)
+			cpu0, busy0 := p.cpuTime(t), machineBusy()
 			runLifecycles(p.socket, n, k, o.PerRound, runs[k])
 			runs[k].cpu += p.cpuTime(t) - cpu0
+			runs[k].machineCPU += machineBusy() - busy0
 		}
 		t.Logf("api round %d/%d done", r+1, o.Rounds)
 	}
@@ -77,7 +90,7 @@ func BenchAPI(t testing.TB, bin string, o APIOptions) *result.API {
 		s := runs[k]
 		run := result.APIRun{Clients: k, PerSecond: result.Median(s.perSecond), PerSecondRounds: s.perSecond,
 			Lifecycle: result.Summarise(s.lifecycle), Errors: s.errors,
-			PluginCPUMsPerLifecycle: float64(s.cpu) / float64(time.Millisecond) / float64(max(len(s.lifecycle), 1))}
+			PluginCPUMsPerLifecycle: s.msPer(s.cpu), MachineCPUMsPerLifecycle: s.msPer(s.machineCPU)}
 		run.Calls = summariseAll(s.calls)
 		out.Runs = append(out.Runs, run)
 	}
@@ -91,6 +104,11 @@ func BenchAPI(t testing.TB, bin string, o APIOptions) *result.API {
 			What:      fmt.Sprintf("the same raw netlink work from %d goroutines, one netlink socket each", kernelParallel),
 			PerSecond: result.Median(kernPar.perSecond), Latency: result.Summarise(kernPar.lifecycle),
 			Steps: summariseAll(kernPar.calls)},
+		{Name: KernelFloor,
+			What: fmt.Sprintf("vxbridge's kernel work alone, from %d goroutines: veth pair created up on a bridge, "+
+				"moved to an interface group, the group deleted in batches in the background", kernelParallel),
+			PerSecond: result.Median(floor.perSecond), Latency: result.Summarise(floor.lifecycle),
+			Steps: summariseAll(floor.calls), MachineCPUMsPerLifecycle: floor.msPer(floor.machineCPU)},
 	}
 	return out
 }
@@ -153,6 +171,9 @@ func timeBatch(s *samples, ops []func() error, total int) {
 // kernelParallel is how many goroutines the parallel kernel anchor uses: it
 // shows whether the kernel itself would let concurrent clients go faster.
 const kernelParallel = 8
+
+// KernelFloor names the kernel floor anchor in the results.
+var KernelFloor = fmt.Sprintf("kernel floor x%d", kernelParallel)
 
 // timeParallel runs total kernel endpoints spread over the anchors, each in
 // its own goroutine, recording each and the rate of the batch.

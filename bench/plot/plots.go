@@ -69,9 +69,13 @@ func apiPlot(a *result.API) (*plot.Plot, error) {
 		names = append(names, fmt.Sprintf("vxbridge\n%d client(s)", r.Clients))
 	}
 	for _, an := range a.Anchors {
-		if an.Name == "kernel" {
+		switch {
+		case an.Name == "kernel":
 			vals = append(vals, an.PerSecond)
 			names = append(names, "raw kernel (netlink)\n1 client")
+		case strings.HasPrefix(an.Name, "kernel floor"):
+			vals = append(vals, an.PerSecond)
+			names = append(names, "kernel floor\n(batched deletes, x8)")
 		}
 	}
 	return bars(p, names, vals)

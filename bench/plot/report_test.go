@@ -21,7 +21,9 @@ func TestRunWritesPageAndPlots(t *testing.T) {
 			{Clients: 1, PerSecond: 600, PerSecondRounds: []float64{600}, Lifecycle: ms(2),
 				Calls: map[string]result.Dist{"NetworkDriver.Join": ms(1)}},
 			{Clients: 8, PerSecond: 30, PerSecondRounds: []float64{30}, Lifecycle: ms(200)}},
-			Anchors: []result.APIAnchor{{Name: "kernel", PerSecond: 50, Latency: ms(20)}}},
+			Anchors: []result.APIAnchor{{Name: "kernel", PerSecond: 50, Latency: ms(20)},
+				{Name: "kernel floor x8", PerSecond: 300, Latency: ms(3), MachineCPUMsPerLifecycle: 2.5,
+					Steps: map[string]result.Dist{floorAddStep: ms(1.5)}}}},
 		Scaling: &result.Scaling{Endpoints: 20, CreateMs: make([]float64, 20),
 			Probes:    []result.Probe{{Fill: 10, Latency: ms(30)}, {Fill: 20, Latency: ms(45)}},
 			ReadyFull: ms(500), RSSFullKiB: 30 << 10},
@@ -54,8 +56,10 @@ func TestRunWritesPageAndPlots(t *testing.T) {
 	}
 	page := string(b)
 	for _, want := range []string{
-		"| 1 | 600.0 | 600 | 12.00x | 2.0 | 4.0 | 0.0 | 0 | rate met, p99 met |",
-		"| 8 | 30.0 | 30 | 0.60x | 200.0 | 400.0 | 0.0 | 0 | rate **missed**, p99 **missed** |",
+		"| 1 | 600.0 | 600 | 12.00x | 2.00x | 2.0 | 4.0 | 0.0 | n/a | 0 | rate met, p99 met |",
+		"| 8 | 30.0 | 30 | 0.60x | 0.10x | 200.0 | 400.0 | 0.0 | n/a | 0 | rate **missed**, p99 **missed** |",
+		"| kernel floor x8 | 300 | 3.00 | 6.00 | 2.5 |",
+		"no IPAM: 300/s, 0.60x the rate target, which is therefore out of reach on this machine. Its veth creation alone has a p99 of 3.0 ms",
 		"| probe lifecycle at 20 vs at 10 | 1.50x | within 1.2x: **missed** |",
 		"under 1000 ms: met", "| vxbridge | 510 | 1020 | 5 | 1.02x |",
 		"](plots/fig-api.png)", "](plots/fig-scaling.png)", "](plots/fig-docker_run.png)",

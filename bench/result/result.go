@@ -82,6 +82,10 @@ type APIRun struct {
 	// /proc/PID/stat) per lifecycle: far below the lifecycle's wall time
 	// means the plugin waits (kernel, disk, its lock), not computes.
 	PluginCPUMsPerLifecycle float64 `json:"plugin_cpu_ms_per_lifecycle"`
+	// MachineCPUMsPerLifecycle is the whole machine's busy CPU time (all
+	// CPUs, /proc/stat: the plugin, the bench's clients, the kernel's
+	// threads and interrupts) per lifecycle.
+	MachineCPUMsPerLifecycle float64 `json:"machine_cpu_ms_per_lifecycle,omitempty"`
 }
 
 // APIAnchor is a floor measured in the same rounds: the bare HTTP round trip
@@ -94,6 +98,8 @@ type APIAnchor struct {
 	Latency   Dist    `json:"latency"`
 	// Steps splits the kernel anchor by netlink call.
 	Steps map[string]Dist `json:"steps,omitempty"`
+	// MachineCPUMsPerLifecycle is as in APIRun (the kernel floor only).
+	MachineCPUMsPerLifecycle float64 `json:"machine_cpu_ms_per_lifecycle,omitempty"`
 }
 
 // Scaling is figure 3: one network filled to Endpoints endpoints.
