@@ -150,7 +150,7 @@ func timeFloor(s *samples, ks []*kernelAnchor, r *reaper, total int) error {
 	return err
 }
 
-// machineBusy is the CPU time the whole machine has spent not idle (all
+// machineBusy is the CPU time the whole machine has spent working (all
 // CPUs, every process and the kernel's own threads and interrupts), from the
 // first line of /proc/stat.
 func machineBusy() time.Duration {
@@ -164,10 +164,11 @@ func machineBusy() time.Duration {
 		return 0
 	}
 	var ticks int64
-	// user nice system idle iowait irq softirq steal ...; guest time is
-	// already counted in user.
+	// user nice system idle iowait irq softirq steal ...: idle, iowait and
+	// steal (time the hypervisor gave to other machines) are not work done
+	// here; guest time is already counted in user.
 	for i, s := range f[1:min(len(f), 9)] {
-		if i == 3 || i == 4 {
+		if i == 3 || i == 4 || i == 7 {
 			continue
 		}
 		v, err := strconv.ParseInt(s, 10, 64)

@@ -45,6 +45,13 @@ import (
 // namespace. It is safe for concurrent use; changes are serialised.
 type Manager struct {
 	nlh *netlink.Handle
+	// raw is a socket of the Manager's namespace for the requests the
+	// netlink package has no call for (port_linux.go); nil for New, whose
+	// requests open a socket each in the calling thread's namespace.
+	raw *nl.SocketHandle
+	// reapRaw is the reaper's own: a batch deletion keeps its socket busy
+	// through the kernel's grace periods, long after RTNL is free again.
+	reapRaw *nl.SocketHandle
 	// ns is where sysctl writes happen when hasNS; otherwise they happen
 	// in the calling thread's namespace.
 	ns    netns.NsHandle
@@ -91,7 +98,44 @@ func NewHere() (*Manager, error) {
 		nlh.Close()
 		return nil, fmt.Errorf("netlink socket timeout: %w", err)
 	}
-	return newManager(&Manager{nlh: nlh, ns: netns.None(), owned: true, log: slog.Default()}), nil
+	m := &Manager{nlh: nlh, ns: netns.None(), owned: true, log: slog.Default()}
+	if err := m.openRaw(); err != nil {
+		nlh.Close()
+		return nil, err
+	}
+	return newManager(m), nil
+}
+
+// openRaw opens raw and reapRaw in m.ns.
+func (m *Manager) openRaw() error {
+	var err error
+	if m.raw, err = rawSocket(m.ns); err != nil {
+		return err
+	}
+	if m.reapRaw, err = rawSocket(m.ns); err != nil {
+		m.raw.Socket.Close()
+		m.reapRaw.Socket.Close()
+		return err
+	}
+	return nil
+}
+
+// rawSocket opens a NETLINK_ROUTE socket in ns (netns.None(): the calling
+// thread's), with the timeouts the netlink package gives its own.
+func rawSocket(ns netns.NsHandle) (*nl.SocketHandle, error) {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	if err := s.SetSendTimeout(&nl.SocketTimeoutTv); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+	}
+	if err := s.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+	}
+	return &nl.SocketHandle{Socket: s}, nil
 }
 
 // NewAt returns a Manager whose netlink requests and sysctl writes all go to
@@ -107,7 +151,13 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		unix.Close(dup)
 		return nil, fmt.Errorf("netlink handle in namespace: %w", err)
 	}
-	return newManager(&Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}), nil
+	m := &Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}
+	if err := m.openRaw(); err != nil {
+		nlh.Close()
+		unix.Close(dup)
+		return nil, err
+	}
+	return newManager(m), nil
 }
 
 // WithLogger makes m log to l (rollback failures, which never replace the
@@ -127,6 +177,8 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.nlh.Close()
+	m.raw.Socket.Close()
+	m.reapRaw.Socket.Close()
 	if !m.hasNS {
 		return nil
 	}

@@ -64,18 +64,18 @@ func (m *Manager) RetireLink(name string) error {
 		return fmt.Errorf("retire link: %w", err)
 	}
 	defer m.names.Lock(name)()
-	link, found, err := m.linkByName(name)
-	if err != nil || !found {
-		return err
-	}
-	if err := m.nlh.LinkSetGroup(link, RetireGroup); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			return nil
-		}
+	found, err := m.retireByName(name)
+	if err != nil {
 		m.log.Warn("retire link: deleting it now instead", "link", name, "err", err)
+		link, found, err := m.linkByName(name)
+		if err != nil || !found {
+			return err
+		}
 		return m.linkDel(link)
 	}
-	m.kickReaper()
+	if found {
+		m.kickReaper()
+	}
 	return nil
 }
 
@@ -125,16 +125,13 @@ func (m *Manager) runReaper() {
 // deleteGroup deletes every link of group in the Manager's namespace with
 // one request; an empty group is success.
 func (m *Manager) deleteGroup(group uint32) error {
-	return m.inNetNS(func() error {
-		req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
-		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-		req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
-		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-		if errors.Is(err, unix.ENODEV) {
-			return nil
-		}
+	req := requestOn(m.reapRaw, unix.RTM_DELLINK, 0)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if err := m.exec(req); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
-	})
+	}
+	return nil
 }
 
 // retired says whether link waits for the reaper.

@@ -28,9 +28,18 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 	if !found {
 		return fmt.Errorf("veth %q: bridge %q does not exist", cfg.HostName, cfg.Bridge)
 	}
-	// Created up and on the bridge in one request (the netlink package
-	// enslaves right after): the peer is down until docker moves it, so
-	// nothing flows before the port flags below are set.
+	if cfg.Fresh {
+		err := m.createVeth(cfg, br.Attrs().Index)
+		if err == nil {
+			return m.finishVeth(cfg)
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			// One request: the kernel leaves nothing of a pair it could
+			// not finish (a master it cannot set unregisters the link).
+			return fmt.Errorf("create veth %q (peer %q) on bridge %q: %w", cfg.HostName, cfg.PeerName, cfg.Bridge, err)
+		}
+		// A name is taken: judge the existing link as below.
+	}
 	want := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
 			Group: BuildGroup},
@@ -38,13 +47,7 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 		PeerHardwareAddr: cfg.MAC,
 		PeerMTU:          uint32(cfg.MTU),
 	}
-	var link netlink.Link
-	var created bool
-	if cfg.Fresh {
-		link, created, err = m.createOrAdopt(want, cfg.Alias)
-	} else {
-		link, created, err = m.ensureLink(want, cfg.Alias)
-	}
+	link, created, err := m.ensureLink(want, cfg.Alias)
 	if err != nil {
 		return err
 	}
@@ -56,31 +59,47 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 			}
 		}()
 	}
+	a := link.Attrs()
+	port := cfg.port()
+	if a.Alias == cfg.Alias {
+		port.alias = ""
+	}
+	port.built = a.Group == BuildGroup
 	return runSteps(
-		func() error { return m.setupAlias(link, cfg.Alias) },
 		func() error { return m.setupMTU(link, cfg.MTU) },
 		func() error { return m.setupMaster(link, br) },
-		func() error { return m.setupIsolated(link, cfg.Isolated) },
-		func() error { return m.setupHairpin(link, cfg.Hairpin) },
 		func() error { return m.setupUp(link) },
-		func() error { return m.setupBuilt(link) },
+		func() error { return m.setupPort(cfg.HostName, port) },
 	)
 }
 
-// createOrAdopt is ensureLink for a link that usually does not exist yet (a
-// new endpoint's veth): it creates first and looks up only on EEXIST, and
-// trusts want's attributes instead of reading the new link back. That saves
-// three of the kernel round trips of creating an endpoint.
-func (m *Manager) createOrAdopt(want netlink.Link, alias string) (netlink.Link, bool, error) {
-	err := m.nlh.LinkAdd(want)
-	if err == nil {
-		return want, true, nil
+// finishVeth makes the pair createVeth just made a finished vxbridge port,
+// or deletes it again.
+func (m *Manager) finishVeth(cfg VethConfig) error {
+	port := cfg.port()
+	port.built = true
+	err := m.setupPort(cfg.HostName, port)
+	if err != nil {
+		m.undo(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName}})
 	}
-	if !errors.Is(err, unix.EEXIST) {
-		m.undoPartial(want)
-		return nil, false, fmt.Errorf("create %s %q: %w", want.Type(), want.Attrs().Name, err)
+	return err
+}
+
+// port is the bridge-port part of cfg, alias included.
+func (cfg VethConfig) port() portSettings {
+	return portSettings{isolated: cfg.Isolated, hairpin: cfg.Hairpin, alias: cfg.Alias}
+}
+
+// setupPort must follow setupMaster: only a bridge port has the flags. The
+// bridge forwards nothing between two isolated ports; frames to the bridge's
+// own address (the gateway) and to non-isolated ports (an uplink) still
+// pass. That is how icc=false keeps containers apart. Hairpin lets a
+// container reach its own published port.
+func (m *Manager) setupPort(name string, s portSettings) error {
+	if err := m.finishPort(name, s); err != nil {
+		return fmt.Errorf("set up bridge port %q (isolated=%t, hairpin=%t): %w", name, s.isolated, s.hairpin, err)
 	}
-	return m.ensureLink(want, alias)
+	return nil
 }
 
 func (m *Manager) setupMaster(link, br netlink.Link) error {
@@ -89,26 +108,6 @@ func (m *Manager) setupMaster(link, br netlink.Link) error {
 	}
 	if err := m.nlh.LinkSetMaster(link, br); err != nil {
 		return fmt.Errorf("enslave %q to %q: %w", link.Attrs().Name, br.Attrs().Name, err)
-	}
-	return nil
-}
-
-// setupIsolated sets the port flag unconditionally: one request, where
-// reading it first would dump every port of every bridge. It must follow
-// setupMaster, since only a bridge port has the flag. The bridge forwards
-// nothing between two isolated ports; frames to the bridge's own address
-// (the gateway) and to non-isolated ports (an uplink) still pass. That is
-// how icc=false keeps containers apart.
-func (m *Manager) setupHairpin(link netlink.Link, on bool) error {
-	if err := m.nlh.LinkSetHairpin(link, on); err != nil {
-		return fmt.Errorf("set hairpin=%t on bridge port %q: %w", on, link.Attrs().Name, err)
-	}
-	return nil
-}
-
-func (m *Manager) setupIsolated(link netlink.Link, isolated bool) error {
-	if err := m.nlh.LinkSetIsolated(link, isolated); err != nil {
-		return fmt.Errorf("set isolated=%t on bridge port %q: %w", isolated, link.Attrs().Name, err)
 	}
 	return nil
 }

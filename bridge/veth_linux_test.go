@@ -69,10 +69,19 @@ func requireIsolated(t *testing.T, n *nstest.NS, name string, want bool) {
 	}
 }
 
+// Both ways of making a pair (Fresh: one creating request; otherwise look up,
+// then create through the netlink package) must give the same link.
 func TestEnsureVethCreates(t *testing.T) {
+	for _, fresh := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fresh=%t", fresh), func(t *testing.T) { testEnsureVethCreates(t, fresh) })
+	}
+}
+
+func testEnsureVethCreates(t *testing.T, fresh bool) {
 	m, n := newBridgeNS(t)
 	h := n.Handle()
 	cfg := testVethConfig()
+	cfg.Fresh = fresh
 	if err := m.EnsureVeth(cfg); err != nil {
 		t.Fatalf("EnsureVeth: %v", err)
 	}
@@ -82,6 +91,9 @@ func TestEnsureVethCreates(t *testing.T) {
 	if host.Type() != "veth" || a.Alias != epAlias || a.MTU != 1400 || a.MasterIndex != br.Attrs().Index || a.Flags&net.FlagUp == 0 {
 		t.Errorf("host end: type %s alias %q mtu %d master %d (bridge %d) flags %v",
 			host.Type(), a.Alias, a.MTU, a.MasterIndex, br.Attrs().Index, a.Flags)
+	}
+	if a.Group != 0 || a.TxQLen != 0 {
+		t.Errorf("host end: group %#x txqlen %d, want 0 (built) and 0", a.Group, a.TxQLen)
 	}
 	requireIsolated(t, n, "vxh0", true)
 	if pi, err := h.LinkGetProtinfo(host); err != nil || !pi.Hairpin {
