@@ -124,14 +124,15 @@ func (f *BlockAllocators) Prefetch(ctx context.Context, prefix netip.Prefix) err
 	return b.ensureFree(ctx, 1)
 }
 
-// inUse reports whether an endpoint address of blk is taken (gateway and
-// aux addresses are every host's and do not count).
+// inUse reports whether a container's address in blk is taken, dynamic or
+// asked for with --ip (gateway and aux addresses are every host's and do not
+// count).
 func (b *blockAllocator) inUse(blk netip.Prefix) bool {
 	a := b.localAllocator
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for addr, kind := range a.taken {
-		if kind == store.KindEndpoint && blk.Contains(addr) {
+		if (kind == store.KindEndpoint || kind == store.KindStatic) && blk.Contains(addr) {
 			return true
 		}
 	}

@@ -345,3 +345,26 @@ func TestReleaseBlocks(t *testing.T) {
 		t.Fatalf("unknown pool: %v", err)
 	}
 }
+
+// A block is kept while a container's --ip address (KindStatic) lies in it,
+// not only a dynamic one.
+func TestReleaseBlocksKeepsStaticAddress(t *testing.T) {
+	e := newFakeEtcd()
+	a := newBlockHost(t, e, "ha", t.TempDir(), map[string]string{OptBlockSize: "25"})
+	got := a.alloc(t)
+	if err := a.d.ReleaseAddress(&helpers.ReleaseAddressRequest{PoolID: a.pool, Address: got.String()}); err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix("10.1.0.0/24")
+	saveNetwork(t, a.st, "n1", pfx.String(), nil) // so --ip is told from an aux reservation
+	static := requestAddr(t, a.d, a.pool, "10.1.0.77", nil)
+	if got := kindOf(t, a.st, a.pool, "10.1.0.77"); got != store.KindStatic {
+		t.Fatalf("10.1.0.77 stored as %q, want static", got)
+	}
+	if err := a.f.ReleaseBlocks(context.Background(), pfx); err != nil {
+		t.Fatal(err)
+	}
+	if meta, _ := a.st.Meta(blocksMetaKey(a.pool)); meta != "10.1.0.0/25" {
+		t.Fatalf("block with the static address %s released: %q", static, meta)
+	}
+}
