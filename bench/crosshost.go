@@ -49,9 +49,9 @@ const anchorPath = "raw vxlan"
 //   - docker overlay: container to container on an attachable overlay
 //     network of a two-node swarm of the same hosts;
 //   - three diagnosis paths: vxbridge with its bridged frames exempt from
-//     conntrack (a raw-table NOTRACK), the same plus the VXLAN packets
-//     exempt, and with br_netfilter off (bridge-nf-call-iptables=0), each
-//     set only for its own test.
+//     conntrack (a raw-table NOTRACK), with them accepted by the first rule
+//     of FORWARD (as the by-hand path's are), and with br_netfilter off
+//     (bridge-nf-call-iptables=0), each set only for its own test.
 //
 // iperf3 and ping run in the containers (the bench image) for the last two.
 func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossHost {
@@ -88,19 +88,10 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 				logRaw(t, x)
 				x.everyHost(t, "iptables", append([]string{"-t", "raw", "-D"}, notrackRule...)...)
 			}},
-		{name: "vxbridge, inner+outer NOTRACK", what: "vxbridge with NOTRACK for frames within the subnet and for the VXLAN UDP packets (diagnosis)",
+		{name: "vxbridge, ACCEPT first", what: "vxbridge with its bridge's own frames accepted by the first FORWARD rule, as the by-hand path's are (diagnosis)",
 			target: xPrefix24 + "10", exec: inCtr("clivx"),
-			before: func() {
-				for _, r := range append([][]string{notrackRule}, notrackVXLAN...) {
-					x.everyHost(t, "iptables", append([]string{"-t", "raw", "-I"}, r...)...)
-				}
-			},
-			after: func() {
-				logRaw(t, x)
-				for _, r := range append([][]string{notrackRule}, notrackVXLAN...) {
-					x.everyHost(t, "iptables", append([]string{"-t", "raw", "-D"}, r...)...)
-				}
-			}},
+			before: func() { x.everyHost(t, "sh", "-c", acceptFirst("-I")) },
+			after:  func() { x.everyHost(t, "sh", "-c", acceptFirst("-D")) }},
 		{name: "vxbridge, br_netfilter off", what: "vxbridge with net.bridge.bridge-nf-call-iptables=0 (diagnosis)",
 			target: xPrefix24 + "10", exec: inCtr("clivx"),
 			before: func() { x.everyHost(t, "sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables") },
@@ -178,17 +169,21 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 	return out
 }
 
+// acceptFirst is a shell command that inserts (-I) or deletes (-D) an
+// ACCEPT for the frames of the host's vxbridge bridge as the first rule of
+// FORWARD, where the by-hand path has its own.
+func acceptFirst(op string) string {
+	pos := ""
+	if op == "-I" {
+		pos = " 1"
+	}
+	return `b=$(ip -o link show type bridge | sed -n 's/^[0-9]*: \(vxb-[^:@]*\).*/\1/p' | head -n1) && [ -n "$b" ] && ` +
+		`iptables ` + op + ` FORWARD` + pos + ` -i "$b" -o "$b" -j ACCEPT`
+}
+
 // notrackRule (raw PREROUTING, which br_netfilter runs for bridged frames)
 // exempts frames between addresses of the vxbridge subnet from conntrack.
 var notrackRule = []string{"PREROUTING", "-s", xSubnet, "-d", xSubnet, "-j", "NOTRACK"}
-
-// notrackVXLAN exempts the encapsulated packets (UDP 4789, sent and
-// received by the host) from conntrack too. The raw vxlan anchor keeps
-// paying for its outer conntrack: these rules are not set for it.
-var notrackVXLAN = [][]string{
-	{"OUTPUT", "-p", "udp", "--dport", "4789", "-j", "NOTRACK"},
-	{"PREROUTING", "-p", "udp", "--dport", "4789", "-j", "NOTRACK"},
-}
 
 // logRaw logs the raw table's NOTRACK counters on both hosts: proof that
 // the exemption matched the test's packets.
