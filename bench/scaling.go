@@ -2,7 +2,9 @@ package bench
 
 import (
 	"encoding/json"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/bench/result"
+	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/internal/testbed"
 )
 
@@ -41,17 +44,21 @@ func BenchScaling(t testing.TB, bin string, o ScalingOptions) *result.Scaling {
 	}
 	out.RSSEmptyKiB = p.rssKiB(t)
 	sb := newSandbox(t, p)
+	br := networkBridge(t, sb.nlh)
 	levels := []int{1, 10, 100, 250, 500, 750, o.Endpoints}
 	probe := func(fill int) {
-		var ds []time.Duration
+		var ds, adds, dels []time.Duration
 		for i := 0; i < o.Probes; i++ {
 			start := time.Now()
 			if err := lifecycle(c, n, nil); err != nil {
 				t.Fatalf("probe at %d endpoints: %v", fill, err)
 			}
 			ds = append(ds, time.Since(start))
+			add, del := kernelProbe(t, sb.nlh, br)
+			adds, dels = append(adds, add), append(dels, del)
 		}
-		out.Probes = append(out.Probes, result.Probe{Fill: fill, Latency: result.Summarise(ds)})
+		out.Probes = append(out.Probes, result.Probe{Fill: fill, Latency: result.Summarise(ds),
+			KernelAdd: result.Summarise(adds), KernelDel: result.Summarise(dels)})
 	}
 	for i := 1; i <= o.Endpoints; i++ {
 		start := time.Now()
@@ -80,6 +87,41 @@ func BenchScaling(t testing.TB, bin string, o ScalingOptions) *result.Scaling {
 	}
 	out.RSSAfterRestartKiB = p.rssKiB(t)
 	return out
+}
+
+// networkBridge finds the bridge of the one network in the plugin's
+// namespace.
+func networkBridge(t testing.TB, nlh *netlink.Handle) netlink.Link {
+	t.Helper()
+	links, err := nlh.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Type() == "bridge" && strings.HasPrefix(l.Attrs().Name, driver.BridgePrefix) {
+			return l
+		}
+	}
+	t.Fatal("no vxbridge bridge in the plugin's namespace")
+	return nil
+}
+
+// kernelProbe is figure 3's kernel anchor: a veth pair created up on br
+// (which holds the network's endpoints) and deleted, each step timed.
+func kernelProbe(t testing.TB, nlh *netlink.Handle, br netlink.Link) (add, del time.Duration) {
+	t.Helper()
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vxbkp0", MasterIndex: br.Attrs().Index, Flags: net.FlagUp},
+		PeerName: "vxbkp1"}
+	start := time.Now()
+	if err := nlh.LinkAdd(v); err != nil {
+		t.Fatalf("kernel probe: %v", err)
+	}
+	add = time.Since(start)
+	start = time.Now()
+	if err := nlh.LinkDel(v); err != nil {
+		t.Fatalf("kernel probe: %v", err)
+	}
+	return add, time.Since(start)
 }
 
 // sandbox stands for the containers' namespaces: docker moves the container

@@ -124,6 +124,11 @@ type Scaling struct {
 type Probe struct {
 	Fill    int  `json:"fill"`
 	Latency Dist `json:"latency"`
+	// KernelAdd and KernelDel are the kernel anchor at this fill level: a
+	// veth pair created up on the network's own bridge, then deleted, over
+	// netlink with no plugin in the way.
+	KernelAdd Dist `json:"kernel_add"`
+	KernelDel Dist `json:"kernel_del"`
 }
 
 // DockerRun is figure 1: `docker run --rm --network X image true`.
