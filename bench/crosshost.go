@@ -45,6 +45,8 @@ const anchorPath = "raw vxlan"
 //   - kernel bridge + veth: the topology vxbridge builds, made by hand
 //     (a bridge with a VXLAN port, VNI 98, and a veth to a namespace on
 //     each host), namespace to namespace, no docker, no plugin;
+//   - bridge + veth in a namespace of their own: the same by hand, the way
+//     docs/proposal-datapath-netns.md would have vxbridge build it;
 //   - vxbridge: container to container on a vxbridge cross-host network;
 //   - docker overlay: container to container on an attachable overlay
 //     network of a two-node swarm of the same hosts;
@@ -61,8 +63,9 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 	// Servers on A: one in the host namespace (underlay and raw vxlan),
 	// one in the by-hand namespace, one per container network.
 	a.NetNS().Start(t, filepath.Join(t.TempDir(), "iperf-host.log"), "iperf3", "-s")
-	hand := x.handBuilt(t)
+	hand, own := x.handBuilt(t)
 	hand[0].Start(t, filepath.Join(t.TempDir(), "iperf-hand.log"), "iperf3", "-s")
+	own[0].Start(t, filepath.Join(t.TempDir(), "iperf-own.log"), "iperf3", "-s")
 	run(t, a, "srvvx", xNet, xPrefix24+"10", iperfBin, "-s")
 	run(t, a, "srvov", ovNet, ovPrefix+"10", iperfBin, "-s")
 	run(t, b, "clivx", xNet, xPrefix24+"20", "sleep", "1000000")
@@ -70,6 +73,7 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 
 	inB := func(argv ...string) (string, error) { return b.TryExec(argv[0], argv[1:]...) }
 	inHand := func(argv ...string) (string, error) { return hand[1].TryExec(argv[0], argv[1:]...) }
+	inOwn := func(argv ...string) (string, error) { return own[1].TryExec(argv[0], argv[1:]...) }
 	inCtr := func(name string) func(argv ...string) (string, error) {
 		return func(argv ...string) (string, error) { return b.Docker(append([]string{"exec", name}, argv...)...) }
 	}
@@ -77,6 +81,8 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 		{name: "underlay", what: "host B to host A over the veth underlay", target: x.vtep[0], exec: inB},
 		{name: anchorPath, what: "host to host over a kernel VXLAN device (VNI 97, static remote)", target: "10.97.0.1", exec: inB},
 		{name: "kernel bridge+veth", what: "namespace to namespace over veth, bridge and a VXLAN port (VNI 98), made by hand", target: "10.98.0.1", exec: inHand},
+		{name: "bridge+veth, own namespace", what: "the same by hand with bridge and VXLAN port in a namespace of their own, br_netfilter off there (VNI 99; docs/proposal-datapath-netns.md)",
+			target: "10.99.0.1", exec: inOwn},
 		{name: "vxbridge", what: "container to container on a vxbridge cross-host network", target: xPrefix24 + "10", exec: inCtr("clivx")},
 		{name: "docker overlay", what: "container to container on docker's overlay (two-node swarm)", target: ovPrefix + "10", exec: inCtr("cliov")},
 		// Diagnosis: vxbridge's path with its bridged frames spared
@@ -206,12 +212,12 @@ func (x *xhosts) everyHost(t testing.TB, name string, args ...string) {
 // handBuilt makes, on each host, the raw VXLAN device (VNI 97, addresses
 // 10.97.0.1 on A and .2 on B) and vxbridge's topology by hand: bridge brh98
 // with VXLAN port vxh98 (VNI 98) and a veth to a namespace of its own
-// holding 10.98.0.1 (A) or .2 (B), MTU 1450 like vxbridge's links. It
-// returns the two namespaces. br_netfilter passes bridged frames through the
+// holding 10.98.0.1 (A) or .2 (B), MTU 1450 like vxbridge's links, and the
+// proposal's path (ownNamespacePath). It returns the by-hand path's two
+// namespaces and the proposal's two container namespaces. br_netfilter passes bridged frames through the
 // host's FORWARD chain, where docker's policy is DROP: one ACCEPT for the
 // bridge's own traffic, as vxbridge's chain has.
-func (x *xhosts) handBuilt(t testing.TB) [2]*testbed.NetNS {
-	var ns [2]*testbed.NetNS
+func (x *xhosts) handBuilt(t testing.TB) (ns, own [2]*testbed.NetNS) {
 	for i, h := range x.h {
 		local, remote := x.vtep[i], x.vtep[1-i]
 		vx := func(name, vni string) {
@@ -232,8 +238,32 @@ func (x *xhosts) handBuilt(t testing.TB) [2]*testbed.NetNS {
 		ns[i].Exec(t, "ip", "link", "set", "eth0", "mtu", "1450")
 		ns[i].Exec(t, "ip", "addr", "add", fmt.Sprintf("10.98.0.%d/24", i+1), "dev", "eth0")
 		h.Exec(t, "iptables", "-I", "FORWARD", "-i", "brh98", "-o", "brh98", "-j", "ACCEPT")
+		own[i] = x.ownNamespacePath(t, i)
 	}
-	return ns
+	return ns, own
+}
+
+// ownNamespacePath builds, on host i, the topology docs/proposal-datapath-netns.md
+// proposes, by hand: bridge brn99 and VXLAN port vxn99 (VNI 99; created in
+// the host's namespace, so its UDP socket stays on the underlay, then moved)
+// in a namespace of their own with br_netfilter off there, and a veth from it
+// to a container namespace holding 10.99.0.1 (A) or .2 (B). It returns the
+// container namespace.
+func (x *xhosts) ownNamespacePath(t testing.TB, i int) *testbed.NetNS {
+	h := x.h[i]
+	dp, ctr := testbed.NewNetNS(t), testbed.NewNetNS(t)
+	h.Exec(t, "ip", "link", "add", "vxn99", "type", "vxlan", "id", "99", "local", x.vtep[i], "remote", x.vtep[1-i],
+		"dstport", "4789", "dev", testbed.UnderlayHostLink)
+	h.Exec(t, "ip", "link", "set", "vxn99", "netns", dp.Name)
+	dp.Exec(t, "ip", "link", "add", "brn99", "type", "bridge")
+	dp.Exec(t, "sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables")
+	dp.Exec(t, "ip", "link", "set", "vxn99", "master", "brn99", "up")
+	testbed.Veth(t, dp, "vn99", ctr, "eth0")
+	dp.Exec(t, "ip", "link", "set", "vn99", "mtu", "1450", "master", "brn99", "up")
+	dp.Exec(t, "ip", "link", "set", "brn99", "up")
+	ctr.Exec(t, "ip", "link", "set", "eth0", "mtu", "1450")
+	ctr.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i+1), "dev", "eth0")
+	return ctr
 }
 
 var (
