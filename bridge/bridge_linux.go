@@ -114,7 +114,6 @@ func (m *Manager) openRaw() error {
 	}
 	if m.reapRaw, err = rawSocket(m.ns); err != nil {
 		m.raw.Socket.Close()
-		m.reapRaw.Socket.Close()
 		return err
 	}
 	return nil
