@@ -19,9 +19,11 @@ import (
 
 // The kernel floor of figure 2: an endpoint's kernel work done the way
 // vxbridge does it, with nothing else: the veth pair created up and on the
-// bridge in one request, moved into an interface group, and a background
-// reaper deleting that group in batches (as bridge.RetireLink and its reaper
-// do). Its rate is the most lifecycles per second this machine's kernel
+// bridge (through the netlink package: create, look up, enslave, where
+// vxbridge creates enslaved and then sets the port flags, alias and group in
+// a second request; the same count of requests), moved into an interface
+// group, and a background reaper deleting that group in batches (as
+// bridge.RetireLink and its reaper do). Its rate is the most lifecycles per second this machine's kernel
 // allows a plugin that makes a veth per endpoint, whatever the plugin does
 // besides; its CPU is what the kernel charges per veth, background deletion
 // included.
