@@ -26,7 +26,7 @@ const (
 func endpointAlias(id string) string { return aliasEndpointPfx + id }
 
 // newEndpoint builds the endpoint record a CreateEndpoint asks for. Pure but
-// for the MAC generator.
+// for the MAC choice (endpointMAC).
 func (d *Driver) newEndpoint(req *network.CreateEndpointRequest, n *store.Network) (*store.Endpoint, error) {
 	if err := validID("endpoint", req.EndpointID); err != nil {
 		return nil, err
@@ -55,10 +55,79 @@ func (d *Driver) newEndpoint(req *network.CreateEndpointRequest, n *store.Networ
 			return nil, invalidf("mac address %q is not a 6-byte ethernet address", iface.MacAddress)
 		}
 		ep.MAC = mac.String()
-	} else if ep.MAC, err = d.macGen(); err != nil {
-		return nil, fmt.Errorf("generate mac address: %w", err)
+	} else if ep.MAC, err = d.endpointMAC(n, ep); err != nil {
+		return nil, err
 	}
 	return ep, nil
+}
+
+// endpointMAC picks the MAC of an endpoint docker gave none: one derived
+// from its address (addrMAC), else a random one. A container restarted
+// with the same --ip (a new endpoint) so keeps its MAC, and the ARP and
+// neighbour caches of its peers, here and on other hosts, stay right:
+// with a new MAC they would send to the old one until their entry ages
+// out, many seconds in which the container is unreachable.
+func (d *Driver) endpointMAC(n *store.Network, ep *store.Endpoint) (string, error) {
+	if mac, fromV4 := addrMAC(ep.IPv4, ep.IPv6); mac != "" {
+		if fromV4 {
+			return mac, nil // an IPv4 address is unique in the network, so is its MAC
+		}
+		// From an IPv6 address's low 32 bits: another endpoint's address
+		// may share them.
+		taken, err := d.macTaken(n, mac)
+		if err != nil {
+			return "", err
+		}
+		if !taken {
+			return mac, nil
+		}
+	}
+	mac, err := d.macGen()
+	if err != nil {
+		return "", fmt.Errorf("generate mac address: %w", err)
+	}
+	return mac, nil
+}
+
+// addrMAC derives a locally administered unicast MAC from an endpoint's
+// IPv4 address (76:78:a:b:c:d, "vx" and the address) or, without one, from
+// the low 32 bits of its IPv6 address (76:36:..., "v6"). "" without either.
+// Pure.
+func addrMAC(v4, v6 netip.Prefix) (mac string, fromV4 bool) {
+	switch {
+	case v4.IsValid() && v4.Addr().Is4():
+		a := v4.Addr().As4()
+		return net.HardwareAddr{0x76, 0x78, a[0], a[1], a[2], a[3]}.String(), true
+	case v6.IsValid() && v6.Addr().Is6():
+		a := v6.Addr().As16()
+		return net.HardwareAddr{0x76, 0x36, a[12], a[13], a[14], a[15]}.String(), false
+	}
+	return "", false
+}
+
+// macTaken says whether an endpoint of network n has MAC mac: one of this
+// host's or, on a cross-host network, one of the cluster's as last seen.
+func (d *Driver) macTaken(n *store.Network, mac string) (bool, error) {
+	eps, err := d.store.Endpoints()
+	if err != nil {
+		return false, err
+	}
+	for i := range eps {
+		if eps[i].NetworkID == n.ID && eps[i].MAC == mac {
+			return true, nil
+		}
+	}
+	if n.VNI == 0 || d.xh == nil {
+		return false, nil
+	}
+	d.xh.mu.Lock()
+	defer d.xh.mu.Unlock()
+	for _, e := range d.xh.view.Endpoints {
+		if e.VNI == n.VNI && e.MAC == mac {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // endpointAddr parses an endpoint address docker sent in CIDR form and checks

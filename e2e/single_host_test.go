@@ -45,6 +45,7 @@ func TestSingleHost(t *testing.T) {
 		{"ParallelRuns", s.parallelRuns},
 		{"DefaultIPAM", s.defaultIPAM},
 		{"StaticAddresses", s.staticAddresses},
+		{"RestartSameIP", s.restartSameIP},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			s.checkPlugin(t)
@@ -427,5 +428,30 @@ func (s *singleHost) staticAddresses(t *testing.T) {
 	}
 	if !strings.Contains(out, "overlaps") || !strings.Contains(out, "10.77.15.0/24") {
 		t.Errorf("overlap refusal does not name the pool in use:\n%s", out)
+	}
+}
+
+// (13) A container restarted with the same --ip is a new endpoint. It keeps
+// its MAC (derived from the address), so its peers' ARP caches stay right
+// and it is reachable at once: with a new MAC a peer that talked to it just
+// before would send to the old one for many seconds (its entry stays
+// REACHABLE, then STALE with unicast probes), and nothing the restarted
+// container sends is guaranteed to correct it.
+func (s *singleHost) restartSameIP(t *testing.T) {
+	h := s.h
+	s.vxNet(t, "vxn13", "10.77.16.0/24")
+	runContainer(t, h, "n13a", "vxn13")
+	runContainer(t, h, "n13b", "vxn13", "--ip", "10.77.16.10")
+	waitPing(t, h, "n13a", "10.77.16.10") // n13a now has n13b's MAC in its ARP cache
+	macFormat := `{{with index .NetworkSettings.Networks "vxn13"}}{{.MacAddress}}{{end}}`
+	before := strings.TrimSpace(h.MustDocker(t, "inspect", "-f", macFormat, "n13b"))
+	h.MustDocker(t, "restart", "-t", "0", "n13b")
+	after := strings.TrimSpace(h.MustDocker(t, "inspect", "-f", macFormat, "n13b"))
+	if after != before || before == "" {
+		t.Errorf("n13b's MAC changed across a restart with the same --ip: %q, then %q", before, after)
+	}
+	if err := ping(h, "n13a", "10.77.16.10"); err != nil {
+		t.Errorf("right after n13b's restart with the same --ip, a peer that knew it cannot reach it: %v\nn13a's ARP cache: %s",
+			err, h.MustDocker(t, "exec", "n13a", "ip", "neigh"))
 	}
 }
