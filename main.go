@@ -69,6 +69,7 @@ type serveConfig struct {
 	metricsListen     string
 	iptablesBackend   string
 	writableProcSys   bool
+	netnsDir          string
 	crossHost         crossHostFlags
 }
 
@@ -86,6 +87,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.DurationVar(&cfg.orphanGrace, "orphan-grace", orphans.DefaultGrace, "free an endpoint never joined, or an endpoint address no endpoint holds, after this long (0: never)")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
 	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
+	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "remount /proc/sys read-write at start (inside a managed plugin, where docker mounts it read-only)")
 	cfg.crossHost.register(fs)
 	if err := server.ApplyEnv(fs, "VXBRIDGE_", env); err != nil {
@@ -135,8 +137,17 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	defer xh.close()
 	ports := portproxy.New(log) // holds published host ports; Reconcile reserves them again
 	defer ports.Close()
+	var spaces driver.Namespaces // nil without --netns-dir: cross-host networks in the host's namespace
+	if cfg.netnsDir != "" {
+		rooms, err := newNetnsRooms(cfg.netnsDir, log)
+		if err != nil {
+			return err
+		}
+		defer rooms.close()
+		spaces = rooms
+	}
 	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
-		CrossHost: xh.driverConfig(), Ports: ports, Crash: crash})
+		CrossHost: xh.driverConfig(), Ports: ports, Crash: crash, Namespaces: spaces})
 	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator(), Crash: crash,
 		BeforeRelease: drv.DropUnjoined, PoolReleased: drv.DropNetworkOnPool})
 	if err != nil {

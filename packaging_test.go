@@ -70,6 +70,12 @@ func TestPluginConfig(t *testing.T) {
 	if cfg.socket != "/run/docker/plugins/"+c.Interface.Socket || !cfg.writableProcSys {
 		t.Errorf("entrypoint: socket %q (docker mounts the plugin's socket folder at /run/docker/plugins), writable /proc/sys %v", cfg.socket, cfg.writableProcSys)
 	}
+	// Bind mounts made in the plugin's private mount namespace die with it:
+	// network namespaces there would take their networks down at every
+	// plugin restart.
+	if cfg.netnsDir != "" {
+		t.Errorf("entrypoint: --netns-dir %q; the managed plugin must run without network namespaces", cfg.netnsDir)
+	}
 	var state bool
 	for _, m := range c.Mounts {
 		if m.Destination == cfg.stateDir {

@@ -62,9 +62,10 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 	x := newXHosts(t, bin, ttl)
 	a, b := x.h[0], x.h[1]
 	base := t.TempDir()
+	bNS := vxNetNS(t, b) // where B's VXLAN device of the network is
 	drivers := []*convDriver{
 		{name: "vxbridge", net: xNet, prefix: xPrefix24, fdb: func() (map[string]string, error) {
-			out, err := b.TryExec("bridge", "fdb", "show", "dev", vxDevice())
+			out, err := runCmd("nsenter", "--net="+bNS, "bridge", "fdb", "show", "dev", vxDevice())
 			return parseFDB(out), err
 		}},
 		{name: "docker overlay", net: ovNet, prefix: ovPrefix},
@@ -99,7 +100,7 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 	var ovNS string
 	drivers[1].fdb, ovNS = x.overlayFDB(t, b)
 	pid := strconv.Itoa(b.Dockerd().Pid())
-	drivers[0].mon = startFDBMonitor(t, "nsenter", "--net="+b.NetNS().Path(), "bridge", "-timestamp", "monitor", "fdb")
+	drivers[0].mon = startFDBMonitor(t, "nsenter", "--net="+bNS, "bridge", "-timestamp", "monitor", "fdb")
 	drivers[1].mon = startFDBMonitor(t, "nsenter", "-t", pid, "-m", "nsenter", "--net="+ovNS, "bridge", "-timestamp", "monitor", "fdb")
 
 	reach := make([][]float64, len(drivers))
@@ -401,4 +402,21 @@ func firstAdd(log, mac string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// vxNetNS is the path of the namespace where h's vxbridge cross-host
+// network lives: its own (the plugin's one namespace under its
+// --netns-dir), or the host's for a plugin without them.
+func vxNetNS(t testing.TB, h *testbed.Host) string {
+	t.Helper()
+	ents, err := os.ReadDir(h.PluginNetNSDir())
+	switch {
+	case err != nil && !os.IsNotExist(err):
+		t.Fatal(err)
+	case len(ents) > 1:
+		t.Fatalf("%s: %d network namespaces, want the one of the benchmark's network", h.Name, len(ents))
+	case len(ents) == 1:
+		return filepath.Join(h.PluginNetNSDir(), ents[0].Name())
+	}
+	return h.NetNS().Path()
 }

@@ -30,8 +30,6 @@ type xpath struct {
 	mtu        func() int                           // the sender's interface MTU
 	iperf      func(args ...string) (string, error) // iperf3 client on B
 	ping       func(args ...string) (string, error) // busybox ping on B
-	// before and after, when set, change the hosts for this path only.
-	before, after func()
 }
 
 const anchorPath = "raw vxlan"
@@ -42,18 +40,15 @@ const anchorPath = "raw vxlan"
 //   - underlay: host to host over the veth underlay;
 //   - raw vxlan: a kernel VXLAN device in each host namespace (VNI 97,
 //     static remote), host to host;
-//   - kernel bridge + veth: the topology vxbridge builds, made by hand
-//     (a bridge with a VXLAN port, VNI 98, and a veth to a namespace on
-//     each host), namespace to namespace, no docker, no plugin;
+//   - kernel bridge + veth: a bridge with a VXLAN port (VNI 98) and a veth
+//     to a namespace on each host, made by hand in the host's namespace
+//     (where br_netfilter is on), namespace to namespace, no docker, no
+//     plugin: vxbridge's topology before docs/datapath-netns.md;
 //   - bridge + veth in a namespace of their own: the same by hand, the way
-//     docs/proposal-datapath-netns.md would have vxbridge build it;
+//     docs/datapath-netns.md has vxbridge build it;
 //   - vxbridge: container to container on a vxbridge cross-host network;
 //   - docker overlay: container to container on an attachable overlay
 //     network of a two-node swarm of the same hosts;
-//   - three diagnosis paths: vxbridge with its bridged frames exempt from
-//     conntrack (a raw-table NOTRACK), with them accepted by the first rule
-//     of FORWARD (as the by-hand path's are), and with br_netfilter off
-//     (bridge-nf-call-iptables=0), each set only for its own test.
 //
 // iperf3 and ping run in the containers (the bench image) for the last two.
 func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossHost {
@@ -81,34 +76,14 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 		{name: "underlay", what: "host B to host A over the veth underlay", target: x.vtep[0], exec: inB},
 		{name: anchorPath, what: "host to host over a kernel VXLAN device (VNI 97, static remote)", target: "10.97.0.1", exec: inB},
 		{name: "kernel bridge+veth", what: "namespace to namespace over veth, bridge and a VXLAN port (VNI 98), made by hand", target: "10.98.0.1", exec: inHand},
-		{name: "bridge+veth, own namespace", what: "the same by hand with bridge and VXLAN port in a namespace of their own, br_netfilter off there (VNI 99; docs/proposal-datapath-netns.md)",
+		{name: "bridge+veth, own namespace", what: "the same by hand with bridge and VXLAN port in a namespace of their own, br_netfilter off there (VNI 99): vxbridge's topology (docs/datapath-netns.md)",
 			target: "10.99.0.1", exec: inOwn},
 		{name: "vxbridge", what: "container to container on a vxbridge cross-host network", target: xPrefix24 + "10", exec: inCtr("clivx")},
 		{name: "docker overlay", what: "container to container on docker's overlay (two-node swarm)", target: ovPrefix + "10", exec: inCtr("cliov")},
-		// Diagnosis: vxbridge's path with its bridged frames spared
-		// conntrack, or spared iptables altogether (br_netfilter).
-		{name: "vxbridge, inner NOTRACK", what: "vxbridge with raw-table NOTRACK for frames within the subnet (diagnosis)",
-			target: xPrefix24 + "10", exec: inCtr("clivx"),
-			before: func() { x.everyHost(t, "iptables", append([]string{"-t", "raw", "-I"}, notrackRule...)...) },
-			after: func() {
-				logRaw(t, x)
-				x.everyHost(t, "iptables", append([]string{"-t", "raw", "-D"}, notrackRule...)...)
-			}},
-		{name: "vxbridge, ACCEPT first", what: "vxbridge with its bridge's own frames accepted by the first FORWARD rule, as the by-hand path's are (diagnosis)",
-			target: xPrefix24 + "10", exec: inCtr("clivx"),
-			before: func() { x.everyHost(t, "sh", "-c", acceptFirst("-I")) },
-			after:  func() { x.everyHost(t, "sh", "-c", acceptFirst("-D")) }},
-		{name: "vxbridge, br_netfilter off", what: "vxbridge with net.bridge.bridge-nf-call-iptables=0 (diagnosis)",
-			target: xPrefix24 + "10", exec: inCtr("clivx"),
-			before: func() { x.everyHost(t, "sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables") },
-			after:  func() { x.everyHost(t, "sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables") }},
 	}
 	for _, p := range paths {
 		p := p
 		inCtr := strings.HasPrefix(p.name, "vxbridge") || strings.HasPrefix(p.name, "docker")
-		if p.before != nil {
-			p.before()
-		}
 		p.ping = func(args ...string) (string, error) {
 			if inCtr {
 				return p.exec(append([]string{"ping"}, args...)...)
@@ -128,9 +103,6 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 		if out, err := p.iperf("-c", p.target, "-t", "1", "-J"); err != nil {
 			t.Fatalf("%s: iperf3 warm-up: %v\n%s", p.name, err, out)
 		}
-		if p.after != nil {
-			p.after()
-		}
 	}
 
 	out := &result.CrossHost{Rounds: o.Rounds, IperfSeconds: o.IperfSeconds, PingCount: o.PingCount,
@@ -143,18 +115,12 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 		for i := range paths {
 			k := (i + r) % len(paths)
 			p := paths[k]
-			if p.before != nil {
-				p.before()
-			}
 			g, re := iperf(t, p, o.IperfSeconds)
 			gbps[k] = append(gbps[k], g)
 			retr[k] = append(retr[k], re)
 			ms, l := pingRTTs(t, p, o.PingCount)
 			rtts[k] = append(rtts[k], ms...)
 			lost[k] += l
-			if p.after != nil {
-				p.after()
-			}
 			t.Logf("round %d: %-20s %6.2f Gbit/s (%d retransmits), ping p50 %.3f ms", r+1, p.name, g, re,
 				result.Median(ms))
 		}
@@ -173,40 +139,6 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 			GbpsRatio: g / anchorG, RTTP50Ratio: d.P50Ms / anchorRTT})
 	}
 	return out
-}
-
-// acceptFirst is a shell command that inserts (-I) or deletes (-D) an
-// ACCEPT for the frames of the host's vxbridge bridge as the first rule of
-// FORWARD, where the by-hand path has its own.
-func acceptFirst(op string) string {
-	pos := ""
-	if op == "-I" {
-		pos = " 1"
-	}
-	return `b=$(ip -o link show type bridge | sed -n 's/^[0-9]*: \(vxb-[^:@]*\).*/\1/p' | head -n1) && [ -n "$b" ] && ` +
-		`iptables ` + op + ` FORWARD` + pos + ` -i "$b" -o "$b" -j ACCEPT`
-}
-
-// notrackRule (raw PREROUTING, which br_netfilter runs for bridged frames)
-// exempts frames between addresses of the vxbridge subnet from conntrack.
-var notrackRule = []string{"PREROUTING", "-s", xSubnet, "-d", xSubnet, "-j", "NOTRACK"}
-
-// logRaw logs the raw table's NOTRACK counters on both hosts: proof that
-// the exemption matched the test's packets.
-func logRaw(t testing.TB, x *xhosts) {
-	for _, h := range x.h {
-		if out, err := h.TryExec("iptables", "-t", "raw", "-S", "-v"); err == nil {
-			t.Logf("%s raw table:\n%s", h.Name, strings.TrimSpace(out))
-		}
-	}
-}
-
-// everyHost runs a command in both host namespaces.
-func (x *xhosts) everyHost(t testing.TB, name string, args ...string) {
-	t.Helper()
-	for _, h := range x.h {
-		h.Exec(t, name, args...)
-	}
 }
 
 // handBuilt makes, on each host, the raw VXLAN device (VNI 97, addresses
@@ -243,8 +175,8 @@ func (x *xhosts) handBuilt(t testing.TB) (ns, own [2]*testbed.NetNS) {
 	return ns, own
 }
 
-// ownNamespacePath builds, on host i, the topology docs/proposal-datapath-netns.md
-// proposes, by hand: bridge brn99 and VXLAN port vxn99 (VNI 99; created in
+// ownNamespacePath builds, on host i, the topology of docs/datapath-netns.md
+// by hand: bridge brn99 and VXLAN port vxn99 (VNI 99; created in
 // the host's namespace, so its UDP socket stays on the underlay, then moved)
 // in a namespace of their own with br_netfilter off there, and a veth from it
 // to a container namespace holding 10.99.0.1 (A) or .2 (B). It returns the

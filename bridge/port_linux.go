@@ -42,7 +42,8 @@ func (m *Manager) exec(req *nl.NetlinkRequest) error {
 }
 
 // createVeth creates cfg's pair with the host end up, in BuildGroup and
-// enslaved to the bridge of index master, and the peer down with cfg's MAC.
+// enslaved to the bridge of index master, and the peer down with cfg's MAC,
+// in namespace cfg.PeerNS if set.
 // Both ends get MTU cfg.MTU (if set) and no transmit queue, as docker's
 // bridge driver does.
 func (m *Manager) createVeth(cfg VethConfig, master int) error {
@@ -68,6 +69,12 @@ func (m *Manager) createVeth(cfg VethConfig, master int) error {
 	}
 	if cfg.MAC != nil {
 		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(cfg.MAC))
+	}
+	if cfg.PeerNS != 0 {
+		peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cfg.PeerNS)))
+	}
+	if cfg.PeerBuilding {
+		peer.AddRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(BuildGroup))
 	}
 	req.AddData(info)
 	return m.exec(req)

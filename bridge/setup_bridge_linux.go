@@ -37,6 +37,13 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 			}
 		}()
 	}
+	return m.setupGateway(link, cfg)
+}
+
+// setupGateway converges what makes link a network's interface in its
+// namespace, a bridge or a gateway link alike: alias, MTU, exactly cfg.Addrs
+// as global addresses, up, built.
+func (m *Manager) setupGateway(link netlink.Link, cfg BridgeConfig) error {
 	return runSteps(
 		func() error { return m.setupAlias(link, cfg.Alias) },
 		func() error { return m.setupMTU(link, cfg.MTU) },

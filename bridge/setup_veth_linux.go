@@ -47,6 +47,9 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 		PeerHardwareAddr: cfg.MAC,
 		PeerMTU:          uint32(cfg.MTU),
 	}
+	if cfg.PeerNS != 0 {
+		want.PeerNamespace = netlink.NsFd(cfg.PeerNS)
+	}
 	link, created, err := m.ensureLink(want, cfg.Alias)
 	if err != nil {
 		return err

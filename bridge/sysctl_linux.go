@@ -6,10 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	"github.com/vxbridge/vxbridge/namespace"
 )
 
 // EnableForwarding turns on IPv4 forwarding, and IPv6 forwarding when ipv6,
@@ -58,22 +57,12 @@ func (m *Manager) setSysctl(key, value string, missingOK bool) error {
 
 // inNetNS runs fn where /proc/sys/net shows the Manager's namespace. The
 // kernel resolves /proc/sys/net against the calling thread's network
-// namespace, so for a Manager from NewAt fn runs on a fresh goroutine locked
-// to its thread and switched into m.ns. That thread is never unlocked: Go
-// discards it when the goroutine ends, so it cannot carry the foreign
-// namespace into other goroutines.
+// namespace, so for a Manager from NewAt fn runs on a thread switched into
+// m.ns and back (namespace.Do: a thread that cannot be switched back is
+// never handed to other goroutines).
 func (m *Manager) inNetNS(fn func() error) error {
 	if !m.hasNS {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(m.ns); err != nil {
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return namespace.Do(m.ns, fn)
 }

@@ -154,7 +154,11 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 		return fmt.Errorf("network %s is cross-host (%s=%d) but vxbridge runs without --etcd-endpoints: its containers reach this host only",
 			short(n.ID), OptVXLANID, n.VNI)
 	}
-	err := d.xh.cfg.VXLAN.EnsureDevice(d.vxlanDevice(n))
+	vx, err := d.vxlanOf(n)
+	if err != nil {
+		return err
+	}
+	err = vx.EnsureDevice(d.vxlanDevice(n))
 	if errors.Is(err, vxlan.ErrNotOwned) {
 		return invalidf("%v: remove it or use another %s", err, OptVXLANID)
 	}
@@ -163,6 +167,19 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 	}
 	d.syncNetwork(n)
 	return nil
+}
+
+// vxlanOf is the VXLAN room where network n's device is: its namespace's
+// when it has one (the device is created in the host's and moved there).
+func (d *Driver) vxlanOf(n *store.Network) (VXLAN, error) {
+	if n.NetNS == "" {
+		return d.xh.cfg.VXLAN, nil
+	}
+	ns, err := d.netNS(n)
+	if err != nil {
+		return nil, err
+	}
+	return ns.VXLAN(), nil
 }
 
 func (d *Driver) vxlanDevice(n *store.Network) vxlan.Device {
@@ -178,7 +195,11 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return // an orphan device goes with the next reconcile
 	}
-	d.undo("delete vxlan device", d.xh.cfg.VXLAN.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
+	if vx, err := d.vxlanOf(n); err != nil {
+		d.undo("delete vxlan device", err, "vni", n.VNI)
+	} else {
+		d.undo("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
+	}
 	d.xh.cfg.Cluster.LeaveNetwork(n.VNI)
 	// Its address blocks go back to the cluster, in the background: a
 	// subnet must not be used up by hosts that once had the network.
@@ -298,7 +319,11 @@ func (d *Driver) syncNetwork(n *store.Network) int {
 	want := vxlan.Desired(peersOf(view.Remotes(d.xh.cfg.Cluster.HostID(), n.VNI)))
 	d.xh.syncMu.Lock()
 	defer d.xh.syncMu.Unlock()
-	c, err := d.xh.cfg.VXLAN.Sync(vxlan.DeviceName(n.VNI), want)
+	vx, err := d.vxlanOf(n)
+	var c vxlan.Changes
+	if err == nil {
+		c, err = vx.Sync(vxlan.DeviceName(n.VNI), want)
+	}
 	if err != nil {
 		d.log.Warn("cross-host: programming peers failed; the next change or reconcile retries", "network", short(n.ID), "vni", n.VNI, "err", err)
 	}

@@ -45,6 +45,9 @@ type Config struct {
 	// Ports holds published host ports (package portproxy); nil: none are
 	// held or relayed, only the firewall publishes.
 	Ports PortReserver
+	// Namespaces gives cross-host networks a namespace of their own
+	// (netns.go); nil: they live in the host's, as networks made before.
+	Namespaces Namespaces
 	// Crash is the test-only crash hook (crash.go): called at each crash
 	// point. Release builds leave it nil.
 	Crash func(point string)
@@ -73,6 +76,7 @@ type Driver struct {
 	xh          *crossHost // nil: single-host only
 
 	ports     PortReserver
+	spaces    Namespaces // nil: no network has a namespace of its own
 	crashHook func(point string)
 	// nextPort is where the next ephemeral host port is looked for, as an
 	// offset into the range.
@@ -88,7 +92,7 @@ func New(cfg Config) *Driver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1), fwKick: make(chan struct{}, 1),
-		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart(), crashHook: cfg.Crash}
+		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart(), crashHook: cfg.Crash, spaces: cfg.Namespaces}
 	if d.ports == nil {
 		d.ports = noReserver{}
 	}
@@ -140,6 +144,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 	}
 	if err := d.checkConflicts(n); err != nil {
 		return err
+	}
+	if n.VNI != 0 && d.spaces != nil {
+		n.NetNS = netNSName(n.ID)
 	}
 	// Teardown touches only what carries this network's id (the bridge alias,
 	// the rule comments), and checkConflicts made sure nothing did before.
@@ -251,7 +258,7 @@ func sameDockerSpaceOverlap(n, other *store.Network) bool {
 
 // ensureNetwork makes the kernel match the network record. Idempotent.
 func (d *Driver) ensureNetwork(n *store.Network) error {
-	if err := d.links.EnsureBridge(bridgeConfig(n)); err != nil {
+	if err := d.ensureBridge(n); err != nil {
 		if errors.Is(err, bridge.ErrNotOwned) {
 			return invalidf("%v: choose another name with -o %s=NAME", err, OptBridgeName)
 		}
@@ -374,7 +381,7 @@ func onSpacePool(n *store.Network, space string, pool netip.Prefix) bool {
 func (d *Driver) teardownNetwork(n *store.Network) {
 	d.teardownCrossHost(n)
 	d.undo("remove firewall rules", d.fw.RemoveNetwork(n.ID), "network", n.ID)
-	d.undo("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
+	d.deleteBridge(n)
 }
 
 func (d *Driver) undo(what string, err error, args ...any) {

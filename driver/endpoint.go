@@ -212,7 +212,9 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool
 	}
 	defer func() {
 		if retErr != nil {
-			d.undo("delete veth", d.links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+			if links, err := d.linksOf(n); err == nil {
+				d.undo("delete veth", links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+			}
 		}
 	}()
 	d.crash(CrashEndpointVeth)
@@ -238,7 +240,16 @@ func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool
 	if err != nil {
 		return fmt.Errorf("endpoint %s: stored mac %q: %w", short(ep.ID), ep.MAC, err)
 	}
-	err = d.links.EnsureVeth(bridge.VethConfig{
+	links, err := d.linksOf(n)
+	if err != nil {
+		return err
+	}
+	peerNS := 0
+	if n.NetNS != "" {
+		peerNS = d.spaces.HostFd() // docker takes its end from its own namespace
+	}
+	err = links.EnsureVeth(bridge.VethConfig{
+		PeerNS:   peerNS,
 		HostName: ep.HostVeth,
 		PeerName: ep.PeerVeth,
 		Bridge:   n.Bridge,
@@ -279,7 +290,11 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	// Deleting the host end takes the container end with it, wherever it
 	// is. The kernel's part is batched in the background (RetireLink): the
 	// record is gone, so should the plugin die first, Reconcile deletes it.
-	d.undo("delete veth", d.links.RetireLink(ep.HostVeth), "veth", ep.HostVeth)
+	links, err := d.linksOfNetwork(ep.NetworkID)
+	if err == nil {
+		err = links.RetireLink(ep.HostVeth)
+	}
+	d.undo("delete veth", err, "veth", ep.HostVeth)
 	d.crash(CrashEndpointVethGone)
 	d.log.Info("endpoint deleted", "network", short(ep.NetworkID), "endpoint", ep.ID, "veth", ep.HostVeth)
 	return nil

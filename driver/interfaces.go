@@ -13,6 +13,11 @@ type Links interface {
 	EnsureBridge(cfg bridge.BridgeConfig) error
 	// DeleteBridge removes the bridge only when its alias says vxbridge owns it.
 	DeleteBridge(name, alias string) error
+	// EnsureGateway configures the host end of a network's gateway link
+	// (made by EnsureVeth from the network's namespace) as the bridge
+	// would be; DeleteGateway removes it, the pair with it.
+	EnsureGateway(cfg bridge.BridgeConfig) error
+	DeleteGateway(name, alias string) error
 	EnsureVeth(cfg bridge.VethConfig) error
 	DeleteLink(name string) error
 	// RetireLink deletes a link in the background, batched with others
@@ -58,4 +63,30 @@ type Store interface {
 	Endpoint(id string) (*store.Endpoint, error)
 	Endpoints() ([]store.Endpoint, error)
 	DeleteEndpoint(id string) error
+}
+
+// NetNS is the namespace of its own that a cross-host network has, with
+// the rooms working in it.
+type NetNS interface {
+	Links() Links
+	VXLAN() VXLAN
+	// Prepare re-applies the namespace's settings (br_netfilter off:
+	// dockerd may load the module after the namespace was made, and its
+	// default is on). Idempotent.
+	Prepare() error
+}
+
+// Namespaces is the room for the networks' own namespaces (package
+// namespace): named, kept across plugin restarts.
+type Namespaces interface {
+	// Ensure returns namespace name, created and prepared if missing.
+	Ensure(name string) (NetNS, error)
+	// Delete removes the namespace and closes what Ensure opened in it;
+	// its links go with it. A missing one is success.
+	Delete(name string) error
+	// List returns the names of the namespaces there are.
+	List() ([]string, error)
+	// HostFd is an open handle of the plugin's own namespace: the veth ends
+	// docker moves into containers are created there.
+	HostFd() int
 }

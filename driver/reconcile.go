@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vxbridge/vxbridge/firewall"
@@ -76,6 +75,7 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 		live[vxlanAlias(id)] = true
 	}
 	d.removeOrphanLinks(live, rep)
+	d.reconcileNamespaces(nets, live, rep)
 	d.reconcileCrossHost(nets, eps)
 	for _, e := range rep.Errors {
 		d.log.Error("reconcile", "err", e)
@@ -98,7 +98,12 @@ func (d *Driver) reconcileEndpoint(ep *store.Endpoint, nets map[string]*store.Ne
 		rep.DroppedEndpoints = append(rep.DroppedEndpoints, ep.ID)
 		return false
 	}
-	_, exists, err := d.links.Link(ep.HostVeth)
+	links, err := d.linksOf(n)
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+		return true
+	}
+	_, exists, err := links.Link(ep.HostVeth)
 	if err != nil {
 		rep.Errors = append(rep.Errors, err)
 		return true
@@ -128,13 +133,7 @@ func (d *Driver) removeOrphanLinks(live map[string]bool, rep *ReconcileReport) {
 		if live[l.Alias] {
 			continue
 		}
-		var err error
-		if strings.HasPrefix(l.Alias, aliasNetPrefix) {
-			err = d.links.DeleteBridge(l.Name, l.Alias)
-		} else {
-			err = d.links.DeleteLink(l.Name)
-		}
-		if err != nil {
+		if err := removeOwnedLink(d.links, l); err != nil {
 			rep.Errors = append(rep.Errors, err)
 			continue
 		}

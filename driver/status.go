@@ -30,6 +30,24 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("list links: %w", err)
 	}
+	// A network's own namespace holds its bridge and endpoint veths: listed
+	// after the host's, its bridge stands for the network (the gateway
+	// link's host end carries the same alias).
+	for i := range nets {
+		if nets[i].NetNS == "" {
+			continue
+		}
+		links, err := d.linksOf(&nets[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		links.Flush()
+		inNS, err := links.OwnedLinks(AliasPrefix)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list links of namespace %s: %w", nets[i].NetNS, err)
+		}
+		owned = append(owned, inNS...)
+	}
 	return statusOf(nets, eps, owned)
 }
 
@@ -61,7 +79,7 @@ func statusOf(nets []store.Network, eps []store.Endpoint, owned []bridge.LinkInf
 	outNets := make([]status.Network, 0, len(nets))
 	for _, n := range nets {
 		row := status.Network{ID: n.ID, Bridge: n.Bridge, MTU: n.MTU, Internal: n.Internal, ICC: n.ICC,
-			Subnets: subnetList(&n), Endpoints: perNet[n.ID], VNI: int(n.VNI)}
+			Subnets: subnetList(&n), Endpoints: perNet[n.ID], VNI: int(n.VNI), NetNS: n.NetNS}
 		row.Health = bridgeHealth(&n, byAlias)
 		outNets = append(outNets, row)
 	}

@@ -16,7 +16,7 @@ import (
 // The test binary doubles as a minimal network driver plugin, so the
 // harness's plugin handling (start, readiness, pid, restart, discovery by
 // dockerd through the bound plugins folder) is tested without vxbridge.
-// testbed.StartPlugin runs it as `BIN serve --socket S --state-dir D`.
+// testbed.StartPlugin runs it as `BIN serve --socket S --state-dir D --netns-dir N`.
 const fakePluginEnv = "VXT_FAKE_PLUGIN"
 
 func isFakePlugin() bool {
@@ -27,6 +27,7 @@ func serveFakePlugin() {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	socket := fs.String("socket", "", "unix socket to listen on")
 	fs.String("state-dir", "", "ignored")
+	fs.String("netns-dir", "", "ignored")
 	_ = fs.Parse(os.Args[2:])
 	_ = os.Remove(*socket) // a stale socket from a killed predecessor
 	l, err := net.Listen("unix", *socket)

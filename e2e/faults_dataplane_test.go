@@ -24,12 +24,12 @@ import (
 // tryTables is tables without failing the test, for sampling goroutines.
 func tryTables(h *testbed.Host) (fdb, neigh map[string]string, err error) {
 	dev := vxlan.DeviceName(xVNI)
-	out, err := h.TryExec("bridge", "fdb", "show", "dev", dev)
+	out, err := xExec(h, "bridge", "fdb", "show", "dev", dev)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bridge fdb: %v: %s", err, out)
 	}
 	fdb = parseFDB(out)
-	if out, err = h.TryExec("ip", "neigh", "show", "dev", dev); err != nil {
+	if out, err = xExec(h, "ip", "neigh", "show", "dev", dev); err != nil {
 		return nil, nil, fmt.Errorf("ip neigh: %v: %s", err, out)
 	}
 	return fdb, parseNeigh(out), nil

@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/status"
 )
 
 // createNetwork runs `docker network create ARGS... NAME` and removes the
@@ -98,21 +102,111 @@ func mustNotPing(t *testing.T, h *testbed.Host, from, addr string) {
 	}
 }
 
+// execIn runs a command on host h, in the plugin's network namespace ns
+// ("": the host's own namespace).
+func execIn(h *testbed.Host, ns, name string, args ...string) (string, error) {
+	if ns == "" {
+		return h.TryExec(name, args...)
+	}
+	return testbed.ExecAt(filepath.Join(h.PluginNetNSDir(), ns), name, args...)
+}
+
+// networkNS is the plugin's namespace of docker network name on h ("": the
+// network lives in the host's namespace), from the plugin's status.
+func networkNS(t *testing.T, h *testbed.Host, name string) string {
+	t.Helper()
+	id := strings.TrimSpace(h.MustDocker(t, "network", "inspect", "-f", "{{.Id}}", name))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := status.Fetch(ctx, h.PluginSocket())
+	if err != nil {
+		t.Fatalf("%s: plugin status: %v", h.Name, err)
+	}
+	for _, n := range r.Networks {
+		if n.ID == id {
+			return n.NetNS
+		}
+	}
+	t.Fatalf("%s: the plugin has no network %s (%s)", h.Name, name, id)
+	return ""
+}
+
+// mustExecIn is execIn failing the test on an error.
+func mustExecIn(t *testing.T, h *testbed.Host, ns, name string, args ...string) string {
+	t.Helper()
+	out, err := execIn(h, ns, name, args...)
+	if err != nil {
+		t.Fatalf("%s (netns %q): %s %s: %v: %s", h.Name, ns, name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 // linkState lists the links of the host's namespace by name, with the
-// detailed line (`ip -d -o link show`) that holds the kind and alias.
+// detailed line (`ip -d -o link show`) that holds the kind and alias, and
+// those of the plugin's network namespaces as "<netns>/<name>".
 func linkState(t *testing.T, h *testbed.Host) map[string]string {
 	t.Helper()
 	links := map[string]string{}
-	for _, line := range strings.Split(h.Exec(t, "ip", "-d", "-o", "link", "show"), "\n") {
-		// "7: vxb-1234@if6: <...> ..." -> "vxb-1234"
-		f := strings.SplitN(line, ": ", 3)
-		if len(f) < 3 {
-			continue
-		}
-		name, _, _ := strings.Cut(f[1], "@")
-		links[name] = line
+	addLinks(links, "", h.Exec(t, "ip", "-d", "-o", "link", "show"))
+	for _, ns := range pluginNamespaces(t, h) {
+		addLinks(links, ns+"/", mustExecIn(t, h, ns, "ip", "-d", "-o", "link", "show"))
 	}
 	return links
+}
+
+// pluginNamespaces lists the plugin's network namespaces on h.
+func pluginNamespaces(t testing.TB, h *testbed.Host) []string {
+	t.Helper()
+	names, err := listNamespaces(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func listNamespaces(h *testbed.Host) ([]string, error) {
+	ents, err := os.ReadDir(h.PluginNetNSDir())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names, nil
+}
+
+// xhostNS is the namespace of the host's one cross-host network, where its
+// VXLAN device is ("" when it has none: an older layout, in the host's).
+func xhostNS(h *testbed.Host) (string, error) {
+	names, err := listNamespaces(h)
+	switch {
+	case err != nil:
+		return "", err
+	case len(names) > 1:
+		return "", fmt.Errorf("%s: %d network namespaces (%v), want one cross-host network", h.Name, len(names), names)
+	case len(names) == 1:
+		return names[0], nil
+	}
+	return "", nil
+}
+
+// xExec runs a command where the host's cross-host network lives.
+func xExec(h *testbed.Host, name string, args ...string) (string, error) {
+	ns, err := xhostNS(h)
+	if err != nil {
+		return "", err
+	}
+	return execIn(h, ns, name, args...)
+}
+
+func mustXExec(t *testing.T, h *testbed.Host, name string, args ...string) string {
+	t.Helper()
+	out, err := xExec(h, name, args...)
+	if err != nil {
+		t.Fatalf("%s: %s %s: %v: %s", h.Name, name, strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 // pluginLinks are the links that look like the plugin's: named vxb-* or

@@ -47,7 +47,8 @@ type leakView struct {
 	report     *status.Report
 	pluginEps  map[string]status.Endpoint
 	pluginNets map[string]status.Network
-	links      map[string]string // name -> `ip -d -o link` line
+	links      map[string]string // name -> `ip -d -o link` line; "<netns>/<name>" in the plugin's namespaces
+	netns      []string          // the plugin's network namespaces (files in its --netns-dir)
 	fwLines    []string          // iptables-save and ip6tables-save lines
 	pools      []store.Pool
 	addrs      map[string]map[netip.Addr]store.AddressKind // pool id -> taken
@@ -141,13 +142,19 @@ func gatherLeakView(h *testbed.Host) (*leakView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ip link: %v: %s", err, out)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.SplitN(line, ": ", 3)
-		if len(f) < 3 {
+	addLinks(v.links, "", out)
+	ents, err := os.ReadDir(h.PluginNetNSDir())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	for _, e := range ents {
+		v.netns = append(v.netns, e.Name())
+		out, err := testbed.ExecAt(filepath.Join(h.PluginNetNSDir(), e.Name()), "ip", "-d", "-o", "link", "show")
+		if err != nil {
+			v.netns[len(v.netns)-1] += " (no namespace on the file: " + strings.TrimSpace(out) + ")"
 			continue
 		}
-		name, _, _ := strings.Cut(f[1], "@")
-		v.links[name] = line
+		addLinks(v.links, e.Name()+"/", out)
 	}
 
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
@@ -162,6 +169,19 @@ func gatherLeakView(h *testbed.Host) (*leakView, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// addLinks adds the links of `ip -d -o link show` output to links, by
+// prefix and name.
+func addLinks(links map[string]string, prefix, out string) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.SplitN(line, ": ", 3)
+		if len(f) < 3 {
+			continue
+		}
+		name, _, _ := strings.Cut(f[1], "@")
+		links[prefix+name] = line
+	}
 }
 
 // readIPAM reads pools and addresses from a copy of the plugin's bbolt file
@@ -256,11 +276,27 @@ func (v *leakView) findings() []string {
 			if id := strings.TrimPrefix(alias, "vxbridge:ep:"); !v.liveEndpoint(id) {
 				add("veth %s (alias %s): no live endpoint", name, alias)
 			}
+		case strings.HasPrefix(alias, "vxbridge:gw:"):
+			if id := strings.TrimPrefix(alias, "vxbridge:gw:"); !v.liveNet(id) {
+				add("gateway link %s (alias %s): no live network", name, alias)
+			}
 		case strings.HasPrefix(alias, "vxbridge:"):
 			// Other owned links (a VTEP and the like) are checked by their
 			// own scenarios; they are per host, not per network.
 		case strings.HasPrefix(name, "vxb-"):
 			add("link %s is named like a vxbridge bridge but has no vxbridge alias: %s", name, strings.TrimSpace(line))
+		}
+	}
+	// (6) network namespaces: each is the one of a live network.
+	ownNS := map[string]bool{}
+	for id, n := range v.pluginNets {
+		if n.NetNS != "" && v.liveNet(id) {
+			ownNS[n.NetNS] = true
+		}
+	}
+	for _, name := range v.netns {
+		if !ownNS[name] {
+			add("network namespace %s: no live network has it", name)
 		}
 	}
 	// (4) firewall rules.
@@ -555,19 +591,23 @@ func gatherXHostView(h *testbed.Host) (xhostView, error) {
 		}
 		x.eps = append(x.eps, e)
 	}
-	for name, line := range v.links {
+	for key, line := range v.links {
+		ns, name, inNS := strings.Cut(key, "/")
+		if !inNS {
+			ns, name = "", key
+		}
 		if !strings.HasPrefix(name, vxlan.DevicePrefix) {
 			continue
 		}
 		tab := vxlanTable{vni: vxlanID(line), fdb: map[string]string{}, neigh: map[string]string{}}
-		out, err := h.TryExec("bridge", "fdb", "show", "dev", name)
+		out, err := execIn(h, ns, "bridge", "fdb", "show", "dev", name)
 		if err != nil {
 			return x, fmt.Errorf("bridge fdb show dev %s: %v: %s", name, err, out)
 		}
 		for mac, dst := range parseFDB(out) {
 			tab.fdb[mac] = dst
 		}
-		out, err = h.TryExec("ip", "neigh", "show", "dev", name)
+		out, err = execIn(h, ns, "ip", "neigh", "show", "dev", name)
 		if err != nil {
 			return x, fmt.Errorf("ip neigh show dev %s: %v: %s", name, err, out)
 		}
@@ -752,11 +792,11 @@ func (m *multiHost) crossHostLeakCheck(t *testing.T) {
 	// reported fails at once.
 	var found []string
 	for attempt := 1; ; attempt++ {
-		h1.Exec(t, "bridge", "fdb", "replace", staleMAC, "dev", dev, "dst", staleDst, "self", "permanent")
-		h1.Exec(t, "ip", "neigh", "replace", staleIP, "lladdr", staleMAC, "dev", dev, "nud", "permanent")
+		mustXExec(t, h1, "bridge", "fdb", "replace", staleMAC, "dev", dev, "dst", staleDst, "self", "permanent")
+		mustXExec(t, h1, "ip", "neigh", "replace", staleIP, "lladdr", staleMAC, "dev", dev, "nud", "permanent")
 		// On a retry the entry deleted last time may not be back yet (the
 		// reconciler restores it on its next run): absent is what we want.
-		if out, err := h2.TryExec("bridge", "fdb", "del", victim.mac, "dev", dev, "self"); err != nil && !strings.Contains(out, "No such file or directory") {
+		if out, err := xExec(h2, "bridge", "fdb", "del", victim.mac, "dev", dev, "self"); err != nil && !strings.Contains(out, "No such file or directory") {
 			t.Fatalf("%s: bridge fdb del %s dev %s self: %v: %s", h2.Name, victim.mac, dev, err, out)
 		}
 		injected := time.Now()

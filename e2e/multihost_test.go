@@ -57,6 +57,7 @@ func TestMultiHost(t *testing.T) {
 	}{
 		{"SameNetworkEverywhere", m.sameNetwork},
 		{"PingAndTCPAcross", m.pingAndTCP},
+		{"OwnNamespace", m.ownNamespace},
 		{"StoppedContainersLeaveTables", m.stoppedContainers},
 		{"HostCutOffAndBack", m.hostCutOff},
 		{"PluginRestart", m.pluginRestart},
@@ -96,7 +97,7 @@ func (m *multiHost) startPlugin(t *testing.T, h *testbed.Host) {
 func (m *multiHost) sameNetwork(t *testing.T) {
 	dev := vxlan.DeviceName(xVNI)
 	for _, h := range m.hosts {
-		line := linkState(t, h)[dev]
+		line := mustXExec(t, h, "ip", "-d", "-o", "link", "show", "dev", dev)
 		if !strings.Contains(line, fmt.Sprintf("vxlan id %d", xVNI)) || !strings.Contains(line, "mtu 1450") ||
 			!strings.Contains(line, "nolearning") || !strings.Contains(line, "proxy") {
 			t.Errorf("%s: vxlan device: %q", h.Name, line)
@@ -110,13 +111,13 @@ func tables(t *testing.T, h *testbed.Host) (fdb, neigh map[string]string) {
 	t.Helper()
 	dev := vxlan.DeviceName(xVNI)
 	fdb, neigh = map[string]string{}, map[string]string{}
-	for _, line := range strings.Split(h.Exec(t, "bridge", "fdb", "show", "dev", dev), "\n") {
+	for _, line := range strings.Split(mustXExec(t, h, "bridge", "fdb", "show", "dev", dev), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 3 && f[1] == "dst" {
 			fdb[f[0]] = f[2]
 		}
 	}
-	for _, line := range strings.Split(h.Exec(t, "ip", "neigh", "show", "dev", dev), "\n") {
+	for _, line := range strings.Split(mustXExec(t, h, "ip", "neigh", "show", "dev", dev), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 3 && f[1] == "lladdr" && strings.Contains(line, "PERMANENT") {
 			neigh[f[0]] = f[2]
@@ -310,7 +311,7 @@ func (m *multiHost) pluginRestart(t *testing.T) {
 	if err := h2.Plugin().Kill9(); err != nil {
 		t.Fatal(err)
 	}
-	h2.Exec(t, "bridge", "fdb", "flush", "dev", vxlan.DeviceName(xVNI)) // lost state: the restart must repair it
+	mustXExec(t, h2, "bridge", "fdb", "flush", "dev", vxlan.DeviceName(xVNI)) // lost state: the restart must repair it
 	m.startPlugin(t, h2)
 	m.waitProgrammed(t, h2, 10*time.Second, m.cs...)
 	for end := time.Now().Add(xTTL + 2*time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
@@ -385,4 +386,58 @@ func (m *multiHost) mismatch(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ownNamespace: the cross-host network lives in a namespace of its own on
+// every host, with br_netfilter off there: its bridge, VXLAN device and the
+// host ends of its veths are there, none in the host's namespace, where the
+// gateway link carries the bridge's name and the gateway addresses. Through
+// that link a container still reaches other machines (masqueraded) and a
+// published port answers from another machine.
+func (m *multiHost) ownNamespace(t *testing.T) {
+	const gateway4 = "10.90.0.1" // the first address of xSubnet4, as vxbridge's IPAM gives it
+	for _, h := range m.hosts {
+		ns := networkNS(t, h, xNet)
+		if !strings.HasPrefix(ns, "vxbridge-") {
+			t.Fatalf("%s: network %s has namespace %q, want its own", h.Name, xNet, ns)
+		}
+		for _, key := range []string{"iptables", "ip6tables"} {
+			if v := strings.TrimSpace(mustExecIn(t, h, ns, "cat", "/proc/sys/net/bridge/bridge-nf-call-"+key)); v != "0" {
+				t.Errorf("%s: bridge-nf-call-%s = %s in %s, want 0", h.Name, key, v, ns)
+			}
+		}
+		id := strings.TrimSpace(h.MustDocker(t, "network", "inspect", "-f", "{{.Id}}", xNet))
+		br := "vxb-" + id[:11]
+		links := linkState(t, h)
+		for name := range links {
+			if strings.HasPrefix(name, "vxh") || strings.HasPrefix(name, vxlan.DevicePrefix) {
+				t.Errorf("%s: %s in the host's namespace, want it in %s", h.Name, name, ns)
+			}
+		}
+		if inner := links[ns+"/"+br]; !strings.Contains(inner, " bridge ") {
+			t.Errorf("%s: no bridge %s in %s: %q", h.Name, br, ns, inner)
+		}
+		if hostBr := links[br]; !strings.Contains(hostBr, "veth") || !strings.Contains(hostBr, "alias vxbridge:net:"+id) {
+			t.Errorf("%s: the host's %s is not the gateway link (a veth with the network's alias): %q", h.Name, br, hostBr)
+		}
+		if addrs := h.Exec(t, "ip", "-o", "addr", "show", "dev", br); !strings.Contains(addrs, gateway4+"/") {
+			t.Errorf("%s: gateway link %s lacks the gateway %s: %s", h.Name, br, gateway4, addrs)
+		}
+	}
+	// Out through the gateway link: c1 (h1) reaches h2's own underlay
+	// address, masqueraded behind h1's.
+	c1 := m.cs[0]
+	waitPing(t, c1.h, c1.name, m.vteps[m.hosts[1]])
+	// In through it: a published port on h1 answers from h2's namespace.
+	c1.h.MustDocker(t, "run", "-d", "--name", "web1", "--network", xNet, "-p", "8089:80", testbed.Image,
+		"sh", "-c", "echo served-by-web1 > /tmp/index.html && httpd -f -p 80 -h /tmp")
+	t.Cleanup(func() { removeContainers(t, c1.h, "web1") })
+	testbed.WaitFor(t, 10*time.Second, func() error {
+		// busybox wget segfaults here (Debian busybox-static 1.35); its nc does not.
+		out, err := m.hosts[1].TryExec("sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 2 %s 8089`, m.vteps[c1.h]))
+		if err != nil || !strings.Contains(out, "served-by-web1") {
+			return fmt.Errorf("GET http://%s:8089/ from %s: %v: %s", m.vteps[c1.h], m.hosts[1].Name, err, out)
+		}
+		return nil
+	})
 }

@@ -82,6 +82,9 @@ func flags(n Network) string {
 	if !n.ICC {
 		f = append(f, "no-icc")
 	}
+	if n.NetNS != "" {
+		f = append(f, "netns="+n.NetNS)
+	}
 	return orDash(strings.Join(f, ","))
 }
 

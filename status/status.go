@@ -36,7 +36,10 @@ type Network struct {
 	// Endpoints counts the network's endpoints in the state file.
 	Endpoints int `json:"endpoints"`
 	// VNI is the VXLAN id of a cross-host network, 0 for a local one.
-	VNI    int    `json:"vni,omitempty"`
+	VNI int `json:"vni,omitempty"`
+	// NetNS is the network's own namespace, holding its bridge, VXLAN
+	// device and endpoint veths ("": the host's namespace).
+	NetNS  string `json:"netns,omitempty"`
 	Health Health `json:"health"`
 }
 

@@ -39,6 +39,11 @@ type Network struct {
 	// VNI is the VXLAN network identifier of a cross-host network (-o
 	// vxlan.id); 0 for a network local to this host.
 	VNI uint32 `json:"vni,omitempty"`
+	// NetNS names the network's own namespace (a cross-host network made
+	// by a vxbridge that has them): its bridge, VXLAN device and the host
+	// ends of its endpoints live there, and a gateway link of the bridge's
+	// name joins it to the host's. "": everything in the host's namespace.
+	NetNS string `json:"netns,omitempty"`
 }
 
 // Subnets returns the IPv4 then IPv6 subnets.

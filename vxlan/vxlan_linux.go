@@ -39,11 +39,21 @@ type Options struct {
 	// copy.
 	ProcSys string
 	Logger  *slog.Logger
+	// Create, when set, is the handle of the namespace devices are created
+	// in and their underlay (Device.Parent) looked up in, where Handle is
+	// another namespace, of fd NetNS, they are moved into at creation: the
+	// device's UDP socket stays on the underlay, in Create's namespace,
+	// while the device is a port of a bridge in Handle's. Nil: both are
+	// Handle's namespace.
+	Create *netlink.Handle
+	NetNS  int
 }
 
 // Manager makes VXLAN devices and their FDB and neighbour entries.
 type Manager struct {
 	nlh     *netlink.Handle
+	create  *netlink.Handle // where devices are created (Options.Create)
+	netNS   int             // fd of nlh's namespace when create is another
 	inNS    func(fn func() error) error
 	procSys string
 	log     *slog.Logger
@@ -54,12 +64,15 @@ type Manager struct {
 
 // New returns a Manager.
 func New(opts Options) *Manager {
-	m := &Manager{nlh: opts.Handle, inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger}
+	m := &Manager{nlh: opts.Handle, inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger, create: opts.Create, netNS: opts.NetNS}
 	if m.procSys == "" {
 		m.procSys = "/proc/sys"
 	}
 	if m.nlh == nil {
 		m.nlh = &netlink.Handle{}
+	}
+	if m.create == nil {
+		m.create, m.netNS = m.nlh, 0
 	}
 	if m.inNS == nil {
 		m.inNS = func(fn func() error) error { return fn() }
@@ -88,8 +101,12 @@ func retryDump[T any](what string, dump func() (T, error)) (T, error) {
 }
 
 func (m *Manager) linkByName(name string) (netlink.Link, bool, error) {
+	return linkByName(m.nlh, name)
+}
+
+func linkByName(nlh *netlink.Handle, name string) (netlink.Link, bool, error) {
 	link, err := retryDump(fmt.Sprintf("look up link %q", name), func() (netlink.Link, error) {
-		return m.nlh.LinkByName(name)
+		return nlh.LinkByName(name)
 	})
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		return nil, false, nil
@@ -132,7 +149,10 @@ func (m *Manager) EnsureDevice(d Device) (retErr error) {
 		}
 	}
 	if !ok {
-		if err := m.nlh.LinkAdd(want); err != nil {
+		if m.netNS != 0 {
+			want.Namespace = netlink.NsFd(m.netNS)
+		}
+		if err := m.create.LinkAdd(want); err != nil {
 			return fmt.Errorf("create vxlan device %q (vni %d): %w", d.Name, d.VNI, err)
 		}
 		defer func() {
@@ -201,7 +221,7 @@ func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
 		Proxy:    true,
 	}
 	if d.Parent != "" {
-		parent, ok, err := m.linkByName(d.Parent)
+		parent, ok, err := linkByName(m.create, d.Parent)
 		if err != nil {
 			return nil, err
 		}

@@ -63,25 +63,40 @@ func linkUp(t *testing.T, ns *nstest.NS, name string, addrs ...string) netlink.L
 
 type testHost struct {
 	host, ctr *nstest.NS
-	m         *Manager
-	vtep      netip.Addr
-	mac       net.HardwareAddr // the container's
-	ips       []netip.Addr
-	dev       Device
+	// net is where the bridge and the VXLAN device live: host, or a
+	// namespace of the network's own (newTestHostOwnNS).
+	net  *nstest.NS
+	m    *Manager
+	vtep netip.Addr
+	mac  net.HardwareAddr // the container's
+	ips  []netip.Addr
+	dev  Device
 }
 
 // newTestHost is a host namespace with a bridge and one "container"
 // namespace on it (eth0 with ctrIPs), and an underlay veth ul0 to be joined.
 func newTestHost(t *testing.T, vtep string, ctrIPs ...string) *testHost {
-	h := &testHost{host: nstest.New(t), ctr: nstest.New(t), vtep: netip.MustParseAddr(vtep)}
+	host := nstest.New(t)
+	return newTestHostIn(t, host, host, vtep, ctrIPs...)
+}
+
+// newTestHostOwnNS is newTestHost with the bridge, the container's host
+// end and the VXLAN device in a namespace of their own, the underlay in the
+// host's: the device is created in the host's namespace and moved.
+func newTestHostOwnNS(t *testing.T, vtep string, ctrIPs ...string) *testHost {
+	return newTestHostIn(t, nstest.New(t), nstest.New(t), vtep, ctrIPs...)
+}
+
+func newTestHostIn(t *testing.T, host, netNS *nstest.NS, vtep string, ctrIPs ...string) *testHost {
+	h := &testHost{host: host, net: netNS, ctr: nstest.New(t), vtep: netip.MustParseAddr(vtep)}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: 1450}}
-	must(t, h.host.Handle().LinkAdd(br))
-	linkUp(t, h.host, "br0")
-	vethTo(t, h.host, "vh0", h.ctr, "eth0", 1450)
-	vh, err := h.host.Handle().LinkByName("vh0")
+	must(t, h.net.Handle().LinkAdd(br))
+	linkUp(t, h.net, "br0")
+	vethTo(t, h.net, "vh0", h.ctr, "eth0", 1450)
+	vh, err := h.net.Handle().LinkByName("vh0")
 	must(t, err)
-	must(t, h.host.Handle().LinkSetMaster(vh, br))
-	linkUp(t, h.host, "vh0")
+	must(t, h.net.Handle().LinkSetMaster(vh, br))
+	linkUp(t, h.net, "vh0")
 	var cidrs []string
 	for _, ip := range ctrIPs {
 		h.ips = append(h.ips, netip.MustParsePrefix(ip).Addr())
@@ -89,7 +104,11 @@ func newTestHost(t *testing.T, vtep string, ctrIPs ...string) *testHost {
 	}
 	eth0 := linkUp(t, h.ctr, "eth0", cidrs...)
 	h.mac = eth0.Attrs().HardwareAddr
-	h.m = New(Options{Handle: h.host.Handle(), InNetNS: h.host.Do})
+	opts := Options{Handle: h.net.Handle(), InNetNS: h.net.Do}
+	if h.net != h.host {
+		opts.Create, opts.NetNS = h.host.Handle(), int(nsFd(t, h.net))
+	}
+	h.m = New(opts)
 	h.dev = Device{Name: DeviceName(42), Alias: testAlias, VNI: 42, Port: DefaultPort, Local: h.vtep, Parent: "ul0", MTU: 1450, Bridge: "br0"}
 	return h
 }
@@ -108,19 +127,41 @@ func ping(ns *nstest.NS, addr string) error {
 // VXLAN device each with learning off, and containers that reach each other
 // only through the FDB and neighbour entries Sync writes.
 func TestDataPlane(t *testing.T) {
+	testDataPlane(t, newTestHost)
+}
+
+// The same with each host's bridge and VXLAN device in a namespace of the
+// network's own: the device's UDP socket stays on the host's underlay.
+func TestDataPlaneOwnNamespace(t *testing.T) {
+	testDataPlane(t, newTestHostOwnNS)
+}
+
+func testDataPlane(t *testing.T, newHost func(*testing.T, string, ...string) *testHost) {
 	nstest.RequireRoot(t)
 	if _, err := exec.LookPath("ping"); err != nil {
 		t.Skip("ping not installed (apt-get install iputils-ping)")
 	}
-	a := newTestHost(t, "192.0.2.1", "10.9.0.1/24", "fd09::1/64")
-	b := newTestHost(t, "192.0.2.2", "10.9.0.2/24", "fd09::2/64")
+	a := newHost(t, "192.0.2.1", "10.9.0.1/24", "fd09::1/64")
+	b := newHost(t, "192.0.2.2", "10.9.0.2/24", "fd09::2/64")
 	vethTo(t, a.host, "ul0", b.host, "ul0", 1500)
 	linkUp(t, a.host, "ul0", "192.0.2.1/24")
 	linkUp(t, b.host, "ul0", "192.0.2.2/24")
 
 	for _, h := range []*testHost{a, b} {
 		must(t, h.m.EnsureDevice(h.dev))
-		must(t, h.m.EnsureDevice(h.dev)) // idempotent
+		first, err := h.net.Handle().LinkByName(h.dev.Name)
+		must(t, err)
+		must(t, h.m.EnsureDevice(h.dev)) // idempotent: the same device
+		again, err := h.net.Handle().LinkByName(h.dev.Name)
+		must(t, err)
+		if again.Attrs().Index != first.Attrs().Index {
+			t.Fatalf("a second EnsureDevice re-created the device")
+		}
+		if h.net != h.host {
+			if _, err := h.host.Handle().LinkByName(h.dev.Name); err == nil {
+				t.Fatalf("device %s is in the host's namespace, want the network's", h.dev.Name)
+			}
+		}
 	}
 	if err := ping(a.ctr, "10.9.0.2"); err == nil {
 		t.Fatal("ping across before any entry was written: the device floods or learns")

@@ -23,6 +23,8 @@ type Links struct {
 	Links   map[string]bridge.LinkInfo
 	Bridges map[string]bridge.BridgeConfig
 	Veths   map[string]bridge.VethConfig
+	// Gateways are the host ends of gateway links (EnsureGateway).
+	Gateways map[string]bridge.BridgeConfig
 	// Forwarding records EnableForwarding.
 	Forwarding bool
 	// FailVeth, when set, is what EnsureVeth returns.
@@ -34,7 +36,8 @@ type Links struct {
 
 // NewLinks returns an empty kernel.
 func NewLinks() *Links {
-	return &Links{Links: map[string]bridge.LinkInfo{}, Bridges: map[string]bridge.BridgeConfig{}, Veths: map[string]bridge.VethConfig{}}
+	return &Links{Links: map[string]bridge.LinkInfo{}, Bridges: map[string]bridge.BridgeConfig{}, Veths: map[string]bridge.VethConfig{},
+		Gateways: map[string]bridge.BridgeConfig{}}
 }
 
 // EnsureBridge creates or adopts (same alias) a bridge.
@@ -56,6 +59,31 @@ func (f *Links) DeleteBridge(name, alias string) error {
 	if l, ok := f.Links[name]; ok && l.Alias == alias {
 		delete(f.Links, name)
 		delete(f.Bridges, name)
+	}
+	return nil
+}
+
+// EnsureGateway creates or adopts (same alias) the host end of a gateway
+// link: a veth carrying the gateway addresses (the pair's other end, in
+// another namespace, is not modelled).
+func (f *Links) EnsureGateway(cfg bridge.BridgeConfig) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.Links[cfg.Name]; ok && (l.Alias != cfg.Alias || l.Kind != "veth") {
+		return fmt.Errorf("interface %q: %w", cfg.Name, bridge.ErrNotOwned)
+	}
+	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "veth", MTU: cfg.MTU}
+	f.Gateways[cfg.Name] = cfg
+	return nil
+}
+
+// DeleteGateway removes a gateway link when alias matches.
+func (f *Links) DeleteGateway(name, alias string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.Links[name]; ok && l.Alias == alias && l.Kind == "veth" {
+		delete(f.Links, name)
+		delete(f.Gateways, name)
 	}
 	return nil
 }
@@ -85,6 +113,7 @@ func (f *Links) DeleteLink(name string) error {
 	delete(f.Links, name)
 	delete(f.Veths, name)
 	delete(f.Bridges, name)
+	delete(f.Gateways, name)
 	return nil
 }
 

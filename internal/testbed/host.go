@@ -184,7 +184,19 @@ func (h *Host) StopDockerd(t testing.TB) {
 // after the containers are removed and before dockerd stops.
 func (h *Host) Start(t testing.TB, logName string, argv ...string) *Process {
 	t.Helper()
-	p := h.startInNS(t, logName, filepath.Join(h.dir, logName), argv)
+	return h.startOwned(t, logName, argv, true)
+}
+
+// startOwned is Start; privateMounts false runs argv in the machine's
+// mount namespace instead (network namespace still the host's).
+func (h *Host) startOwned(t testing.TB, logName string, argv []string, privateMounts bool) *Process {
+	t.Helper()
+	var p *Process
+	if privateMounts {
+		p = h.startInNS(t, logName, filepath.Join(h.dir, logName), argv)
+	} else {
+		p = h.startNetOnly(t, logName, filepath.Join(h.dir, logName), argv)
+	}
 	h.mu.Lock()
 	h.procs = append(h.procs, p)
 	h.mu.Unlock()
@@ -203,6 +215,22 @@ func (h *Host) startInNS(t testing.TB, name, logPath string, argv []string) *Pro
 	}
 	full := append([]string{nsenter, "--net=" + h.ns.Path(), unshare, "-m",
 		"/bin/sh", "-c", mountPreamble, "preamble", h.dir}, argv...)
+	return h.startFull(t, name, logPath, full, argv)
+}
+
+// startNetOnly starts argv in the host's network namespace only.
+func (h *Host) startNetOnly(t testing.TB, name, logPath string, argv []string) *Process {
+	t.Helper()
+	nsenter, err := lookPath("nsenter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{nsenter, "--net=" + h.ns.Path()}, argv...)
+	return h.startFull(t, name, logPath, full, argv)
+}
+
+func (h *Host) startFull(t testing.TB, name, logPath string, full, argv []string) *Process {
+	t.Helper()
 	p, err := startProcess(name, logPath, full, argv, daemonEnv("DOCKER_CONFIG="+filepath.Join(h.dir, "cli")))
 	if err != nil {
 		t.Fatalf("%s: %v", h.Name, err)

@@ -208,6 +208,17 @@ func newStateDir() (id, dir string, err error) {
 }
 
 // run runs a short command with a 2 minute timeout, returning combined output.
+// ExecAt runs a command in the network namespace mounted at nsPath (such
+// as one of the plugin's, under PluginNetNSDir) and returns its combined
+// output.
+func ExecAt(nsPath, name string, args ...string) (string, error) {
+	path, err := lookPath(name)
+	if err != nil {
+		return "", err
+	}
+	return run("nsenter", append([]string{"--net=" + nsPath, path}, args...)...)
+}
+
 func run(name string, args ...string) (string, error) {
 	path, err := lookPath(name)
 	if err != nil {

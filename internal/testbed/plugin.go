@@ -25,8 +25,16 @@ func (h *Host) PluginSocket() string {
 // restarts within the host's life.
 func (h *Host) PluginStateDir() string { return filepath.Join(h.dir, "state") }
 
+// PluginNetNSDir is the plugin's --netns-dir (D/netns): the namespaces of
+// its cross-host networks, bind mounts in the machine's mount namespace
+// (removed with D at teardown).
+func (h *Host) PluginNetNSDir() string { return filepath.Join(h.dir, "netns") }
+
 // StartPlugin runs `BIN serve --socket D/plugins/vxbridge.sock --state-dir
-// D/state ARGS...` inside the host, output appended to D/plugin.log, and
+// D/state --netns-dir D/netns ARGS...` in the host's network namespace and
+// the machine's mount namespace, as a plugin run by systemd would (its
+// bind mounts of network namespaces must outlive it, and it needs none of
+// the private mounts dockerd gets), output appended to D/plugin.log, and
 // waits until the socket answers POST /Plugin.Activate with 200. Call it
 // again after Kill9 or Stop to restart the plugin. The host owns the process
 // (it outlives the subtest that started it) and stops it at teardown.
@@ -42,9 +50,10 @@ func (h *Host) StartPlugin(t testing.TB, bin string, args ...string) *Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	argv := append([]string{bin, "serve", "--socket", h.PluginSocket(), "--state-dir", h.PluginStateDir()}, args...)
+	argv := append([]string{bin, "serve", "--socket", h.PluginSocket(), "--state-dir", h.PluginStateDir(),
+		"--netns-dir", h.PluginNetNSDir()}, args...)
 	start := time.Now()
-	p := h.Start(t, "plugin.log", argv...)
+	p := h.startOwned(t, "plugin.log", argv, false)
 	h.mu.Lock()
 	h.plugin = p
 	h.mu.Unlock()
