@@ -91,7 +91,7 @@ func checkBrNetfilter(f *Facts) Finding {
 		c.Message = "br_netfilter not loaded: traffic inside a bridge is not filtered (icc=false still works through port isolation)"
 	case "1":
 		c.Level = OK
-		c.Message = "br_netfilter loaded, bridge-nf-call-iptables=1: traffic inside a bridge passes FORWARD, so the forward check above matters"
+		c.Message = "br_netfilter loaded, bridge-nf-call-iptables=1: traffic inside a bridge of the host's namespace passes FORWARD, so the forward check above matters (cross-host networks in a namespace of their own are exempt)"
 	default:
 		c.Level = OK
 		c.Message = "br_netfilter loaded, bridge-nf-call-iptables=0: traffic inside a bridge is not filtered"

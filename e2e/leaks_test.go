@@ -63,14 +63,16 @@ type leakView struct {
 // Rules: (1) every vxbridge network and endpoint docker knows is in the
 // plugin's records and vice versa; (2) the plugin reports no unhealthy
 // bridge or veth; (3) every link with a vxbridge alias, or named vxb-*,
-// belongs to a recorded network, endpoint or VXLAN device of a live network;
+// belongs to a recorded network, endpoint, VXLAN device or gateway link of a
+// live network, in the host's namespace and in the plugin's own ones;
 // (4) every iptables rule tagged vxbridge:ID names a live network (and, for
 // port rules, a live endpoint); (5) every IPAM pool is the subnet of a live
 // network using the vxbridge IPAM, and every endpoint address it marks taken
 // is held by a live endpoint; every static (--ip) address is held by a live
 // endpoint; every aux address is an --aux-address of the live network using
 // the pool (or, in a record from before static addresses had their own
-// kind, a live endpoint's address).
+// kind, a live endpoint's address); (6) every namespace under the plugin's
+// --netns-dir is the one of a live network.
 //
 // Cross-host FDB and neighbour entries need every host's view: see
 // crossHostLeaks.

@@ -424,6 +424,25 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 			t.Errorf("%s: gateway link %s lacks the gateway %s: %s", h.Name, br, gateway4, addrs)
 		}
 	}
+	// Leftovers in the plugin's namespaces are found and removed: a
+	// namespace no network claims (a crash between making it and storing
+	// the network) and, in the network's namespace, a veth with the alias
+	// of an endpoint that has no record.
+	h := m.hosts[2]
+	ns := networkNS(t, h, xNet)
+	stray := filepath.Join(h.PluginNetNSDir(), "vxbridge-0123456789ab")
+	h.Exec(t, "sh", "-c", fmt.Sprintf("touch %s && unshare --net=%s true", stray, stray))
+	t.Cleanup(func() { h.TryExec("sh", "-c", fmt.Sprintf("umount %s; rm -f %s", stray, stray)) })
+	mustExecIn(t, h, ns, "ip", "link", "add", "vxhstray000000", "type", "veth", "peer", "name", "vxcstray000000")
+	mustExecIn(t, h, ns, "ip", "link", "set", "vxhstray000000", "alias", "vxbridge:ep:stray")
+	found := strings.Join(leaks(t, h), "\n")
+	for _, want := range []string{"network namespace vxbridge-0123456789ab: no live network", ns + "/vxhstray000000"} {
+		if !strings.Contains(found, want) {
+			t.Errorf("%s: LEAKS() misses %q; it found:\n%s", h.Name, want, found)
+		}
+	}
+	requireNoLeaks(t, h, 10*time.Second) // the reconciler (every 2 s here) removes both
+
 	// Out through the gateway link: c1 (h1) reaches h2's own underlay
 	// address, masqueraded behind h1's.
 	c1 := m.cs[0]
