@@ -149,6 +149,16 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
+	// Each gives the service a mount namespace of its own, where the bind
+	// mounts keeping the networks' namespaces alive would die with it.
+	for _, line := range strings.Split(unit, "\n") {
+		key, _, _ := strings.Cut(strings.TrimSpace(line), "=")
+		switch key {
+		case "PrivateTmp", "ProtectSystem", "ProtectHome", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths",
+			"PrivateDevices", "MountFlags", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "PrivateMounts":
+			t.Errorf("unit sets %s: a mount namespace of its own would drop the network namespaces' bind mounts at every restart", key)
+		}
+	}
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed")
