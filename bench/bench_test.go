@@ -63,7 +63,7 @@ func TestBench(t *testing.T) {
 			})
 		case "3":
 			figure(result.KeyScaling, func(t *testing.T) {
-				run.Scaling = BenchScaling(t, bin, ScalingOptions{Endpoints: 1000, Probes: 25, Restarts: 5})
+				run.Scaling = BenchScaling(t, bin, ScalingOptions{Endpoints: 1000, Probes: 75, Restarts: 5})
 			})
 		case "1":
 			figure(result.KeyDockerRun, func(t *testing.T) {
