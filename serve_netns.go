@@ -96,6 +96,32 @@ func (n *netnsRooms) Ensure(name string) (driver.NetNS, error) {
 	return r, nil
 }
 
+// Open returns the namespace's rooms if it exists, without making it.
+func (n *netnsRooms) Open(name string) (driver.NetNS, bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r := n.open[name]; r != nil {
+		if ok, err := namespace.IsNamespace(r.path); err == nil && ok {
+			return r, true, nil
+		}
+	}
+	h, found, err := n.dir.Open(name)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	if r := n.open[name]; r != nil { // its mount is gone: a new namespace is on the file
+		r.close()
+		delete(n.open, name)
+	}
+	r, err := n.openRoom(name, h)
+	if err != nil {
+		h.Close()
+		return nil, false, err
+	}
+	n.open[name] = r
+	return r, true, nil
+}
+
 func (n *netnsRooms) openRoom(name string, h netns.NsHandle) (*netnsRoom, error) {
 	links, err := bridge.NewAt(h)
 	if err != nil {

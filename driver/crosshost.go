@@ -182,6 +182,22 @@ func (d *Driver) vxlanOf(n *store.Network) (VXLAN, error) {
 	return ns.VXLAN(), nil
 }
 
+// existingVXLANOf is vxlanOf without making a missing namespace (found is
+// false then: the device went with it).
+func (d *Driver) existingVXLANOf(n *store.Network) (VXLAN, bool, error) {
+	if n.NetNS == "" {
+		return d.xh.cfg.VXLAN, true, nil
+	}
+	if d.spaces == nil {
+		return nil, false, nil
+	}
+	ns, found, err := d.spaces.Open(n.NetNS)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	return ns.VXLAN(), true, nil
+}
+
 func (d *Driver) vxlanDevice(n *store.Network) vxlan.Device {
 	c := d.xh.cfg
 	return vxlan.Device{
@@ -195,9 +211,9 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return // an orphan device goes with the next reconcile
 	}
-	if vx, err := d.vxlanOf(n); err != nil {
+	if vx, found, err := d.existingVXLANOf(n); err != nil {
 		d.undo("delete vxlan device", err, "vni", n.VNI)
-	} else {
+	} else if found {
 		d.undo("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
 	}
 	d.xh.cfg.Cluster.LeaveNetwork(n.VNI)

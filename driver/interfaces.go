@@ -81,6 +81,8 @@ type NetNS interface {
 type Namespaces interface {
 	// Ensure returns namespace name, created and prepared if missing.
 	Ensure(name string) (NetNS, error)
+	// Open returns namespace name if it exists; found is false if not.
+	Open(name string) (ns NetNS, found bool, err error)
 	// Delete removes the namespace and closes what Ensure opened in it;
 	// its links go with it. A missing one is success.
 	Delete(name string) error

@@ -42,6 +42,15 @@ func (s *fakeSpaces) Ensure(name string) (NetNS, error) {
 	return s.ns[name], nil
 }
 
+func (s *fakeSpaces) Open(name string) (NetNS, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ns := s.ns[name]; ns != nil {
+		return ns, true, nil
+	}
+	return nil, false, nil
+}
+
 func (s *fakeSpaces) Delete(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -196,5 +205,30 @@ func TestLocalNetworkHasNoNamespace(t *testing.T) {
 	}
 	if _, ok := h.links.Bridges["vxb-aaaaaaaaaaa"]; !ok {
 		t.Error("no bridge in the host's namespace")
+	}
+}
+
+// Status and a network delete read a lost namespace as lost: they never
+// make it again (only the reconciler does).
+func TestLostNamespaceNotRecreatedByStatusOrDelete(t *testing.T) {
+	h, spaces := newNSHarness(t)
+	mustCreate(t, h.harness, xhReq("42", ""))
+	const nsName = "vxbridge-aaaaaaaaaaaa"
+	spaces.Delete(nsName)
+	nets, _, err := h.d.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].Health.OK || nets[0].NetNS != nsName {
+		t.Errorf("status of a network whose namespace is gone: %+v", nets)
+	}
+	if spaces.get(nsName) != nil {
+		t.Fatal("Status made the namespace again")
+	}
+	if err := h.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := spaces.List(); len(names) != 0 {
+		t.Errorf("namespaces after deleting the network: %v", names)
 	}
 }

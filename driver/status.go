@@ -37,10 +37,17 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 		if nets[i].NetNS == "" {
 			continue
 		}
-		links, err := d.linksOf(&nets[i])
-		if err != nil {
-			return nil, nil, err
+		if d.spaces == nil {
+			continue // its bridge is reported missing
 		}
+		ns, found, err := d.spaces.Open(nets[i].NetNS)
+		if err != nil {
+			return nil, nil, fmt.Errorf("namespace %s of network %s: %w", nets[i].NetNS, short(nets[i].ID), err)
+		}
+		if !found {
+			continue // its bridge is reported missing; the reconciler makes the namespace again
+		}
+		links := ns.Links()
 		links.Flush()
 		inNS, err := links.OwnedLinks(AliasPrefix)
 		if err != nil {
@@ -91,8 +98,12 @@ func statusOf(nets []store.Network, eps []store.Endpoint, owned []bridge.LinkInf
 func bridgeHealth(n *store.Network, byAlias map[string]bridge.LinkInfo) status.Health {
 	l, ok := byAlias[netAlias(n.ID)]
 	switch {
-	case !ok:
-		return status.Unhealthy("bridge " + n.Bridge + " is missing (the reconciler re-creates it)")
+	case !ok || l.Kind != "bridge": // a veth: the gateway link, its namespace's bridge unseen
+		where := ""
+		if n.NetNS != "" {
+			where = " in namespace " + n.NetNS
+		}
+		return status.Unhealthy("bridge " + n.Bridge + where + " is missing (the reconciler re-creates it)")
 	case l.Name != n.Bridge:
 		return status.Unhealthy(fmt.Sprintf("the network's bridge is named %s, want %s", l.Name, n.Bridge))
 	case n.MTU != 0 && l.MTU != n.MTU:
