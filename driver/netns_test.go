@@ -195,6 +195,18 @@ func TestCrossHostNetworkInItsNamespace(t *testing.T) {
 	}
 }
 
+// icc=false isolates the VXLAN port too: containers are kept apart across
+// hosts as on one.
+func TestCrossHostNoICCIsolatesVXLANPort(t *testing.T) {
+	h, spaces := newNSHarness(t)
+	req := xhReq("42", "")
+	req.Options[keyGeneric].(map[string]interface{})[OptICC] = "false"
+	mustCreate(t, h.harness, req)
+	if dev := spaces.get("vxbridge-aaaaaaaaaaaa").vx.devices["vxv-2a"]; !dev.Isolated {
+		t.Errorf("vxlan device of an icc=false network: %+v, want isolated", dev)
+	}
+}
+
 // Networks without a VNI, and cross-host networks recorded before
 // namespaces (no NetNS in the record), keep everything in the host's.
 func TestLocalNetworkHasNoNamespace(t *testing.T) {

@@ -58,6 +58,7 @@ func TestMultiHost(t *testing.T) {
 		{"SameNetworkEverywhere", m.sameNetwork},
 		{"PingAndTCPAcross", m.pingAndTCP},
 		{"OwnNamespace", m.ownNamespace},
+		{"NoICCAcross", m.noICCAcross},
 		{"StoppedContainersLeaveTables", m.stoppedContainers},
 		{"HostCutOffAndBack", m.hostCutOff},
 		{"PluginRestart", m.pluginRestart},
@@ -459,4 +460,34 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// noICCAcross: a cross-host network with icc=false keeps its containers
+// apart on one host and across hosts alike (the VXLAN port is isolated too),
+// while each still reaches its gateway. The network goes at the end: later
+// scenarios expect one cross-host network per host.
+func (m *multiHost) noICCAcross(t *testing.T) {
+	const net, vni = "xnoicc", 91
+	h1, h2 := m.hosts[0], m.hosts[1]
+	for _, h := range []*testbed.Host{h1, h2} {
+		createNetwork(t, h, net, "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
+			"--subnet", "10.91.0.0/24", "-o", fmt.Sprintf("vxlan.id=%d", vni), "-o", "com.docker.network.bridge.enable_icc=false")
+	}
+	runContainer(t, h1, "ni1", net, "--ip", "10.91.0.11")
+	runContainer(t, h1, "ni1b", net, "--ip", "10.91.0.12")
+	runContainer(t, h2, "ni2", net, "--ip", "10.91.0.21")
+	waitPing(t, h1, "ni1", "10.91.0.1") // positive control: the gateway
+	waitPing(t, h2, "ni2", "10.91.0.1")
+	// The peer is programmed on h1: what stops the ping is the isolation.
+	dev := vxlan.DeviceName(vni)
+	testbed.WaitFor(t, 10*time.Second, func() error {
+		out, err := execIn(h1, networkNS(t, h1, net), "ip", "neigh", "show", "dev", dev)
+		if err != nil || !strings.Contains(out, "10.91.0.21 ") {
+			return fmt.Errorf("%s: ni2 not in %s's neighbour table: %v: %s", h1.Name, dev, err, out)
+		}
+		return nil
+	})
+	mustNotPing(t, h1, "ni1", "10.91.0.12") // same host
+	mustNotPing(t, h1, "ni1", "10.91.0.21") // across hosts
+	mustNotPing(t, h2, "ni2", "10.91.0.11")
 }

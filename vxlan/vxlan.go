@@ -92,6 +92,10 @@ type Device struct {
 	Parent string     // underlay interface the VTEP address is on ("" = any)
 	MTU    int
 	Bridge string // the network's bridge, of which the device is a port
+	// Isolated makes the device an isolated bridge port (icc=false): the
+	// bridge forwards nothing between it and the containers' isolated
+	// ports, so they are kept apart across hosts as on one.
+	Isolated bool
 }
 
 // Validate refuses a device config the kernel would reject or misuse.

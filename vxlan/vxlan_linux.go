@@ -176,7 +176,8 @@ func cmpErr(err error, alt string) error {
 	return errors.New(alt)
 }
 
-// setup converges the mutable attributes: alias, MTU, master, up.
+// setup converges the mutable attributes: alias, MTU, master, port
+// isolation, up.
 func (m *Manager) setup(link, br netlink.Link, d Device) error {
 	a := link.Attrs()
 	if a.Alias != d.Alias {
@@ -193,6 +194,10 @@ func (m *Manager) setup(link, br netlink.Link, d Device) error {
 		if err := m.nlh.LinkSetMaster(link, br); err != nil {
 			return fmt.Errorf("put %q on bridge %q: %w", d.Name, d.Bridge, err)
 		}
+	}
+	// Set every time: reading it back would cost a request as well.
+	if err := m.nlh.LinkSetIsolated(link, d.Isolated); err != nil {
+		return fmt.Errorf("set port isolation %t on %q: %w", d.Isolated, d.Name, err)
 	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := m.nlh.LinkSetUp(link); err != nil {

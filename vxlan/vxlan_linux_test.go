@@ -249,6 +249,17 @@ func TestEnsureDevice(t *testing.T) {
 	if second := check(8472); second.Index == first.Index {
 		t.Fatal("port change did not re-create the device")
 	}
+	// Port isolation (icc=false) follows the config, both ways, in place.
+	for _, iso := range []bool{true, false} {
+		h.dev.Isolated = iso
+		must(t, h.m.EnsureDevice(h.dev))
+		l := check(8472)
+		pi, err := h.host.Handle().LinkGetProtinfo(l)
+		must(t, err)
+		if pi.Isolated != iso {
+			t.Fatalf("isolated = %t after EnsureDevice with Isolated %t", pi.Isolated, iso)
+		}
+	}
 	// A foreign link with the name is refused and left alone.
 	must(t, h.m.DeleteDevice(h.dev.Name, testAlias))
 	if _, err := h.host.Handle().LinkByName(h.dev.Name); err == nil {
