@@ -460,6 +460,21 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 		}
 		return nil
 	})
+	// Hairpin: a container of the same network on the same host, and web1
+	// itself, reach the published port on the host's address (DNAT'ed back
+	// out through the gateway link, masqueraded so the reply returns there).
+	for _, from := range []string{c1.name, "web1"} {
+		testbed.WaitFor(t, 10*time.Second, func() error {
+			out, err := c1.h.Docker("exec", from, "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 %s 8089`, m.vteps[c1.h]))
+			if err != nil || !strings.Contains(out, "served-by-web1") {
+				return fmt.Errorf("GET http://%s:8089/ from %s: %v: %s", m.vteps[c1.h], from, err, out)
+			}
+			return nil
+		})
+	}
+	// IPv6 to the gateway, on the gateway link's host end (the underlay is
+	// IPv4 only: nothing further to reach over IPv6).
+	waitPing(t, c1.h, c1.name, "fd90::1")
 }
 
 // noICCAcross: a cross-host network with icc=false keeps its containers
