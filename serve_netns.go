@@ -62,19 +62,12 @@ func newNetnsRooms(dir string, log *slog.Logger) (*netnsRooms, error) {
 }
 
 // Ensure returns the namespace's rooms, creating and preparing the
-// namespace if it is missing. A cached namespace whose mount is gone
-// (someone unmounted or removed it) is dropped and made again: without the
-// mount it would not outlive this process.
+// namespace if it is missing (also when its mount is gone: see cached).
 func (n *netnsRooms) Ensure(name string) (driver.NetNS, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if r := n.open[name]; r != nil {
-		if ok, err := namespace.IsNamespace(r.path); err == nil && ok {
-			return r, nil
-		}
-		n.log.Warn("network namespace lost its mount; making it again", "netns", name, "path", r.path)
-		r.close()
-		delete(n.open, name)
+	if r := n.cached(name); r != nil {
+		return r, nil
 	}
 	h, created, err := n.dir.Ensure(name)
 	if err != nil {
@@ -96,22 +89,33 @@ func (n *netnsRooms) Ensure(name string) (driver.NetNS, error) {
 	return r, nil
 }
 
+// cached returns the rooms opened for name, unless the namespace lost its
+// mount (someone unmounted or removed it): those are closed and dropped,
+// since without the mount it would not outlive this process. n.mu held.
+func (n *netnsRooms) cached(name string) *netnsRoom {
+	r := n.open[name]
+	if r == nil {
+		return nil
+	}
+	if ok, err := namespace.IsNamespace(r.path); err == nil && ok {
+		return r
+	}
+	n.log.Warn("network namespace lost its mount", "netns", name, "path", r.path)
+	r.close()
+	delete(n.open, name)
+	return nil
+}
+
 // Open returns the namespace's rooms if it exists, without making it.
 func (n *netnsRooms) Open(name string) (driver.NetNS, bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if r := n.open[name]; r != nil {
-		if ok, err := namespace.IsNamespace(r.path); err == nil && ok {
-			return r, true, nil
-		}
+	if r := n.cached(name); r != nil {
+		return r, true, nil
 	}
 	h, found, err := n.dir.Open(name)
 	if err != nil || !found {
 		return nil, false, err
-	}
-	if r := n.open[name]; r != nil { // its mount is gone: a new namespace is on the file
-		r.close()
-		delete(n.open, name)
 	}
 	r, err := n.openRoom(name, h)
 	if err != nil {

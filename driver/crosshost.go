@@ -172,26 +172,17 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 // vxlanOf is the VXLAN room where network n's device is: its namespace's
 // when it has one (the device is created in the host's and moved there).
 func (d *Driver) vxlanOf(n *store.Network) (VXLAN, error) {
-	if n.NetNS == "" {
-		return d.xh.cfg.VXLAN, nil
-	}
-	ns, err := d.netNS(n)
-	if err != nil {
-		return nil, err
-	}
-	return ns.VXLAN(), nil
+	vx, _, err := d.vxlanIn(n, true)
+	return vx, err
 }
 
-// existingVXLANOf is vxlanOf without making a missing namespace (found is
-// false then: the device went with it).
-func (d *Driver) existingVXLANOf(n *store.Network) (VXLAN, bool, error) {
+// vxlanIn is vxlanOf; without ensure, a missing namespace is not made
+// again (found is false then: the device went with it).
+func (d *Driver) vxlanIn(n *store.Network, ensure bool) (vx VXLAN, found bool, err error) {
 	if n.NetNS == "" {
 		return d.xh.cfg.VXLAN, true, nil
 	}
-	if d.spaces == nil {
-		return nil, false, nil
-	}
-	ns, found, err := d.spaces.Open(n.NetNS)
+	ns, found, err := d.openNetNS(n, ensure)
 	if err != nil || !found {
 		return nil, false, err
 	}
@@ -211,7 +202,7 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return // an orphan device goes with the next reconcile
 	}
-	if vx, found, err := d.existingVXLANOf(n); err != nil {
+	if vx, found, err := d.vxlanIn(n, false); err != nil {
 		d.undo("delete vxlan device", err, "vni", n.VNI)
 	} else if found {
 		d.undo("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)

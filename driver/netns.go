@@ -44,16 +44,34 @@ func netNSName(id string) string { return NetNSPrefix + short(id) }
 
 func gatewayAlias(id string) string { return aliasGatewayPrefix + id }
 
-// netNS returns the namespace of network n (which has one).
+// netNS returns the namespace of network n (which has one), made again if
+// it is missing.
 func (d *Driver) netNS(n *store.Network) (NetNS, error) {
+	ns, _, err := d.openNetNS(n, true)
+	return ns, err
+}
+
+// openNetNS returns the namespace of network n (which has one); a missing
+// one is made when ensure, else reported as found == false. Status and
+// teardown read a lost namespace as lost; only the reconciler and the
+// network's own calls make it again.
+func (d *Driver) openNetNS(n *store.Network, ensure bool) (ns NetNS, found bool, err error) {
 	if d.spaces == nil {
-		return nil, fmt.Errorf("network %s lives in namespace %s, but this vxbridge runs without network namespaces", short(n.ID), n.NetNS)
+		if !ensure {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("network %s lives in namespace %s, but this vxbridge runs without network namespaces", short(n.ID), n.NetNS)
 	}
-	ns, err := d.spaces.Ensure(n.NetNS)
+	if ensure {
+		ns, err = d.spaces.Ensure(n.NetNS)
+		found = err == nil
+	} else {
+		ns, found, err = d.spaces.Open(n.NetNS)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("namespace %s of network %s: %w", n.NetNS, short(n.ID), err)
+		return nil, false, fmt.Errorf("namespace %s of network %s: %w", n.NetNS, short(n.ID), err)
 	}
-	return ns, nil
+	return ns, found, nil
 }
 
 // linksOf is the links room where network n's bridge and the host ends of

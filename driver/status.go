@@ -37,12 +37,9 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 		if nets[i].NetNS == "" {
 			continue
 		}
-		if d.spaces == nil {
-			continue // its bridge is reported missing
-		}
-		ns, found, err := d.spaces.Open(nets[i].NetNS)
+		ns, found, err := d.openNetNS(&nets[i], false)
 		if err != nil {
-			return nil, nil, fmt.Errorf("namespace %s of network %s: %w", nets[i].NetNS, short(nets[i].ID), err)
+			return nil, nil, err
 		}
 		if !found {
 			continue // its bridge is reported missing; the reconciler makes the namespace again
