@@ -409,14 +409,14 @@ func firstAdd(log, mac string) (time.Time, bool) {
 // --netns-dir), or the host's for a plugin without them.
 func vxNetNS(t testing.TB, h *testbed.Host) string {
 	t.Helper()
-	ents, err := os.ReadDir(h.PluginNetNSDir())
+	names, err := h.PluginNamespaces()
 	switch {
-	case err != nil && !os.IsNotExist(err):
+	case err != nil:
 		t.Fatal(err)
-	case len(ents) > 1:
-		t.Fatalf("%s: %d network namespaces, want the one of the benchmark's network", h.Name, len(ents))
-	case len(ents) == 1:
-		return filepath.Join(h.PluginNetNSDir(), ents[0].Name())
+	case len(names) > 1:
+		t.Fatalf("%s: %d network namespaces, want the one of the benchmark's network", h.Name, len(names))
+	case len(names) == 1:
+		return filepath.Join(h.PluginNetNSDir(), names[0])
 	}
 	return h.NetNS().Path()
 }

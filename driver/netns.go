@@ -148,9 +148,28 @@ func (d *Driver) deleteBridge(n *store.Network) {
 	}
 }
 
+// purgeNamespaces deletes the half-built links in the namespaces of nets,
+// as Reconcile does in the host's before anything is built: whatever a
+// crash left so, before the networks and endpoints are ensured. A lost
+// namespace is left to ensureNetwork. d.mu held.
+func (d *Driver) purgeNamespaces(nets []store.Network, rep *ReconcileReport) {
+	for i := range nets {
+		if nets[i].NetNS == "" {
+			continue
+		}
+		ns, found, err := d.openNetNS(&nets[i], false)
+		if err == nil && found {
+			err = ns.Links().PurgeUnfinished()
+		}
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("namespace %s: %w", nets[i].NetNS, err))
+		}
+	}
+}
+
 // reconcileNamespaces removes the namespaces no network record claims and,
 // in the others, the links no record claims (live: the aliases of the
-// records); half-built links go first. d.mu held.
+// records). d.mu held.
 func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool, rep *ReconcileReport) {
 	if d.spaces == nil {
 		return
@@ -183,26 +202,7 @@ func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool,
 			rep.Errors = append(rep.Errors, err)
 			continue
 		}
-		links := ns.Links()
-		if err := links.PurgeUnfinished(); err != nil {
-			rep.Errors = append(rep.Errors, fmt.Errorf("namespace %s: %w", name, err))
-		}
-		owned, err := links.OwnedLinks(AliasPrefix)
-		if err != nil {
-			rep.Errors = append(rep.Errors, fmt.Errorf("namespace %s: %w", name, err))
-			continue
-		}
-		for _, l := range owned {
-			if live[l.Alias] || l.Alias == gatewayAlias(n.ID) {
-				continue
-			}
-			if err := removeOwnedLink(links, l); err != nil {
-				rep.Errors = append(rep.Errors, fmt.Errorf("namespace %s: %w", name, err))
-				continue
-			}
-			rep.RemovedLinks = append(rep.RemovedLinks, name+":"+l.Name)
-			d.log.Info("removed orphan link", "netns", name, "link", l.Name, "alias", l.Alias)
-		}
+		d.removeOrphanLinks(ns.Links(), name, live, rep)
 	}
 }
 

@@ -41,6 +41,7 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	if purgeErr != nil {
 		rep.Errors = append(rep.Errors, purgeErr)
 	}
+	d.purgeNamespaces(nets, rep)
 	byID := make(map[string]*store.Network, len(nets))
 	fwNets := make([]firewall.Network, 0, len(nets))
 	for i := range nets {
@@ -73,8 +74,9 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	for id := range byID {
 		live[netAlias(id)] = true
 		live[vxlanAlias(id)] = true
+		live[gatewayAlias(id)] = true
 	}
-	d.removeOrphanLinks(live, rep)
+	d.removeOrphanLinks(d.links, "", live, rep)
 	d.reconcileNamespaces(nets, live, rep)
 	d.reconcileCrossHost(nets, eps)
 	for _, e := range rep.Errors {
@@ -123,22 +125,35 @@ func (d *Driver) reconcileEndpoint(ep *store.Endpoint, nets map[string]*store.Ne
 	return true
 }
 
-func (d *Driver) removeOrphanLinks(live map[string]bool, rep *ReconcileReport) {
-	links, err := d.links.OwnedLinks(AliasPrefix)
-	if err != nil {
+// removeOrphanLinks deletes the links of links carrying a vxbridge alias
+// that is not live; netns names their namespace ("": the host's), for the
+// report ("<netns>:<link>"), the errors and the log.
+func (d *Driver) removeOrphanLinks(links Links, netns string, live map[string]bool, rep *ReconcileReport) {
+	fail := func(err error) {
+		if netns != "" {
+			err = fmt.Errorf("namespace %s: %w", netns, err)
+		}
 		rep.Errors = append(rep.Errors, err)
+	}
+	owned, err := links.OwnedLinks(AliasPrefix)
+	if err != nil {
+		fail(err)
 		return
 	}
-	for _, l := range links {
+	for _, l := range owned {
 		if live[l.Alias] {
 			continue
 		}
-		if err := removeOwnedLink(d.links, l); err != nil {
-			rep.Errors = append(rep.Errors, err)
+		if err := removeOwnedLink(links, l); err != nil {
+			fail(err)
 			continue
 		}
-		rep.RemovedLinks = append(rep.RemovedLinks, l.Name)
-		d.log.Info("removed orphan link", "link", l.Name, "alias", l.Alias)
+		name := l.Name
+		if netns != "" {
+			name = netns + ":" + name
+		}
+		rep.RemovedLinks = append(rep.RemovedLinks, name)
+		d.log.Info("removed orphan link", "netns", netns, "link", l.Name, "alias", l.Alias)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -157,29 +156,17 @@ func linkState(t *testing.T, h *testbed.Host) map[string]string {
 // pluginNamespaces lists the plugin's network namespaces on h.
 func pluginNamespaces(t testing.TB, h *testbed.Host) []string {
 	t.Helper()
-	names, err := listNamespaces(h)
+	names, err := h.PluginNamespaces()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return names
 }
 
-func listNamespaces(h *testbed.Host) ([]string, error) {
-	ents, err := os.ReadDir(h.PluginNetNSDir())
-	if err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names, nil
-}
-
 // xhostNS is the namespace of the host's one cross-host network, where its
 // VXLAN device is ("" when it has none: an older layout, in the host's).
 func xhostNS(h *testbed.Host) (string, error) {
-	names, err := listNamespaces(h)
+	names, err := h.PluginNamespaces()
 	switch {
 	case err != nil:
 		return "", err

@@ -145,18 +145,18 @@ func gatherLeakView(h *testbed.Host) (*leakView, error) {
 		return nil, fmt.Errorf("ip link: %v: %s", err, out)
 	}
 	addLinks(v.links, "", out)
-	ents, err := os.ReadDir(h.PluginNetNSDir())
-	if err != nil && !os.IsNotExist(err) {
+	names, err := h.PluginNamespaces()
+	if err != nil {
 		return nil, err
 	}
-	for _, e := range ents {
-		v.netns = append(v.netns, e.Name())
-		out, err := testbed.ExecAt(filepath.Join(h.PluginNetNSDir(), e.Name()), "ip", "-d", "-o", "link", "show")
+	for _, name := range names {
+		out, err := execIn(h, name, "ip", "-d", "-o", "link", "show")
 		if err != nil {
-			v.netns[len(v.netns)-1] += " (no namespace on the file: " + strings.TrimSpace(out) + ")"
+			v.netns = append(v.netns, name+" (no namespace on the file: "+strings.TrimSpace(out)+")")
 			continue
 		}
-		addLinks(v.links, e.Name()+"/", out)
+		v.netns = append(v.netns, name)
+		addLinks(v.links, name+"/", out)
 	}
 
 	for _, tool := range []string{"iptables-save", "ip6tables-save"} {

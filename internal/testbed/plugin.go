@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,6 +30,20 @@ func (h *Host) PluginStateDir() string { return filepath.Join(h.dir, "state") }
 // its cross-host networks, bind mounts in the machine's mount namespace
 // (removed with D at teardown).
 func (h *Host) PluginNetNSDir() string { return filepath.Join(h.dir, "netns") }
+
+// PluginNamespaces lists the names of the plugin's network namespaces (the
+// files under PluginNetNSDir, mounted or not); none before the first.
+func (h *Host) PluginNamespaces() ([]string, error) {
+	ents, err := os.ReadDir(h.PluginNetNSDir())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names, nil
+}
 
 // StartPlugin runs `BIN serve --socket D/plugins/vxbridge.sock --state-dir
 // D/state --netns-dir D/netns ARGS...` in the host's network namespace and
