@@ -47,6 +47,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 
 # Every tier: pure and driver tests, kernel tests (root, one namespace each),
 # end-to-end against a real dockerd (root), then short fuzz runs.
@@ -75,7 +76,8 @@ faults: build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m -v -run '^TestFault' ./e2e/
 	CGO_ENABLED=1 $(GO) test -race -count=1 -run '^TestHostile' ./plugin/
 
-# Benchmarks (root; see BENCHMARKS.md): the harness in bench/ measures the
+# Benchmarks (root; see BENCHMARKS.md): the harness in bench/ (a module of its
+# own, so the plugin's go.mod lists only what the binary uses) measures the
 # plugin in throwaway namespaces and writes bench/results/results.json, then
 # bench/plot writes the PNG plots and BENCHMARKS.md. BENCH_FIGURES=2,3 picks;
 # figures not run keep their earlier results in results.json.
@@ -84,7 +86,8 @@ bench: build
 	@$(MAKE) --no-print-directory deps DEPS_FOR=test
 	cd bench && VXBRIDGE_BENCH_OUT=$(CURDIR)/bench/results/results.json VXBRIDGE_BENCH_FIGURES=$(BENCH_FIGURES) \
 		VXBRIDGE_BENCH_BIN=$(CURDIR)/bin/vxbridge $(GO) test -run '^TestBench$$' -count=1 -v -timeout 60m .
-	$(GO) run ./bench/plot -in bench/results/results.json -plots bench/results -md BENCHMARKS.md
+	cd bench && $(GO) build -o $(CURDIR)/bin/plot ./plot
+	./bin/plot -in bench/results/results.json -plots bench/results -md BENCHMARKS.md
 
 clean:
 	rm -rf bin build

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/bench/result"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // TestBench runs the figures `make bench` asks for and writes the JSON to

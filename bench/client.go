@@ -1,6 +1,6 @@
 // Package bench is the harness behind `make bench`: it runs the real
 // bin/vxbridge in throwaway network namespaces (and, for figure 1, a real
-// dockerd from internal/testbed), measures, and writes
+// dockerd from internal/testutil/testbed), measures, and writes
 // bench/results/results.json; bench/plot turns that into BENCHMARKS.md and
 // PNG plots. The measurements run only from TestBench with
 // VXBRIDGE_BENCH_OUT set: `go test ./...` compiles this package and skips.

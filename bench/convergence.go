@@ -15,7 +15,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bench/result"
 	"github.com/vxbridge/vxbridge/cluster"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // ConvergenceOptions sizes figure 5.

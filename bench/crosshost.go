@@ -12,7 +12,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bench/result"
 	"github.com/vxbridge/vxbridge/cluster"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // CrossHostOptions sizes figure 4.

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
-// Figures 4 and 5 run on two namespace hosts (internal/testbed) joined by an
+// Figures 4 and 5 run on two namespace hosts (internal/testutil/testbed) joined by an
 // underlay namespace that also runs etcd. Each host has its own dockerd and
 // vxbridge; the two dockerds form a swarm for docker's overlay driver.
 const (

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/vxbridge/vxbridge/bench/result"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // DockerRunOptions sizes figure 1.

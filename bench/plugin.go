@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // plugin is bin/vxbridge serving in a throwaway namespace, no dockerd.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bench/result"
 	"github.com/vxbridge/vxbridge/driver"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // ScalingOptions sizes figure 3.

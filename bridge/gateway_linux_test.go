@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 // nsHandle opens a handle of n's namespace, closed when the test ends.

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 func testVethConfig() VethConfig {

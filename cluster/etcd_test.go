@@ -12,7 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/vxbridge/vxbridge/internal/etcdtest"
+	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
 const testTTL = 2 * time.Second

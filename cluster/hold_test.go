@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/etcdtest"
+	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
 func holdView(hosts ...string) View {

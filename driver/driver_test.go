@@ -14,7 +14,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
-	"github.com/vxbridge/vxbridge/internal/fakes"
+	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
 )
 
 const (

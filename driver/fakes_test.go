@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/vxbridge/vxbridge/internal/fakes"
+	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// The driver tier runs against internal/fakes' in-memory kernel and a real
+// The driver tier runs against internal/testutil/fakes' in-memory kernel and a real
 // bbolt store that can be told to fail.
 
 // failingStore fails the named operation once armed.

@@ -10,7 +10,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
-	"github.com/vxbridge/vxbridge/internal/fakes"
+	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 

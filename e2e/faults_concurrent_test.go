@@ -24,7 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/driver"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/store"
 )

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // Fault scenarios of etcd (issue 7): etcd stopped, hung and partitioned from

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // TestFaultOrphansCollected: what docker's lost calls leave behind is freed

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/status"
 )
 

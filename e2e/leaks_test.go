@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"

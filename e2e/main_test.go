@@ -1,5 +1,5 @@
 // Package e2e runs vxbridge against real Docker daemons, each in a network
-// namespace of its own (see internal/testbed). It needs root; `go test
+// namespace of its own (see internal/testutil/testbed). It needs root; `go test
 // -short` skips it.
 //
 //	sudo go test ./e2e/ -count=1 -v
@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // pluginBin is the vxbridge binary built by TestMain, or "" with

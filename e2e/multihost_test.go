@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 

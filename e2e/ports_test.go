@@ -3,14 +3,14 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/vxbridge/vxbridge/internal/iptest"
+	"github.com/vxbridge/vxbridge/internal/testutil/iptest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // portsImage is busybox plus porttool (e2e/porttool), which answers TCP and

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // singleHost is one host with the vxbridge plugin and an internet namespace,

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 )
 
 // TestHarnessSmoke checks the testbed on docker's own drivers, without

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/doctor"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/status"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/doctor"
-	"github.com/vxbridge/vxbridge/internal/testbed"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
 	"github.com/vxbridge/vxbridge/status"
 )
 

@@ -3,14 +3,14 @@ package firewall
 import (
 	"errors"
 	"fmt"
-	"github.com/vxbridge/vxbridge/internal/iptest"
+	"github.com/vxbridge/vxbridge/internal/testutil/iptest"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 // Kernel tier: every test works in a fresh network namespace, so only that

@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 // Functional tier: a host namespace with docker's FORWARD policy and

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 // Functional tier for published ports: traffic between namespaces the test

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 func TestKernelWatchChangesSeesIptablesNft(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	helpers "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/vxbridge/vxbridge/cluster"
-	"github.com/vxbridge/vxbridge/internal/etcdtest"
+	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
 // TestBlocksAgainstEtcd: three hosts on one real etcd allocate at once from

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/driver"
-	"github.com/vxbridge/vxbridge/internal/fakes"
 	"github.com/vxbridge/vxbridge/internal/server"
+	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
 	vxipam "github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/store"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vxbridge/vxbridge/internal/nstest"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
 const testAlias = "vxbridge:net:test"

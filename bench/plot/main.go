@@ -1,5 +1,6 @@
 // Command plot turns a `make bench` results file into PNG plots and
-// BENCHMARKS.md: go run ./bench/plot -in bench/results/results.json.
+// BENCHMARKS.md. `make bench` builds it (bench/ is a module of its own) and runs it from
+// the repository's top: bin/plot -in bench/results/results.json.
 package main
 
 import (

@@ -91,7 +91,7 @@ func verdict(ok bool) string {
 
 func dockerRunSection(b *strings.Builder, d *result.DockerRun, png string) {
 	fmt.Fprintf(b, "## Figure 1: `docker run --rm --network X vxtest/busybox true`\n\n")
-	fmt.Fprintf(b, "A dockerd in a network namespace (internal/testbed), %d interleaved rounds. ", d.Rounds)
+	fmt.Fprintf(b, "A dockerd in a network namespace (internal/testutil/testbed), %d interleaved rounds. ", d.Rounds)
 	fmt.Fprintf(b, "Target: vxbridge no slower than docker's bridge.\n\n")
 	fmt.Fprintf(b, "| --network | median ms | p99 ms | n | ratio | anchor |\n|---|---:|---:|---:|---:|---|\n")
 	for _, n := range d.Networks {
@@ -285,7 +285,7 @@ func measured(b *strings.Builder, r *result.Run, key string) {
 
 func crossHostSection(b *strings.Builder, c *result.CrossHost, png, rttPNG string) {
 	fmt.Fprintf(b, "## Figure 4: cross-host data path, host B to host A\n\n")
-	fmt.Fprintf(b, "Two namespace hosts (internal/testbed: each its own dockerd and vxbridge, etcd in the underlay namespace) ")
+	fmt.Fprintf(b, "Two namespace hosts (internal/testutil/testbed: each its own dockerd and vxbridge, etcd in the underlay namespace) ")
 	fmt.Fprintf(b, "joined by a veth underlay (MTU 1500). Every path runs from B to A; %d rounds, each path once per round, ", c.Rounds)
 	fmt.Fprintf(b, "the order rotating. Throughput: one iperf3 TCP stream for %d s after 1 s omitted, the median of the rounds. ", c.IperfSeconds)
 	fmt.Fprintf(b, "Round trip: busybox ping, %d echoes %.0f ms apart per round, all rounds pooled. ", c.PingCount, c.PingInterval*1000)
