@@ -14,15 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver"
-	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/server"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/metrics"
 	"github.com/vxbridge/vxbridge/orphans"
 	"github.com/vxbridge/vxbridge/plugin"
-	"github.com/vxbridge/vxbridge/portproxy"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -102,6 +99,9 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	return cfg, nil
 }
 
+// serve is the plugin: open the state, build the kernel side, then the
+// driver, the IPAM and the orphan collector on them, start the loops and
+// serve docker on the socket until SIGINT or SIGTERM.
 func serve(cfg *serveConfig, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	crash, err := crashHook(stderr) // nil but in test builds (-tags crashhook)
@@ -115,48 +115,50 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	if cfg.writableProcSys {
-		if err := remountProcSysWritable(); err != nil {
-			return err
-		}
-	}
-	fw, fwWatch, err := newFirewall(cfg.iptablesBackend, log)
+	k, err := openKernel(cfg, db, log)
 	if err != nil {
 		return err
 	}
+	defer k.close()
 	mx := metrics.New(version)
-	links, err := bridge.NewHere()
+	drv := driver.New(driver.Config{Store: db, Links: k.links, Firewall: k.fw, Logger: log, OnReconcile: mx.ObserveReconcile,
+		CrossHost: k.xh.driverConfig(), Ports: k.ports, Crash: crash, Namespaces: k.spaces})
+	col := orphans.New(orphans.Config{Records: db, Driver: drv, Links: k.links, Logger: log})
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: k.links.Routes, NewAllocator: k.xh.allocator(), Crash: crash,
+		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased})
 	if err != nil {
 		return err
 	}
-	defer links.Close()
-	xh, err := startCrossHost(&cfg.crossHost, cfg.stateDir, db, log)
+	left, err := col.LeftWhileDown() // before serving: later Joins are never candidates
 	if err != nil {
+		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)
+	}
+	if err := reconcileAtStart(drv, log); err != nil {
 		return err
 	}
-	defer xh.close()
-	ports := portproxy.New(log) // holds published host ports; Reconcile reserves them again
-	defer ports.Close()
-	var spaces driver.Namespaces // nil without --netns-dir: cross-host networks in the host's namespace
-	if cfg.netnsDir != "" {
-		rooms, err := newNetnsRooms(cfg.netnsDir, log)
-		if err != nil {
-			return err
-		}
-		defer rooms.close()
-		spaces = rooms
-	}
-	drv := driver.New(driver.Config{Store: db, Links: links, Firewall: fw, Logger: log, OnReconcile: mx.ObserveReconcile,
-		CrossHost: xh.driverConfig(), Ports: ports, Crash: crash, Namespaces: spaces})
-	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: links.Routes, NewAllocator: xh.allocator(), Crash: crash,
-		BeforeRelease: drv.DropUnjoined, PoolReleased: drv.DropNetworkOnPool})
-	if err != nil {
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go drv.RunReconciler(ctx, cfg.reconcileInterval)
+	go col.Run(ctx, ip, cfg.orphanGrace)
+	go col.CollectLeftWhileDown(ctx, ip, left)
+	k.watch(ctx, drv, log)
+	report := statusReport(drv, k.follower, db.Path(), drv.ClusterStatus)
+	mx.WatchState(report)
+	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
 		return err
 	}
-	forgotten, err := drv.ForgottenCandidates() // before serving: later Joins are never candidates
-	if err != nil {
-		log.Error("listing endpoints docker may have forgotten", "err", err)
-	}
+
+	handler := plugin.New(drv, ip, log)
+	handler.Observe(mx.ObserveCall)
+	handler.HandleStatus(report)
+	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
+	return server.ServeUnix(ctx, server.Options{Path: cfg.socket, Group: cfg.socketGroup, Handler: handler, Logger: log})
+}
+
+// reconcileAtStart makes the kernel match the store before serving; only
+// a store it cannot read stops the start.
+func reconcileAtStart(drv *driver.Driver, log *slog.Logger) error {
 	rep, err := drv.Reconcile()
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)
@@ -165,37 +167,5 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		log.Error("start-up reconcile incomplete; serving anyway", "err", err)
 	}
 	log.Info("state loaded", "networks", rep.Networks, "endpoints", rep.Endpoints, "removed_links", rep.RemovedLinks)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	go drv.RunReconciler(ctx, cfg.reconcileInterval)
-	go collectOrphans(ctx, drv, db, ip, log, cfg.orphanGrace)
-	go collectForgotten(ctx, drv, db, ip, log, forgotten)
-	xh.run(ctx, drv)
-	go func() {
-		if err := links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {
-			log.Warn("not watching for new bridges; firewall jumps are checked every --reconcile-interval only", "err", err)
-		}
-	}()
-	go func() {
-		if err := firewall.WatchChanges(ctx, drv.FirewallChanged); err != nil {
-			log.Warn("not watching nf_tables; flushed rules come back every --reconcile-interval only", "err", err)
-		}
-	}()
-	fwWatch.start(ctx, drv)
-	report := statusReport(drv, fwWatch, db.Path(), drv.ClusterStatus)
-	mx.WatchState(report)
-	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
-		return err
-	}
-	handler := plugin.New(drv, ip, log)
-	handler.Observe(mx.ObserveCall)
-	handler.HandleStatus(report)
-	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
-	return server.ServeUnix(ctx, server.Options{
-		Path:    cfg.socket,
-		Group:   cfg.socketGroup,
-		Handler: handler,
-		Logger:  log,
-	})
+	return nil
 }

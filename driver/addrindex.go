@@ -8,10 +8,10 @@ import (
 )
 
 // addrIndex maps endpoint addresses to the ids of the endpoint records
-// holding them, so DropUnjoined, called on every ReleaseAddress, looks at the
-// few records that matter instead of reading them all. It follows the
-// records: filled by Reconcile (at start-up, before serving), updated where a
-// record is created or deleted.
+// holding them, so EndpointsHolding, asked on every ReleaseAddress, names
+// the few records that matter instead of reading them all. It follows the
+// records: filled by Reconcile (at start-up, before serving), updated where
+// a record is created or deleted.
 type addrIndex struct {
 	mu  sync.Mutex
 	eps map[netip.Addr]map[string]bool

@@ -60,10 +60,11 @@ type Driver struct {
 	fw    Firewall
 	log   *slog.Logger
 	// mu orders whole-state work against endpoint calls: network create
-	// and delete, Reconcile, CollectForgotten, Status and the cross-host
-	// sync hold it exclusively; endpoint calls hold it shared plus their
-	// endpoint's lock in eps, so calls on different endpoints run in
-	// parallel (their kernel work, a veth each, does not overlap).
+	// and delete, Reconcile, DeleteEndpointsIf, DeleteNetworksIf, Status
+	// and the cross-host sync hold it exclusively; endpoint calls hold it
+	// shared plus their endpoint's lock in eps, so calls on different
+	// endpoints run in parallel (their kernel work, a veth each, does not
+	// overlap).
 	mu     sync.RWMutex
 	eps    keylock.Map
 	portMu sync.Mutex // publishing: the cross-endpoint port check and nextPort
@@ -172,7 +173,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 // checkConflicts refuses a network whose bridge name or subnets another
 // vxbridge network already uses.
 func (d *Driver) checkConflicts(n *store.Network) error {
-	if err := d.dropGhosts(n); err != nil {
+	if err := d.dropOrphanNetworks(n); err != nil {
 		return err
 	}
 	nets, err := d.store.Networks()
@@ -203,14 +204,15 @@ func (d *Driver) checkConflicts(n *store.Network) error {
 // refuses a pool overlapping one it holds in the same space.
 var dockerSpaces = map[string]bool{"LocalDefault": true, "GlobalDefault": true}
 
-// dropGhosts deletes the stored networks docker no longer has, as n shows:
-// n's subnet comes from docker's own IPAM, which refuses a pool overlapping
-// one it holds, so an endpoint-less network whose overlapping subnet came
-// from the same space of docker's IPAM is one docker released. That is what
-// a crash between storing a CreateNetwork and replying leaves (docker's
-// retry fails, docker releases its pool and never sends DeleteNetwork; with
-// vxbridge's IPAM, DropNetworkOnPool catches it at once). d.mu held.
-func (d *Driver) dropGhosts(n *store.Network) error {
+// dropOrphanNetworks deletes the stored networks docker no longer has, as n
+// shows: n's subnet comes from docker's own IPAM, which refuses a pool
+// overlapping one it holds, so an endpoint-less network whose overlapping
+// subnet came from the same space of docker's IPAM is one docker released.
+// That is what a crash between storing a CreateNetwork and replying leaves
+// (docker's retry fails, docker releases its pool and never sends
+// DeleteNetwork; with vxbridge's IPAM, package orphans catches it at once).
+// d.mu held.
+func (d *Driver) dropOrphanNetworks(n *store.Network) error {
 	nets, err := d.store.Networks()
 	if err != nil {
 		return err
@@ -327,53 +329,6 @@ func (d *Driver) deleteNetwork(n *store.Network) error {
 	d.teardownNetwork(n)
 	d.log.Info("network deleted", "network", n.ID, "bridge", n.Bridge)
 	return nil
-}
-
-// DropNetworkOnPool deletes every endpoint-less network whose subnet is pool
-// from IPAM address space space, because that IPAM just freed the pool:
-// docker is done with the network. Normally DeleteNetwork came first and
-// there is none; there is one when a CreateNetwork reply was cut off by a
-// crash (docker's retry fails, docker releases the pool and never sends
-// DeleteNetwork for a network it never saw created). Networks recorded
-// without their address space (before it was stored) are left alone.
-func (d *Driver) DropNetworkOnPool(space string, pool netip.Prefix) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	nets, err := d.store.Networks()
-	if err != nil {
-		d.log.Error("look for a network on a released pool", "pool", pool, "err", err)
-		return
-	}
-	eps, err := d.store.Endpoints()
-	if err != nil {
-		d.log.Error("look for a network on a released pool", "pool", pool, "err", err)
-		return
-	}
-	used := map[string]bool{}
-	for _, ep := range eps {
-		used[ep.NetworkID] = true
-	}
-	for i := range nets {
-		n := &nets[i]
-		if used[n.ID] || !onSpacePool(n, space, pool) {
-			continue
-		}
-		if err := d.deleteNetwork(n); err != nil {
-			d.log.Error("delete network whose pool docker released", "network", n.ID, "err", err)
-			continue
-		}
-		d.log.Warn("network deleted: docker released its pool without deleting it (a create whose reply a crash cut off)",
-			"network", n.ID, "pool", pool)
-	}
-}
-
-func onSpacePool(n *store.Network, space string, pool netip.Prefix) bool {
-	for _, s := range n.Subnets() {
-		if s.AddressSpace != "" && s.AddressSpace == space && s.Pool.Masked() == pool.Masked() {
-			return true
-		}
-	}
-	return false
 }
 
 // teardownNetwork removes the kernel side of a network, logging failures:

@@ -117,12 +117,12 @@ type Options struct {
 	// BeforeRelease, if set, is called with the pool's prefix and the
 	// address before ReleaseAddress frees it, while nothing else can be
 	// given it: docker releasing an address has given up whatever endpoint
-	// still claims it (main wires the network driver's DropUnjoined).
+	// still claims it (main wires orphans.Collector's AddressReleased).
 	BeforeRelease func(pool netip.Prefix, addr netip.Addr)
 	// PoolReleased, if set, is called after a pool's last release deleted
 	// it, with its address space and prefix: docker releasing a pool is done
-	// with the network on it (main wires the network driver's
-	// DropNetworkOnPool, for a network create whose reply a crash cut off).
+	// with the network on it (main wires orphans.Collector's PoolReleased,
+	// for a network create whose reply a crash cut off).
 	PoolReleased func(space string, pool netip.Prefix)
 }
 

@@ -1,11 +1,18 @@
-// Package orphans finds what a crash or a lost docker call left allocated
-// for nobody, and that no call will ever free:
+// Package orphans collects orphans: what docker left allocated for nobody,
+// because a crash or an outage of the plugin lost the docker call that would
+// have freed it, and that no call will ever free. It is the one place that
+// judges them; the network driver deletes them under its locks (its
+// DeleteEndpointIf, DeleteEndpointsIf, DeleteNetworksIf) and vxbridge's IPAM
+// frees their addresses, each reached through a small interface
+// (collector.go). The orphans are:
 //
-//   - an endpoint created but never joined: docker sends Join right after
+//   - an endpoint never joined: docker sends Join right after
 //     CreateEndpoint (libnetwork's connectToNetwork), so one that stays
 //     unjoined for minutes was rolled back by docker while vxbridge could not
 //     hear the DeleteEndpoint (it was down for longer than docker's 30 s of
 //     retries);
+//   - an endpoint left while vxbridge was down: docker removed its container
+//     then, and never replays the Leave and DeleteEndpoint (restart.go);
 //   - an endpoint address (dynamic or --ip) in the pool of a vxbridge network
 //     that no endpoint record holds: RequestAddress is followed by
 //     CreateEndpoint within milliseconds, so an address unheld for minutes
@@ -14,12 +21,15 @@
 //   - a pool with no address taken at all and no vxbridge network on it:
 //     docker asks for the gateway right after every RequestPool, so one that
 //     stays empty for minutes was stored by a plugin that died before
-//     replying (docker never learned its id).
+//     replying (docker never learned its id);
+//   - an endpoint never joined, or a network without endpoints, on an
+//     address or pool docker releases: docker has given it up (release.go).
 //
-// Both are judged over time: a Tracker remembers when each candidate was
-// first seen and reports it only once it has stayed a candidate for the
-// grace period, well beyond any docker call sequence and its retries. The
-// package is pure: the caller lists the store and does the deleting.
+// The first, third and fourth are judged over time (collector.go): a
+// Tracker remembers when each candidate was first seen and reports it only
+// once it has stayed a candidate for the grace period, well beyond any
+// docker call sequence and its retries. The Tracker is pure: the caller
+// lists the store and does the deleting.
 package orphans
 
 import (
@@ -51,9 +61,9 @@ type State struct {
 
 // Found is what one pass reports as collectable.
 type Found struct {
-	Unjoined  []store.Endpoint
-	Addresses []Address
-	Pools     []string // pool ids
+	NeverJoined []store.Endpoint
+	Addresses   []Address
+	Pools       []string // pool ids
 }
 
 // Tracker remembers candidates across passes. The zero value is ready.
@@ -63,7 +73,7 @@ type Tracker struct {
 
 // Pass looks at st at time now and returns the candidates that have been
 // candidates for at least grace. Candidates that stopped being one are
-// forgotten, so one that comes back starts its wait again.
+// dropped, so one that comes back starts its wait again.
 func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, error) {
 	seen := map[string]time.Time{}
 	old := func(key string, since time.Time) bool {
@@ -86,49 +96,71 @@ func (t *Tracker) Pass(st State, now time.Time, grace time.Duration) (Found, err
 			}
 		}
 		if !ep.Joined && old("ep/"+ep.ID, ep.Created) {
-			out.Unjoined = append(out.Unjoined, ep)
+			out.NeverJoined = append(out.NeverJoined, ep)
 		}
 	}
+	var err error
+	if out.Pools, err = emptyPools(st, old); err != nil {
+		return Found{}, err
+	}
+	if out.Addresses, err = unheldAddresses(st, held, old); err != nil {
+		return Found{}, err
+	}
+	t.since = seen
+	return out, nil
+}
+
+// emptyPools are the ids, sorted, of the pools without a network on them
+// and without any address taken that are old enough (old, of Pass).
+func emptyPools(st State, old func(key string, since time.Time) bool) ([]string, error) {
 	onNetwork := map[netip.Prefix]bool{}
 	for _, n := range st.Networks {
 		for _, s := range n.Subnets() {
 			onNetwork[s.Pool.Masked()] = true
 		}
 	}
+	var out []string
 	for _, p := range st.Pools {
 		if onNetwork[p.Prefix.Masked()] {
 			continue
 		}
 		taken, err := st.Taken(p.ID)
 		if err != nil {
-			return Found{}, err
+			return nil, err
 		}
 		if len(taken) == 0 && old("pool/"+p.ID, time.Time{}) {
-			out.Pools = append(out.Pools, p.ID)
+			out = append(out, p.ID)
 		}
 	}
-	sort.Strings(out.Pools)
+	sort.Strings(out)
+	return out, nil
+}
+
+// unheldAddresses are the endpoint addresses, sorted, taken in the pool of
+// a single-host network but not held by any endpoint record, that are old
+// enough (old, of Pass).
+func unheldAddresses(st State, held map[netip.Addr]bool, old func(key string, since time.Time) bool) ([]Address, error) {
+	var out []Address
 	for _, p := range localNetworkPools(st.Networks, st.Pools) {
 		taken, err := st.Taken(p.ID)
 		if err != nil {
-			return Found{}, err
+			return nil, err
 		}
 		for a, kind := range taken {
 			if kind != store.KindEndpoint && kind != store.KindStatic || held[a] {
 				continue
 			}
 			if old("addr/"+p.ID+"/"+a.String(), time.Time{}) {
-				out.Addresses = append(out.Addresses, Address{PoolID: p.ID, Addr: a})
+				out = append(out, Address{PoolID: p.ID, Addr: a})
 			}
 		}
 	}
-	sort.Slice(out.Addresses, func(i, j int) bool {
-		if out.Addresses[i].PoolID != out.Addresses[j].PoolID {
-			return out.Addresses[i].PoolID < out.Addresses[j].PoolID
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PoolID != out[j].PoolID {
+			return out[i].PoolID < out[j].PoolID
 		}
-		return out.Addresses[i].Addr.Less(out.Addresses[j].Addr)
+		return out[i].Addr.Less(out[j].Addr)
 	})
-	t.since = seen
 	return out, nil
 }
 

@@ -42,7 +42,7 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	for _, dt := range []time.Duration{0, time.Minute, DefaultGrace - time.Second} {
 		got, err := tr.Pass(state(), t0.Add(dt), DefaultGrace)
-		if err != nil || len(got.Unjoined) != 0 || len(got.Addresses) != 0 || len(got.Pools) != 0 {
+		if err != nil || len(got.NeverJoined) != 0 || len(got.Addresses) != 0 || len(got.Pools) != 0 {
 			t.Fatalf("at +%v: %+v %v, want nothing before the grace", dt, got, err)
 		}
 	}
@@ -50,8 +50,8 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Unjoined) != 1 || got.Unjoined[0].ID != "unjoined" {
-		t.Errorf("unjoined = %+v, want only the unjoined endpoint", got.Unjoined)
+	if len(got.NeverJoined) != 1 || got.NeverJoined[0].ID != "unjoined" {
+		t.Errorf("unjoined = %+v, want only the unjoined endpoint", got.NeverJoined)
 	}
 	// Only the local pool's unheld endpoint address: not the gateway, the
 	// aux reservation, held addresses, nor other pools.
@@ -66,7 +66,7 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 }
 
 // A candidate that stops being one (docker's Join came, an endpoint took the
-// address) is forgotten: if it comes back, its wait starts again.
+// address) is dropped: if it comes back, its wait starts again.
 func TestCandidateThatRecoversStartsOver(t *testing.T) {
 	var tr Tracker
 	t0 := time.Unix(1_000_000, 0)
@@ -76,11 +76,11 @@ func TestCandidateThatRecoversStartsOver(t *testing.T) {
 	st.Endpoints = append(st.Endpoints, store.Endpoint{ID: "late", NetworkID: "n1", IPv4: pfx("10.1.0.9/24"), Joined: true})
 	tr.Pass(st, t0.Add(time.Minute), DefaultGrace)
 	got, _ := tr.Pass(state(), t0.Add(DefaultGrace+time.Second), DefaultGrace)
-	if len(got.Unjoined) != 0 || len(got.Addresses) != 0 {
+	if len(got.NeverJoined) != 0 || len(got.Addresses) != 0 {
 		t.Errorf("candidates that recovered in between were collected: %+v", got)
 	}
 	got, _ = tr.Pass(state(), t0.Add(2*DefaultGrace+time.Second), DefaultGrace)
-	if len(got.Unjoined) != 1 || len(got.Addresses) != 1 {
+	if len(got.NeverJoined) != 1 || len(got.Addresses) != 1 {
 		t.Errorf("after a full grace as candidates again: %+v, want both", got)
 	}
 }
@@ -93,13 +93,13 @@ func TestStoredCreationTimeSurvivesRestarts(t *testing.T) {
 	st.Endpoints[1].Created = t0
 	var fresh Tracker
 	got, err := fresh.Pass(st, t0.Add(DefaultGrace), DefaultGrace)
-	if err != nil || len(got.Unjoined) != 1 || got.Unjoined[0].ID != "unjoined" {
-		t.Fatalf("first pass of a new tracker, endpoint created a grace ago: %+v %v", got.Unjoined, err)
+	if err != nil || len(got.NeverJoined) != 1 || got.NeverJoined[0].ID != "unjoined" {
+		t.Fatalf("first pass of a new tracker, endpoint created a grace ago: %+v %v", got.NeverJoined, err)
 	}
 	// Created just now: not before the grace, whatever the tracker.
 	st.Endpoints[1].Created = t0.Add(DefaultGrace)
 	var again Tracker
-	if got, _ := again.Pass(st, t0.Add(DefaultGrace), DefaultGrace); len(got.Unjoined) != 0 {
-		t.Errorf("a new endpoint was collected at once: %+v", got.Unjoined)
+	if got, _ := again.Pass(st, t0.Add(DefaultGrace), DefaultGrace); len(got.NeverJoined) != 0 {
+		t.Errorf("a new endpoint was collected at once: %+v", got.NeverJoined)
 	}
 }

@@ -2,16 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -80,7 +73,7 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	hostID, err := loadHostID(stateDir)
+	hostID, err := cluster.LoadHostID(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +90,7 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 		return nil, err
 	}
 	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
-	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: crossHostPool(db), Logger: log})
+	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: ipam.CrossHostPool(db.Networks), Logger: log})
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
 		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "etcd", f.endpoints, "host_ttl", f.hostTTL)
 	return &crossHost{client: client, blocks: blocks, cfg: &driver.CrossHostConfig{
@@ -105,28 +98,6 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort,
 		EtcdEndpoints: strings.Split(f.endpoints, ","),
 	}}, nil
-}
-
-// crossHostPool says whether a pool is the subnet of a cross-host network:
-// those allocate from address blocks leased in etcd.
-func crossHostPool(db *store.DB) func(netip.Prefix) bool {
-	return func(p netip.Prefix) bool {
-		nets, err := db.Networks()
-		if err != nil {
-			return false
-		}
-		for _, n := range nets {
-			if n.VNI == 0 {
-				continue
-			}
-			for _, s := range n.Subnets() {
-				if s.Pool == p {
-					return true
-				}
-			}
-		}
-		return false
-	}
 }
 
 // allocator is the IPAM's allocator factory: nil (local) without etcd.
@@ -153,40 +124,4 @@ func (x *crossHost) close() {
 	if x.client != nil {
 		x.client.Close()
 	}
-}
-
-// loadHostID returns this host's id, kept in <state-dir>/host-id, creating
-// it the first time: it must survive restarts (address blocks and endpoint
-// records are filed under it) and differ between hosts.
-func loadHostID(stateDir string) (string, error) {
-	path := filepath.Join(stateDir, "host-id")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		id := strings.TrimSpace(string(b))
-		if id == "" || strings.ContainsAny(id, "/ \t") {
-			return "", fmt.Errorf("host id file %s holds %q: delete it to get a new id", path, id)
-		}
-		return id, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("read host id: %w", err)
-	}
-	raw := make([]byte, 8)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
-	}
-	id := hex.EncodeToString(raw)
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("create host id: %w", err)
-	}
-	if _, err := file.WriteString(id + "\n"); err != nil {
-		file.Close()
-		return "", fmt.Errorf("write host id: %w", err)
-	}
-	if err := file.Sync(); err != nil {
-		file.Close()
-		return "", err
-	}
-	return id, file.Close()
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -37,27 +35,5 @@ func TestCrossHostFlags(t *testing.T) {
 	}
 	if err := (&crossHostFlags{}).validate(); err != nil {
 		t.Errorf("no etcd: %v", err)
-	}
-}
-
-func TestLoadHostID(t *testing.T) {
-	dir := t.TempDir()
-	id, err := loadHostID(dir)
-	if err != nil || len(id) != 16 {
-		t.Fatalf("new id %q, %v", id, err)
-	}
-	again, err := loadHostID(dir)
-	if err != nil || again != id {
-		t.Fatalf("id not kept: %q then %q (%v)", id, again, err)
-	}
-	other, _ := loadHostID(t.TempDir())
-	if other == id {
-		t.Fatal("two state dirs, one id")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "host-id"), []byte("a/b\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := loadHostID(dir); err == nil {
-		t.Fatal("malformed id accepted")
 	}
 }

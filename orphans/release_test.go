@@ -1,4 +1,4 @@
-package main
+package orphans
 
 import (
 	"net/netip"
@@ -7,7 +7,7 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-func TestForgottenReleases(t *testing.T) {
+func TestEndpointReleases(t *testing.T) {
 	pools := []store.Pool{
 		{ID: "vxbridge-local/10.1.0.0/24", Prefix: netip.MustParsePrefix("10.1.0.0/24")},
 		{ID: "vxbridge-local/10.2.0.0/24", Prefix: netip.MustParsePrefix("10.2.0.0/24")},
@@ -30,7 +30,7 @@ func TestForgottenReleases(t *testing.T) {
 		"10.2.0.5": "",                           // in a pool, not taken there
 		"10.3.0.5": "",                           // another IPAM driver's network
 	} {
-		rel := forgottenReleases(pools, netip.MustParseAddr(addr), lookup)
+		rel := endpointReleases(pools, netip.MustParseAddr(addr), lookup)
 		switch {
 		case want == "" && len(rel) != 0:
 			t.Errorf("%s: releases %+v, want none", addr, rel)
