@@ -68,7 +68,7 @@ func BenchScaling(t testing.TB, bin string, o ScalingOptions) *result.Scaling {
 		}
 		out.CreateMs = append(out.CreateMs, float64(time.Since(start))/float64(time.Millisecond))
 		// Untimed, as docker's own work: without it the plugin's start-up
-		// rightly collects the endpoints as forgotten by docker.
+		// rightly collects the endpoints as left by docker while it was down.
 		sb.take(t, ep.SrcName)
 		if slices.Contains(levels, i) {
 			probe(i)
@@ -126,9 +126,9 @@ func kernelProbe(t testing.TB, nlh *netlink.Handle, br netlink.Link) (add, del t
 
 // sandbox stands for the containers' namespaces: docker moves the container
 // end of each joined veth out of the plugin's namespace, and the plugin
-// treats a joined endpoint whose end is still at home as one docker forgot
-// (driver.CollectForgotten). One namespace holds them all: the names the
-// plugin picks are unique.
+// treats a joined endpoint whose end is still at home as an orphan docker
+// left while the plugin was down (orphans.CollectLeftWhileDown). One
+// namespace holds them all: the names the plugin picks are unique.
 type sandbox struct {
 	nlh *netlink.Handle // in the plugin's namespace
 	fd  int
