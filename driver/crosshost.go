@@ -169,8 +169,9 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 	return nil
 }
 
-// vxlanOf is the VXLAN room where network n's device is: its namespace's
-// when it has one (the device is created in the host's and moved there).
+// vxlanOf returns the VXLAN interface of the namespace where network n's
+// device is: its own namespace when it has one (the device is created in
+// the host's and moved there).
 func (d *Driver) vxlanOf(n *store.Network) (VXLAN, error) {
 	vx, _, err := d.vxlanIn(n, true)
 	return vx, err

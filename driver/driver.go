@@ -32,7 +32,7 @@ const (
 	aliasEndpointPfx = AliasPrefix + "ep:"
 )
 
-// Config wires a Driver to its rooms.
+// Config wires a Driver to the components it drives (interfaces.go).
 type Config struct {
 	Store    Store
 	Links    Links

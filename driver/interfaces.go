@@ -6,7 +6,7 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// Links is the kernel room for bridges and veths (package bridge, netlink).
+// Links makes and removes bridges and veths (package bridge, over netlink).
 // Every method is idempotent: ensure-style creates, deletes that succeed on
 // missing links.
 type Links interface {
@@ -35,7 +35,7 @@ type Links interface {
 	EnableForwarding(ipv6 bool) error
 }
 
-// Firewall is the iptables room (package firewall).
+// Firewall manages the iptables chains vxbridge owns (package firewall).
 type Firewall interface {
 	EnsureNetwork(n firewall.Network) error
 	RemoveNetwork(id string) error
@@ -53,7 +53,7 @@ type Firewall interface {
 	EnsureJumps() error
 }
 
-// Store is the persistence room (package store).
+// Store persists the network and endpoint records (package store).
 type Store interface {
 	SaveNetwork(n *store.Network) error
 	Network(id string) (*store.Network, error)
@@ -66,7 +66,7 @@ type Store interface {
 }
 
 // NetNS is the namespace of its own that a cross-host network has, with
-// the rooms working in it.
+// the components (links, VXLAN devices) that work in it.
 type NetNS interface {
 	Links() Links
 	VXLAN() VXLAN
@@ -76,8 +76,8 @@ type NetNS interface {
 	Prepare() error
 }
 
-// Namespaces is the room for the networks' own namespaces (package
-// namespace): named, kept across plugin restarts.
+// Namespaces manages the networks' own namespaces (package namespace):
+// named, kept across plugin restarts.
 type Namespaces interface {
 	// Ensure returns namespace name, created and prepared if missing.
 	Ensure(name string) (NetNS, error)

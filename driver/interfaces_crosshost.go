@@ -8,7 +8,7 @@ import (
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
-// Cluster is the cross-host state room (package cluster, etcd). Only
+// Cluster holds the cross-host state (package cluster, in etcd). Only
 // ClaimNetwork waits for etcd; Publish, Withdraw, LeaveNetwork and Rejoin
 // record what should be in etcd and return at once.
 type Cluster interface {
@@ -28,8 +28,8 @@ type Cluster interface {
 	Connected() (bool, string)
 }
 
-// VXLAN is the kernel room for VXLAN devices (package vxlan). Every method
-// is idempotent.
+// VXLAN makes VXLAN devices and programs their peers (package vxlan).
+// Every method is idempotent.
 type VXLAN interface {
 	EnsureDevice(d vxlan.Device) error
 	DeleteDevice(name, alias string) error

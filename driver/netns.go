@@ -74,8 +74,8 @@ func (d *Driver) openNetNS(n *store.Network, ensure bool) (ns NetNS, found bool,
 	return ns, found, nil
 }
 
-// linksOf is the links room where network n's bridge and the host ends of
-// its endpoints are.
+// linksOf returns the Links of the namespace where network n's bridge and
+// the host ends of its endpoints are.
 func (d *Driver) linksOf(n *store.Network) (Links, error) {
 	if n.NetNS == "" {
 		return d.links, nil

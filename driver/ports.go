@@ -35,7 +35,7 @@ import (
 // keyPortsInfo is where EndpointOperInfo reports the published ports.
 const keyPortsInfo = "vxbridge.ports"
 
-// PortReserver is the host-port room (package portproxy).
+// PortReserver holds the published host ports (package portproxy).
 type PortReserver interface {
 	// Reserve holds m's host port and relays it; portproxy.ErrInUse when
 	// another socket holds it.

@@ -1,9 +1,9 @@
-// Package fakes holds the in-memory kernel rooms (links, firewall) that
-// satisfy driver.Links and driver.Firewall: the driver tier's fakes, and
-// those of tests above the driver (plugin/) that need a real driver and IPAM
-// over a real store without root. They keep state like the kernel would and
-// let a test inject failures; a test reads their exported fields (under no
-// concurrent call) or their accessor methods.
+// Package fakes holds in-memory stand-ins for the kernel components (links,
+// firewall) that satisfy driver.Links and driver.Firewall: the driver tier's
+// fakes, and those of tests above the driver (plugin/) that need a real
+// driver and IPAM over a real store without root. They keep state like the
+// kernel would and let a test inject failures; a test reads their exported
+// fields (under no concurrent call) or their accessor methods.
 package fakes
 
 import (
