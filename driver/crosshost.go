@@ -53,6 +53,11 @@ func newCrossHost(cfg *CrossHostConfig) *crossHost {
 	return &crossHost{cfg: *cfg}
 }
 
+// The components of the cross-host configuration; only when d.xh != nil.
+func (d *Driver) cluster() Cluster      { return d.xh.cfg.Cluster }
+func (d *Driver) blocks() AddressBlocks { return d.xh.cfg.Blocks }
+func (d *Driver) hostVXLAN() VXLAN      { return d.xh.cfg.VXLAN }
+
 // connectivityScope is "global" when cross-host networks are configured:
 // docker then knows a network of this driver may span hosts. Scope stays
 // "local": every host creates the network itself, no swarm involved.
@@ -81,6 +86,7 @@ func (d *Driver) claimCrossHost(n *store.Network) error {
 	if d.xh == nil {
 		return invalidf("option %s=%d makes a cross-host network, which needs etcd: start vxbridge serve with --etcd-endpoints", OptVXLANID, n.VNI)
 	}
+	cfg := &d.xh.cfg
 	if err := d.checkLocalVNI(n); err != nil {
 		return err
 	}
@@ -88,20 +94,20 @@ func (d *Driver) claimCrossHost(n *store.Network) error {
 		return invalidf("a cross-host network (-o %s) needs a subnet", OptVXLANID)
 	}
 	for _, s := range n.Subnets() {
-		if !d.xh.cfg.Blocks.Holds(s.Pool) {
+		if !cfg.Blocks.Holds(s.Pool) {
 			return invalidf("a cross-host network (-o %s=%d) needs addresses that are unique across hosts, from vxbridge's IPAM: subnet %s came from another IPAM driver; create the network with --ipam-driver vxbridge",
 				OptVXLANID, n.VNI, s.Pool)
 		}
 	}
-	mtu := vxlan.MTU(d.xh.cfg.UnderlayMTU, n.MTU)
+	mtu := vxlan.MTU(cfg.UnderlayMTU, n.MTU)
 	if n.MTU > mtu {
 		d.log.Warn("mtu lowered to fit the vxlan encapsulation", "network", short(n.ID), "asked", n.MTU, "mtu", mtu,
-			"underlay", d.xh.cfg.VTEPInterface, "underlay_mtu", d.xh.cfg.UnderlayMTU)
+			"underlay", cfg.VTEPInterface, "underlay_mtu", cfg.UnderlayMTU)
 	}
 	n.MTU = mtu
 	if len(n.IPv6) > 0 && n.MTU < minMTUIPv6 {
 		return invalidf("cross-host IPv6 network: mtu %d (underlay %s mtu %d minus %d for VXLAN) is below %d",
-			n.MTU, d.xh.cfg.VTEPInterface, d.xh.cfg.UnderlayMTU, vxlan.Overhead, minMTUIPv6)
+			n.MTU, cfg.VTEPInterface, cfg.UnderlayMTU, vxlan.Overhead, minMTUIPv6)
 	}
 	cn := cluster.Network{VNI: n.VNI}
 	for _, s := range n.Subnets() {
@@ -109,7 +115,7 @@ func (d *Driver) claimCrossHost(n *store.Network) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 	defer cancel()
-	err := d.xh.cfg.Cluster.ClaimNetwork(ctx, cn)
+	err := cfg.Cluster.ClaimNetwork(ctx, cn)
 	if errors.Is(err, cluster.ErrConflict) {
 		return invalidf("%v", err)
 	}
@@ -142,7 +148,7 @@ func (d *Driver) unclaimCrossHost(n *store.Network) {
 	if existing, err := d.store.Network(n.ID); err == nil && existing != nil {
 		return
 	}
-	d.xh.cfg.Cluster.LeaveNetwork(n.VNI)
+	d.cluster().LeaveNetwork(n.VNI)
 }
 
 // ensureVXLAN makes the network's VXLAN device and programs its peers.
@@ -171,19 +177,25 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 
 // vxlanOf returns the VXLAN interface of the namespace where network n's
 // device is: its own namespace when it has one (the device is created in
-// the host's and moved there).
+// the host's and moved there), made again if it is missing.
 func (d *Driver) vxlanOf(n *store.Network) (VXLAN, error) {
-	vx, _, err := d.vxlanIn(n, true)
-	return vx, err
+	if n.NetNS == "" {
+		return d.hostVXLAN(), nil
+	}
+	ns, err := d.ensureNetNS(n)
+	if err != nil {
+		return nil, err
+	}
+	return ns.VXLAN(), nil
 }
 
-// vxlanIn is vxlanOf; without ensure, a missing namespace is not made
-// again (found is false then: the device went with it).
-func (d *Driver) vxlanIn(n *store.Network, ensure bool) (vx VXLAN, found bool, err error) {
+// openVXLAN is vxlanOf without making a lost namespace again: found is
+// false then (the device went with it).
+func (d *Driver) openVXLAN(n *store.Network) (vx VXLAN, found bool, err error) {
 	if n.NetNS == "" {
-		return d.xh.cfg.VXLAN, true, nil
+		return d.hostVXLAN(), true, nil
 	}
-	ns, found, err := d.openNetNS(n, ensure)
+	ns, found, err := d.openNetNS(n)
 	if err != nil || !found {
 		return nil, false, err
 	}
@@ -203,19 +215,19 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return // an orphan device goes with the next reconcile
 	}
-	if vx, found, err := d.vxlanIn(n, false); err != nil {
-		d.undo("delete vxlan device", err, "vni", n.VNI)
+	if vx, found, err := d.openVXLAN(n); err != nil {
+		d.logUndoErr("delete vxlan device", err, "vni", n.VNI)
 	} else if found {
-		d.undo("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
+		d.logUndoErr("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
 	}
-	d.xh.cfg.Cluster.LeaveNetwork(n.VNI)
+	d.cluster().LeaveNetwork(n.VNI)
 	// Its address blocks go back to the cluster, in the background: a
 	// subnet must not be used up by hosts that once had the network.
 	for _, s := range n.Subnets() {
 		go func(p netip.Prefix) {
 			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 			defer cancel()
-			if err := d.xh.cfg.Blocks.ReleaseBlocks(ctx, p); err != nil {
+			if err := d.blocks().ReleaseBlocks(ctx, p); err != nil {
 				d.log.Warn("address blocks not given back; they stay this host's", "pool", p, "err", err)
 			}
 		}(s.Pool)
@@ -232,7 +244,7 @@ func (d *Driver) crossHostCreated(n *store.Network) {
 		go func(p netip.Prefix) {
 			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 			defer cancel()
-			if err := d.xh.cfg.Blocks.Prefetch(ctx, p); err != nil {
+			if err := d.blocks().Prefetch(ctx, p); err != nil {
 				d.log.Warn("no address block leased ahead; the first container will ask etcd", "pool", p, "err", err)
 			}
 		}(s.Pool)
@@ -244,14 +256,14 @@ func (d *Driver) publishEndpoint(n *store.Network, ep *store.Endpoint) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
-	d.xh.cfg.Cluster.Publish(cluster.Endpoint{ID: ep.ID, VNI: n.VNI, MAC: ep.MAC, IPv4: ep.IPv4.Addr(), IPv6: ep.IPv6.Addr()})
+	d.cluster().Publish(cluster.Endpoint{ID: ep.ID, VNI: n.VNI, MAC: ep.MAC, IPv4: ep.IPv4.Addr(), IPv6: ep.IPv6.Addr()})
 }
 
 // withdrawEndpoint takes an endpoint out of the cluster (no waiting);
 // harmless for endpoints that were never published.
 func (d *Driver) withdrawEndpoint(ep *store.Endpoint) {
 	if d.xh != nil {
-		d.xh.cfg.Cluster.Withdraw(ep.ID)
+		d.cluster().Withdraw(ep.ID)
 	}
 }
 
@@ -266,7 +278,7 @@ func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) 
 	for i := range nets {
 		if nets[i].VNI != 0 {
 			byID[nets[i].ID] = &nets[i]
-			d.xh.cfg.Cluster.Rejoin(nets[i].VNI)
+			d.cluster().Rejoin(nets[i].VNI)
 		}
 	}
 	for i := range eps {

@@ -20,9 +20,10 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &status.Cluster{VTEP: d.xh.cfg.VTEP.String(), Peers: []status.Peer{}}
-	c.Etcd.Endpoints = d.xh.cfg.EtcdEndpoints
-	ok, why := d.xh.cfg.Cluster.Connected()
+	cfg := &d.xh.cfg
+	c := &status.Cluster{VTEP: cfg.VTEP.String(), Peers: []status.Peer{}}
+	c.Etcd.Endpoints = cfg.EtcdEndpoints
+	ok, why := cfg.Cluster.Connected()
 	c.Etcd.Connected, c.Etcd.Error = ok, why
 	d.xh.mu.Lock()
 	view, haveView := d.xh.view, d.xh.haveView
@@ -30,7 +31,7 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	if !haveView {
 		return c, nil
 	}
-	self := d.xh.cfg.Cluster.HostID()
+	self := cfg.Cluster.HostID()
 	shared := map[string][]string{} // host -> VNIs shared with this host
 	for _, n := range nets {
 		if n.VNI == 0 {

@@ -335,11 +335,14 @@ func (d *Driver) deleteNetwork(n *store.Network) error {
 // what it leaves behind, Reconcile removes.
 func (d *Driver) teardownNetwork(n *store.Network) {
 	d.teardownCrossHost(n)
-	d.undo("remove firewall rules", d.fw.RemoveNetwork(n.ID), "network", n.ID)
+	d.logUndoErr("remove firewall rules", d.fw.RemoveNetwork(n.ID), "network", n.ID)
 	d.deleteBridge(n)
 }
 
-func (d *Driver) undo(what string, err error, args ...any) {
+// logUndoErr logs err, if any, of an undo step (a rollback or a teardown)
+// and goes on: the caller's own error, if any, is what it returns, and
+// what the undo left behind the reconciler removes.
+func (d *Driver) logUndoErr(what string, err error, args ...any) {
 	if err != nil {
 		d.log.Error(what+" failed; the next reconcile retries", append(args, "err", err)...)
 	}

@@ -213,7 +213,7 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool
 	defer func() {
 		if retErr != nil {
 			if links, err := d.linksOf(n); err == nil {
-				d.undo("delete veth", links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
+				d.logUndoErr("delete veth", links.DeleteLink(ep.HostVeth), "veth", ep.HostVeth)
 			}
 		}
 	}()
@@ -294,7 +294,7 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	if err == nil {
 		err = links.RetireLink(ep.HostVeth)
 	}
-	d.undo("delete veth", err, "veth", ep.HostVeth)
+	d.logUndoErr("delete veth", err, "veth", ep.HostVeth)
 	d.crash(CrashEndpointVethGone)
 	d.log.Info("endpoint deleted", "network", short(ep.NetworkID), "endpoint", ep.ID, "veth", ep.HostVeth)
 	return nil

@@ -44,34 +44,36 @@ func netNSName(id string) string { return NetNSPrefix + short(id) }
 
 func gatewayAlias(id string) string { return aliasGatewayPrefix + id }
 
-// netNS returns the namespace of network n (which has one), made again if
-// it is missing.
-func (d *Driver) netNS(n *store.Network) (NetNS, error) {
-	ns, _, err := d.openNetNS(n, true)
-	return ns, err
+// ensureNetNS returns the namespace of network n (which has one), made
+// again if it is missing: only the reconciler and the network's own calls
+// do that.
+func (d *Driver) ensureNetNS(n *store.Network) (NetNS, error) {
+	if d.spaces == nil {
+		return nil, fmt.Errorf("network %s lives in namespace %s, but this vxbridge runs without network namespaces", short(n.ID), n.NetNS)
+	}
+	ns, err := d.spaces.Ensure(n.NetNS)
+	if err != nil {
+		return nil, netNSErr(n, err)
+	}
+	return ns, nil
 }
 
-// openNetNS returns the namespace of network n (which has one); a missing
-// one is made when ensure, else reported as found == false. Status and
-// teardown read a lost namespace as lost; only the reconciler and the
-// network's own calls make it again.
-func (d *Driver) openNetNS(n *store.Network, ensure bool) (ns NetNS, found bool, err error) {
+// openNetNS returns the namespace of network n (which has one) if it
+// exists; found is false if not. Status and teardown read a lost namespace
+// as lost rather than make it again.
+func (d *Driver) openNetNS(n *store.Network) (ns NetNS, found bool, err error) {
 	if d.spaces == nil {
-		if !ensure {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("network %s lives in namespace %s, but this vxbridge runs without network namespaces", short(n.ID), n.NetNS)
+		return nil, false, nil
 	}
-	if ensure {
-		ns, err = d.spaces.Ensure(n.NetNS)
-		found = err == nil
-	} else {
-		ns, found, err = d.spaces.Open(n.NetNS)
-	}
+	ns, found, err = d.spaces.Open(n.NetNS)
 	if err != nil {
-		return nil, false, fmt.Errorf("namespace %s of network %s: %w", n.NetNS, short(n.ID), err)
+		return nil, false, netNSErr(n, err)
 	}
 	return ns, found, nil
+}
+
+func netNSErr(n *store.Network, err error) error {
+	return fmt.Errorf("namespace %s of network %s: %w", n.NetNS, short(n.ID), err)
 }
 
 // linksOf returns the Links of the namespace where network n's bridge and
@@ -80,7 +82,7 @@ func (d *Driver) linksOf(n *store.Network) (Links, error) {
 	if n.NetNS == "" {
 		return d.links, nil
 	}
-	ns, err := d.netNS(n)
+	ns, err := d.ensureNetNS(n)
 	if err != nil {
 		return nil, err
 	}
@@ -106,12 +108,12 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 	if n.NetNS == "" {
 		return d.links.EnsureBridge(bridgeConfig(n))
 	}
-	ns, err := d.netNS(n)
+	ns, err := d.ensureNetNS(n)
 	if err != nil {
 		return err
 	}
 	if err := ns.Prepare(); err != nil {
-		return fmt.Errorf("namespace %s of network %s: %w", n.NetNS, short(n.ID), err)
+		return netNSErr(n, err)
 	}
 	inner := bridge.BridgeConfig{Name: n.Bridge, Alias: netAlias(n.ID), MTU: n.MTU}
 	if err := ns.Links().EnsureBridge(inner); err != nil {
@@ -137,14 +139,14 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 // namespace.
 func (d *Driver) deleteBridge(n *store.Network) {
 	if n.NetNS == "" {
-		d.undo("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
+		d.logUndoErr("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
 		return
 	}
 	// The gateway link first, here: the namespace's links go when its last
 	// user does, later, and the name must be free for a new network now.
-	d.undo("delete gateway link", d.links.DeleteGateway(n.Bridge, netAlias(n.ID)), "link", n.Bridge)
+	d.logUndoErr("delete gateway link", d.links.DeleteGateway(n.Bridge, netAlias(n.ID)), "link", n.Bridge)
 	if d.spaces != nil {
-		d.undo("delete network namespace", d.spaces.Delete(n.NetNS), "netns", n.NetNS)
+		d.logUndoErr("delete network namespace", d.spaces.Delete(n.NetNS), "netns", n.NetNS)
 	}
 }
 
@@ -157,7 +159,7 @@ func (d *Driver) purgeNamespaces(nets []store.Network, rep *ReconcileReport) {
 		if nets[i].NetNS == "" {
 			continue
 		}
-		ns, found, err := d.openNetNS(&nets[i], false)
+		ns, found, err := d.openNetNS(&nets[i])
 		if err == nil && found {
 			err = ns.Links().PurgeUnfinished()
 		}
@@ -197,7 +199,7 @@ func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool,
 		d.log.Info("removed orphan network namespace", "netns", name)
 	}
 	for name, n := range claimed {
-		ns, err := d.netNS(n)
+		ns, err := d.ensureNetNS(n)
 		if err != nil {
 			rep.Errors = append(rep.Errors, err)
 			continue

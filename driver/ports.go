@@ -114,7 +114,7 @@ func (d *Driver) publish(n *store.Network, ep *store.Endpoint, wants []portWant)
 	d.crash(CrashPortsKernel)
 	defer func() {
 		if retErr != nil {
-			d.undo("remove port rules", d.fw.RemovePorts(firewallPorts(n, ep)), "endpoint", ep.ID)
+			d.logUndoErr("remove port rules", d.fw.RemovePorts(firewallPorts(n, ep)), "endpoint", ep.ID)
 		}
 	}()
 	if err := d.store.SaveEndpoint(ep); err != nil {
@@ -167,7 +167,7 @@ func (d *Driver) unpublishKernel(ep *store.Endpoint, mappings []store.PortMappin
 		return
 	}
 	p := firewall.Ports{NetworkID: ep.NetworkID, EndpointID: ep.ID, Mappings: firewallMappings(mappings)}
-	d.undo("remove port rules", d.fw.RemovePorts(p), "endpoint", ep.ID)
+	d.logUndoErr("remove port rules", d.fw.RemovePorts(p), "endpoint", ep.ID)
 	d.releasePorts(mappings)
 	d.log.Info("ports withdrawn", "network", short(ep.NetworkID), "endpoint", ep.ID, "ports", portList(mappings))
 }

@@ -37,7 +37,7 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 		if nets[i].NetNS == "" {
 			continue
 		}
-		ns, found, err := d.openNetNS(&nets[i], false)
+		ns, found, err := d.openNetNS(&nets[i])
 		if err != nil {
 			return nil, nil, err
 		}
