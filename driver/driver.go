@@ -70,9 +70,8 @@ type Driver struct {
 	portMu sync.Mutex // publishing: the cross-endpoint port check and nextPort
 	addrs  addrIndex  // endpoint addresses -> records holding them
 	macGen func() (string, error)
-	kick   chan struct{} // BridgeAppeared -> RunReconciler
-	fwKick chan struct{} // FirewallChanged -> RunReconciler
 
+	reconciler  *reconciler // RunReconciler's loop and what starts it
 	onReconcile func(error)
 	xh          *crossHost // nil: single-host only
 
@@ -92,8 +91,11 @@ func New(cfg Config) *Driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC, kick: make(chan struct{}, 1), fwKick: make(chan struct{}, 1),
+	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC,
 		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart(), crashHook: cfg.Crash, spaces: cfg.Namespaces}
+	// d.fw read at each call: a method value of a nil Firewall (tests that
+	// need no firewall) would panic here.
+	d.reconciler = newReconciler(d.Reconcile, func() error { return d.fw.EnsureJumps() }, log)
 	if d.ports == nil {
 		d.ports = noReserver{}
 	}

@@ -1,14 +1,12 @@
 package driver
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -415,34 +413,5 @@ func TestConcurrentEndpoints(t *testing.T) {
 	h.links.Flush()
 	if got := len(h.links.Names()); got != 51 {
 		t.Errorf("%d links, want the bridge and 50 veths", got)
-	}
-}
-
-func TestBridgeAppearedRestoresJumpsPromptly(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { h.d.RunReconciler(ctx, 0); close(done) }()
-	for range 5 { // a burst collapses into one round of checks
-		h.d.BridgeAppeared("br-123")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		h.fw.Lock()
-		n := h.fw.JumpFixes
-		h.fw.Unlock()
-		if n >= len(jumpCheckDelays) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d jump checks after a new bridge, want %d", n, len(jumpCheckDelays))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	if h.fw.JumpFixes > len(jumpCheckDelays)*2 {
-		t.Errorf("%d jump checks for one burst", h.fw.JumpFixes)
 	}
 }

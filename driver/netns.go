@@ -2,7 +2,6 @@ package driver
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/store"
@@ -206,17 +205,4 @@ func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool,
 		}
 		d.removeOrphanLinks(ns.Links(), name, live, rep)
 	}
-}
-
-// removeOwnedLink deletes a link carrying a vxbridge alias: a bridge only
-// as vxbridge's (DeleteBridge checks), a gateway link likewise, any other
-// link outright.
-func removeOwnedLink(links Links, l bridge.LinkInfo) error {
-	switch {
-	case strings.HasPrefix(l.Alias, aliasNetPrefix) && l.Kind == "veth":
-		return links.DeleteGateway(l.Name, l.Alias)
-	case strings.HasPrefix(l.Alias, aliasNetPrefix):
-		return links.DeleteBridge(l.Name, l.Alias)
-	}
-	return links.DeleteLink(l.Name)
 }

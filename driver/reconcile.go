@@ -1,11 +1,11 @@
 package driver
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"time"
+	"strings"
 
+	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/store"
 )
@@ -43,14 +43,31 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	}
 	d.purgeNamespaces(nets, rep)
 	byID := make(map[string]*store.Network, len(nets))
+	for i := range nets {
+		byID[nets[i].ID] = &nets[i]
+	}
+	d.reconcileFirewall(nets, eps, byID, rep)
+	for _, n := range nets {
+		if err := d.ensureNetwork(&n); err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+	}
+	live := d.reconcileEndpoints(eps, byID, rep)
+	d.removeOrphanLinks(d.links, "", live, rep)
+	d.reconcileNamespaces(nets, live, rep)
+	d.reconcileCrossHost(nets, eps)
+	return rep, d.reported(rep)
+}
+
+// reconcileFirewall makes the firewall hold exactly the rules of nets and
+// of the published ports of eps, and the sockets those ports need. It runs
+// before the networks are ensured: the bridges' traffic depends on it, and
+// a failing network must not leave the others without rules.
+func (d *Driver) reconcileFirewall(nets []store.Network, eps []store.Endpoint, byID map[string]*store.Network, rep *ReconcileReport) {
 	fwNets := make([]firewall.Network, 0, len(nets))
 	for i := range nets {
-		n := &nets[i]
-		byID[n.ID] = n
-		fwNets = append(fwNets, firewallNetwork(n))
+		fwNets = append(fwNets, firewallNetwork(&nets[i]))
 	}
-	// Firewall first: the bridges' traffic depends on it, and a failing
-	// network below must not leave the others without rules.
 	fwPorts, sockets := publishedPorts(eps, byID)
 	if err := d.fw.Reconcile(fwNets, fwPorts); err != nil {
 		rep.Errors = append(rep.Errors, err)
@@ -58,35 +75,39 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 	if err := d.ports.Sync(sockets); err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("published ports: %w", err))
 	}
-	for _, n := range nets {
-		if err := d.ensureNetwork(&n); err != nil {
-			rep.Errors = append(rep.Errors, err)
-		}
-	}
+}
+
+// reconcileEndpoints converges every endpoint of eps and returns the
+// aliases of the links that stay (live): those of the endpoints still
+// recorded and of their networks (nets, by id).
+func (d *Driver) reconcileEndpoints(eps []store.Endpoint, nets map[string]*store.Network, rep *ReconcileReport) map[string]bool {
 	live := map[string]bool{}
 	for i := range eps {
-		if d.reconcileEndpoint(&eps[i], byID, rep) {
+		if d.reconcileEndpoint(&eps[i], nets, rep) {
 			live[endpointAlias(eps[i].ID)] = true
 		}
 	}
 	rep.Endpoints = len(live)
 	d.addrs.reset(keptEndpoints(eps, rep.DroppedEndpoints))
-	for id := range byID {
+	for id := range nets {
 		live[netAlias(id)] = true
 		live[vxlanAlias(id)] = true
 		live[gatewayAlias(id)] = true
 	}
-	d.removeOrphanLinks(d.links, "", live, rep)
-	d.reconcileNamespaces(nets, live, rep)
-	d.reconcileCrossHost(nets, eps)
+	return live
+}
+
+// reported logs the errors of a reconcile run, tells OnReconcile, and
+// returns them joined.
+func (d *Driver) reported(rep *ReconcileReport) error {
 	for _, e := range rep.Errors {
 		d.log.Error("reconcile", "err", e)
 	}
-	err = errors.Join(rep.Errors...)
+	err := errors.Join(rep.Errors...)
 	if d.onReconcile != nil {
 		d.onReconcile(err)
 	}
-	return rep, err
+	return err
 }
 
 // reconcileEndpoint converges one endpoint and says whether it is still live.
@@ -157,94 +178,17 @@ func (d *Driver) removeOrphanLinks(links Links, netns string, live map[string]bo
 	}
 }
 
-// jumpCheckDelays are when the firewall jumps are checked after a bridge
-// appears: dockerd creates a network's bridge first and then inserts its
-// FORWARD rules (above vxbridge's jump) over the next few hundred ms.
-var jumpCheckDelays = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second}
-
-// BridgeAppeared tells the reconciler a bridge was created on the host. It
-// never blocks: a burst of events collapses into one round of checks.
-func (d *Driver) BridgeAppeared(name string) {
-	select {
-	case d.kick <- struct{}{}:
-	default:
+// removeOwnedLink deletes a link carrying a vxbridge alias: a bridge only
+// as vxbridge's (DeleteBridge checks), a gateway link likewise, any other
+// link outright.
+func removeOwnedLink(links Links, l bridge.LinkInfo) error {
+	switch {
+	case strings.HasPrefix(l.Alias, aliasNetPrefix) && l.Kind == "veth":
+		return links.DeleteGateway(l.Name, l.Alias)
+	case strings.HasPrefix(l.Alias, aliasNetPrefix):
+		return links.DeleteBridge(l.Name, l.Alias)
 	}
-}
-
-// RunReconciler reconciles every interval until ctx ends, so rules that
-// dockerd rewrites or someone flushes come back; after BridgeAppeared it
-// also puts the firewall jumps back within a fraction of a second.
-func (d *Driver) RunReconciler(ctx context.Context, interval time.Duration) {
-	var tick <-chan time.Time
-	if interval > 0 {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
-	}
-	var checks []time.Duration // pending jump checks, as delays from the last one
-	var timer <-chan time.Time
-	var soon <-chan time.Time // a reconcile after a firewall change
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.fwKick:
-			if soon == nil {
-				soon = time.After(firewallSettle)
-			}
-		case <-soon:
-			soon = nil
-			d.reconcileAndLog()
-		case <-d.kick:
-			checks = deltas(jumpCheckDelays)
-			timer = time.After(checks[0])
-		case <-timer:
-			if err := d.fw.EnsureJumps(); err != nil {
-				d.log.Error("restore firewall jumps", "err", err)
-			}
-			checks = checks[1:]
-			timer = nil
-			if len(checks) > 0 {
-				timer = time.After(checks[0])
-			}
-		case <-tick:
-			d.reconcileAndLog()
-		}
-	}
-}
-
-func (d *Driver) reconcileAndLog() {
-	rep, err := d.Reconcile()
-	if err == nil && len(rep.RemovedLinks)+len(rep.RecreatedVeths)+len(rep.DroppedEndpoints) > 0 {
-		d.log.Info("reconcile repaired state", "removed_links", rep.RemovedLinks,
-			"recreated_veths", rep.RecreatedVeths, "dropped_endpoints", rep.DroppedEndpoints)
-	}
-}
-
-// firewallSettle is how long after a firewall change the reconcile runs:
-// long enough for a burst (dockerd re-creating its chains at start, an
-// iptables-restore of many lines) to end, short enough that flushed rules
-// are back within seconds.
-var firewallSettle = time.Second
-
-// FirewallChanged tells the reconciler that iptables rules changed
-// (docker's, an operator's, or vxbridge's own). It never blocks: a burst of
-// changes collapses into one Reconcile, firewallSettle later.
-func (d *Driver) FirewallChanged() {
-	select {
-	case d.fwKick <- struct{}{}:
-	default:
-	}
-}
-
-// deltas turns absolute delays into the waits between them.
-func deltas(at []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(at))
-	var prev time.Duration
-	for i, d := range at {
-		out[i], prev = d-prev, d
-	}
-	return out
+	return links.DeleteLink(l.Name)
 }
 
 // keptEndpoints is eps without the records Reconcile dropped.
