@@ -13,7 +13,7 @@ PLUGIN_DIR := build/plugin
 # coordinator can fail a clean run with "context deadline exceeded" as the
 # time runs out (golang/go#75804, fixed in Go 1.27).
 FUZZ_TIME ?= 40000x
-FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver:FuzzParsePortMap ./driver:FuzzParseVNI \
+FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver/ports:FuzzParseBindings ./driver:FuzzParseVNI \
 	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzViewApply ./status:FuzzDecode \
 	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
 	./bridge:FuzzValidateName ./bridge:FuzzNewBridge .:FuzzParseServeFlags

@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxbridge/vxbridge/driver/ports"
+	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
 )
 
 // crashed is what the test hook panics with: the driver-tier stand-in for
@@ -122,8 +125,8 @@ func TestCrashAtEveryPointConverges(t *testing.T) {
 			if names := h.links.Names(); len(names) != 0 {
 				t.Errorf("links left: %v", names)
 			}
-			if len(h.fw.Nets) != 0 || len(h.fw.Ports) != 0 || len(h.res.keys()) != 0 {
-				t.Errorf("left: rules %v, port rules %v, sockets %v", h.fw.Nets, h.fw.Ports, h.res.keys())
+			if len(h.fw.Nets) != 0 || len(h.fw.Ports) != 0 || len(h.res.Keys()) != 0 {
+				t.Errorf("left: rules %v, port rules %v, sockets %v", h.fw.Nets, h.fw.Ports, h.res.Keys())
 			}
 			// And the same network and container can be made again.
 			h.d.crashHook = nil
@@ -168,7 +171,7 @@ func checkConverged(t *testing.T, h *portsHarness) {
 	if len(h.fw.Nets) != len(netIDs) {
 		t.Errorf("firewall networks %d, want %d", len(h.fw.Nets), len(netIDs))
 	}
-	if got := len(h.res.keys()); got != wantPorts {
+	if got := len(h.res.Keys()); got != wantPorts {
 		t.Errorf("%d host ports held, want the %d recorded", got, wantPorts)
 	}
 }
@@ -176,7 +179,7 @@ func checkConverged(t *testing.T, h *portsHarness) {
 // newPortsHarnessEmpty is a ports harness without a network.
 func newPortsHarnessEmpty(t *testing.T) *portsHarness {
 	t.Helper()
-	h := &portsHarness{harness: newHarness(t), res: newFakeReserver()}
-	h.d.ports = h.res
+	h := &portsHarness{harness: newHarness(t), res: fakes.NewPorts()}
+	h.d.hostPorts = ports.NewAllocator(h.res)
 	return h
 }

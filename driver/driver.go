@@ -20,6 +20,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/driver/ports"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/keylock"
 	"github.com/vxbridge/vxbridge/store"
@@ -44,7 +45,7 @@ type Config struct {
 	CrossHost *CrossHostConfig
 	// Ports holds published host ports (package portproxy); nil: none are
 	// held or relayed, only the firewall publishes.
-	Ports PortReserver
+	Ports ports.Reserver
 	// Namespaces gives cross-host networks a namespace of their own
 	// (netns.go); nil: they live in the host's, as networks made before.
 	Namespaces Namespaces
@@ -67,7 +68,7 @@ type Driver struct {
 	// overlap).
 	mu     sync.RWMutex
 	eps    keylock.Map
-	portMu sync.Mutex // publishing: the cross-endpoint port check and nextPort
+	portMu sync.Mutex // publishing: the cross-endpoint port check, until the record is saved
 	addrs  addrIndex  // endpoint addresses -> records holding them
 	macGen func() (string, error)
 
@@ -75,12 +76,9 @@ type Driver struct {
 	onReconcile func(error)
 	xh          *crossHost // nil: single-host only
 
-	ports     PortReserver
+	hostPorts *ports.Allocator
 	spaces    Namespaces // nil: no network has a namespace of its own
 	crashHook func(point string)
-	// nextPort is where the next ephemeral host port is looked for, as an
-	// offset into the range.
-	nextPort uint16
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -92,13 +90,10 @@ func New(cfg Config) *Driver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC,
-		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), ports: cfg.Ports, nextPort: randomPortStart(), crashHook: cfg.Crash, spaces: cfg.Namespaces}
+		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), hostPorts: ports.NewAllocator(cfg.Ports), crashHook: cfg.Crash, spaces: cfg.Namespaces}
 	// d.fw read at each call: a method value of a nil Firewall (tests that
 	// need no firewall) would panic here.
 	d.reconciler = newReconciler(d.Reconcile, func() error { return d.fw.EnsureJumps() }, log)
-	if d.ports == nil {
-		d.ports = noReserver{}
-	}
 	return d
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/driver/ports"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -313,7 +314,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 		if len(ep.Ports) > 0 {
 			// Docker reads published ports only from its own drivers, so
 			// this is where ephemeral host ports can be looked up.
-			value[keyPortsInfo] = portList(ep.Ports)
+			value[keyPortsInfo] = ports.List(ep.Ports)
 		}
 	}
 	return &network.InfoResponse{Value: value}, nil
@@ -360,13 +361,13 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	}
 	// Docker revokes the published ports first; should it not have, they
 	// go with the sandbox.
-	ports := ep.Ports
+	published := ep.Ports
 	ep.Joined, ep.Sandbox, ep.Ports = false, "", nil
 	if err := d.store.SaveEndpoint(ep); err != nil {
 		return err
 	}
 	d.crash(CrashLeaveSaved)
-	d.unpublishKernel(ep, ports)
+	d.unpublishKernel(ep, published)
 	d.log.Info("endpoint left", "network", short(ep.NetworkID), "endpoint", ep.ID)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/driver/ports"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/store"
 )
@@ -68,11 +69,11 @@ func (d *Driver) reconcileFirewall(nets []store.Network, eps []store.Endpoint, b
 	for i := range nets {
 		fwNets = append(fwNets, firewallNetwork(&nets[i]))
 	}
-	fwPorts, sockets := publishedPorts(eps, byID)
+	fwPorts, sockets := ports.Desired(eps, byID)
 	if err := d.fw.Reconcile(fwNets, fwPorts); err != nil {
 		rep.Errors = append(rep.Errors, err)
 	}
-	if err := d.ports.Sync(sockets); err != nil {
+	if err := d.hostPorts.Sync(sockets); err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("published ports: %w", err))
 	}
 }

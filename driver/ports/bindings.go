@@ -1,4 +1,4 @@
-package driver
+package ports
 
 // Docker's port bindings and the mappings they ask for, before any host port
 // is chosen. All pure.
@@ -11,15 +11,15 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// keyPortMap holds docker's port bindings in the options of
+// OptionKey holds docker's port bindings in the options of
 // ProgramExternalConnectivity (and of CreateEndpoint, unused here). -P
 // arrives as bindings without a host port, so the exposed-ports key that
 // comes along is not needed.
-const keyPortMap = "com.docker.network.portmap"
+const OptionKey = "com.docker.network.portmap"
 
-// portBinding is one element of docker's portmap (libnetwork's
+// Binding is one element of docker's portmap (libnetwork's
 // types.PortBinding as JSON).
-type portBinding struct {
+type Binding struct {
 	Proto       uint8 // 6 tcp, 17 udp, 132 sctp
 	IP          string
 	Port        uint16
@@ -30,19 +30,20 @@ type portBinding struct {
 
 var protoNames = map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}
 
-// parsePortMap reads docker's port bindings from an option map. It is pure.
-func parsePortMap(opts map[string]interface{}) ([]portBinding, error) {
-	raw, ok := opts[keyPortMap]
+// ParseBindings reads docker's port bindings from an option map; a refusal
+// is ErrRefused.
+func ParseBindings(opts map[string]interface{}) ([]Binding, error) {
+	raw, ok := opts[OptionKey]
 	if !ok || raw == nil {
 		return nil, nil
 	}
 	b, err := json.Marshal(raw)
 	if err != nil {
-		return nil, invalidf("option %s: %v", keyPortMap, err)
+		return nil, refusef("option %s: %v", OptionKey, err)
 	}
-	var binds []portBinding
+	var binds []Binding
 	if err := json.Unmarshal(b, &binds); err != nil {
-		return nil, invalidf("option %s is not a list of port bindings: %v", keyPortMap, err)
+		return nil, refusef("option %s is not a list of port bindings: %v", OptionKey, err)
 	}
 	for _, pb := range binds {
 		if err := pb.validate(); err != nil {
@@ -52,27 +53,27 @@ func parsePortMap(opts map[string]interface{}) ([]portBinding, error) {
 	return binds, nil
 }
 
-func (pb portBinding) validate() error {
+func (pb Binding) validate() error {
 	switch {
 	case protoNames[pb.Proto] == "":
-		return invalidf("published port %d: protocol number %d is not tcp (6), udp (17) or sctp (132)", pb.Port, pb.Proto)
+		return refusef("published port %d: protocol number %d is not tcp (6), udp (17) or sctp (132)", pb.Port, pb.Proto)
 	case pb.Port == 0:
-		return invalidf("published port: container port 0")
+		return refusef("published port: container port 0")
 	case pb.HostPortEnd != 0 && (pb.HostPort == 0 || pb.HostPortEnd < pb.HostPort):
-		return invalidf("published port %d/%s: host port range %d-%d is not low to high", pb.Port, protoNames[pb.Proto], pb.HostPort, pb.HostPortEnd)
+		return refusef("published port %d/%s: host port range %d-%d is not low to high", pb.Port, protoNames[pb.Proto], pb.HostPort, pb.HostPortEnd)
 	}
 	if pb.HostIP != "" {
 		a, err := netip.ParseAddr(pb.HostIP)
 		if err != nil || a.Zone() != "" {
-			return invalidf("published port %d/%s: host address %q is not an IP address", pb.Port, protoNames[pb.Proto], pb.HostIP)
+			return refusef("published port %d/%s: host address %q is not an IP address", pb.Port, protoNames[pb.Proto], pb.HostIP)
 		}
 	}
 	return nil
 }
 
-// portWant is one mapping a binding asks for, before its host port is
-// chosen. Wants of one binding (group) get the same host port.
-type portWant struct {
+// Want is one mapping a binding asks for, before its host port is chosen.
+// Wants of one binding (group) get the same host port.
+type Want struct {
 	group     int
 	proto     string
 	hostIP    netip.Addr // unspecified: every address of its family
@@ -80,13 +81,13 @@ type portWant struct {
 	container netip.AddrPort
 }
 
-func (w portWant) mapping(port uint16) store.PortMapping {
+func (w Want) mapping(port uint16) store.PortMapping {
 	return store.PortMapping{Proto: w.proto, HostIP: w.hostIP, HostPort: port,
 		ContainerIP: w.container.Addr(), ContainerPort: w.container.Port()}
 }
 
 // hostRange is how errors name the host side: 0.0.0.0:8080, [::]:8080-8090.
-func (w portWant) hostRange() string {
+func (w Want) hostRange() string {
 	s := netip.AddrPortFrom(w.hostIP, w.lo).String()
 	if w.hi > w.lo {
 		s += fmt.Sprintf("-%d", w.hi)
@@ -94,19 +95,19 @@ func (w portWant) hostRange() string {
 	return s
 }
 
-// expandPorts turns docker's bindings into the mappings the endpoint needs
-// (see the top of the file). ipv6 says whether the host can listen on
-// IPv6. It is pure.
-func expandPorts(binds []portBinding, n *store.Network, ep *store.Endpoint, ipv6 bool) ([]portWant, error) {
+// Expand turns docker's bindings into the mappings endpoint ep of network n
+// needs (see the package comment); ipv6 says whether the host can listen
+// on IPv6. A refusal is ErrRefused.
+func Expand(binds []Binding, n *store.Network, ep *store.Endpoint, ipv6 bool) ([]Want, error) {
 	c4, c6 := ep.IPv4.Addr(), ep.IPv6.Addr()
 	def := n.HostBindingIPv4
 	if !def.IsValid() {
 		def = netip.IPv4Unspecified()
 	}
-	var wants []portWant
+	var wants []Want
 	for i, pb := range binds {
 		proto := protoNames[pb.Proto]
-		base := portWant{group: i, proto: proto, lo: pb.HostPort, hi: max(pb.HostPort, pb.HostPortEnd)}
+		base := Want{group: i, proto: proto, lo: pb.HostPort, hi: max(pb.HostPort, pb.HostPortEnd)}
 		add := func(host, container netip.Addr) {
 			w := base
 			w.hostIP, w.container = host, netip.AddrPortFrom(container, pb.Port)
@@ -128,17 +129,17 @@ func expandPorts(binds []portBinding, n *store.Network, ep *store.Endpoint, ipv6
 				add(netip.IPv6Unspecified(), v6Target)
 			}
 			if len(wants) == 0 || wants[len(wants)-1].group != i {
-				return nil, invalidf("cannot publish %d/%s on %s: the container has no IPv4 address on this network (set a host address with -p)",
+				return nil, refusef("cannot publish %d/%s on %s: the container has no IPv4 address on this network (set a host address with -p)",
 					pb.Port, proto, def)
 			}
 		case host.Is4():
 			if !c4.IsValid() {
-				return nil, invalidf("cannot publish %d/%s on %s: the container has no IPv4 address on this network", pb.Port, proto, host)
+				return nil, refusef("cannot publish %d/%s on %s: the container has no IPv4 address on this network", pb.Port, proto, host)
 			}
 			add(host, c4)
 		default:
 			if !ipv6 {
-				return nil, invalidf("cannot publish %d/%s on %s: IPv6 is disabled on this host", pb.Port, proto, host)
+				return nil, refusef("cannot publish %d/%s on %s: IPv6 is disabled on this host", pb.Port, proto, host)
 			}
 			add(host, v6Target)
 		}
@@ -146,9 +147,9 @@ func expandPorts(binds []portBinding, n *store.Network, ep *store.Endpoint, ipv6
 	return wants, nil
 }
 
-// satisfied says whether have (an endpoint's stored mappings) is what wants
+// Satisfied says whether have (an endpoint's stored mappings) is what wants
 // would give, so a replayed ProgramExternalConnectivity answers the same.
-func satisfied(have []store.PortMapping, wants []portWant) bool {
+func Satisfied(have []store.PortMapping, wants []Want) bool {
 	if len(have) != len(wants) {
 		return false
 	}

@@ -1,4 +1,4 @@
-package driver
+package ports
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-func FuzzParsePortMap(f *testing.F) {
+func FuzzParseBindings(f *testing.F) {
 	f.Add([]byte(`[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`))
 	f.Add([]byte(`[{"Proto":17,"Port":53,"HostIP":"::1","HostPort":0},{"Proto":132,"Port":1,"HostPort":9000,"HostPortEnd":9010}]`))
 	f.Add([]byte(`[{"Proto":6,"Port":80,"HostIP":"192.0.2.1%x","HostPort":70000}]`))
@@ -20,12 +20,12 @@ func FuzzParsePortMap(f *testing.F) {
 		if json.Unmarshal(data, &raw) != nil {
 			return
 		}
-		binds, err := parsePortMap(map[string]interface{}{keyPortMap: raw})
+		binds, err := ParseBindings(map[string]interface{}{OptionKey: raw})
 		if err != nil {
 			return
 		}
 		// What parses expands into mappings the firewall and the relay take.
-		wants, err := expandPorts(binds, n, ep, true)
+		wants, err := Expand(binds, n, ep, true)
 		if err != nil {
 			t.Fatalf("valid bindings %+v do not expand: %v", binds, err)
 		}
