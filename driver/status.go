@@ -2,12 +2,15 @@ package driver
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
+
+// The reads behind `vxbridge status`: the records and the kernel, each
+// under the lock that makes it one consistent snapshot. The rows they make
+// are pure (status_rows.go).
 
 // Status fills the networks and endpoints of a status report from the store
 // and checks each against the kernel: a bridge or veth that is missing, has
@@ -37,87 +40,54 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 		if nets[i].NetNS == "" {
 			continue
 		}
-		ns, found, err := d.openNetNS(&nets[i])
+		inNS, err := d.ownedLinksIn(&nets[i])
 		if err != nil {
 			return nil, nil, err
 		}
-		if !found {
-			continue // its bridge is reported missing; the reconciler makes the namespace again
-		}
-		links := ns.Links()
-		links.Flush()
-		inNS, err := links.OwnedLinks(AliasPrefix)
-		if err != nil {
-			return nil, nil, fmt.Errorf("list links of namespace %s: %w", nets[i].NetNS, err)
-		}
 		owned = append(owned, inNS...)
 	}
-	return statusOf(nets, eps, owned)
+	netRows, epRows := statusRows(nets, eps, owned)
+	return netRows, epRows, nil
 }
 
-// statusOf is the pure part of Status: records plus the links that carry a
-// vxbridge alias, to the report's rows, sorted by id.
-func statusOf(nets []store.Network, eps []store.Endpoint, owned []bridge.LinkInfo) ([]status.Network, []status.Endpoint, error) {
-	byAlias := make(map[string]bridge.LinkInfo, len(owned))
-	for _, l := range owned {
-		byAlias[l.Alias] = l
+// ownedLinksIn lists the links carrying a vxbridge alias in the namespace
+// of network n (which has one); none if the namespace is lost: its bridge
+// is reported missing, and the reconciler makes the namespace again.
+func (d *Driver) ownedLinksIn(n *store.Network) ([]bridge.LinkInfo, error) {
+	ns, found, err := d.openNetNS(n)
+	if err != nil || !found {
+		return nil, err
 	}
-	perNet := map[string]int{}
-	bridges := map[string]string{}
-	for _, n := range nets {
-		bridges[n.ID] = n.Bridge
+	links := ns.Links()
+	links.Flush()
+	owned, err := links.OwnedLinks(AliasPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list links of namespace %s: %w", n.NetNS, err)
 	}
-	outEps := make([]status.Endpoint, 0, len(eps))
-	for _, ep := range eps {
-		perNet[ep.NetworkID]++
-		row := status.Endpoint{ID: ep.ID, NetworkID: ep.NetworkID, HostVeth: ep.HostVeth, MAC: ep.MAC, Joined: ep.Joined}
-		if ep.IPv4.IsValid() {
-			row.IPv4 = ep.IPv4.String()
-		}
-		if ep.IPv6.IsValid() {
-			row.IPv6 = ep.IPv6.String()
-		}
-		row.Health = vethHealth(ep, bridges[ep.NetworkID], byAlias)
-		outEps = append(outEps, row)
-	}
-	outNets := make([]status.Network, 0, len(nets))
-	for _, n := range nets {
-		row := status.Network{ID: n.ID, Bridge: n.Bridge, MTU: n.MTU, Internal: n.Internal, ICC: n.ICC,
-			Subnets: subnetList(&n), Endpoints: perNet[n.ID], VNI: int(n.VNI), NetNS: n.NetNS}
-		row.Health = bridgeHealth(&n, byAlias)
-		outNets = append(outNets, row)
-	}
-	sort.Slice(outNets, func(i, j int) bool { return outNets[i].ID < outNets[j].ID })
-	sort.Slice(outEps, func(i, j int) bool { return outEps[i].ID < outEps[j].ID })
-	return outNets, outEps, nil
+	return owned, nil
 }
 
-func bridgeHealth(n *store.Network, byAlias map[string]bridge.LinkInfo) status.Health {
-	l, ok := byAlias[netAlias(n.ID)]
-	switch {
-	case !ok || l.Kind != "bridge": // a veth: the gateway link, its namespace's bridge unseen
-		where := ""
-		if n.NetNS != "" {
-			where = " in namespace " + n.NetNS
-		}
-		return status.Unhealthy("bridge " + n.Bridge + where + " is missing (the reconciler re-creates it)")
-	case l.Name != n.Bridge:
-		return status.Unhealthy(fmt.Sprintf("the network's bridge is named %s, want %s", l.Name, n.Bridge))
-	case n.MTU != 0 && l.MTU != n.MTU:
-		return status.Unhealthy(fmt.Sprintf("bridge MTU is %d, want %d", l.MTU, n.MTU))
+// ClusterStatus is the cross-host part of a status report: etcd, this
+// host's VTEP, the peer hosts of the last etcd view with the VNIs they share
+// with this host, and how many entries that asks of the kernel. nil on a
+// single-host plugin.
+func (d *Driver) ClusterStatus() (*status.Cluster, error) {
+	if d.xh == nil {
+		return nil, nil
 	}
-	return status.Healthy()
-}
-
-func vethHealth(ep store.Endpoint, bridgeName string, byAlias map[string]bridge.LinkInfo) status.Health {
-	l, ok := byAlias[endpointAlias(ep.ID)]
-	switch {
-	case bridgeName == "":
-		return status.Unhealthy("its network " + short(ep.NetworkID) + " is not in the state file")
-	case !ok:
-		return status.Unhealthy("veth " + ep.HostVeth + " is missing")
-	case l.Master != bridgeName:
-		return status.Unhealthy(fmt.Sprintf("veth %s is on %q, want bridge %s", l.Name, l.Master, bridgeName))
+	nets, err := d.store.Networks()
+	if err != nil {
+		return nil, err
 	}
-	return status.Healthy()
+	cfg := &d.xh.cfg
+	c := &status.Cluster{VTEP: cfg.VTEP.String(), Peers: []status.Peer{}}
+	c.Etcd.Endpoints = cfg.EtcdEndpoints
+	c.Etcd.Connected, c.Etcd.Error = cfg.Cluster.Connected()
+	d.xh.mu.Lock()
+	view, haveView := d.xh.view, d.xh.haveView
+	d.xh.mu.Unlock()
+	if haveView {
+		c.Peers, c.FDBEntries, c.NeighborEntries = peerRows(nets, view, cfg.Cluster.HostID())
+	}
+	return c, nil
 }

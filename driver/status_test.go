@@ -2,14 +2,16 @@ package driver
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/cluster"
 	"github.com/vxbridge/vxbridge/store"
 )
 
-func TestStatusOf(t *testing.T) {
+func TestStatusRows(t *testing.T) {
 	nets := []store.Network{
 		{ID: "n2", Bridge: "br2", MTU: 1400, VNI: 42, IPv4: []store.Subnet{{Pool: netip.MustParsePrefix("10.2.0.0/24")}}},
 		{ID: "n1", Bridge: "br1", ICC: true, Internal: true},
@@ -26,10 +28,7 @@ func TestStatusOf(t *testing.T) {
 		{Name: "vh2", Alias: endpointAlias("e2"), Kind: "veth", Master: ""},
 		{Name: "vh4", Alias: endpointAlias("e4"), Kind: "veth"},
 	}
-	gotNets, gotEps, err := statusOf(nets, eps, owned)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gotNets, gotEps := statusRows(nets, eps, owned)
 	if len(gotNets) != 2 || gotNets[0].ID != "n1" || gotNets[1].ID != "n2" {
 		t.Fatalf("networks not sorted by id: %+v", gotNets)
 	}
@@ -50,5 +49,31 @@ func TestStatusOf(t *testing.T) {
 	}
 	if gotEps[0].IPv4 != "10.2.0.2/24" || gotEps[0].IPv6 != "" || !gotEps[0].Joined {
 		t.Errorf("e1 = %+v", gotEps[0])
+	}
+}
+
+func TestPeerRows(t *testing.T) {
+	nets := []store.Network{{ID: "n42", VNI: 42}, {ID: "n7", VNI: 7}, {ID: "local"}}
+	view := cluster.NewView()
+	view.Hosts["self"] = cluster.Host{ID: "self", VTEP: netip.MustParseAddr("192.0.2.1")}
+	view.Hosts["h3"] = cluster.Host{ID: "h3"} // no VTEP yet
+	view.Hosts["h2"] = cluster.Host{ID: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}
+	view.Endpoints["self/e1"] = cluster.Endpoint{ID: "e1", Host: "self", VNI: 42, MAC: "02:00:00:00:00:01"}
+	view.Endpoints["h2/e2"] = cluster.Endpoint{ID: "e2", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:02", IPv4: netip.MustParseAddr("10.42.0.2")}
+	view.Endpoints["h2/e3"] = cluster.Endpoint{ID: "e3", Host: "h2", VNI: 7, MAC: "02:00:00:00:00:03"}
+	view.Endpoints["h2/e4"] = cluster.Endpoint{ID: "e4", Host: "h2", VNI: 99, MAC: "02:00:00:00:00:04"} // a network not here
+	view.Endpoints["h3/e5"] = cluster.Endpoint{ID: "e5", Host: "h3", VNI: 42, MAC: "02:00:00:00:00:05"}
+	peers, fdb, neigh := peerRows(nets, view, "self")
+	if fdb != 2 || neigh != 1 {
+		t.Errorf("%d FDB and %d neighbour entries, want 2 and 1 (h2's endpoints of this host's networks)", fdb, neigh)
+	}
+	if len(peers) != 2 || peers[0].Host != "h2" || peers[1].Host != "h3" {
+		t.Fatalf("peers %+v, want h2 and h3 in that order", peers)
+	}
+	if h2 := peers[0]; !h2.Health.OK || h2.VTEP != "192.0.2.2" || !slices.Equal(h2.Networks, []string{"42", "7"}) {
+		t.Errorf("h2 = %+v", h2)
+	}
+	if h3 := peers[1]; h3.Health.OK || len(h3.Networks) != 0 {
+		t.Errorf("h3 (no VTEP) = %+v", h3)
 	}
 }
