@@ -143,9 +143,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) (retErr error)
 	if err := d.checkConflicts(n); err != nil {
 		return err
 	}
-	if n.VNI != 0 && d.spaces != nil {
-		n.NetNS = netNSName(n.ID)
-	}
+	d.placeNetwork(n)
 	// Teardown touches only what carries this network's id (the bridge alias,
 	// the rule comments), and checkConflicts made sure nothing did before.
 	defer func() {

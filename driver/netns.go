@@ -43,6 +43,14 @@ func netNSName(id string) string { return NetNSPrefix + short(id) }
 
 func gatewayAlias(id string) string { return aliasGatewayPrefix + id }
 
+// placeNetwork gives a new cross-host network a namespace of its own when
+// this vxbridge has namespaces; every other network lives in the host's.
+func (d *Driver) placeNetwork(n *store.Network) {
+	if n.VNI != 0 && d.spaces != nil {
+		n.NetNS = netNSName(n.ID)
+	}
+}
+
 // ensureNetNS returns the namespace of network n (which has one), made
 // again if it is missing: only the reconciler and the network's own calls
 // do that.
