@@ -8,6 +8,15 @@
 // between leaves kernel objects that no record claims, and Reconcile (run at
 // start-up) removes exactly those: every link vxbridge makes carries an alias
 // naming its owner, every firewall rule a comment naming its network.
+//
+// One job per file: driver.go the Driver and the network lifecycle;
+// endpoint.go the endpoint lifecycle; publish.go published ports (their
+// pure side and the host port choice are package driver/ports);
+// reconcile.go the reconcile pass, reconciler.go the loop that runs it;
+// netns.go namespace placement; crosshost.go cross-host networks; status.go
+// and status_rows.go the status report; options.go the network options;
+// interfaces.go and interfaces_crosshost.go the components driven;
+// crash.go the crash points.
 package driver
 
 import (
