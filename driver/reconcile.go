@@ -80,7 +80,7 @@ func (d *Driver) reconcileFirewall(nets []store.Network, eps []store.Endpoint, b
 
 // reconcileEndpoints converges every endpoint of eps and returns the
 // aliases of the links that stay (live): those of the endpoints still
-// recorded and of their networks (nets, by id).
+// recorded and of every network of nets (by id).
 func (d *Driver) reconcileEndpoints(eps []store.Endpoint, nets map[string]*store.Network, rep *ReconcileReport) map[string]bool {
 	live := map[string]bool{}
 	for i := range eps {
