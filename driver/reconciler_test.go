@@ -20,10 +20,8 @@ func (p *loopProbe) counts() (passes, jumps int) {
 	return p.passes, p.jumps
 }
 
-// startProbeLoop runs a reconciler on p with short delays until the test
-// ends.
-func startProbeLoop(t *testing.T, p *loopProbe, interval time.Duration) *reconciler {
-	t.Helper()
+// probeReconciler is a reconciler on p with short delays.
+func probeReconciler(p *loopProbe) *reconciler {
 	pass := func() (*ReconcileReport, error) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -39,11 +37,15 @@ func startProbeLoop(t *testing.T, p *loopProbe, interval time.Duration) *reconci
 	r := newReconciler(pass, jumps, slog.New(slog.DiscardHandler))
 	r.settle = 20 * time.Millisecond
 	r.jumpChecks = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond}
+	return r
+}
+
+// runLoop runs r's loop until the test ends.
+func runLoop(t *testing.T, r *reconciler, interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.run(ctx, interval); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return r
 }
 
 // waitFor polls cond until it holds or a few seconds pass.
@@ -60,7 +62,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestReconcilerRunsEveryInterval(t *testing.T) {
 	p := &loopProbe{}
-	startProbeLoop(t, p, 10*time.Millisecond)
+	runLoop(t, probeReconciler(p), 10*time.Millisecond)
 	waitFor(t, "three reconciles", func() bool { n, _ := p.counts(); return n >= 3 })
 }
 
@@ -68,7 +70,8 @@ func TestReconcilerRunsEveryInterval(t *testing.T) {
 // the reconcile for as long as they go on.
 func TestReconcilerFirewallStreamStillReconciles(t *testing.T) {
 	p := &loopProbe{}
-	r := startProbeLoop(t, p, 0)
+	r := probeReconciler(p)
+	runLoop(t, r, 0)
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
 		kick(r.fwKick)
 		time.Sleep(2 * time.Millisecond)
@@ -78,13 +81,16 @@ func TestReconcilerFirewallStreamStillReconciles(t *testing.T) {
 	}
 }
 
-// A burst of new bridges is one round of jump checks, no reconcile.
+// A burst of new bridges is one round of jump checks, no reconcile. The
+// burst comes before the loop runs, so it is one burst however slow the
+// machine.
 func TestReconcilerBridgeBurstIsOneRoundOfJumpChecks(t *testing.T) {
 	p := &loopProbe{}
-	r := startProbeLoop(t, p, 0)
+	r := probeReconciler(p)
 	for range 5 {
 		kick(r.bridgeKick)
 	}
+	runLoop(t, r, 0)
 	waitFor(t, "the jump checks", func() bool { _, j := p.counts(); return j >= len(r.jumpChecks) })
 	time.Sleep(50 * time.Millisecond)
 	if n, j := p.counts(); j != len(r.jumpChecks) || n != 0 {
