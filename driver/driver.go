@@ -14,7 +14,8 @@
 // pure side and the host port choice are package driver/ports);
 // reconcile.go the reconcile pass, reconciler.go the loop that runs it;
 // netns.go namespace placement; crosshost.go cross-host networks; status.go
-// and status_rows.go the status report; options.go the network options;
+// and status_rows.go the status report; orphans.go (with addrindex.go) the
+// deletes package orphans asks for; options.go the network options;
 // interfaces.go and interfaces_crosshost.go the components driven;
 // crash.go the crash points.
 package driver
