@@ -78,7 +78,7 @@ func (db *DB) lead() {
 func (db *DB) commitGroup(group []*write) {
 	db.committer.groups.Add(1)
 	var failed bool
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.updateTx(func(tx *bolt.Tx) error {
 		for _, w := range group {
 			if err := w.fn(tx); err != nil {
 				failed = true
@@ -90,7 +90,7 @@ func (db *DB) commitGroup(group []*write) {
 	if failed && len(group) > 1 {
 		// Find the culprit: everyone on their own.
 		for _, w := range group {
-			w.err = db.bolt.Update(w.fn)
+			w.err = db.updateTx(w.fn)
 			close(w.done)
 		}
 		return
@@ -99,4 +99,18 @@ func (db *DB) commitGroup(group []*write) {
 		w.err = err
 		close(w.done)
 	}
+}
+
+// updateTx runs fn in a bbolt write transaction and, once that is on disk,
+// writes its id to the commit mark (identity.go).
+func (db *DB) updateTx(fn func(*bolt.Tx) error) error {
+	var id int
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return fn(tx)
+	})
+	if err == nil {
+		db.mark.write(db.origin.Identity, uint64(id))
+	}
+	return err
 }

@@ -2,6 +2,19 @@
 // pools and addresses) in a bbolt file. It knows nothing of the kernel or of
 // the network lifecycle: it stores and returns records, one bbolt transaction
 // per call, so every write is on disk before the caller relies on it.
+//
+// It also answers for the file itself, so that start-up can trust it before
+// a reconcile deletes anything on its word:
+//   - Open checks an existing file before bbolt reads it and fails with
+//     ErrDamaged (path and cause, never a panic or a fault) when it is cut
+//     short or its pages are broken (check.go);
+//   - every file has an identity for the kernel objects made from it to
+//     carry, and Origin says whether the file was just made, is empty, was
+//     given its identity now, replaced another, or went back in time
+//     (identity.go; package ownership decides what start-up does with it);
+//   - SaveGoodCopy keeps a consistent copy beside the file after a clean
+//     start, and Restore puts it back (goodcopy.go; `vxbridge state
+//     restore`).
 package store
 
 import (

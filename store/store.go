@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +34,10 @@ type DB struct {
 	bolt      *bolt.DB
 	path      string
 	committer committer // groups concurrent writes into one transaction
+	mark      markWriter
+
+	originMu sync.Mutex
+	origin   Origin // set by Open; Rollback changes later
 }
 
 // Options tune Open.
@@ -41,8 +47,11 @@ type Options struct {
 	LockTimeout time.Duration
 }
 
-// Open opens (creating if needed) the store in dir.
-func Open(dir string, opts Options) (*DB, error) {
+// Open opens the store in dir, making the file when there is none. An
+// existing file is checked before bbolt reads it (check.go): a damaged one
+// fails with ErrDamaged naming the file, the cause and the last good copy,
+// never with a panic. Origin says what Open found.
+func Open(dir string, opts Options) (_ *DB, retErr error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
 	}
@@ -50,37 +59,120 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("create state dir %q: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
+	existing, notes, err := preflight(path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	b, err := openBolt(path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{bolt: b, path: path}
+	defer func() {
+		if retErr != nil {
+			db.Close()
+		}
+	}()
+	if err := db.initialise(existing); err != nil {
+		return nil, err
+	}
+	db.origin.Notes = notes
+	return db, nil
+}
+
+// preflight says whether path holds a file for bbolt to read (not: absent
+// or empty, which bbolt makes anew) and checks it under its lock.
+func preflight(path string, timeout time.Duration) (existing bool, notes []string, err error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil, nil
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("state file: %w", err)
+	}
+	if st.Size() == 0 {
+		return false, nil, nil
+	}
+	unlock, err := lockFile(path, timeout)
+	if err != nil {
+		return true, nil, err
+	}
+	defer unlock()
+	fc, err := checkFile(path)
+	if err != nil {
+		return true, nil, withGoodCopy(path, err)
+	}
+	return true, fc.notes, nil
+}
+
+// openBolt opens the file with bbolt. A panic or memory fault while bbolt
+// reads it, which the check should have made impossible, becomes
+// ErrDamaged rather than a crash.
+func openBolt(path string, timeout time.Duration) (b *bolt.DB, err error) {
+	defer guard(path, &err)()
 	// No freelist on disk (as etcd runs bbolt): each commit writes and
 	// syncs less, and Open rebuilds the list by scanning the file, which is
 	// small.
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true,
+	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoFreelistSync: true,
 		FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: %w (is another vxbridge running with --state-dir %s?)", path, ErrLocked, dir)
+		return nil, lockedError(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketNetworks, bucketEndpoints, bucketPools, bucketAddresses, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
+	return b, nil
+}
+
+// initialise runs Open's first transaction (buckets, identity, rollback)
+// after checking the file with bbolt's own consistency check.
+func (db *DB) initialise(existing bool) (err error) {
+	defer guard(db.path, &err)()
+	if existing {
+		if err := db.bolt.View(consistent); err != nil {
+			return withGoodCopy(db.path, fmt.Errorf("%s: %w: %w", db.path, ErrDamaged, err))
 		}
-		return nil
-	})
-	if err != nil {
-		b.Close()
-		return nil, fmt.Errorf("initialise %s: %w", path, err)
 	}
-	return &DB{bolt: b, path: path}, nil
+	mark := readMark(db.path + MarkSuffix)
+	db.mark = openMark(db.path + MarkSuffix)
+	if err := db.updateTx(func(tx *bolt.Tx) error { return db.initFile(tx, existing, mark) }); err != nil {
+		return fmt.Errorf("initialise %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// consistent runs bbolt's check of the whole file (pages reachable once,
+// keys in order) and returns its first findings.
+func consistent(tx *bolt.Tx) error {
+	var errs []error
+	for err := range tx.Check() {
+		if len(errs) < 3 {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// guard turns a panic or a memory fault of the calling goroutine into
+// ErrDamaged in *err. Use as `defer guard(path, &err)()`.
+func guard(path string, err *error) func() {
+	old := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			*err = fmt.Errorf("%s: %w: bbolt failed reading it: %v", path, ErrDamaged, r)
+		}
+	}
 }
 
 // Path is the bbolt file's path.
 func (db *DB) Path() string { return db.path }
 
 // Close releases the file and its lock.
-func (db *DB) Close() error { return db.bolt.Close() }
+func (db *DB) Close() error {
+	db.mark.close()
+	return db.bolt.Close()
+}
 
 func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
 	data, err := json.Marshal(v)
@@ -88,6 +180,12 @@ func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
 		return err
 	}
 	return tx.Bucket(bucket).Put([]byte(key), data)
+}
+
+// undecodable says that a record does not decode: the file was damaged
+// inside a value, where bbolt keeps no checksum.
+func (db *DB) undecodable(what string, err error) error {
+	return fmt.Errorf("%s: %w: decode %s: %w", db.path, ErrDamaged, what, err)
 }
 
 func get[T any](db *DB, bucket []byte, key string) (*T, error) {
@@ -98,7 +196,10 @@ func get[T any](db *DB, bucket []byte, key string) (*T, error) {
 			return nil
 		}
 		out = new(T)
-		return json.Unmarshal(data, out)
+		if err := json.Unmarshal(data, out); err != nil {
+			return db.undecodable(fmt.Sprintf("%s/%s", bucket, key), err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s/%s: %w", bucket, key, err)
@@ -112,7 +213,7 @@ func list[T any](db *DB, bucket []byte) ([]T, error) {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var rec T
 			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode %s/%s: %w", bucket, k, err)
+				return db.undecodable(fmt.Sprintf("%s/%s", bucket, k), err)
 			}
 			out = append(out, rec)
 			return nil
@@ -253,7 +354,7 @@ func (db *DB) Addresses(poolID string) (map[netip.Addr]AddressKind, error) {
 		return b.ForEach(func(k, v []byte) error {
 			var a netip.Addr
 			if err := a.UnmarshalBinary(k); err != nil {
-				return fmt.Errorf("decode address of pool %s: %w", poolID, err)
+				return db.undecodable("an address of pool "+poolID, err)
 			}
 			out[a] = AddressKind(v)
 			return nil
