@@ -29,13 +29,13 @@ var version = "dev"
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "vxbridge:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vxbridge serve [flags] | vxbridge status [flags] | vxbridge doctor [flags] | vxbridge version")
+		return errors.New("usage: vxbridge serve [flags] | vxbridge status [flags] | vxbridge doctor [flags] | vxbridge state check|restore [flags] | vxbridge version")
 	}
 	switch args[0] {
 	case "serve":
@@ -48,11 +48,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runStatus(args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(args[1:], stdout, stderr)
+	case "state":
+		return runState(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "vxbridge", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q: want serve, status, doctor or version", args[0])
+		return fmt.Errorf("unknown command %q: want serve, status, doctor, state or version", args[0])
 	}
 }
 
@@ -108,9 +110,14 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The store first: a second instance on the same state dir fails here,
-	// before it can touch the socket or the kernel.
-	db, err := store.Open(cfg.stateDir, store.Options{})
+	// The claim first: a second instance (same socket or network namespace,
+	// whatever its state dir) fails here, before it touches state or kernel.
+	instance, err := server.Claim(server.ClaimOptions{Socket: cfg.socket, Namespace: server.NamespaceLock})
+	if err != nil {
+		return err
+	}
+	defer instance.Release()
+	db, err := openState(cfg.stateDir, log)
 	if err != nil {
 		return err
 	}
@@ -133,7 +140,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)
 	}
-	if err := reconcileAtStart(drv, log); err != nil {
+	if err := reconcileAtStart(drv, db, log); err != nil {
 		return err
 	}
 
@@ -153,12 +160,13 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	handler.Observe(mx.ObserveCall)
 	handler.HandleStatus(report)
 	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
-	return server.ServeUnix(ctx, server.Options{Path: cfg.socket, Group: cfg.socketGroup, Handler: handler, Logger: log})
+	return server.ServeUnix(ctx, server.Options{Path: cfg.socket, Group: cfg.socketGroup, Handler: handler, Logger: log, Instance: instance})
 }
 
 // reconcileAtStart makes the kernel match the store before serving; only
-// a store it cannot read stops the start.
-func reconcileAtStart(drv *driver.Driver, log *slog.Logger) error {
+// a store it cannot read stops the start. A reconcile without errors saves
+// the last good copy of the state.
+func reconcileAtStart(drv *driver.Driver, db *store.DB, log *slog.Logger) error {
 	rep, err := drv.Reconcile()
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)
@@ -167,5 +175,8 @@ func reconcileAtStart(drv *driver.Driver, log *slog.Logger) error {
 		log.Error("start-up reconcile incomplete; serving anyway", "err", err)
 	}
 	log.Info("state loaded", "networks", rep.Networks, "endpoints", rep.Endpoints, "removed_links", rep.RemovedLinks)
+	if err == nil {
+		keepGoodCopy(db, log)
+	}
 	return nil
 }

@@ -45,11 +45,21 @@ type Options struct {
 	Group   string // owner group of the socket; mode is 0660
 	Handler http.Handler
 	Logger  *slog.Logger
+	// Instance is the claim made at start-up (Claim); nil: ServeUnix
+	// claims the socket itself.
+	Instance *Instance
 }
 
 // ServeUnix serves on a unix socket until ctx ends, then shuts down
 // gracefully and removes the socket.
 func ServeUnix(ctx context.Context, o Options) error {
+	if o.Instance == nil {
+		in, err := Claim(ClaimOptions{Socket: o.Path})
+		if err != nil {
+			return err
+		}
+		defer in.Release() // after the socket is removed: the next holder's is never
+	}
 	l, err := ListenUnix(o.Path, o.Group)
 	if err != nil {
 		return err
@@ -76,7 +86,9 @@ func ServeUnix(ctx context.Context, o Options) error {
 }
 
 // ListenUnix listens on path with mode 0660 and the named group, replacing
-// a stale socket file a crashed instance left behind.
+// a stale socket file a crashed instance left behind. A socket some live
+// process answers on is never removed (ErrAnotherInstance), nor a file that
+// is not a socket.
 func ListenUnix(path, group string) (net.Listener, error) {
 	gid, err := lookupGroup(group)
 	if err != nil {
@@ -85,8 +97,8 @@ func ListenUnix(path, group string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	if err := removeStale(path); err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -101,6 +113,27 @@ func ListenUnix(path, group string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// removeStale removes the socket file at path if nothing answers on it.
+func removeStale(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("socket %s: %w", path, err)
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --socket", path)
+	}
+	if err := refuseServed(path); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
 }
 
 func lookupGroup(name string) (int, error) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +52,7 @@ func TestListenUnixModeAndStaleSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close() // leaves the socket file behind, as a crash would
 	if err := os.WriteFile(path+".keep", nil, 0o600); err != nil {
 		t.Fatal(err)
