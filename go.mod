@@ -3,7 +3,6 @@ module github.com/vxbridge/vxbridge
 go 1.26.8
 
 require (
-	github.com/coreos/go-iptables v0.8.0
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
 	github.com/prometheus/client_golang v1.20.5
 	github.com/prometheus/client_model v0.6.1

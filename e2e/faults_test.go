@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,32 +40,40 @@ func pluginServes(h *testbed.Host) error {
 	return err
 }
 
-// (a) A second plugin on the same state directory (and socket) exits at
-// once naming the lock and the directory; the first keeps its socket and
-// keeps serving docker.
+// (a) A second plugin on the same socket, with the same state directory or
+// another one, exits at once (exit code 4) naming the first's pid, before it
+// touches any state; the first keeps its socket and keeps serving docker.
 func TestFaultSecondInstance(t *testing.T) {
 	h := faultHost(t, "fa")
 	first := h.Plugin()
-	start := time.Now()
-	second := h.Start(t, "plugin2.log", pluginBin, "serve", "--socket", h.PluginSocket(), "--state-dir", h.PluginStateDir())
-	select {
-	case <-second.Done():
-	case <-time.After(15 * time.Second):
-		t.Fatalf("second instance (pid %d) still running after 15 s; log:\n%s", second.Pid(), second.Log())
-	}
-	took := time.Since(start)
-	t.Logf("second instance exited after %v: %v", took.Round(time.Millisecond), second.ExitErr())
-	if second.ExitErr() == nil {
-		t.Errorf("second instance exited with status 0")
-	}
-	if took > 5*time.Second {
-		t.Errorf("second instance took %v to give up, want a fast failure (lock timeout 1 s)", took)
-	}
-	log := second.Log()
-	for _, want := range []string{"locked by another process", h.PluginStateDir()} {
-		if !strings.Contains(log, want) {
-			t.Errorf("second instance's error does not say %q:\n%s", want, log)
-		}
+	for name, stateDir := range map[string]string{"SameStateDir": h.PluginStateDir(), "OtherStateDir": filepath.Join(h.Dir(), "state2")} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			second := h.Start(t, "plugin2-"+name+".log", pluginBin, "serve", "--socket", h.PluginSocket(), "--state-dir", stateDir)
+			select {
+			case <-second.Done():
+			case <-time.After(15 * time.Second):
+				t.Fatalf("second instance (pid %d) still running after 15 s; log:\n%s", second.Pid(), second.Log())
+			}
+			took := time.Since(start)
+			t.Logf("second instance exited after %v: %v", took.Round(time.Millisecond), second.ExitErr())
+			var exit *exec.ExitError
+			if !errors.As(second.ExitErr(), &exit) || exit.ExitCode() != 4 {
+				t.Errorf("second instance exited with %v, want exit code 4", second.ExitErr())
+			}
+			if took > 5*time.Second {
+				t.Errorf("second instance took %v to give up, want a fast failure", took)
+			}
+			log := second.Log()
+			for _, want := range []string{"another vxbridge is running", fmt.Sprintf("pid %d", first.Pid()), h.PluginSocket()} {
+				if !strings.Contains(log, want) {
+					t.Errorf("second instance's error does not say %q:\n%s", want, log)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(h.Dir(), "state2")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the second instance made its state dir: %v", err)
+			}
+		})
 	}
 	if first.Exited() {
 		t.Fatalf("first plugin died: %v", first.ExitErr())

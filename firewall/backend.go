@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 )
 
@@ -74,8 +73,8 @@ type saveResult struct {
 }
 
 func runSave(b Backend) saveResult {
-	out, err := exec.Command(b.command(false, "-save")).Output()
-	return saveResult{string(out), err}
+	out, err := runProgram(defaultLimits, "", b.command(false, "-save"))
+	return saveResult{out, err}
 }
 
 // decideBackend is Detect's pure part.
@@ -157,11 +156,11 @@ func (fw *Firewall) SwitchBackend(b Backend) error {
 // PathBackend is the backend `iptables` in PATH runs, from `iptables -V`
 // ("iptables v1.8.9 (nf_tables)"); BackendPath when it cannot tell.
 func PathBackend() Backend {
-	out, err := exec.Command("iptables", "-V").Output()
+	out, err := runProgram(defaultLimits, "", "iptables", "-V")
 	if err != nil {
 		return BackendPath
 	}
-	return versionBackend(string(out))
+	return versionBackend(out)
 }
 
 func versionBackend(version string) Backend {

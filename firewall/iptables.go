@@ -1,15 +1,12 @@
 package firewall
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
 // ErrIPv6Unavailable classifies the error of a network that needs IPv6 rules
@@ -24,57 +21,67 @@ type family struct {
 	list    string // path of iptables / ip6tables
 	restore string // path of iptables-restore / ip6tables-restore
 	err     error  // non-nil: the family cannot be used, and why
+	limits  limits // bounds every program run (exec.go)
 }
 
 func (f *family) String() string { return f.backend.command(f.ipv6, "") }
 
-// newFamily finds the binaries and checks, with go-iptables, that they run
-// and are recent enough (iptables-restore --wait needs 1.6.2). The probe
-// reads the filter table of the calling thread's network namespace.
+// newFamily finds the binaries and checks that they run and are recent
+// enough (iptables-restore --wait needs 1.6.2). The probe reads the filter
+// table of the calling thread's network namespace.
 func newFamily(ipv6 bool, b Backend) *family {
-	f := &family{ipv6: ipv6, backend: b}
-	proto := iptables.ProtocolIPv4
-	if ipv6 {
-		proto = iptables.ProtocolIPv6
-	}
-	f.err = f.probe(proto)
+	f := &family{ipv6: ipv6, backend: b, limits: defaultLimits}
+	f.err = f.probe()
 	if f.err != nil && ipv6 {
 		f.err = fmt.Errorf("%w: %w", ErrIPv6Unavailable, f.err)
 	}
 	return f
 }
 
-func (f *family) probe(proto iptables.Protocol) error {
-	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(f.String()))
-	if err != nil {
-		return fmt.Errorf("%s: %w", f, err)
-	}
-	if v1, v2, v3 := ipt.GetIptablesVersion(); v1 < 1 || v1 == 1 && (v2 < 6 || v2 == 6 && v3 < 2) {
-		return fmt.Errorf("%s %d.%d.%d is too old: vxbridge needs 1.6.2 or newer", f, v1, v2, v3)
-	}
-	if _, err := ipt.ChainExists(tableFilter, "FORWARD"); err != nil {
-		return fmt.Errorf("%s: list FORWARD: %w", f, err)
-	}
+func (f *family) probe() error {
+	var err error
 	if f.list, err = exec.LookPath(f.String()); err != nil {
 		return err
 	}
 	if f.restore, err = exec.LookPath(f.backend.command(f.ipv6, "-restore")); err != nil {
 		return err
 	}
+	out, err := runProgram(f.limits, "", f.list, "--version")
+	if err != nil {
+		return err
+	}
+	if v := parseVersion(out); v[0] < 1 || v[0] == 1 && (v[1] < 6 || v[1] == 6 && v[2] < 2) {
+		return fmt.Errorf("%s %d.%d.%d is too old: vxbridge needs 1.6.2 or newer", f, v[0], v[1], v[2])
+	}
+	if _, err := runProgram(f.limits, "", f.list, append(f.limits.waitArgs(), "-t", tableFilter, "-S", "FORWARD")...); err != nil {
+		return fmt.Errorf("%s: list FORWARD: %w", f, err)
+	}
 	return nil
+}
+
+var versionRE = regexp.MustCompile(`v(\d+)\.(\d+)\.(\d+)`)
+
+// parseVersion reads `iptables --version` ("iptables v1.8.9 (nf_tables)");
+// zeros when it cannot.
+func parseVersion(out string) [3]int {
+	var v [3]int
+	if m := versionRE.FindStringSubmatch(out); m != nil {
+		for i := range v {
+			v[i], _ = strconv.Atoi(m[i+1])
+		}
+	}
+	return v
 }
 
 // read lists the filter and nat tables.
 func (f *family) read() (familyState, error) {
 	st := familyState{}
 	for _, table := range []string{tableFilter, tableNat} {
-		var out, stderr bytes.Buffer
-		cmd := exec.Command(f.list, "-w", "-t", table, "-S")
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("%s -t %s -S: %w: %s", f, table, err, strings.TrimSpace(stderr.String()))
+		out, err := runProgram(f.limits, "", f.list, append(f.limits.waitArgs(), "-t", table, "-S")...)
+		if err != nil {
+			return nil, err
 		}
-		st[table] = parseTable(out.String())
+		st[table] = parseTable(out)
 	}
 	return st, nil
 }
@@ -82,17 +89,14 @@ func (f *family) read() (familyState, error) {
 // apply feeds script to iptables-restore --noflush. On failure the error
 // quotes the line iptables-restore refused.
 func (f *family) apply(script string) error {
-	var stderr bytes.Buffer
-	cmd := exec.Command(f.restore, "-w", "--noflush")
-	cmd.Stdin, cmd.Stderr = strings.NewReader(script), &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.Join(strings.Fields(stderr.String()), " ")
-		if line := failedLine(msg, script); line != "" {
-			return fmt.Errorf("%s-restore refused %q: %w: %s", f, line, err, msg)
+	_, err := runProgram(f.limits, script, f.restore, append(f.limits.waitArgs(), "--noflush")...)
+	var perr *ProgramError
+	if errors.As(err, &perr) {
+		if line := failedLine(perr.Stderr, script); line != "" {
+			return fmt.Errorf("%s-restore refused %q: %w", f, line, err)
 		}
-		return fmt.Errorf("%s-restore: %w: %s", f, err, msg)
 	}
-	return nil
+	return err
 }
 
 var errorLineRE = regexp.MustCompile(`line:? (\d+)`)

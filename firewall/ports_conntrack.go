@@ -58,6 +58,11 @@ func FlushConntrack(mappings []PortMapping) error {
 		return fmt.Errorf("flush conntrack: %w", err)
 	}
 	defer h.Close()
+	// A netlink request has no deadline of its own: bound it as the
+	// iptables programs are (exec.go).
+	if err := h.SetSocketTimeout(defaultLimits.timeout); err != nil {
+		return fmt.Errorf("flush conntrack: %w", err)
+	}
 	var errs []error
 	for fam, flows := range byFamily {
 		if _, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, flows); err != nil {
