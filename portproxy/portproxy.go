@@ -18,6 +18,11 @@
 // connections to published ports are refused and the ports are not reserved;
 // DNAT'ed traffic, the common case, does not notice. A restart reserves and
 // relays again (Sync).
+//
+// Each port relays at most 1024 TCP connections and 1024 UDP clients at
+// once (every relayed connection costs the plugin two descriptors); further
+// TCP clients are reset at once, further UDP clients' datagrams dropped, and
+// the log says so at most every 10 s per port.
 package portproxy
 
 import (
@@ -69,6 +74,11 @@ type Manager struct {
 	log      *slog.Logger
 	dialWait time.Duration
 	udpIdle  time.Duration
+	// maxTCP and maxUDP bound the connections and flows one port relays at
+	// once: a flood of loopback clients cannot take every descriptor of
+	// the plugin. What is refused is logged, at most once per logEvery.
+	maxTCP, maxUDP int
+	logEvery       time.Duration
 
 	mu   sync.Mutex
 	held map[key]holder
@@ -82,7 +92,8 @@ func New(log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{log: log, dialWait: 5 * time.Second, udpIdle: 90 * time.Second, held: map[key]holder{}}
+	return &Manager{log: log, dialWait: 5 * time.Second, udpIdle: 90 * time.Second, maxTCP: 1024, maxUDP: 1024,
+		logEvery: 10 * time.Second, held: map[key]holder{}}
 }
 
 // Reserve opens the socket of m and starts relaying to m.Target. A port
@@ -227,3 +238,25 @@ func network(proto string, a netip.Addr) string {
 // EphemeralRange is the package's EphemeralRange, for callers that hold a
 // Manager.
 func (mgr *Manager) EphemeralRange() (lo, hi uint16, err error) { return EphemeralRange() }
+
+// refusals counts what one relay turns away and says so in the log at most
+// once per interval, with the count since its last line: a flood must not
+// become a flood of log lines.
+type refusals struct {
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+func (r *refusals) note(mgr *Manager, what string, m Mapping, max int) {
+	r.mu.Lock()
+	r.n++
+	if time.Since(r.last) < mgr.logEvery {
+		r.mu.Unlock()
+		return
+	}
+	n := r.n
+	r.n, r.last = 0, time.Now()
+	r.mu.Unlock()
+	mgr.log.Warn("relay: refusing "+what+": the port relays its maximum already", "port", m.String(), "max", max, "refused", n)
+}

@@ -10,12 +10,14 @@ import (
 // tcpRelay accepts on the host port and splices each connection to the
 // container.
 type tcpRelay struct {
-	ln   *net.TCPListener
-	to   netip.AddrPort
-	mgr  *Manager
-	mu   sync.Mutex
-	open map[net.Conn]struct{} // both ends of every relayed connection
-	done bool
+	ln      *net.TCPListener
+	m       Mapping
+	mgr     *Manager
+	refused refusals
+	mu      sync.Mutex
+	open    map[net.Conn]struct{} // both ends of every relayed connection
+	clients int                   // connections being relayed (the cap counts these)
+	done    bool
 }
 
 func (mgr *Manager) listenTCP(m Mapping) (holder, error) {
@@ -23,12 +25,12 @@ func (mgr *Manager) listenTCP(m Mapping) (holder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &tcpRelay{ln: ln, to: m.Target, mgr: mgr, open: map[net.Conn]struct{}{}}
+	r := &tcpRelay{ln: ln, m: m, mgr: mgr, open: map[net.Conn]struct{}{}}
 	go r.accept()
 	return r, nil
 }
 
-func (r *tcpRelay) target() netip.AddrPort { return r.to }
+func (r *tcpRelay) target() netip.AddrPort { return r.m.Target }
 
 func (r *tcpRelay) accept() {
 	for {
@@ -36,8 +38,31 @@ func (r *tcpRelay) accept() {
 		if err != nil {
 			return // closed
 		}
+		if !r.admit() {
+			_ = c.SetLinger(0) // a reset: the client fails now instead of waiting
+			c.Close()
+			r.refused.note(r.mgr, "a tcp connection", r.m, r.mgr.maxTCP)
+			continue
+		}
 		go r.relay(c)
 	}
+}
+
+// admit counts a new client in, unless the port relays its maximum.
+func (r *tcpRelay) admit() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.clients >= r.mgr.maxTCP {
+		return false
+	}
+	r.clients++
+	return true
+}
+
+func (r *tcpRelay) leave() {
+	r.mu.Lock()
+	r.clients--
+	r.mu.Unlock()
 }
 
 // track records c for close; false when the relay is closed. A relay still
@@ -60,14 +85,15 @@ func (r *tcpRelay) untrack(c net.Conn) {
 }
 
 func (r *tcpRelay) relay(client *net.TCPConn) {
+	defer r.leave()
 	if !r.track(client) {
 		client.Close()
 		return
 	}
 	defer r.untrack(client)
-	c, err := net.DialTimeout("tcp", r.to.String(), r.mgr.dialWait)
+	c, err := net.DialTimeout("tcp", r.m.Target.String(), r.mgr.dialWait)
 	if err != nil {
-		r.mgr.log.Debug("relay: container does not answer", "from", client.RemoteAddr(), "to", r.to, "err", err)
+		r.mgr.log.Debug("relay: container does not answer", "from", client.RemoteAddr(), "to", r.m.Target, "err", err)
 		return
 	}
 	up := c.(*net.TCPConn)

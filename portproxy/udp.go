@@ -8,16 +8,15 @@ import (
 	"time"
 )
 
-// maxUDPFlows bounds the clients relayed at once; datagrams of further
-// clients are dropped until a flow idles out.
-const maxUDPFlows = 1024
-
 // udpRelay relays datagrams from each client (a flow) through a socket of
 // its own connected to the container, and the container's answers back.
+// The clients relayed at once are bounded (Manager.maxUDP); datagrams of
+// further clients are dropped until a flow idles out.
 type udpRelay struct {
-	conn *net.UDPConn
-	to   netip.AddrPort
-	mgr  *Manager
+	conn    *net.UDPConn
+	m       Mapping
+	mgr     *Manager
+	refused refusals
 
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*net.UDPConn
@@ -29,12 +28,12 @@ func (mgr *Manager) listenUDP(m Mapping) (holder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &udpRelay{conn: conn, to: m.Target, mgr: mgr, flows: map[netip.AddrPort]*net.UDPConn{}}
+	r := &udpRelay{conn: conn, m: m, mgr: mgr, flows: map[netip.AddrPort]*net.UDPConn{}}
 	go r.read()
 	return r, nil
 }
 
-func (r *udpRelay) target() netip.AddrPort { return r.to }
+func (r *udpRelay) target() netip.AddrPort { return r.m.Target }
 
 func (r *udpRelay) read() {
 	buf := make([]byte, 65535)
@@ -60,12 +59,13 @@ func (r *udpRelay) flow(client netip.AddrPort) *net.UDPConn {
 	if up, ok := r.flows[client]; ok || r.done {
 		return up
 	}
-	if len(r.flows) >= maxUDPFlows {
+	if len(r.flows) >= r.mgr.maxUDP {
+		r.refused.note(r.mgr, "a udp client", r.m, r.mgr.maxUDP)
 		return nil
 	}
-	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.to))
+	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.m.Target))
 	if err != nil {
-		r.mgr.log.Debug("relay: cannot reach container", "to", r.to, "err", err)
+		r.mgr.log.Debug("relay: cannot reach container", "to", r.m.Target, "err", err)
 		return nil
 	}
 	r.flows[client] = up
