@@ -38,7 +38,11 @@ type hostileRig struct {
 	panics []string
 }
 
-func newHostileRig(t *testing.T) *hostileRig {
+func newHostileRig(t *testing.T) *hostileRig { return newHostileRigTimeouts(t, nil) }
+
+// newHostileRigTimeouts serves with the given timeouts (nil: the server's
+// defaults).
+func newHostileRigTimeouts(t *testing.T, timeouts *server.Timeouts) *hostileRig {
 	t.Helper()
 	db, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
@@ -72,7 +76,7 @@ func newHostileRig(t *testing.T) *hostileRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- server.ServeUnix(ctx, server.Options{Path: r.socket, Handler: guarded, Logger: slog.New(slog.DiscardHandler)})
+		done <- server.ServeUnix(ctx, server.Options{Path: r.socket, Handler: guarded, Logger: slog.New(slog.DiscardHandler), Timeouts: timeouts})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -320,53 +324,67 @@ func TestHostileRequests(t *testing.T) {
 	r.mustCall(t, "/NetworkDriver.Leave", fmt.Sprintf(`{"NetworkID":%q,"EndpointID":%q}`, hostileNet, hostileEp))
 }
 
-// Slow clients: connections that stall after part of the headers, or after
-// the headers with the body promised, do not block other requests; closing
-// them frees their goroutines and changes nothing.
+// slowTimeouts are the server's timeouts scaled down for the test, spread
+// apart so that each one's effect is told from the others': without
+// ReadHeader (or Idle) Go falls back on Read, which comes later.
+var slowTimeouts = server.Timeouts{ReadHeader: 500 * time.Millisecond, Read: 4 * time.Second, Idle: time.Second}
+
+// Slow clients: connections that stall after part of the headers, after the
+// headers with the body promised, or after a complete request (kept alive,
+// or with its replies never read), do not block other requests; the server
+// closes each of them on its own, within the timeout that covers it, and
+// frees its goroutines while the clients still hold their ends; the state
+// is unchanged.
 func TestHostileSlowClients(t *testing.T) {
-	r := newHostileRig(t)
+	r := newHostileRigTimeouts(t, &slowTimeouts)
 	r.populate(t)
 	before := r.state(t)
 	r.client.CloseIdleConnections()
 	goBefore := settleGoroutines(0)
 
-	stalls := []string{
-		"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: plugin\r\n",                                           // headers never end
-		"POST /NetworkDriver.DeleteNetwork HTTP/1.1\r\nHost: plugin\r\nContent-Length: 500\r\n\r\n{\"NetworkID\":", // body never ends
-		"POST /IpamDriver.ReleasePool HTTP/1.1\r\nHost: plugin\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"PoolID\":",
-		"P", // one byte, then nothing
+	stalls := []struct {
+		send  string
+		limit time.Duration // the server must have closed it by then
+	}{
+		{"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: plugin\r\n", 2500 * time.Millisecond}, // headers never end
+		{"P", 2500 * time.Millisecond}, // one byte, then nothing
+		{"POST /NetworkDriver.DeleteNetwork HTTP/1.1\r\nHost: plugin\r\nContent-Length: 500\r\n\r\n{\"NetworkID\":", 7 * time.Second},      // body never ends
+		{"POST /IpamDriver.ReleasePool HTTP/1.1\r\nHost: plugin\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"PoolID\":", 7 * time.Second}, // chunk never ends
+		{"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n", 2500 * time.Millisecond},                           // complete, then idle
 	}
-	var conns []net.Conn
+	var watch closeWatch
 	for range 10 {
 		for _, s := range stalls {
 			c, err := net.Dial("unix", r.socket)
 			if err != nil {
 				t.Fatal(err)
 			}
-			conns = append(conns, c)
-			if _, err := io.WriteString(c, s); err != nil {
+			defer c.Close()
+			if _, err := io.WriteString(c, s.send); err != nil {
 				t.Fatal(err)
 			}
+			watch.add(c, s.limit, fmt.Sprintf("%.40q", s.send))
 		}
 	}
-	// 40 stalled connections; normal calls still answer at once.
+	// 50 stalled connections; normal calls still answer at once.
 	for i := range 20 {
-		start := time.Now()
+		callStart := time.Now()
 		code, out, err := r.call("POST", "/NetworkDriver.GetCapabilities", "")
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("call %d with stalled clients: HTTP %d %v: %s", i, code, err, out)
 		}
-		if took := time.Since(start); took > time.Second {
+		if took := time.Since(callStart); took > time.Second {
 			t.Errorf("call %d took %v with stalled clients", i, took)
 		}
 	}
 	r.mustCall(t, "/NetworkDriver.EndpointOperInfo", fmt.Sprintf(`{"NetworkID":%q,"EndpointID":%q}`, hostileNet, hostileEp))
-	// A client that stops reading its reply does not block the others either.
+	r.client.CloseIdleConnections()
+	// A client that stops reading its replies does not block the others either.
 	c, err := net.Dial("unix", r.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns = append(conns, c)
+	defer c.Close()
 	w := bufio.NewWriter(c)
 	for range 200 {
 		fmt.Fprintf(w, "POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n")
@@ -375,16 +393,47 @@ func TestHostileSlowClients(t *testing.T) {
 	if code, out, err := r.call("POST", "/IpamDriver.GetDefaultAddressSpaces", ""); err != nil || code != http.StatusOK {
 		t.Errorf("call beside a client that does not read: HTTP %d %v: %s", code, err, out)
 	}
-	for _, c := range conns {
-		c.Close()
+	r.client.CloseIdleConnections()
+	watch.add(c, 2500*time.Millisecond, "200 requests, then idle")
+	for _, late := range watch.wait() {
+		t.Error(late)
 	}
 	r.checkPanics(t)
 	if after := r.state(t); after != before {
 		t.Errorf("slow clients changed the state:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	r.client.CloseIdleConnections()
 	if n := settleGoroutines(goBefore); n > goBefore {
 		buf := make([]byte, 1<<16)
-		t.Errorf("goroutines: %d before, %d after closing the slow clients:\n%s", goBefore, n, buf[:runtime.Stack(buf, true)])
+		t.Errorf("goroutines: %d before, %d with the slow clients' ends still open:\n%s", goBefore, n, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// closeWatch reads stalled connections, discarding any reply, and notes
+// those the server did not close within their limit.
+type closeWatch struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	late []string
+}
+
+func (w *closeWatch) add(c net.Conn, limit time.Duration, what string) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		start := time.Now()
+		_ = c.SetReadDeadline(start.Add(limit + 5*time.Second))
+		_, err := io.Copy(io.Discard, c)
+		if took := time.Since(start); took > limit {
+			w.mu.Lock()
+			w.late = append(w.late, fmt.Sprintf("%s: closed by the server after %v, want within %v (%v)", what, took.Round(time.Millisecond), limit, err))
+			w.mu.Unlock()
+		}
+	}()
+}
+
+// wait returns the lateness of every connection once all are closed (or
+// given up on).
+func (w *closeWatch) wait() []string {
+	w.wg.Wait()
+	return w.late
 }

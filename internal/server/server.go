@@ -48,7 +48,21 @@ type Options struct {
 	// Instance is the claim made at start-up (Claim); nil: ServeUnix
 	// claims the socket itself.
 	Instance *Instance
+	// Timeouts bound what a client may hold; nil: DefaultTimeouts.
+	Timeouts *Timeouts
 }
+
+// Timeouts bound how long a connection may hold a goroutine of the server
+// without progress.
+type Timeouts struct {
+	ReadHeader time.Duration // from accept (or the last reply) to the end of the headers
+	Read       time.Duration // to the end of the body
+	Idle       time.Duration // a kept-alive connection between requests
+}
+
+// DefaultTimeouts: docker sends small bodies at once, so a stall of
+// seconds is a stuck or hostile client.
+var DefaultTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Idle: 2 * time.Minute}
 
 // ServeUnix serves on a unix socket until ctx ends, then shuts down
 // gracefully and removes the socket.
@@ -65,12 +79,16 @@ func ServeUnix(ctx context.Context, o Options) error {
 		return err
 	}
 	defer os.Remove(o.Path)
+	to := DefaultTimeouts
+	if o.Timeouts != nil {
+		to = *o.Timeouts
+	}
 	srv := &http.Server{
 		Handler: o.Handler,
 		// A slow or stuck client must not hold a connection forever.
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: to.ReadHeader,
+		ReadTimeout:       to.Read,
+		IdleTimeout:       to.Idle,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
