@@ -33,7 +33,7 @@ func openKernel(cfg *serveConfig, db *store.DB, log *slog.Logger) (_ *kernel, re
 		}
 	}()
 	if cfg.writableProcSys {
-		if err := remountProcSysWritable(); err != nil {
+		if err := remountProcSysNetWritable(); err != nil {
 			return nil, err
 		}
 	}

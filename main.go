@@ -87,7 +87,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
 	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
 	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
-	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "remount /proc/sys read-write at start (inside a managed plugin, where docker mounts it read-only)")
+	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "make /proc/sys/net writable at start (inside a managed plugin, where docker mounts /proc/sys read-only)")
 	cfg.crossHost.register(fs)
 	if err := server.ApplyEnv(fs, "VXBRIDGE_", env); err != nil {
 		return nil, err

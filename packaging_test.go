@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,16 +18,22 @@ import (
 
 // pluginConfig is the part of config.json this test reads.
 type pluginConfig struct {
-	Entrypoint []string
-	Interface  struct {
+	Description string
+	Entrypoint  []string
+	Interface   struct {
 		Types  []string
 		Socket string
 	}
 	Network struct{ Type string }
-	Linux   struct{ Capabilities []string }
-	Mounts  []struct {
-		Name, Source, Destination, Type string
-		Options, Settable               []string
+	Linux   struct {
+		Capabilities    []string
+		AllowAllDevices bool
+		Devices         []json.RawMessage
+	}
+	PidHost, IpcHost bool
+	Mounts           []struct {
+		Name, Description, Source, Destination, Type string
+		Options, Settable                            []string
 	}
 	Env []struct {
 		Name, Value string
@@ -117,6 +124,41 @@ func TestPluginConfig(t *testing.T) {
 	}
 	if env["XTABLES_LOCKFILE"] == "" {
 		t.Error("XTABLES_LOCKFILE unset: the plugin's iptables-legacy would not share the host's lock")
+	}
+	checkLeastPrivilege(t, c, cfg.stateDir)
+}
+
+// pluginCapabilities are the capabilities the plugin needs; config.json's
+// description says what each is for.
+var pluginCapabilities = []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"}
+
+// checkLeastPrivilege holds the plugin to what it needs: exactly the
+// capabilities above, each justified in the description; only the state
+// directory mounted read-write; no device, no host pid or ipc namespace.
+func checkLeastPrivilege(t *testing.T, c pluginConfig, stateDir string) {
+	t.Helper()
+	got := slices.Sorted(slices.Values(c.Linux.Capabilities))
+	if want := slices.Sorted(slices.Values(pluginCapabilities)); !slices.Equal(got, want) {
+		t.Errorf("capabilities %v, want %v", got, want)
+	}
+	for _, cap := range c.Linux.Capabilities {
+		if !strings.Contains(c.Description, cap+" (") {
+			t.Errorf("the description does not say what %s is for: %q", cap, c.Description)
+		}
+	}
+	for _, m := range c.Mounts {
+		if m.Destination == stateDir {
+			continue
+		}
+		if !slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rw") {
+			t.Errorf("mount %s (%s at %s) options %v: every mount but the state directory must be read-only", m.Name, m.Source, m.Destination, m.Options)
+		}
+		if m.Description == "" {
+			t.Errorf("mount %s does not say what it is for", m.Name)
+		}
+	}
+	if c.Linux.AllowAllDevices || len(c.Linux.Devices) > 0 || c.PidHost || c.IpcHost {
+		t.Errorf("the plugin asks for devices or the host's pid/ipc namespace: %+v", c.Linux)
 	}
 }
 
