@@ -44,8 +44,11 @@ func lockedError(path string) error {
 const GoodSuffix = ".good"
 
 // withGoodCopy adds to the error of a damaged file where its last good copy
-// is and how old it is.
+// is and how old it is; other errors pass as they are.
 func withGoodCopy(path string, err error) error {
+	if !errors.Is(err, ErrDamaged) {
+		return err
+	}
 	good := path + GoodSuffix
 	st, statErr := os.Stat(good)
 	if statErr != nil {

@@ -65,7 +65,7 @@ func Open(dir string, opts Options) (_ *DB, retErr error) {
 	}
 	b, err := openBolt(path, opts.LockTimeout)
 	if err != nil {
-		return nil, err
+		return nil, withGoodCopy(path, err)
 	}
 	db := &DB{bolt: b, path: path}
 	defer func() {
@@ -74,7 +74,7 @@ func Open(dir string, opts Options) (_ *DB, retErr error) {
 		}
 	}()
 	if err := db.initialise(existing); err != nil {
-		return nil, err
+		return nil, withGoodCopy(path, err)
 	}
 	db.origin.Notes = notes
 	return db, nil
@@ -130,7 +130,7 @@ func (db *DB) initialise(existing bool) (err error) {
 	defer guard(db.path, &err)()
 	if existing {
 		if err := db.bolt.View(consistent); err != nil {
-			return withGoodCopy(db.path, fmt.Errorf("%s: %w: %w", db.path, ErrDamaged, err))
+			return fmt.Errorf("%s: %w: %w", db.path, ErrDamaged, err)
 		}
 	}
 	mark := readMark(db.path + MarkSuffix)
