@@ -11,6 +11,7 @@ import (
 	"github.com/vxbridge/vxbridge/cluster"
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -57,6 +58,7 @@ func (f *crossHostFlags) validate() error {
 type crossHost struct {
 	client *cluster.Client
 	blocks *ipam.BlockAllocators
+	peers  *peers.Manager
 	cfg    *driver.CrossHostConfig
 }
 
@@ -91,10 +93,16 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	}
 	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
 	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: ipam.CrossHostPool(db.Networks), Logger: log})
+	pm := peers.New(peers.Config{Self: hostID, SelfVTEP: vtep.Addr, Source: client, Logger: log,
+		NeighLimits: func(total int) {
+			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
+				log.Warn("cross-host: neighbour-table limits", "err", err)
+			}
+		}})
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
 		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "etcd", f.endpoints, "host_ttl", f.hostTTL)
-	return &crossHost{client: client, blocks: blocks, cfg: &driver.CrossHostConfig{
-		Cluster: client, VXLAN: vx, Blocks: blocks,
+	return &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{
+		Cluster: client, VXLAN: vx, Blocks: blocks, Peers: pm,
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort,
 		EtcdEndpoints: strings.Split(f.endpoints, ","),
 	}}, nil
@@ -111,17 +119,20 @@ func (x *crossHost) allocator() ipam.AllocatorFactory {
 // driverConfig is nil without etcd.
 func (x *crossHost) driverConfig() *driver.CrossHostConfig { return x.cfg }
 
-// run keeps the host lease and follows the cluster until ctx ends.
-func (x *crossHost) run(ctx context.Context, drv *driver.Driver) {
+// run keeps the host lease and this host's records in etcd, and follows
+// the host records (for hosts of an older version), until ctx ends. Each
+// network's records are followed from the driver's Attach (package peers).
+func (x *crossHost) run(ctx context.Context) {
 	if x.client == nil {
 		return
 	}
 	go x.client.Run(ctx)
-	go drv.RunCrossHost(ctx)
+	go x.client.FollowHosts(ctx)
 }
 
 func (x *crossHost) close() {
 	if x.client != nil {
+		x.peers.Close()
 		x.client.Close()
 	}
 }

@@ -72,7 +72,7 @@ func (k *kernel) close() {
 // watch starts, until ctx ends, the loops that tell the driver what changed
 // on the kernel side and in the cluster.
 func (k *kernel) watch(ctx context.Context, drv *driver.Driver, log *slog.Logger) {
-	k.xh.run(ctx, drv)
+	k.xh.run(ctx)
 	go func() {
 		if err := k.links.WatchBridges(ctx, drv.BridgeAppeared); err != nil {
 			log.Warn("not watching for new bridges; firewall jumps are checked every --reconcile-interval only", "err", err)

@@ -130,6 +130,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	mx := metrics.New(version)
 	drv := driver.New(driver.Config{Store: db, Links: k.links, Firewall: k.fw, Logger: log, OnReconcile: mx.ObserveReconcile,
 		CrossHost: k.xh.driverConfig(), Ports: k.ports, Crash: crash, Namespaces: k.spaces})
+	defer drv.Close()
 	col := orphans.New(orphans.Config{Records: db, Driver: drv, Links: k.links, Logger: log})
 	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: k.links.Routes, NewAllocator: k.xh.allocator(), Crash: crash,
 		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased})

@@ -16,7 +16,7 @@ func (c *Client) HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]
 	defer cancel()
 	resp, err := c.cli.Get(rctx, c.k.blocks(pool), clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("%w: list address blocks of pool %s: %v", ErrUnavailable, pool, err)
+		return nil, fmt.Errorf("%w: list address blocks of pool %s: %w", ErrUnavailable, pool, err)
 	}
 	out := map[netip.Prefix]string{}
 	for _, kv := range resp.Kvs {
@@ -42,7 +42,7 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	put := clientv3.OpPut(key, c.host)
 	tr, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(put).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return false, fmt.Errorf("%w: claim block %s of pool %s: %v", ErrUnavailable, block, pool, err)
+		return false, fmt.Errorf("%w: claim block %s of pool %s: %w", ErrUnavailable, block, pool, err)
 	}
 	if tr.Succeeded {
 		return true, nil
@@ -63,7 +63,7 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 		clientv3.Compare(clientv3.CreateRevision(c.k.hostEndpoints(holder)), "=", 0).WithPrefix(),
 	).Then(put).Commit()
 	if err != nil {
-		return false, fmt.Errorf("%w: reclaim block %s of pool %s: %v", ErrUnavailable, block, pool, err)
+		return false, fmt.Errorf("%w: reclaim block %s of pool %s: %w", ErrUnavailable, block, pool, err)
 	}
 	if tr.Succeeded {
 		c.log.Info("etcd: reclaimed address block of a departed host", "pool", pool, "block", block, "from", holder)
@@ -78,7 +78,7 @@ func (c *Client) ReleaseBlock(ctx context.Context, pool string, block netip.Pref
 	key := c.k.block(pool, block)
 	_, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.Value(key), "=", c.host)).Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
-		return fmt.Errorf("%w: release block %s of pool %s: %v", ErrUnavailable, block, pool, err)
+		return fmt.Errorf("%w: release block %s of pool %s: %w", ErrUnavailable, block, pool, err)
 	}
 	return nil
 }

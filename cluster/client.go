@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -56,6 +57,8 @@ type Client struct {
 	self    Host
 	eps     map[string]Endpoint // this host's endpoints, as they should be in etcd
 	members map[uint32]bool     // cross-host networks this host has
+	touched map[uint32]bool     // networks whose records the last rounds wrote
+	written map[string]keyValue // this host's keys as the last round left them (nil: unknown)
 	lease   clientv3.LeaseID    // 0: none held
 	gen     uint64              // bumped on every change of eps/members/self
 	synced  uint64              // gen last written to etcd
@@ -66,6 +69,9 @@ type Client struct {
 	// renewed is the last grant or keep-alive answer of lease (zero: none);
 	// healthySince starts the current run of timely renewals (hold.go).
 	renewed, healthySince time.Time
+
+	lists, events atomic.Uint64 // network listings and watch events received (WatchStats)
+	old           oldHosts      // live hosts on the layout before records by network (legacy.go)
 }
 
 // New returns a Client. It does not wait for etcd: the plugin starts and
@@ -101,7 +107,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger,
-		eps: map[string]Endpoint{}, members: map[uint32]bool{},
+		eps: map[string]Endpoint{}, members: map[uint32]bool{}, touched: map[uint32]bool{},
 		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
 	}
 	if c.ttl <= 0 {
@@ -163,7 +169,7 @@ func (c *Client) changed() {
 func (c *Client) SetHost(h Host) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h.ID = c.host
+	h.ID, h.Layout = c.host, LayoutByNetwork
 	c.self = h
 	c.changed()
 }

@@ -1,8 +1,8 @@
 package cluster
 
 import (
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -10,7 +10,7 @@ import (
 
 // Departures and this host's own standing with etcd.
 //
-// A peer whose host record vanishes has let its lease run out: it is gone,
+// A peer whose member record vanishes has let its lease run out: it is gone,
 // and its entries go at once. That reading is only sound while this host's
 // own lease is being renewed: when etcd itself was away (hung, paused,
 // overloaded) for longer than the TTL, it revokes every lease the moment it
@@ -19,9 +19,9 @@ import (
 // SIGSTOP/SIGCONT of etcd: FDB entries of live peers deleted and re-added).
 // So a departure seen while this host's own lease is in doubt (no renewal
 // for two thirds of the TTL, or back for less than a TTL) is held: the
-// peer's records stay in the view given to Watch's fn until this host has
-// been renewing again for a TTL, and go then if the peer has not come back.
-// A peer that really died is dropped one TTL late in that case only.
+// peer's records stay with the sink of FollowNetwork until this host has
+// been renewing again for a TTL (netHold), and go then if the peer has not
+// come back. A peer that really died is dropped one TTL late in that case only.
 
 // noteRenewed records a grant or keep-alive answer of the current lease.
 func (c *Client) noteRenewed(now time.Time) {
@@ -46,90 +46,139 @@ func (c *Client) settled(now time.Time) bool {
 		now.Sub(c.healthySince) >= c.ttl
 }
 
-// departureHold sits between the watch and fn: while this host is not
-// settled, hosts that vanish from the view stay in what fn gets, with the
-// endpoints they had.
-type departureHold struct {
-	mu   sync.Mutex
-	self string // this host's id: its own records are never held
-	fn   func(View)
-	raw  View     // the latest view from etcd
-	last View     // the latest view given to fn
-	held []string // ids of departed hosts kept in last
-	log  func(msg string, args ...any)
+// netHold sits between a network's watch and its sink: while this host is
+// not settled, member records of other hosts that vanish stay with the sink,
+// with the endpoints of those hosts. An endpoint withdrawn by a host that is
+// still a member passes at once: only a departure is held.
+type netHold struct {
+	mu    sync.Mutex
+	self  string
+	sink  NetworkSink
+	known map[string]Change // every record the sink holds, by Change.Key
+	held  map[string]Change // the deletions held back, by Change.Key
+	log   func(msg string, args ...any)
 }
 
-func newDepartureHold(self string, fn func(View), log func(string, ...any)) *departureHold {
-	return &departureHold{self: self, fn: fn, log: log}
+func newNetHold(self string, sink NetworkSink, log func(string, ...any)) *netHold {
+	return &netHold{self: self, sink: sink, known: map[string]Change{}, held: map[string]Change{}, log: log}
 }
 
-// update gives fn the new view v (owned by the hold), keeping departed
-// hosts unless settled.
-func (d *departureHold) update(v View, settled bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.raw = v
-	out := v
-	var held []string
-	if !settled && d.last.Hosts != nil {
-		out, held = keepDeparted(v, d.last, d.self)
+// reset gives the sink a listing; unless settled, the members the listing
+// lacks (and their endpoints) are kept in it.
+func (h *netHold) reset(st NetworkState, settled bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	listed := map[string]bool{}
+	for _, m := range st.Members {
+		listed[m.Host] = true
 	}
-	d.deliver(out, held, false)
-}
-
-// release gives fn the latest view from etcd if departures are held.
-func (d *departureHold) release() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.held) > 0 {
-		d.deliver(d.raw, nil, true)
-	}
-}
-
-// deliver gives v to fn; settled says the hold ends because this host is.
-func (d *departureHold) deliver(v View, held []string, settled bool) {
-	var newly []string
-	for _, id := range held {
-		if !slices.Contains(d.held, id) {
-			newly = append(newly, id)
+	held := map[string]Change{}
+	if !settled {
+		for key, ch := range h.known {
+			if ch.Host == h.self || listed[ch.Host] {
+				continue
+			}
+			if ch.Kind == MemberSet {
+				st.Members = append(st.Members, ch.Member)
+			} else {
+				st.Endpoints = append(st.Endpoints, ch.Endpoint)
+			}
+			held[key] = gone(ch)
 		}
 	}
-	switch {
-	case len(newly) > 0:
-		d.log("etcd: peer hosts vanished while this host's own lease is in doubt (etcd was away?); keeping their entries until it is settled",
-			"hosts", strings.Join(newly, ","))
-	case len(held) == 0 && len(d.held) > 0 && settled:
-		var gone []string
-		for _, id := range d.held {
-			if _, ok := v.Hosts[id]; !ok {
-				gone = append(gone, id)
+	h.known = map[string]Change{}
+	for _, m := range st.Members {
+		h.known["m/"+m.Host] = Change{Kind: MemberSet, Host: m.Host, Member: m}
+	}
+	for _, ep := range st.Endpoints {
+		ch := Change{Kind: EndpointSet, Host: ep.Host, ID: ep.ID, Endpoint: ep}
+		h.known[ch.Key()] = ch
+	}
+	h.noteHeld(held)
+	h.sink.Reset(st)
+}
+
+// apply passes changes on, holding back the departures of other hosts
+// (their member record and the endpoints deleted with it) unless settled.
+func (h *netHold) apply(changes []Change, settled bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	departed := map[string]bool{}
+	if !settled {
+		for _, ch := range changes {
+			if ch.Kind == MemberGone && ch.Host != h.self {
+				departed[ch.Host] = true
 			}
 		}
-		d.log("etcd: this host's lease is settled again; dropping the held peer hosts that did not come back", "gone", strings.Join(gone, ","))
-	case len(held) == 0 && len(d.held) > 0:
-		d.log("etcd: every held peer host is back", "hosts", strings.Join(d.held, ","))
+		for _, ch := range h.held {
+			departed[ch.Host] = true
+		}
 	}
-	d.held, d.last = held, v
-	d.fn(v.clone())
-}
-
-// keepDeparted returns v plus every host of last but self that v lacks,
-// with its endpoints from last, and the ids of those hosts (sorted).
-func keepDeparted(v, last View, self string) (View, []string) {
-	out := v.clone()
-	var held []string
-	for id, h := range last.Hosts {
-		if _, ok := v.Hosts[id]; ok || id == self {
+	held := maps.Clone(h.held)
+	out := changes[:0:0]
+	for _, ch := range changes {
+		key := ch.Key()
+		switch {
+		case (ch.Kind == MemberGone || ch.Kind == EndpointGone) && departed[ch.Host]:
+			held[key] = ch
 			continue
+		case ch.Kind == MemberGone || ch.Kind == EndpointGone:
+			delete(h.known, key)
+		default:
+			delete(held, key)
+			h.known[key] = ch
 		}
-		out.Hosts[id] = h
-		held = append(held, id)
-		for key, ep := range last.Endpoints {
-			if _, ok := out.Endpoints[key]; !ok && ep.Host == id {
-				out.Endpoints[key] = ep
-			}
+		out = append(out, ch)
+	}
+	h.noteHeld(held)
+	if len(out) > 0 {
+		h.sink.Apply(out)
+	}
+}
+
+// release passes on the held departures of the hosts that did not come back.
+func (h *netHold) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.held) == 0 {
+		return
+	}
+	out := make([]Change, 0, len(h.held))
+	var hosts []string
+	for key, ch := range h.held {
+		out = append(out, ch)
+		delete(h.known, key)
+		if ch.Kind == MemberGone {
+			hosts = append(hosts, ch.Host)
 		}
 	}
-	sort.Strings(held)
-	return out, held
+	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Key(), b.Key()) })
+	slices.Sort(hosts)
+	h.log("etcd: this host's lease is settled again; dropping the held peer hosts that did not come back", "gone", strings.Join(hosts, ","))
+	h.held = map[string]Change{}
+	h.sink.Apply(out)
+}
+
+// noteHeld replaces the held set, logging hosts newly held.
+func (h *netHold) noteHeld(held map[string]Change) {
+	var newly []string
+	for key, ch := range held {
+		if _, was := h.held[key]; !was && ch.Kind == MemberGone {
+			newly = append(newly, ch.Host)
+		}
+	}
+	if len(newly) > 0 {
+		slices.Sort(newly)
+		h.log("etcd: peer hosts vanished while this host's own lease is in doubt (etcd was away?); keeping their entries until it is settled",
+			"hosts", strings.Join(newly, ","))
+	}
+	h.held = held
+}
+
+// gone is the deletion of the record ch sets.
+func gone(ch Change) Change {
+	if ch.Kind == MemberSet {
+		return Change{Kind: MemberGone, Host: ch.Host}
+	}
+	return Change{Kind: EndpointGone, Host: ch.Host, ID: ch.ID}
 }

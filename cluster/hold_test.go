@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -12,67 +11,77 @@ import (
 	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
-func holdView(hosts ...string) View {
-	v := NewView()
+func holdState(hosts ...string) NetworkState {
+	st := NetworkState{VNI: 7}
 	for i, h := range hosts {
-		v.Hosts[h] = Host{ID: h, VTEP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})}
-		v.Endpoints[h+"/e"] = Endpoint{ID: "e", Host: h, VNI: 7, MAC: "02:00:00:00:00:01"}
+		st.Members = append(st.Members, Member{Host: h, VTEP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})})
+		st.Endpoints = append(st.Endpoints, Endpoint{ID: "e", Host: h, VNI: 7, MAC: "02:00:00:00:00:01"})
 	}
-	return v
+	return st
 }
 
-// viewString lists a view's hosts and endpoint keys, sorted.
-func viewString(v View) string {
-	var s []string
-	for id := range v.Hosts {
-		s = append(s, id)
+func gones(hosts ...string) []Change {
+	var out []Change
+	for _, h := range hosts {
+		out = append(out, Change{Kind: EndpointGone, Host: h, ID: "e"}, Change{Kind: MemberGone, Host: h})
 	}
-	for key := range v.Endpoints {
-		s = append(s, key)
-	}
-	sort.Strings(s)
-	return strings.Join(s, " ")
+	return out
 }
 
-func TestDepartureHold(t *testing.T) {
-	var got []string
+func sets(st NetworkState) []Change {
+	var out []Change
+	for _, m := range st.Members {
+		out = append(out, Change{Kind: MemberSet, Host: m.Host, Member: m})
+	}
+	for _, ep := range st.Endpoints {
+		out = append(out, Change{Kind: EndpointSet, Host: ep.Host, ID: ep.ID, Endpoint: ep})
+	}
+	return out
+}
+
+func TestNetHold(t *testing.T) {
+	s := newSink()
 	var logs []string
-	d := newDepartureHold("self", func(v View) { got = append(got, viewString(v)) },
-		func(msg string, args ...any) { logs = append(logs, fmt.Sprint(msg, args)) })
+	h := newNetHold("self", s, func(msg string, args ...any) { logs = append(logs, fmt.Sprint(msg, args)) })
 	step := func(what, want string) {
 		t.Helper()
-		if len(got) == 0 || got[len(got)-1] != want {
-			t.Fatalf("%s: fn got %q, want %q", what, got, want)
+		s.mu.Lock()
+		got := s.stringLocked()
+		s.mu.Unlock()
+		if got != want {
+			t.Fatalf("%s: sink holds %q, want %q", what, got, want)
 		}
 	}
-	d.update(holdView("a", "b", "self"), false) // the first view: nothing to hold yet
-	step("first view", "a a/e b b/e self self/e")
+	h.reset(holdState("a", "b", "self"), false) // the first listing: nothing to hold yet
+	step("first listing", "e/a/e@invalid IP e/b/e@invalid IP e/self/e@invalid IP m/a@192.0.2.1 m/b@192.0.2.2 m/self@192.0.2.3")
 
-	d.update(holdView("a", "self"), true) // settled: a departure is the peer's own
-	step("departure while settled", "a a/e self self/e")
+	h.apply(gones("b"), true) // settled: a departure is the peer's own
+	step("departure while settled", "e/a/e@invalid IP e/self/e@invalid IP m/a@192.0.2.1 m/self@192.0.2.3")
 
-	d.update(holdView("a", "b", "self"), true)
-	d.update(holdView(), false) // etcd revoked everything: a and b held, not this host's own
-	step("departure in doubt", "a a/e b b/e")
-	d.update(holdView("self"), false) // this host registered again
-	step("self back", "a a/e b b/e self self/e")
-	v := holdView("a", "self")
-	delete(v.Endpoints, "a/e")
-	d.update(v, false) // a came back without its endpoint: a withdrawal applies at once; b still held
-	step("a back, withdrew e", "a b b/e self self/e")
-	calls := len(got)
-	d.release() // settled: b has not come back
-	step("released", "a self self/e")
-	d.release()
-	if len(got) != calls+1 {
-		t.Errorf("release with nothing held called fn again: %q", got[calls:])
+	h.apply(sets(holdState("a", "b", "self")), true)
+	h.apply(gones("a", "b", "self"), false) // etcd revoked everything: a and b held, not this host's own
+	step("departure in doubt", "e/a/e@invalid IP e/b/e@invalid IP m/a@192.0.2.1 m/b@192.0.2.2")
+	h.apply(sets(holdState("self")), false) // this host registered again
+	a := holdState("a")
+	a.Endpoints = nil
+	h.apply(sets(a), false) // a came back without its endpoint
+	h.apply([]Change{{Kind: EndpointGone, Host: "a", ID: "x"}}, false)
+	step("a back", "e/a/e@invalid IP e/b/e@invalid IP e/self/e@invalid IP m/a@192.0.2.1 m/b@192.0.2.2 m/self@192.0.2.1")
+	h.release() // settled: b has not come back; a's old endpoint, not published again, goes
+	step("released", "e/self/e@invalid IP m/a@192.0.2.1 m/self@192.0.2.1")
+	calls := len(s.states)
+	h.release()
+	if len(s.states) != calls {
+		t.Errorf("release with nothing held called the sink again")
 	}
-	d.update(holdView("a", "self"), false)
-	d.update(holdView("self"), false) // a vanishes again
-	d.update(holdView("a", "self"), false)
-	step("a back", "a a/e self self/e")
-	if len(logs) != 4 || !strings.Contains(logs[0], "[hosts a,b]") || !strings.Contains(logs[1], "[gone b]") ||
-		!strings.Contains(logs[2], "[hosts a]") || !strings.Contains(logs[3], "held peer host is back[hosts a]") {
+	// A listing that lacks a member while in doubt keeps it, with its endpoints.
+	h.apply(sets(holdState("a", "self")), true)
+	h.reset(holdState("self"), false)
+	step("relisted in doubt", "e/a/e@invalid IP e/self/e@invalid IP m/a@192.0.2.1 m/self@192.0.2.1")
+	h.reset(holdState("self"), true)
+	step("relisted settled", "e/self/e@invalid IP m/self@192.0.2.1")
+	if len(logs) != 3 || !strings.Contains(logs[0], "[hosts a,b]") || !strings.Contains(logs[1], "[gone b]") ||
+		!strings.Contains(logs[2], "[hosts a]") {
 		t.Errorf("logs: %q", logs)
 	}
 }
@@ -118,11 +127,11 @@ func TestSettled(t *testing.T) {
 
 // TestDepartureHeldWhileLeaseInDoubt: a peer whose records vanish while
 // this host's own renewals are overdue (as when etcd was hung longer than
-// the TTL and revokes every lease on waking) stays in the view until this
-// host has renewed for a TTL again, then goes.
+// the TTL and revokes every lease on waking) stays with the sink until
+// this host has renewed for a TTL again, then goes.
 func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 	srv := etcdtest.Start(t)
-	a, b, w := peerSeen(t, srv)
+	a, b, s := peerSeen(t, srv)
 	waitSynced(t, a.c, 5*time.Second)
 
 	b.c.mu.Lock()
@@ -133,14 +142,14 @@ func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 	if _, err := b.c.cli.Revoke(context.Background(), a.c.currentLease()); err != nil {
 		t.Fatal(err)
 	}
-	w.until(t, 3*testTTL, "ha gone", func(v View) bool { return remoteIDs(v, "hb", 42) == "" })
+	s.until(t, 3*testTTL, "m/hb@192.0.2.2")
 	t.Logf("departure applied %v after the revoke (TTL %v)", time.Since(revoked).Round(time.Millisecond), testTTL)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for i, v := range w.views {
-		if _, ok := v.Hosts["ha"]; !ok && w.at[i].After(revoked) {
-			if d := w.at[i].Sub(revoked); d < testTTL/2 {
-				t.Errorf("a view without ha came %v after the revoke: the departure was not held", d)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, st := range s.states {
+		if !strings.Contains(st, "m/ha@") && s.at[i].After(revoked) {
+			if d := s.at[i].Sub(revoked); d < testTTL/2 {
+				t.Errorf("a state without ha came %v after the revoke: the departure was not held", d)
 			}
 			break
 		}

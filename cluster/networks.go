@@ -24,6 +24,8 @@ func (c *Client) ClaimNetwork(ctx context.Context, n Network) error {
 			if err == nil {
 				c.mu.Lock()
 				c.members[n.VNI] = true
+				c.touched[n.VNI] = true
+				c.written = nil // the claim wrote a key: the next round reads them back
 				c.changed()
 				c.mu.Unlock()
 			}
@@ -44,7 +46,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 	}
 	resp, err := c.cli.Txn(rctx).Then(gets...).Commit()
 	if err != nil {
-		return false, fmt.Errorf("%w: check vxlan.id %d against the cluster: %v", ErrUnavailable, n.VNI, err)
+		return false, fmt.Errorf("%w: check vxlan.id %d against the cluster: %w", ErrUnavailable, n.VNI, err)
 	}
 	var conds []clientv3.Cmp
 	netKV := resp.Responses[0].GetResponseRange().Kvs
@@ -55,7 +57,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 			return false, fmt.Errorf("network record of vxlan.id %d: %w", n.VNI, err)
 		}
 		if err := CheckNetwork(have, n); err != nil {
-			return false, fmt.Errorf("%w: %v", ErrConflict, err)
+			return false, fmt.Errorf("%w: %w", ErrConflict, err)
 		}
 	}
 	if len(netKV) == 1 {
@@ -76,7 +78,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 		if uint32(other) != n.VNI {
 			if live, err := c.vniLive(rctx, uint32(other)); err != nil || live {
 				if err == nil {
-					err = fmt.Errorf("%w: %v", ErrConflict, CheckSubnet(n, s, uint32(other)))
+					err = fmt.Errorf("%w: %w", ErrConflict, CheckSubnet(n, s, uint32(other)))
 				}
 				return false, err
 			}
@@ -96,7 +98,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 	}
 	tr, err := c.cli.Txn(rctx).If(conds...).Then(ops...).Commit()
 	if err != nil {
-		return false, fmt.Errorf("%w: record vxlan.id %d: %v", ErrUnavailable, n.VNI, err)
+		return false, fmt.Errorf("%w: record vxlan.id %d: %w", ErrUnavailable, n.VNI, err)
 	}
 	return tr.Succeeded, nil
 }
@@ -104,7 +106,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 func (c *Client) vniLive(ctx context.Context, vni uint32) (bool, error) {
 	resp, err := c.cli.Get(ctx, c.k.vniMembers(vni), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return resp.Count > 0, nil
 }

@@ -32,6 +32,7 @@ func (c *Client) Run(ctx context.Context) {
 		stopKA  context.CancelFunc = func() {}
 		backoff time.Duration
 		resume  bool // keep-alive ended: try the same lease before a new one
+		full    = true
 	)
 	defer func() { stopKA() }()
 	resync := time.NewTicker(c.ttl)
@@ -80,7 +81,7 @@ func (c *Client) Run(ctx context.Context) {
 			c.noteRenewed(time.Now())
 			c.log.Info("etcd: host lease granted", "lease", fmt.Sprintf("%x", lease), "ttl", c.ttl)
 		}
-		if err := c.syncOnce(ctx); err != nil {
+		if err := c.syncOnce(ctx, full); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -92,12 +93,13 @@ func (c *Client) Run(ctx context.Context) {
 			}
 			continue
 		}
-		backoff = 0
+		backoff, full = 0, false
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.kick:
 		case <-resync.C: // repairs records someone deleted behind our back
+			full = true
 		case <-lost:
 			resume, lost = true, nil
 		}
@@ -192,65 +194,114 @@ type snapshot struct {
 	self    Host
 	eps     map[string]Endpoint
 	members map[uint32]bool
+	written map[string]keyValue // what the last round left in etcd (nil: read it)
+	touched map[uint32]bool     // networks this client wrote records of
 }
 
 func (c *Client) snapshot() snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return snapshot{gen: c.gen, lease: c.lease, self: c.self, eps: maps.Clone(c.eps), members: maps.Clone(c.members)}
+	return snapshot{gen: c.gen, lease: c.lease, self: c.self, eps: maps.Clone(c.eps), members: maps.Clone(c.members),
+		written: c.written, touched: maps.Clone(c.touched)}
 }
 
-// syncOnce writes the host record and makes this host's endpoint and
-// membership keys equal the snapshot, all on the current lease.
-func (c *Client) syncOnce(ctx context.Context) error {
+// wantKeys is every key this host's records should have, with its value.
+func (c *Client) wantKeys(s snapshot) map[string]string {
+	want := map[string]string{}
+	if s.self.VTEP.IsValid() {
+		want[c.k.host(c.host)] = encode(s.self)
+	}
+	member := encode(Member{Host: c.host, VTEP: s.self.VTEP, Port: s.self.Port})
+	for vni := range s.members {
+		want[c.k.member(vni, c.host)] = "1"
+		if s.self.VTEP.IsValid() {
+			want[c.k.netMember(vni, c.host)] = member
+		}
+	}
+	for id, ep := range s.eps {
+		if s.members[ep.VNI] {
+			rec := encode(ep)
+			want[c.k.netEndpoint(ep.VNI, c.host, id)] = rec
+			want[c.k.endpoint(c.host, id)] = rec
+		}
+	}
+	return want
+}
+
+// syncOnce makes this host's keys in etcd (host record, memberships,
+// member and endpoint records) equal the snapshot, all on the current
+// lease. It writes only what changed since the last round; full (and the
+// first round, and every round after an error) reads this host's keys
+// back from etcd first, so what someone deleted behind its back returns.
+func (c *Client) syncOnce(ctx context.Context, full bool) error {
 	s := c.snapshot()
 	if s.lease == 0 {
 		return fmt.Errorf("no lease")
 	}
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	want := map[string]string{}
-	if s.self.VTEP.IsValid() {
-		want[c.k.host(c.host)] = encode(s.self)
-	}
-	for id, ep := range s.eps {
-		want[c.k.endpoint(c.host, id)] = encode(ep)
-	}
-	for vni := range s.members {
-		want[c.k.member(vni, c.host)] = "1"
-	}
-	have, err := c.ownKeys(rctx)
-	if err != nil {
-		return err
-	}
-	var ops []clientv3.Op
-	for key, val := range want {
-		if kv, ok := have[key]; !ok || string(kv.Value) != val || clientv3.LeaseID(kv.Lease) != s.lease {
-			ops = append(ops, clientv3.OpPut(key, val, clientv3.WithLease(s.lease)))
+	want := c.wantKeys(s)
+	have := s.written
+	if full || have == nil {
+		var err error
+		if have, err = c.ownKeys(rctx, s); err != nil {
+			c.forgetWritten()
+			return err
 		}
+	}
+	ops, next := planWrites(want, have, s.lease)
+	for len(ops) > 0 {
+		n := min(len(ops), 100) // etcd's default --max-txn-ops is 128
+		if _, err := c.cli.Txn(rctx).Then(ops[:n]...).Commit(); err != nil {
+			c.forgetWritten()
+			return fmt.Errorf("write host records: %w", err)
+		}
+		ops = ops[n:]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rounds++
+	c.lastErr = nil
+	c.written = next
+	for vni := range s.members {
+		c.touched[vni] = true
+	}
+	for vni := range c.touched {
+		if !s.members[vni] && !c.members[vni] {
+			delete(c.touched, vni) // its keys went in this round
+		}
+	}
+	if c.lease == s.lease && c.synced != s.gen {
+		c.synced = s.gen
+		close(c.syncedC)
+		c.syncedC = make(chan struct{})
+	}
+	return nil
+}
+
+// planWrites returns the operations that turn have into want on lease,
+// and what etcd then holds.
+func planWrites(want map[string]string, have map[string]keyValue, lease clientv3.LeaseID) ([]clientv3.Op, map[string]keyValue) {
+	var ops []clientv3.Op
+	next := make(map[string]keyValue, len(want))
+	for key, val := range want {
+		if kv, ok := have[key]; !ok || string(kv.Value) != val || clientv3.LeaseID(kv.Lease) != lease {
+			ops = append(ops, clientv3.OpPut(key, val, clientv3.WithLease(lease)))
+		}
+		next[key] = keyValue{Value: []byte(val), Lease: int64(lease)}
 	}
 	for key := range have {
 		if _, ok := want[key]; !ok {
 			ops = append(ops, clientv3.OpDelete(key))
 		}
 	}
-	for len(ops) > 0 {
-		n := min(len(ops), 100) // etcd's default --max-txn-ops is 128
-		if _, err := c.cli.Txn(rctx).Then(ops[:n]...).Commit(); err != nil {
-			return fmt.Errorf("write host records: %w", err)
-		}
-		ops = ops[n:]
-	}
+	return ops, next
+}
+
+func (c *Client) forgetWritten() {
 	c.mu.Lock()
-	c.rounds++
-	c.lastErr = nil
-	if c.lease == s.lease && c.synced != s.gen {
-		c.synced = s.gen
-		close(c.syncedC)
-		c.syncedC = make(chan struct{})
-	}
-	c.mu.Unlock()
-	return nil
+	defer c.mu.Unlock()
+	c.written = nil
 }
 
 type keyValue struct {
@@ -258,25 +309,33 @@ type keyValue struct {
 	Lease int64
 }
 
-// ownKeys returns this host's keys in etcd: host record, endpoints, memberships.
-func (c *Client) ownKeys(ctx context.Context) (map[string]keyValue, error) {
-	out := map[string]keyValue{}
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.k.host(c.host)),
-		clientv3.OpGet(c.k.hostEndpoints(c.host), clientv3.WithPrefix()),
-		clientv3.OpGet(c.k.members(), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("read host records: %w", err)
+// ownKeys returns this host's keys in etcd: its host record, and its
+// membership, member and endpoint records in every network it has or had.
+// It reads only this host's own key ranges, never another host's.
+func (c *Client) ownKeys(ctx context.Context, s snapshot) (map[string]keyValue, error) {
+	ops := []clientv3.Op{clientv3.OpGet(c.k.host(c.host)), clientv3.OpGet(c.k.hostEndpoints(c.host), clientv3.WithPrefix())}
+	vnis := maps.Clone(s.touched)
+	if vnis == nil {
+		vnis = map[uint32]bool{}
 	}
-	for i, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			key := string(kv.Key)
-			if i == 2 && !strings.HasSuffix(key, "/"+c.host) {
-				continue
-			}
-			out[key] = keyValue{Value: kv.Value, Lease: kv.Lease}
+	maps.Copy(vnis, s.members)
+	for vni := range vnis {
+		ops = append(ops, clientv3.OpGet(c.k.member(vni, c.host)), clientv3.OpGet(c.k.netMember(vni, c.host)),
+			clientv3.OpGet(c.k.netHostEndpoints(vni, c.host), clientv3.WithPrefix()))
+	}
+	out := map[string]keyValue{}
+	for len(ops) > 0 {
+		n := min(len(ops), 100)
+		resp, err := c.cli.Txn(ctx).Then(ops[:n]...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read host records: %w", err)
 		}
+		for _, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				out[string(kv.Key)] = keyValue{Value: kv.Value, Lease: kv.Lease}
+			}
+		}
+		ops = ops[n:]
 	}
 	return out, nil
 }

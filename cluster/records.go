@@ -23,7 +23,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -39,7 +38,15 @@ type Host struct {
 	ID   string     `json:"id"`
 	VTEP netip.Addr `json:"vtep"`
 	Port int        `json:"port"` // VXLAN UDP port
+	// Layout is the key layout the host writes and reads: LayoutByNetwork
+	// for hosts that publish records by network; absent (0) on hosts of
+	// the versions before, which watch the whole prefix.
+	Layout int `json:"layout,omitempty"`
 }
+
+// LayoutByNetwork marks hosts that write each network's records under
+// net/<vni>/ (netrecords.go).
+const LayoutByNetwork = 2
 
 // Endpoint is a container interface on a cross-host network.
 type Endpoint struct {
@@ -49,6 +56,9 @@ type Endpoint struct {
 	MAC  string     `json:"mac"`
 	IPv4 netip.Addr `json:"ipv4,omitzero"`
 	IPv6 netip.Addr `json:"ipv6,omitzero"`
+	// Rev is the etcd revision that created the record (not stored in it):
+	// of two records claiming one address, the older keeps it.
+	Rev int64 `json:"-"`
 }
 
 // Network is the cluster-wide identity of a cross-host network.
@@ -142,75 +152,6 @@ func joinPrefixes(ps []netip.Prefix) string {
 		return "(none)"
 	}
 	return strings.Join(s, " and ")
-}
-
-// View is what a host knows of the cluster: live hosts and the endpoints of
-// every host, keyed by their etcd keys' last segments.
-type View struct {
-	Hosts     map[string]Host     // by host id
-	Endpoints map[string]Endpoint // by "<host>/<endpoint>"
-}
-
-// NewView returns an empty view.
-func NewView() View {
-	return View{Hosts: map[string]Host{}, Endpoints: map[string]Endpoint{}}
-}
-
-// Remote is an endpoint on another host with that host's VTEP.
-type Remote struct {
-	Endpoint
-	VTEP netip.Addr
-}
-
-// Remotes returns the endpoints of network vni that live on live hosts other
-// than self, sorted by endpoint id. An endpoint whose host record is missing
-// (the host's lease expired, or its record has not arrived yet) is left out:
-// without a VTEP there is nowhere to send its frames.
-func (v View) Remotes(self string, vni uint32) []Remote {
-	var out []Remote
-	for _, ep := range v.Endpoints {
-		h, ok := v.Hosts[ep.Host]
-		if ep.VNI != vni || ep.Host == self || !ok || !h.VTEP.IsValid() {
-			continue
-		}
-		out = append(out, Remote{Endpoint: ep, VTEP: h.VTEP})
-	}
-	slices.SortFunc(out, func(a, b Remote) int { return strings.Compare(a.Host+"/"+a.ID, b.Host+"/"+b.ID) })
-	return out
-}
-
-// apply folds one etcd key change into the view; value nil is a delete.
-// Keys outside hosts/ and endpoints/ are ignored, as are undecodable values
-// (logged by the caller through the returned error).
-func (v View) apply(k keys, key string, value []byte) error {
-	switch {
-	case strings.HasPrefix(key, k.hosts()):
-		id := strings.TrimPrefix(key, k.hosts())
-		if value == nil {
-			delete(v.Hosts, id)
-			return nil
-		}
-		var h Host
-		if err := json.Unmarshal(value, &h); err != nil {
-			return fmt.Errorf("host record %s: %w", key, err)
-		}
-		h.ID = id
-		v.Hosts[id] = h
-	case strings.HasPrefix(key, k.endpoints()):
-		id := strings.TrimPrefix(key, k.endpoints())
-		if value == nil {
-			delete(v.Endpoints, id)
-			return nil
-		}
-		var ep Endpoint
-		if err := json.Unmarshal(value, &ep); err != nil {
-			return fmt.Errorf("endpoint record %s: %w", key, err)
-		}
-		host, _, _ := strings.Cut(id, "/")
-		ep.Host = host // the key, not the value, says whose it is
-		v.Endpoints[id] = ep
-	}
-	return nil
 }
 
 func (k keys) members() string { return k.prefix + "/members/" }

@@ -47,7 +47,10 @@ func TestCheckSubnet(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	k := newKeys("/vx/")
-	if got := k.endpoint("h1", "ep1"); got != "/vx/endpoints/h1/ep1" {
+	if got := k.netEndpoint(42, "h1", "ep1"); got != "/vx/net/42/eps/h1/ep1" {
+		t.Fatal(got)
+	}
+	if got := k.netMember(42, "h1"); got != "/vx/net/42/members/h1" {
 		t.Fatal(got)
 	}
 	if got := k.block("10.1.0.0_24", netip.MustParsePrefix("10.1.0.64/26")); got != "/vx/blocks/10.1.0.0_24/10.1.0.64_26" {
@@ -60,46 +63,40 @@ func TestKeys(t *testing.T) {
 	if newKeys("").prefix != DefaultPrefix {
 		t.Fatal("empty prefix")
 	}
-	if !k.relevant("/vx/hosts/h1") || !k.relevant("/vx/endpoints/h1/e") || k.relevant("/vx/blocks/x") || k.relevant("/vx/hosts/") {
-		t.Fatal("relevant")
-	}
 }
 
-func TestViewRemotes(t *testing.T) {
+func TestDecodeNetRecord(t *testing.T) {
 	k := newKeys("")
-	v := NewView()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
+	// The key says whose endpoint it is and of which network, whatever the
+	// value claims.
+	c, err := k.decodeNetRecord(42, k.netEndpoint(42, "h2", "e2"),
+		[]byte(`{"id":"zz","host":"h1","vni":7,"mac":"02:00:00:00:00:02","ipv4":"10.1.0.2"}`), 17)
+	if err != nil || c.Kind != EndpointSet || c.Endpoint.Host != "h2" || c.Endpoint.ID != "e2" || c.Endpoint.VNI != 42 ||
+		c.Endpoint.Rev != 17 || c.Endpoint.IPv4 != netip.MustParseAddr("10.1.0.2") {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, err = k.decodeNetRecord(42, k.netMember(42, "h2"), []byte(`{"host":"h9","vtep":"192.0.2.2","port":4789}`), 5)
+	if err != nil || c.Kind != MemberSet || c.Member.Host != "h2" || c.Member.VTEP != netip.MustParseAddr("192.0.2.2") || c.Member.Rev != 5 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if c, err := k.decodeNetRecord(42, k.netEndpoint(42, "h2", "e2"), nil, 0); err != nil || c.Kind != EndpointGone || c.Key() != "e/h2/e2" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if c, err := k.decodeNetRecord(42, k.netMember(42, "h2"), nil, 0); err != nil || c.Kind != MemberGone || c.Key() != "m/h2" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, bad := range []struct{ key, val string }{
+		{k.netEndpoint(43, "h2", "e2"), `{}`},           // another network's key
+		{k.netRoot(42) + "eps/h2", `{}`},                // no endpoint id
+		{k.netRoot(42) + "eps/h2/e2/x", `{}`},           // too deep
+		{k.netRoot(42) + "members/", `{}`},              // no host
+		{k.netRoot(42) + "other/h2", `{}`},              // unknown kind
+		{k.netEndpoint(42, "h2", "e2"), `{`},            // undecodable
+		{k.netMember(42, "h2"), `{"vtep":"not an ip"}`}, // undecodable
+	} {
+		if c, err := k.decodeNetRecord(42, bad.key, []byte(bad.val), 1); err == nil {
+			t.Errorf("%s=%s decoded as %+v", bad.key, bad.val, c)
 		}
-	}
-	must(v.apply(k, k.host("h1"), []byte(`{"vtep":"192.0.2.1","port":4789}`)))
-	must(v.apply(k, k.host("h2"), []byte(`{"vtep":"192.0.2.2","port":4789}`)))
-	// The key says whose endpoint it is, whatever the value claims.
-	must(v.apply(k, k.endpoint("h2", "e2"), []byte(`{"id":"e2","host":"h1","vni":42,"mac":"02:00:00:00:00:02","ipv4":"10.1.0.2"}`)))
-	must(v.apply(k, k.endpoint("h1", "e1"), []byte(`{"id":"e1","vni":42,"mac":"02:00:00:00:00:01"}`)))
-	must(v.apply(k, k.endpoint("h2", "e3"), []byte(`{"id":"e3","vni":43,"mac":"02:00:00:00:00:03"}`)))
-	must(v.apply(k, k.endpoint("h9", "e9"), []byte(`{"id":"e9","vni":42,"mac":"02:00:00:00:00:09"}`))) // host gone
-	if err := v.apply(k, k.host("bad"), []byte(`{`)); err == nil {
-		t.Fatal("undecodable host accepted")
-	}
-	got := v.Remotes("h1", 42)
-	if len(got) != 1 || got[0].ID != "e2" || got[0].Host != "h2" || got[0].VTEP != netip.MustParseAddr("192.0.2.2") {
-		t.Fatalf("Remotes(h1, 42) = %+v", got)
-	}
-	must(v.apply(k, k.host("h2"), nil))
-	if got := v.Remotes("h1", 42); len(got) != 0 {
-		t.Fatalf("endpoint of a gone host still listed: %+v", got)
-	}
-	must(v.apply(k, k.endpoint("h2", "e2"), nil))
-	if _, ok := v.Endpoints["h2/e2"]; ok {
-		t.Fatal("deleted endpoint kept")
-	}
-	c := v.clone()
-	delete(c.Hosts, "h1")
-	if _, ok := v.Hosts["h1"]; !ok {
-		t.Fatal("clone shares its maps")
 	}
 }
 

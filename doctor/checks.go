@@ -158,13 +158,40 @@ func checkEtcd(f *Facts) Finding {
 	cl := f.Report.Cluster
 	switch {
 	case cl == nil:
-		c.Level, c.Message = Skip, "n/a (single-host)"
+		c.Level, c.Message = Skip, status.NotApplicable
 	case cl.Etcd.Connected:
 		c.Level, c.Message = OK, "connected to "+strings.Join(cl.Etcd.Endpoints, ",")
 	default:
 		c.Level = Fail
 		c.Message = fmt.Sprintf("not connected to %s: %s", strings.Join(cl.Etcd.Endpoints, ","), cl.Etcd.Error)
 		c.Fix = "check that etcd answers from this host (etcdctl --endpoints ... endpoint health), the TLS files and the firewall between them"
+	}
+	return c
+}
+
+// checkPeers: hosts of an older vxbridge this host cannot see, and records
+// of other hosts refused for claiming what another holds.
+func checkPeers(f *Facts) Finding {
+	c := Finding{Check: "peers"}
+	if f.Report == nil {
+		c.Level, c.Message = Skip, "no status from the plugin"
+		return c
+	}
+	cl := f.Report.Cluster
+	switch {
+	case cl == nil:
+		c.Level, c.Message = Skip, status.NotApplicable
+	case len(cl.OldHosts) > 0:
+		c.Level = Fail
+		c.Message = "hosts run a vxbridge from before records by network; their containers are unreachable from here: " + strings.Join(cl.OldHosts, ",")
+		c.Fix = "upgrade vxbridge on those hosts (README, Multi-host: upgrading a running cluster)"
+	case len(cl.Conflicts) > 0:
+		x := cl.Conflicts[0]
+		c.Level = Warn
+		c.Message = fmt.Sprintf("%d refused claim(s), e.g. vxlan.id %s: %s claims %s %s held by %s", len(cl.Conflicts), x.Network, x.Endpoint, x.What, x.Value, x.HeldBy)
+		c.Fix = "find the host that wrote the refused record (vxbridge status, REFUSED CLAIMS): a duplicated --ip, a cloned host id or a forged record"
+	default:
+		c.Level, c.Message = OK, fmt.Sprintf("%d peer host(s), no refused claims", len(cl.Peers))
 	}
 	return c
 }

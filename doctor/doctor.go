@@ -77,6 +77,7 @@ var Checks = []func(*Facts) Finding{
 	checkBrNetfilter,
 	checkMTU,
 	checkEtcd,
+	checkPeers,
 	checkNeighbours,
 	checkLeftovers,
 }

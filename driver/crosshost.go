@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -20,8 +20,9 @@ import (
 // Cross-host networks. A network created with -o vxlan.id=N is one L2
 // segment over every host that creates it with the same VNI and subnet: its
 // bridge gets a VXLAN device as a port, and the device's FDB and neighbour
-// entries point at the endpoints of the other hosts, as the etcd watch
-// reports them. The hooks below are called from the single-host lifecycle
+// entries point at the endpoints of the other hosts, as package peers
+// programs them from the network's records in etcd, outside the driver's
+// lock. The hooks below are called from the single-host lifecycle
 // (driver.go, endpoint.go, reconcile.go) and do nothing for local networks.
 //
 // etcd is waited for only by CreateNetwork of a cross-host network (the
@@ -39,24 +40,56 @@ const claimTimeout = 10 * time.Second
 type crossHost struct {
 	cfg CrossHostConfig
 
-	mu       sync.Mutex // guards view and haveView
-	view     cluster.View
-	haveView bool
+	// ctx ends the background etcd calls (block prefetch and release) when
+	// the driver closes; bg waits for them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
 
-	syncMu sync.Mutex // one table sync at a time
+	mu    sync.Mutex                          // guards local
+	local map[uint32]map[string]localEndpoint // this host's endpoints by network and id
+}
+
+// localEndpoint is what peers must not claim of one of this host's own
+// endpoints.
+type localEndpoint struct {
+	ips []netip.Addr
+	mac string
 }
 
 func newCrossHost(cfg *CrossHostConfig) *crossHost {
 	if cfg == nil {
 		return nil
 	}
-	return &crossHost{cfg: *cfg}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}}
+}
+
+// close ends the background etcd calls and waits for them.
+func (x *crossHost) close() {
+	if x != nil {
+		x.cancel()
+		x.bg.Wait()
+	}
+}
+
+// background runs fn with a context bounded by claimTimeout and by the
+// driver's life.
+func (x *crossHost) background(fn func(ctx context.Context)) {
+	x.bg.Add(1)
+	go func() {
+		defer x.bg.Done()
+		ctx, cancel := context.WithTimeout(x.ctx, claimTimeout)
+		defer cancel()
+		fn(ctx)
+	}()
 }
 
 // The components of the cross-host configuration; only when d.xh != nil.
 func (d *Driver) cluster() Cluster      { return d.xh.cfg.Cluster }
 func (d *Driver) blocks() AddressBlocks { return d.xh.cfg.Blocks }
 func (d *Driver) hostVXLAN() VXLAN      { return d.xh.cfg.VXLAN }
+func (d *Driver) peers() Peers          { return d.xh.cfg.Peers }
 
 // connectivityScope is "global" when cross-host networks are configured:
 // docker then knows a network of this driver may span hosts. Scope stays
@@ -151,7 +184,8 @@ func (d *Driver) unclaimCrossHost(n *store.Network) {
 	d.cluster().LeaveNetwork(n.VNI)
 }
 
-// ensureVXLAN makes the network's VXLAN device and programs its peers.
+// ensureVXLAN makes the network's VXLAN device and has its peers followed
+// and programmed (in the background, by package peers).
 func (d *Driver) ensureVXLAN(n *store.Network) error {
 	if n.VNI == 0 {
 		return nil
@@ -171,8 +205,20 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 	if err != nil {
 		return fmt.Errorf("vxlan device of network %s: %w", short(n.ID), err)
 	}
-	d.syncNetwork(n)
+	d.peers().Attach(d.peerNetwork(n, vx))
 	return nil
+}
+
+// peerNetwork is what package peers needs of network n.
+func (d *Driver) peerNetwork(n *store.Network, vx VXLAN) peers.Network {
+	pn := peers.Network{ID: n.ID, VNI: n.VNI, Device: vxlan.DeviceName(n.VNI), Kernel: vx}
+	for _, s := range n.Subnets() {
+		pn.Subnets = append(pn.Subnets, s.Pool)
+		if s.Gateway.IsValid() {
+			pn.Gateways = append(pn.Gateways, s.Gateway.Addr())
+		}
+	}
+	return pn
 }
 
 // vxlanOf returns the VXLAN interface of the namespace where network n's
@@ -215,6 +261,10 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return // an orphan device goes with the next reconcile
 	}
+	d.peers().Detach(n.VNI)
+	d.xh.mu.Lock()
+	delete(d.xh.local, n.VNI)
+	d.xh.mu.Unlock()
 	if vx, found, err := d.openVXLAN(n); err != nil {
 		d.logUndoErr("delete vxlan device", err, "vni", n.VNI)
 	} else if found {
@@ -224,13 +274,11 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	// Its address blocks go back to the cluster, in the background: a
 	// subnet must not be used up by hosts that once had the network.
 	for _, s := range n.Subnets() {
-		go func(p netip.Prefix) {
-			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-			defer cancel()
-			if err := d.blocks().ReleaseBlocks(ctx, p); err != nil {
-				d.log.Warn("address blocks not given back; they stay this host's", "pool", p, "err", err)
+		d.xh.background(func(ctx context.Context) {
+			if err := d.blocks().ReleaseBlocks(ctx, s.Pool); err != nil {
+				d.log.Warn("address blocks not given back; they stay this host's", "pool", s.Pool, "err", err)
 			}
-		}(s.Pool)
+		})
 	}
 }
 
@@ -241,35 +289,74 @@ func (d *Driver) crossHostCreated(n *store.Network) {
 		return
 	}
 	for _, s := range n.Subnets() {
-		go func(p netip.Prefix) {
-			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-			defer cancel()
-			if err := d.blocks().Prefetch(ctx, p); err != nil {
-				d.log.Warn("no address block leased ahead; the first container will ask etcd", "pool", p, "err", err)
+		d.xh.background(func(ctx context.Context) {
+			if err := d.blocks().Prefetch(ctx, s.Pool); err != nil {
+				d.log.Warn("no address block leased ahead; the first container will ask etcd", "pool", s.Pool, "err", err)
 			}
-		}(s.Pool)
+		})
 	}
 }
 
-// publishEndpoint hands a cross-host endpoint to the cluster (no waiting).
+// publishEndpoint hands a cross-host endpoint to the cluster and tells the
+// network's peers it is this host's (no waiting).
 func (d *Driver) publishEndpoint(n *store.Network, ep *store.Endpoint) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
 	d.cluster().Publish(cluster.Endpoint{ID: ep.ID, VNI: n.VNI, MAC: ep.MAC, IPv4: ep.IPv4.Addr(), IPv6: ep.IPv6.Addr()})
+	le := localEndpoint{mac: ep.MAC}
+	for _, p := range []netip.Prefix{ep.IPv4, ep.IPv6} {
+		if p.IsValid() {
+			le.ips = append(le.ips, p.Addr())
+		}
+	}
+	d.setLocal(n.VNI, func(m map[string]localEndpoint) { m[ep.ID] = le })
 }
 
 // withdrawEndpoint takes an endpoint out of the cluster (no waiting);
 // harmless for endpoints that were never published.
 func (d *Driver) withdrawEndpoint(ep *store.Endpoint) {
-	if d.xh != nil {
-		d.cluster().Withdraw(ep.ID)
+	if d.xh == nil {
+		return
+	}
+	d.cluster().Withdraw(ep.ID)
+	d.xh.mu.Lock()
+	var vnis []uint32
+	for vni, m := range d.xh.local {
+		if _, ok := m[ep.ID]; ok {
+			vnis = append(vnis, vni)
+		}
+	}
+	d.xh.mu.Unlock()
+	for _, vni := range vnis {
+		d.setLocal(vni, func(m map[string]localEndpoint) { delete(m, ep.ID) })
 	}
 }
 
+// setLocal changes this host's endpoints of network vni and hands the
+// result to its peers' follower (which only queues it).
+func (d *Driver) setLocal(vni uint32, change func(map[string]localEndpoint)) {
+	d.xh.mu.Lock()
+	m := d.xh.local[vni]
+	if m == nil {
+		m = map[string]localEndpoint{}
+		d.xh.local[vni] = m
+	}
+	change(m)
+	var ips []netip.Addr
+	var macs []string
+	for _, le := range m {
+		ips = append(ips, le.ips...)
+		macs = append(macs, le.mac)
+	}
+	d.xh.mu.Unlock()
+	d.peers().SetLocal(vni, ips, macs)
+}
+
 // reconcileCrossHost re-publishes this host's cross-host networks and
-// endpoints (after a restart the cluster client starts empty) and re-programs
-// every VXLAN device from the last view. d.mu held.
+// endpoints (after a restart the cluster client starts empty) and has every
+// network's VXLAN device compared with its records (in the background).
+// d.mu held.
 func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) {
 	if d.xh == nil {
 		return
@@ -286,88 +373,5 @@ func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) 
 			d.publishEndpoint(n, &eps[i])
 		}
 	}
-	d.syncNetworks(nets)
-}
-
-// RunCrossHost follows the cluster until ctx ends, re-programming the VXLAN
-// devices on every change. Without cross-host configuration it returns.
-func (d *Driver) RunCrossHost(ctx context.Context) {
-	if d.xh == nil {
-		return
-	}
-	d.xh.cfg.Cluster.Watch(ctx, func(v cluster.View) {
-		// Under d.mu, so no device is created or deleted under the sync.
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		d.xh.mu.Lock()
-		d.xh.view, d.xh.haveView = v, true
-		d.xh.mu.Unlock()
-		nets, err := d.store.Networks()
-		if err != nil {
-			d.log.Error("cross-host: read networks", "err", err)
-			return
-		}
-		d.syncNetworks(nets)
-	})
-}
-
-func (d *Driver) syncNetworks(nets []store.Network) {
-	total := 0
-	for i := range nets {
-		if nets[i].VNI != 0 {
-			total += d.syncNetwork(&nets[i])
-		}
-	}
-	if total > 0 {
-		if _, _, err := d.xh.cfg.VXLAN.EnsureNeighLimits(total); err != nil {
-			d.log.Warn("cross-host: neighbour-table limits", "err", err)
-		}
-	}
-}
-
-// syncNetwork programs the network's VXLAN device from the last view and
-// returns how many neighbour entries it wants. Before the first view it
-// changes nothing: after a restart with etcd down, the entries already in
-// the kernel keep known peers reachable.
-func (d *Driver) syncNetwork(n *store.Network) int {
-	d.xh.mu.Lock()
-	view, ok := d.xh.view, d.xh.haveView
-	d.xh.mu.Unlock()
-	if !ok {
-		return 0
-	}
-	want := vxlan.Desired(peersOf(view.Remotes(d.xh.cfg.Cluster.HostID(), n.VNI)))
-	d.xh.syncMu.Lock()
-	defer d.xh.syncMu.Unlock()
-	vx, err := d.vxlanOf(n)
-	var c vxlan.Changes
-	if err == nil {
-		c, err = vx.Sync(vxlan.DeviceName(n.VNI), want)
-	}
-	if err != nil {
-		d.log.Warn("cross-host: programming peers failed; the next change or reconcile retries", "network", short(n.ID), "vni", n.VNI, "err", err)
-	}
-	if !c.Empty() {
-		d.log.Info("cross-host peers programmed", "network", short(n.ID), "vni", n.VNI,
-			"fdb_set", len(c.SetFDB), "fdb_deleted", len(c.DelFDB), "neigh_set", len(c.SetNeigh), "neigh_deleted", len(c.DelNeigh))
-	}
-	return len(want.Neigh)
-}
-
-func peersOf(remotes []cluster.Remote) []vxlan.Peer {
-	out := make([]vxlan.Peer, 0, len(remotes))
-	for _, r := range remotes {
-		mac, err := net.ParseMAC(r.MAC)
-		if err != nil {
-			continue
-		}
-		p := vxlan.Peer{MAC: mac, VTEP: r.VTEP}
-		for _, ip := range []netip.Addr{r.IPv4, r.IPv6} {
-			if ip.IsValid() {
-				p.IPs = append(p.IPs, ip)
-			}
-		}
-		out = append(out, p)
-	}
-	return out
+	d.peers().Resync()
 }

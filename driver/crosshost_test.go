@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
@@ -22,17 +24,18 @@ type fakeCluster struct {
 	claimErr  error
 	published map[string]cluster.Endpoint
 	rejoined  map[uint32]bool
-	watchFn   func(cluster.View)
-	watching  chan struct{}
+	sinks     chan cluster.NetworkSink // each network followed
 }
 
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{claimed: map[uint32][]netip.Prefix{}, published: map[string]cluster.Endpoint{},
-		rejoined: map[uint32]bool{}, watching: make(chan struct{})}
+		rejoined: map[uint32]bool{}, sinks: make(chan cluster.NetworkSink, 10)}
 }
 
-func (c *fakeCluster) HostID() string            { return "self" }
-func (c *fakeCluster) Connected() (bool, string) { return true, "" }
+func (c *fakeCluster) HostID() string               { return "self" }
+func (c *fakeCluster) Connected() (bool, string)    { return true, "" }
+func (c *fakeCluster) OldHosts() []string           { return nil }
+func (c *fakeCluster) WatchStats() (uint64, uint64) { return 0, 0 }
 func (c *fakeCluster) ClaimNetwork(_ context.Context, n cluster.Network) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -62,11 +65,8 @@ func (c *fakeCluster) Withdraw(id string) {
 	defer c.mu.Unlock()
 	delete(c.published, id)
 }
-func (c *fakeCluster) Watch(ctx context.Context, fn func(cluster.View)) {
-	c.mu.Lock()
-	c.watchFn = fn
-	c.mu.Unlock()
-	close(c.watching)
+func (c *fakeCluster) FollowNetwork(ctx context.Context, vni uint32, sink cluster.NetworkSink) {
+	c.sinks <- sink
 	<-ctx.Done()
 }
 
@@ -76,6 +76,7 @@ type fakeVXLAN struct {
 	tables  map[string]vxlan.Table
 	syncs   int
 	limits  int
+	block   chan struct{} // non-nil: Apply waits until it is closed
 }
 
 func (f *fakeVXLAN) EnsureDevice(d vxlan.Device) error {
@@ -93,16 +94,62 @@ func (f *fakeVXLAN) DeleteDevice(name, alias string) error {
 	}
 	return nil
 }
-func (f *fakeVXLAN) Sync(name string, t vxlan.Table) (vxlan.Changes, error) {
+func (f *fakeVXLAN) Entries(name string) (vxlan.Table, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.devices[name]; !ok {
-		return vxlan.Changes{}, fmt.Errorf("vxlan device %q does not exist", name)
+		return vxlan.Table{}, fmt.Errorf("vxlan device %q does not exist", name)
+	}
+	return f.tables[name], nil
+}
+func (f *fakeVXLAN) Apply(name string, c vxlan.Changes) error {
+	f.mu.Lock()
+	block := f.block
+	f.mu.Unlock()
+	if block != nil {
+		<-block // a kernel write that hangs
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.devices[name]; !ok {
+		return fmt.Errorf("vxlan device %q does not exist", name)
 	}
 	f.syncs++
-	c := vxlan.Plan(t, f.tables[name])
-	f.tables[name] = t
-	return c, nil
+	t := f.tables[name]
+	fdb := map[string]netip.Addr{}
+	for _, e := range t.FDB {
+		fdb[e.MAC] = e.Dst
+	}
+	neigh := map[netip.Addr]string{}
+	for _, e := range t.Neigh {
+		neigh[e.IP] = e.MAC
+	}
+	for _, e := range c.DelFDB {
+		delete(fdb, e.MAC)
+	}
+	for _, e := range c.DelNeigh {
+		delete(neigh, e.IP)
+	}
+	for _, e := range c.SetFDB {
+		fdb[e.MAC] = e.Dst
+	}
+	for _, e := range c.SetNeigh {
+		neigh[e.IP] = e.MAC
+	}
+	var out vxlan.Table
+	for mac, dst := range fdb {
+		out.FDB = append(out.FDB, vxlan.FDB{MAC: mac, Dst: dst})
+	}
+	for ip, mac := range neigh {
+		out.Neigh = append(out.Neigh, vxlan.Neigh{IP: ip, MAC: mac})
+	}
+	f.tables[name] = out
+	return nil
+}
+func (f *fakeVXLAN) table(name string) vxlan.Table {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tables[name]
 }
 func (f *fakeVXLAN) EnsureNeighLimits(want int) (vxlan.NeighLimits, bool, error) {
 	f.mu.Lock()
@@ -137,6 +184,7 @@ type xhHarness struct {
 	cl     *fakeCluster
 	vx     *fakeVXLAN
 	blocks *fakeBlocks
+	peers  *peers.Manager
 }
 
 func newXHHarness(t *testing.T) *xhHarness {
@@ -145,11 +193,49 @@ func newXHHarness(t *testing.T) *xhHarness {
 		vx: &fakeVXLAN{devices: map[string]vxlan.Device{}, tables: map[string]vxlan.Table{}},
 		blocks: &fakeBlocks{held: map[netip.Prefix]bool{netip.MustParsePrefix("10.42.0.0/24"): true}, prefetched: make(chan netip.Prefix, 10),
 			released: make(chan netip.Prefix, 10)}}
+	h.start(t)
+	return h
+}
+
+// start makes the driver (again, as a restarted plugin would) with a fresh
+// peers manager.
+func (h *xhHarness) start(t *testing.T) {
+	h.peers = peers.New(peers.Config{Self: "self", SelfVTEP: netip.MustParseAddr("192.0.2.1"), Source: h.cl,
+		NeighLimits: func(n int) { h.vx.EnsureNeighLimits(n) }})
+	t.Cleanup(h.peers.Close)
 	h.d = New(Config{Store: h.st, Links: h.links, Firewall: h.fw, CrossHost: &CrossHostConfig{
-		Cluster: h.cl, VXLAN: h.vx, Blocks: h.blocks,
+		Cluster: h.cl, VXLAN: h.vx, Blocks: h.blocks, Peers: h.peers,
 		VTEP: netip.MustParseAddr("192.0.2.1"), VTEPInterface: "eth0", UnderlayMTU: 1500, Port: 4789,
 	}})
-	return h
+	t.Cleanup(h.d.Close)
+}
+
+// sink is the next network's sink the peers manager follows.
+func (h *xhHarness) sink(t *testing.T) cluster.NetworkSink {
+	t.Helper()
+	select {
+	case s := <-h.cl.sinks:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no network followed")
+	}
+	return nil
+}
+
+// waitTable waits until the device's table satisfies ok.
+func (h *xhHarness) waitTable(t *testing.T, dev string, ok func(vxlan.Table) bool) vxlan.Table {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tbl := h.vx.table(dev)
+		if ok(tbl) {
+			return tbl
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device %s: table %+v", dev, tbl)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func xhReq(vni string, mtu string) *network.CreateNetworkRequest {
@@ -226,38 +312,32 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 		t.Fatalf("veth mtu %d", v.MTU)
 	}
 
-	// The watch programs the device with the other hosts' endpoints only.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.d.RunCrossHost(ctx)
-	<-h.cl.watching
-	view := cluster.NewView()
-	view.Hosts["self"] = cluster.Host{ID: "self", VTEP: netip.MustParseAddr("192.0.2.1")}
-	view.Hosts["h2"] = cluster.Host{ID: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}
-	view.Endpoints["self/"+epID(1)] = cluster.Endpoint{ID: epID(1), Host: "self", VNI: 42, MAC: ep.MAC}
-	view.Endpoints["h2/e2"] = cluster.Endpoint{ID: "e2", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:02",
-		IPv4: netip.MustParseAddr("10.42.0.66")}
-	view.Endpoints["h2/e3"] = cluster.Endpoint{ID: "e3", Host: "h2", VNI: 7, MAC: "02:00:00:00:00:03"}
-	h.cl.watchFn(view)
-	tbl := h.vx.tables["vxv-2a"]
-	if len(tbl.FDB) != 1 || tbl.FDB[0] != (vxlan.FDB{MAC: "02:00:00:00:00:02", Dst: netip.MustParseAddr("192.0.2.2")}) ||
-		len(tbl.Neigh) != 1 || tbl.Neigh[0].IP != netip.MustParseAddr("10.42.0.66") {
-		t.Fatalf("programmed table %+v", tbl)
-	}
-	if h.vx.limits != 1 {
-		t.Fatalf("neighbour limits checked for %d entries, want 1", h.vx.limits)
+	// The network's records program the device with the other hosts'
+	// endpoints only, in the background.
+	sink := h.sink(t)
+	sink.Reset(cluster.NetworkState{VNI: 42, Members: []cluster.Member{
+		{Host: "self", VTEP: netip.MustParseAddr("192.0.2.1")}, {Host: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}},
+		Endpoints: []cluster.Endpoint{{ID: epID(1), Host: "self", VNI: 42, MAC: ep.MAC, IPv4: ep.IPv4},
+			{ID: "e2", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:02", IPv4: netip.MustParseAddr("10.42.0.66")},
+			{ID: "e3", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:03", IPv4: ep.IPv4}}}) // claims this host's address
+	h.waitTable(t, "vxv-2a", func(tbl vxlan.Table) bool {
+		return len(tbl.FDB) == 2 && len(tbl.Neigh) == 1 && tbl.Neigh[0].IP == netip.MustParseAddr("10.42.0.66")
+	})
+	h.vx.mu.Lock()
+	limits := h.vx.limits
+	h.vx.mu.Unlock()
+	if limits != 1 {
+		t.Fatalf("neighbour limits checked for %d entries, want 1", limits)
 	}
 	st, err := h.d.ClusterStatus()
-	if err != nil || st == nil || !st.Etcd.Connected || st.VTEP != "192.0.2.1" || st.FDBEntries != 1 || st.NeighborEntries != 1 ||
-		len(st.Peers) != 1 || st.Peers[0].Host != "h2" || fmt.Sprint(st.Peers[0].Networks) != "[42]" {
+	if err != nil || st == nil || !st.Etcd.Connected || st.VTEP != "192.0.2.1" || st.FDBEntries != 2 || st.NeighborEntries != 1 ||
+		len(st.Peers) != 1 || st.Peers[0].Host != "h2" || fmt.Sprint(st.Peers[0].Networks) != "[42]" ||
+		len(st.Conflicts) != 1 || st.Conflicts[0].Endpoint != "h2/e3" || st.Conflicts[0].HeldBy != "self (this host)" {
 		t.Fatalf("cluster status %+v, %v", st, err)
 	}
 	// The host goes: its entries go.
-	delete(view.Hosts, "h2")
-	h.cl.watchFn(view)
-	if tbl := h.vx.tables["vxv-2a"]; len(tbl.FDB)+len(tbl.Neigh) != 0 {
-		t.Fatalf("entries of a departed host kept: %+v", tbl)
-	}
+	sink.Apply([]cluster.Change{{Kind: cluster.MemberGone, Host: "h2"}})
+	h.waitTable(t, "vxv-2a", func(tbl vxlan.Table) bool { return len(tbl.FDB)+len(tbl.Neigh) == 0 })
 
 	if err := h.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epID(1)}); err != nil {
 		t.Fatal(err)
@@ -326,9 +406,7 @@ func TestCrossHostReconcile(t *testing.T) {
 	}
 	// The restarted plugin: a fresh cluster client, same store and kernel.
 	h.cl = newFakeCluster()
-	h.d = New(Config{Store: h.st, Links: h.links, Firewall: h.fw, CrossHost: &CrossHostConfig{
-		Cluster: h.cl, VXLAN: h.vx, Blocks: h.blocks, VTEP: netip.MustParseAddr("192.0.2.1"), UnderlayMTU: 1500, Port: 4789,
-	}})
+	h.start(t)
 	h.vx.tables["vxv-2a"] = vxlan.Table{FDB: []vxlan.FDB{{MAC: "02:00:00:00:00:09", Dst: netip.MustParseAddr("192.0.2.9")}}}
 	h.links.Links["vxv-99"] = bridge.LinkInfo{Name: "vxv-99", Alias: vxlanAlias(netB), Kind: "vxlan"}
 	if _, err := h.d.Reconcile(); err != nil {
@@ -337,10 +415,66 @@ func TestCrossHostReconcile(t *testing.T) {
 	if !h.cl.rejoined[42] || h.cl.published[epID(1)].VNI != 42 {
 		t.Fatalf("not re-published: rejoined %v published %v", h.cl.rejoined, h.cl.published)
 	}
-	if len(h.vx.tables["vxv-2a"].FDB) != 1 {
-		t.Fatal("entries flushed before the first etcd view: known peers would be cut off while etcd is down")
+	sink := h.sink(t)
+	time.Sleep(50 * time.Millisecond)
+	if len(h.vx.table("vxv-2a").FDB) != 1 {
+		t.Fatal("entries flushed before the network's first listing: known peers would be cut off while etcd is down")
 	}
+	sink.Reset(cluster.NetworkState{VNI: 42}) // etcd is back: the stale entry goes
+	h.waitTable(t, "vxv-2a", func(tbl vxlan.Table) bool { return len(tbl.FDB) == 0 })
 	if _, ok := h.links.Links["vxv-99"]; ok {
 		t.Fatal("orphan vxlan device kept")
+	}
+}
+
+// TestDockerCallsDoNotWaitForPeers: while peer programming hangs in the
+// kernel, docker's calls on the same cross-host network (and a reconcile,
+// and status) still return at once.
+func TestDockerCallsDoNotWaitForPeers(t *testing.T) {
+	h := newXHHarness(t)
+	mustCreate(t, h.harness, xhReq("42", ""))
+	sink := h.sink(t)
+	h.vx.mu.Lock()
+	h.vx.block = make(chan struct{})
+	h.vx.mu.Unlock()
+	defer close(h.vx.block)
+	var eps []cluster.Endpoint
+	for i := range 200 {
+		eps = append(eps, cluster.Endpoint{ID: fmt.Sprint("r", i), Host: "h2", VNI: 42, MAC: fmt.Sprintf("02:00:00:00:01:%02x", i),
+			IPv4: netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 50)})})
+	}
+	sink.Reset(cluster.NetworkState{VNI: 42, Members: []cluster.Member{{Host: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}}, Endpoints: eps})
+	time.Sleep(50 * time.Millisecond) // the follower is now stuck in the kernel
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); dockerCalls(t, h, sink) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("5 endpoint lifecycles, a reconcile and a status still running after %s while peer programming hung", time.Since(start))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("5 endpoint lifecycles, a reconcile and a status took %s while peer programming hung", d)
+	}
+}
+
+func dockerCalls(t *testing.T, h *xhHarness, sink cluster.NetworkSink) {
+	for i := 1; i <= 5; i++ {
+		if _, err := h.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netA, EndpointID: epID(i),
+			Interface: &network.EndpointInterface{Address: fmt.Sprintf("10.42.0.%d/24", i+1)}}); err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := h.d.Join(&network.JoinRequest{NetworkID: netA, EndpointID: epID(i), SandboxKey: "/var/run/docker/netns/x"}); err != nil {
+			t.Error(err)
+			return
+		}
+		sink.Apply([]cluster.Change{{Kind: cluster.EndpointGone, Host: "h2", ID: fmt.Sprint("r", i)}})
+	}
+	if _, err := h.d.Reconcile(); err != nil {
+		t.Error(err)
+	}
+	if _, err := h.d.ClusterStatus(); err != nil {
+		t.Error(err)
 	}
 }

@@ -107,6 +107,10 @@ func New(cfg Config) *Driver {
 	return d
 }
 
+// Close ends the driver's background etcd calls (address block prefetch
+// and release after a network's create and delete) and waits for them.
+func (d *Driver) Close() { d.xh.close() }
+
 func netAlias(id string) string { return aliasNetPrefix + id }
 
 // lockEndpoint holds d.mu shared and endpoint id's own lock, and returns

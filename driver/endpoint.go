@@ -121,14 +121,7 @@ func (d *Driver) macTaken(n *store.Network, mac string) (bool, error) {
 	if n.VNI == 0 || d.xh == nil {
 		return false, nil
 	}
-	d.xh.mu.Lock()
-	defer d.xh.mu.Unlock()
-	for _, e := range d.xh.view.Endpoints {
-		if e.VNI == n.VNI && e.MAC == mac {
-			return true, nil
-		}
-	}
-	return false, nil
+	return d.peers().MACTaken(n.VNI, mac), nil
 }
 
 // endpointAddr parses an endpoint address docker sent in CIDR form and checks

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
@@ -21,11 +22,28 @@ type Cluster interface {
 	Rejoin(vni uint32)
 	Publish(ep cluster.Endpoint)
 	Withdraw(id string)
-	// Watch calls fn with the whole cluster view after every change until
-	// ctx ends.
-	Watch(ctx context.Context, fn func(cluster.View))
 	// Connected says whether this host's records last reached etcd.
 	Connected() (bool, string)
+	// OldHosts lists live hosts of a version before records by network.
+	OldHosts() []string
+	// WatchStats counts the listings and watch events this host's network
+	// watches received.
+	WatchStats() (lists, events uint64)
+}
+
+// Peers follows the records of each cross-host network and programs its
+// VXLAN device (package peers). Every method only queues work: no docker
+// call waits for peer programming.
+type Peers interface {
+	Attach(n peers.Network)
+	Detach(vni uint32)
+	SetLocal(vni uint32, ips []netip.Addr, macs []string)
+	Resync()
+	Status() []peers.Status
+	// MACTaken says whether another host's record of network vni has mac.
+	MACTaken(vni uint32, mac string) bool
+	// Conflicts counts the claims refused since the start.
+	Conflicts() uint64
 }
 
 // VXLAN makes VXLAN devices and programs their peers (package vxlan).
@@ -33,8 +51,10 @@ type Cluster interface {
 type VXLAN interface {
 	EnsureDevice(d vxlan.Device) error
 	DeleteDevice(name, alias string) error
-	// Sync makes the device's FDB and neighbour entries equal t.
-	Sync(name string, t vxlan.Table) (vxlan.Changes, error)
+	// Apply and Entries write and read the device's FDB and neighbour
+	// entries (for package peers).
+	Apply(name string, c vxlan.Changes) error
+	Entries(name string) (vxlan.Table, error)
 	EnsureNeighLimits(want int) (vxlan.NeighLimits, bool, error)
 }
 
@@ -52,8 +72,9 @@ type AddressBlocks interface {
 // (no --etcd-endpoints) such networks are refused.
 type CrossHostConfig struct {
 	Cluster Cluster
-	VXLAN   VXLAN
+	VXLAN   VXLAN // in the host's namespace (neighbour limits; networks without a namespace)
 	Blocks  AddressBlocks
+	Peers   Peers
 	// VTEP is this host's underlay address, on interface VTEPInterface
 	// whose MTU is UnderlayMTU.
 	VTEP          netip.Addr

@@ -68,26 +68,20 @@ func (d *Driver) ownedLinksIn(n *store.Network) ([]bridge.LinkInfo, error) {
 }
 
 // ClusterStatus is the cross-host part of a status report: etcd, this
-// host's VTEP, the peer hosts of the last etcd view with the VNIs they share
-// with this host, and how many entries that asks of the kernel. nil on a
-// single-host plugin.
+// host's VTEP, the member hosts of its cross-host networks with the VNIs
+// they share with it, the entries programmed for them and the claims
+// refused. nil on a single-host plugin. It takes no driver lock.
 func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	if d.xh == nil {
 		return nil, nil
-	}
-	nets, err := d.store.Networks()
-	if err != nil {
-		return nil, err
 	}
 	cfg := &d.xh.cfg
 	c := &status.Cluster{VTEP: cfg.VTEP.String(), Peers: []status.Peer{}}
 	c.Etcd.Endpoints = cfg.EtcdEndpoints
 	c.Etcd.Connected, c.Etcd.Error = cfg.Cluster.Connected()
-	d.xh.mu.Lock()
-	view, haveView := d.xh.view, d.xh.haveView
-	d.xh.mu.Unlock()
-	if haveView {
-		c.Peers, c.FDBEntries, c.NeighborEntries = peerRows(nets, view, cfg.Cluster.HostID())
-	}
+	c.Peers, c.FDBEntries, c.NeighborEntries, c.Conflicts = peerRows(cfg.Peers.Status())
+	c.OldHosts = cfg.Cluster.OldHosts()
+	c.ConflictsTotal = cfg.Peers.Conflicts()
+	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()
 	return c, nil
 }

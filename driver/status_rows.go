@@ -11,10 +11,9 @@ import (
 	"strings"
 
 	"github.com/vxbridge/vxbridge/bridge"
-	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
-	"github.com/vxbridge/vxbridge/vxlan"
 )
 
 // statusRows is the pure part of Status: records plus the links that carry
@@ -84,38 +83,35 @@ func vethHealth(ep store.Endpoint, bridgeName string, byAlias map[string]bridge.
 	return status.Healthy()
 }
 
-// peerRows is the pure part of ClusterStatus: the peer hosts of view other
-// than self, with the VNIs of nets they share with this host, sorted by
-// host; and how many FDB and neighbour entries those peers ask of the
-// kernel.
-func peerRows(nets []store.Network, view cluster.View, self string) (peers []status.Peer, fdb, neigh int) {
+// peerRows is the pure part of ClusterStatus: the member hosts of this
+// host's cross-host networks, with the VNIs they share with it, sorted by
+// host; the FDB and neighbour entries programmed for them; and the claims
+// refused.
+func peerRows(nets []peers.Status) (rows []status.Peer, fdb, neigh int, conflicts []status.Conflict) {
 	shared := map[string][]string{} // host -> VNIs shared with this host
+	byHost := map[string]peers.Peer{}
 	for _, n := range nets {
-		if n.VNI == 0 {
-			continue
-		}
-		remotes := view.Remotes(self, n.VNI)
-		t := vxlan.Desired(peersOf(remotes))
-		fdb += len(t.FDB)
-		neigh += len(t.Neigh)
-		for _, r := range remotes {
-			vni := strconv.FormatUint(uint64(n.VNI), 10)
-			if !slices.Contains(shared[r.Host], vni) {
-				shared[r.Host] = append(shared[r.Host], vni)
+		vni := strconv.FormatUint(uint64(n.VNI), 10)
+		fdb += n.FDB
+		neigh += n.Neigh
+		for _, p := range n.Peers {
+			shared[p.Host] = append(shared[p.Host], vni)
+			if old, ok := byHost[p.Host]; !ok || !p.Usable && old.Usable {
+				byHost[p.Host] = p
 			}
 		}
-	}
-	peers = []status.Peer{}
-	for id, h := range view.Hosts {
-		if id == self {
-			continue
+		for _, c := range n.Conflicts {
+			conflicts = append(conflicts, status.Conflict{Network: vni, Endpoint: c.Endpoint, What: c.What, Value: c.Value, HeldBy: c.Holder})
 		}
-		p := status.Peer{Host: id, VTEP: h.VTEP.String(), Networks: shared[id], Health: status.Healthy()}
-		if !h.VTEP.IsValid() {
-			p.Health = status.Unhealthy("no VTEP address in its host record")
-		}
-		peers = append(peers, p)
 	}
-	slices.SortFunc(peers, func(a, b status.Peer) int { return strings.Compare(a.Host, b.Host) })
-	return peers, fdb, neigh
+	rows = []status.Peer{}
+	for id, p := range byHost {
+		row := status.Peer{Host: id, VTEP: p.VTEP.String(), Networks: shared[id], Health: status.Healthy()}
+		if !p.Usable {
+			row.Health = status.Unhealthy("its VTEP " + p.VTEP.String() + " is not a unicast address vxbridge sends to (loopback, link-local, unset or this host's own): its endpoints are refused")
+		}
+		rows = append(rows, row)
+	}
+	slices.SortFunc(rows, func(a, b status.Peer) int { return strings.Compare(a.Host, b.Host) })
+	return rows, fdb, neigh, conflicts
 }

@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/vxbridge/vxbridge/bridge"
-	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -53,27 +54,27 @@ func TestStatusRows(t *testing.T) {
 }
 
 func TestPeerRows(t *testing.T) {
-	nets := []store.Network{{ID: "n42", VNI: 42}, {ID: "n7", VNI: 7}, {ID: "local"}}
-	view := cluster.NewView()
-	view.Hosts["self"] = cluster.Host{ID: "self", VTEP: netip.MustParseAddr("192.0.2.1")}
-	view.Hosts["h3"] = cluster.Host{ID: "h3"} // no VTEP yet
-	view.Hosts["h2"] = cluster.Host{ID: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}
-	view.Endpoints["self/e1"] = cluster.Endpoint{ID: "e1", Host: "self", VNI: 42, MAC: "02:00:00:00:00:01"}
-	view.Endpoints["h2/e2"] = cluster.Endpoint{ID: "e2", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:02", IPv4: netip.MustParseAddr("10.42.0.2")}
-	view.Endpoints["h2/e3"] = cluster.Endpoint{ID: "e3", Host: "h2", VNI: 7, MAC: "02:00:00:00:00:03"}
-	view.Endpoints["h2/e4"] = cluster.Endpoint{ID: "e4", Host: "h2", VNI: 99, MAC: "02:00:00:00:00:04"} // a network not here
-	view.Endpoints["h3/e5"] = cluster.Endpoint{ID: "e5", Host: "h3", VNI: 42, MAC: "02:00:00:00:00:05"}
-	peers, fdb, neigh := peerRows(nets, view, "self")
+	h2 := peers.Peer{Host: "h2", VTEP: netip.MustParseAddr("192.0.2.2"), Usable: true}
+	h3 := peers.Peer{Host: "h3", VTEP: netip.MustParseAddr("127.0.0.1")} // refused VTEP
+	nets := []peers.Status{
+		{VNI: 7, FDB: 1, Neigh: 0, Peers: []peers.Peer{h2}},
+		{VNI: 42, FDB: 1, Neigh: 1, Peers: []peers.Peer{h3, h2},
+			Conflicts: []peers.Conflict{{Endpoint: "h3/e5", What: "address", Value: "10.42.0.2", Holder: "h2/e2"}}},
+	}
+	rows, fdb, neigh, conflicts := peerRows(nets)
 	if fdb != 2 || neigh != 1 {
-		t.Errorf("%d FDB and %d neighbour entries, want 2 and 1 (h2's endpoints of this host's networks)", fdb, neigh)
+		t.Errorf("%d FDB and %d neighbour entries, want 2 and 1", fdb, neigh)
 	}
-	if len(peers) != 2 || peers[0].Host != "h2" || peers[1].Host != "h3" {
-		t.Fatalf("peers %+v, want h2 and h3 in that order", peers)
+	if len(rows) != 2 || rows[0].Host != "h2" || rows[1].Host != "h3" {
+		t.Fatalf("peers %+v, want h2 and h3 in that order", rows)
 	}
-	if h2 := peers[0]; !h2.Health.OK || h2.VTEP != "192.0.2.2" || !slices.Equal(h2.Networks, []string{"42", "7"}) {
-		t.Errorf("h2 = %+v", h2)
+	if r := rows[0]; !r.Health.OK || r.VTEP != "192.0.2.2" || !slices.Equal(r.Networks, []string{"7", "42"}) {
+		t.Errorf("h2 = %+v", r)
 	}
-	if h3 := peers[1]; h3.Health.OK || len(h3.Networks) != 0 {
-		t.Errorf("h3 (no VTEP) = %+v", h3)
+	if r := rows[1]; r.Health.OK || !strings.Contains(r.Health.Problem, "127.0.0.1") {
+		t.Errorf("h3 (loopback VTEP) = %+v", r)
+	}
+	if len(conflicts) != 1 || conflicts[0] != (status.Conflict{Network: "42", Endpoint: "h3/e5", What: "address", Value: "10.42.0.2", HeldBy: "h2/e2"}) {
+		t.Errorf("conflicts %+v", conflicts)
 	}
 }

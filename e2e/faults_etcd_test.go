@@ -124,8 +124,9 @@ func (fc *faultCluster) etcdKeys() ([]etcdKV, error) {
 }
 
 // staleKeys compares etcd with the live cluster: exactly one host record,
-// one membership of xnet's VNI and one record per live endpoint for every
-// host, all on that host's one lease, which etcd still has; address blocks
+// one membership of xnet's VNI (in members/ and in the network's own
+// records) and one record per live endpoint (in the host's range and in
+// the network's) for every host, all on that host's one lease, which etcd still has; address blocks
 // held by live hosts only; nothing else under the prefix but the network's
 // identity. It returns the findings (empty: no stale key) and each host's
 // lease.
@@ -138,6 +139,7 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 		ids[id] = h
 		want["/vxbridge/hosts/"+id] = id
 		want[fmt.Sprintf("/vxbridge/members/%d/%s", xVNI, id)] = id
+		want[fmt.Sprintf("/vxbridge/net/%d/members/%s", xVNI, id)] = id
 		out, err := h.Docker("network", "inspect", xNet)
 		if err != nil {
 			return []string{fmt.Sprintf("%s: docker network inspect: %v: %s", h.Name, err, out)}, nil
@@ -148,6 +150,7 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 		}
 		for _, c := range nets[0].Containers {
 			want["/vxbridge/endpoints/"+id+"/"+c.EndpointID] = id
+			want[fmt.Sprintf("/vxbridge/net/%d/eps/%s/%s", xVNI, id, c.EndpointID)] = id
 		}
 	}
 	kvs, err := fc.etcdKeys()

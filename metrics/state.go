@@ -17,6 +17,14 @@ var (
 	descFDB     = prometheus.NewDesc("vxbridge_fdb_entries", "VXLAN FDB entries programmed for peers.", nil, nil)
 	descNeigh   = prometheus.NewDesc("vxbridge_neighbor_entries", "Neighbour (ARP/NDP) entries programmed for peers.", nil, nil)
 	descEtcd    = prometheus.NewDesc("vxbridge_etcd_connected", "1 when the etcd connection is up (cross-host only).", nil, nil)
+	descConf    = prometheus.NewDesc("vxbridge_peer_conflicts",
+		"Records of other hosts refused now because an older record (or this host) holds their MAC or address.", nil, nil)
+	descConfTotal = prometheus.NewDesc("vxbridge_peer_conflicts_total",
+		"Claims of a MAC or an address refused since the start (see vxbridge status, REFUSED CLAIMS).", nil, nil)
+	descEvents = prometheus.NewDesc("vxbridge_etcd_watch_events_total",
+		"etcd watch events received for the cross-host networks this host has (it watches no other).", nil, nil)
+	descLists = prometheus.NewDesc("vxbridge_etcd_network_listings_total",
+		"Listings of a cross-host network's records (at start, after a compaction or a broken watch).", nil, nil)
 )
 
 // stateCollector turns a status snapshot into gauges at scrape time.
@@ -25,7 +33,8 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNetworks, descEndpoints, descUnhealthy, descCluster, descPeers, descFDB, descNeigh, descEtcd} {
+	for _, d := range []*prometheus.Desc{descNetworks, descEndpoints, descUnhealthy, descCluster, descPeers, descFDB, descNeigh, descEtcd,
+		descConf, descConfTotal, descEvents, descLists} {
 		ch <- d
 	}
 }
@@ -37,14 +46,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, s := range stateSamples(r) {
-		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, s.value, s.labels...)
+		kind := prometheus.GaugeValue
+		if s.counter {
+			kind = prometheus.CounterValue
+		}
+		ch <- prometheus.MustNewConstMetric(s.desc, kind, s.value, s.labels...)
 	}
 }
 
 type sample struct {
-	desc   *prometheus.Desc
-	value  float64
-	labels []string
+	desc    *prometheus.Desc
+	value   float64
+	labels  []string
+	counter bool
 }
 
 // stateSamples is the collector's pure part.
@@ -61,27 +75,35 @@ func stateSamples(r *status.Report) []sample {
 		}
 	}
 	out := []sample{
-		{descNetworks, float64(len(r.Networks)), nil},
-		{descEndpoints, float64(len(r.Endpoints)), nil},
-		{descUnhealthy, badNets, []string{"network"}},
-		{descUnhealthy, badEps, []string{"endpoint"}},
+		gauge(descNetworks, float64(len(r.Networks))),
+		gauge(descEndpoints, float64(len(r.Endpoints))),
+		gauge(descUnhealthy, badNets, "network"),
+		gauge(descUnhealthy, badEps, "endpoint"),
 	}
 	c := r.Cluster
 	if c == nil {
 		// Single-host: no peers and no entries, truthfully 0; no etcd gauge,
 		// which would read as "disconnected".
-		return append(out, sample{descCluster, 0, nil}, sample{descPeers, 0, nil},
-			sample{descFDB, 0, nil}, sample{descNeigh, 0, nil}, sample{descUnhealthy, 0, []string{"peer"}})
+		return append(out, gauge(descCluster, 0), gauge(descPeers, 0),
+			gauge(descFDB, 0), gauge(descNeigh, 0), gauge(descUnhealthy, 0, "peer"))
 	}
 	for _, p := range c.Peers {
 		if !p.Health.OK {
 			badPeers++
 		}
 	}
-	return append(out, sample{descCluster, 1, nil}, sample{descPeers, float64(len(c.Peers)), nil},
-		sample{descFDB, float64(c.FDBEntries), nil}, sample{descNeigh, float64(c.NeighborEntries), nil},
-		sample{descEtcd, boolValue(c.Etcd.Connected), nil}, sample{descUnhealthy, badPeers, []string{"peer"}})
+	return append(out, gauge(descCluster, 1), gauge(descPeers, float64(len(c.Peers))),
+		gauge(descFDB, float64(c.FDBEntries)), gauge(descNeigh, float64(c.NeighborEntries)),
+		gauge(descEtcd, boolValue(c.Etcd.Connected)), gauge(descUnhealthy, badPeers, "peer"),
+		gauge(descConf, float64(len(c.Conflicts))), counter(descConfTotal, float64(c.ConflictsTotal)),
+		counter(descEvents, float64(c.WatchEvents)), counter(descLists, float64(c.WatchListings)))
 }
+
+func gauge(d *prometheus.Desc, v float64, labels ...string) sample {
+	return sample{desc: d, value: v, labels: labels}
+}
+
+func counter(d *prometheus.Desc, v float64) sample { return sample{desc: d, value: v, counter: true} }
 
 func boolValue(b bool) float64 {
 	if b {

@@ -72,6 +72,16 @@ func writeCluster(p func(string, ...any), c *Cluster) {
 			p("%s\t%s\t%s\t%s\n", peer.Host, peer.VTEP, orDash(strings.Join(peer.Networks, ",")), peer.Health)
 		}
 	}
+	if len(c.Conflicts) > 0 {
+		p("\nREFUSED CLAIMS (%d)\n", len(c.Conflicts))
+		p("VXLAN ID\tENDPOINT\tCLAIMS\tHELD BY\n")
+		for _, x := range c.Conflicts {
+			p("%s\t%s\t%s %s\t%s\n", x.Network, x.Endpoint, x.What, x.Value, x.HeldBy)
+		}
+	}
+	if len(c.OldHosts) > 0 {
+		p("\nOLD HOSTS (upgrade them)\t%s\n", strings.Join(c.OldHosts, ","))
+	}
 }
 
 func flags(n Network) string {

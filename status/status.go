@@ -9,6 +9,8 @@
 // instead of showing an empty section.
 package status
 
+import "strings"
+
 // Path is the plugin endpoint that answers with a Report.
 const Path = "/VxBridge.Status"
 
@@ -64,6 +66,27 @@ type Cluster struct {
 	// its peers.
 	FDBEntries      int `json:"fdb_entries"`
 	NeighborEntries int `json:"neighbor_entries"`
+	// Conflicts are records of other hosts that claim a MAC or an address
+	// an older record (or this host) holds: refused, never programmed.
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// OldHosts run a vxbridge from before records by network: this host
+	// cannot see their endpoints until they are upgraded.
+	OldHosts []string `json:"old_hosts,omitempty"`
+	// ConflictsTotal counts the claims refused since the start.
+	ConflictsTotal uint64 `json:"conflicts_total"`
+	// WatchEvents and WatchListings count what this host's network
+	// watches received since the start.
+	WatchEvents   uint64 `json:"watch_events"`
+	WatchListings uint64 `json:"watch_listings"`
+}
+
+// Conflict is one refused claim.
+type Conflict struct {
+	Network  string `json:"network"`  // the VNI
+	Endpoint string `json:"endpoint"` // "<host>/<endpoint id>" of the refused record
+	What     string `json:"what"`     // "mac" or "address"
+	Value    string `json:"value"`
+	HeldBy   string `json:"held_by"`
 }
 
 // Etcd is the plugin's view of its etcd connection.
@@ -128,6 +151,13 @@ func (r *Report) Problems() []string {
 			if !p.Health.OK {
 				out = append(out, "peer "+p.Host+" ("+p.VTEP+"): "+p.Health.Problem)
 			}
+		}
+		for _, x := range c.Conflicts {
+			out = append(out, "vxlan.id "+x.Network+": "+x.Endpoint+" claims "+x.What+" "+x.Value+" held by "+x.HeldBy+" (refused)")
+		}
+		if len(c.OldHosts) > 0 {
+			out = append(out, "hosts on a vxbridge from before records by network (upgrade them; their containers are unreachable from here): "+
+				strings.Join(c.OldHosts, ","))
 		}
 	}
 	return out
