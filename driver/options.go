@@ -23,14 +23,21 @@ const (
 	OptICC             = "com.docker.network.bridge.enable_icc"
 	OptMasquerade      = "com.docker.network.bridge.enable_ip_masquerade"
 	OptHostBindingIPv4 = "com.docker.network.bridge.host_binding_ipv4"
+	// OptEnableIPv4 and OptEnableIPv6 are read by docker 28 and later itself
+	// (as --ipv4/--ipv6 when those are not given, also from a daemon.json
+	// default-network-opts entry); vxbridge checks older docker did the same.
+	OptEnableIPv4 = "com.docker.network.enable_ipv4"
+	OptEnableIPv6 = "com.docker.network.enable_ipv6"
 	// OptVXLANID makes the network cross-host: its VXLAN network identifier.
 	OptVXLANID = "vxlan.id"
 )
 
-// Keys docker itself puts in CreateNetwork's option map.
+// Keys docker itself puts in CreateNetwork's option map (top level, beside
+// the generic `-o` map).
 const (
 	keyGeneric    = "com.docker.network.generic"
-	keyEnableIPv6 = "com.docker.network.enable_ipv6"
+	keyEnableIPv4 = OptEnableIPv4 // sent by docker 28 and later only
+	keyEnableIPv6 = OptEnableIPv6
 	keyInternal   = "com.docker.network.internal"
 )
 
@@ -43,7 +50,8 @@ const (
 	maxMTU     = 65535
 )
 
-var knownOptions = []string{OptBridgeName, OptMTU, OptICC, OptMasquerade, OptHostBindingIPv4, OptVXLANID}
+var knownOptions = []string{OptBridgeName, OptMTU, OptICC, OptMasquerade, OptHostBindingIPv4,
+	OptEnableIPv4, OptEnableIPv6, OptVXLANID}
 
 // ErrInvalid marks a request docker (or the user) got wrong.
 var ErrInvalid = errors.New("invalid request")
@@ -82,6 +90,11 @@ func parseNetwork(req *network.CreateNetworkRequest) (*store.Network, error) {
 	}
 	if n.IPv6, err = parseIPAMData(req.IPv6Data, true); err != nil {
 		return nil, err
+	}
+	if _, resolved := req.Options[keyEnableIPv4]; !resolved {
+		if err := checkFamilyOptions(n); err != nil {
+			return nil, err
+		}
 	}
 	if len(n.IPv6) > 0 && n.MTU != 0 && n.MTU < minMTUIPv6 {
 		return nil, invalidf("option %s=%d is below %d, the minimum MTU of an IPv6 network", OptMTU, n.MTU, minMTUIPv6)
@@ -186,12 +199,43 @@ func applyOption(n *store.Network, key, val string) error {
 			return invalidf("option %s=%q: want an IPv4 address", key, val)
 		}
 		n.HostBindingIPv4 = a
+	case OptEnableIPv4, OptEnableIPv6:
+		// Docker 28+ has read them into the network's top-level settings
+		// already; checkFamilyOptions covers older docker.
+		_, err = parseBool(key, val)
 	case OptVXLANID:
 		n.VNI, err = parseVNI(key, val)
 	default:
-		return invalidf("unknown option %q (vxbridge understands %s)", key, strings.Join(knownOptions, ", "))
+		return foreignOption(key, val)
 	}
 	return err
+}
+
+// checkFamilyOptions is for docker before 28, which does not read
+// -o com.docker.network.enable_ipv4/enable_ipv6 (it sends no top-level
+// enable_ipv4 either): it made the network by --ipv6 alone, and an option
+// asking for something else would be silently ignored, so it is refused.
+func checkFamilyOptions(n *store.Network) error {
+	if v, ok := n.Options[OptEnableIPv6]; ok {
+		if want, _ := strconv.ParseBool(v); want != n.EnableIPv6 {
+			return invalidf("option %s=%s: this docker (before 28) does not read it and made the network with IPv6 %s: "+
+				"use --ipv6=%t instead", OptEnableIPv6, v, onOff(n.EnableIPv6), want)
+		}
+	}
+	if v, ok := n.Options[OptEnableIPv4]; ok {
+		if want, _ := strconv.ParseBool(v); want != (len(n.IPv4) > 0) {
+			return invalidf("option %s=%s: this docker (before 28) does not read it and made the network with IPv4 %s: "+
+				"networks without IPv4 need docker 28 or later", OptEnableIPv4, v, onOff(len(n.IPv4) > 0))
+		}
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func parseBool(key, val string) (bool, error) {
@@ -295,4 +339,66 @@ func overlapping(n, other *store.Network) (mine, theirs netip.Prefix, ok bool) {
 		}
 	}
 	return netip.Prefix{}, netip.Prefix{}, false
+}
+
+// Docker's own bridge driver (docker 29, moby v2) reads more options than
+// vxbridge implements. Each is listed here with why: a value that asks for
+// what vxbridge does anyway (docker's default, e.g. from a daemon.json
+// default-network-opts shared with the bridge driver) is accepted, any other
+// is refused saying why. Keys neither here nor above are refused as unknown.
+var foreignOptions = map[string]struct {
+	accept func(string) bool
+	why    string
+}{
+	"com.docker.network.bridge.gateway_mode_ipv4": {isValue("nat"), whyNAT},
+	"com.docker.network.bridge.gateway_mode_ipv6": {isValue("nat"), whyNAT},
+	"com.docker.network.bridge.inhibit_ipv4": {isFalse,
+		"vxbridge's bridge holds the network's gateway address: containers route through it"},
+	"com.docker.network.bridge.default_bridge": {isFalse,
+		"it marks docker's own default network (docker0), which only docker's bridge driver makes"},
+	"com.docker.network.bridge.trusted_host_interfaces": {isValue(""),
+		"direct access to containers' published ports from chosen host interfaces is not implemented"},
+	"com.docker.network.host_ipv4": {isValue(""), whySNAT},
+	"com.docker.network.host_ipv6": {isValue(""), whySNAT},
+	"com.docker.network.container_iface_prefix": {isValue("eth"),
+		"containers' interfaces are named eth0, eth1, ... (docker's default); another prefix is not implemented"},
+	// The current daemon itself sends the unsolicited ARP/NA when it
+	// configures a container's interface, for every driver (20.10 ignores
+	// the option): nothing for vxbridge to do, so every value docker takes
+	// is accepted.
+	"com.docker.network.advertise_addr_nmsgs": {inRange(0, 3), "docker takes 0 to 3 messages"},
+	"com.docker.network.advertise_addr_ms":    {inRange(100, 2000), "docker takes 100 to 2000 milliseconds"},
+}
+
+const whySNAT = "a fixed source address for outbound traffic is not implemented: " +
+	"vxbridge masquerades to the outgoing interface's address"
+
+const whyNAT = "vxbridge always masquerades outbound traffic and publishes ports by DNAT (docker's \"nat\" mode); " +
+	"for no source NAT use " + OptMasquerade + "=false, for no way out --internal"
+
+// foreignOption accepts or refuses one of docker's bridge-driver options
+// vxbridge does not implement, or refuses an unknown key.
+func foreignOption(key, val string) error {
+	f, ok := foreignOptions[key]
+	if !ok {
+		return invalidf("unknown option %q (vxbridge understands %s)", key, strings.Join(knownOptions, ", "))
+	}
+	if f.accept(val) {
+		return nil
+	}
+	return invalidf("option %s=%q is refused: %s", key, val, f.why)
+}
+
+func isValue(want string) func(string) bool { return func(v string) bool { return v == want } }
+
+func isFalse(v string) bool {
+	b, err := strconv.ParseBool(v)
+	return err == nil && !b
+}
+
+func inRange(lo, hi int) func(string) bool {
+	return func(v string) bool {
+		n, err := strconv.Atoi(v)
+		return err == nil && n >= lo && n <= hi
+	}
 }
