@@ -49,11 +49,18 @@ lint:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 
+# The end-to-end tests run on two Docker daemons (README, "Docker versions"):
+# all of them on the current one (built by hack/build-docker.sh, which `make
+# deps DEPS_FOR=test` runs), and these groups again on Debian's docker.io
+# 20.10, the oldest supported.
+E2E_ON_DEBIAN := ^(TestSingleHost|TestPorts|TestMultiHost|TestManagedPlugin)$$
+
 # Every tier: pure and driver tests, kernel tests (root, one namespace each),
-# end-to-end against a real dockerd (root), then short fuzz runs.
+# end-to-end against real dockerds (root), then short fuzz runs.
 test: build lint
 	@$(MAKE) --no-print-directory deps DEPS_FOR=test
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 75m ./...
+	VXBRIDGE_TEST_DOCKER=current CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 75m ./...
+	VXBRIDGE_TEST_DOCKER=debian CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m -run '$(E2E_ON_DEBIAN)' ./e2e/
 	@$(MAKE) --no-print-directory test-fuzz
 
 test-unit: lint

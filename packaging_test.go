@@ -186,7 +186,8 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	unit := string(b)
-	for _, want := range []string{"Before=docker.service", "ExecStart=/usr/local/bin/vxbridge serve", "Restart=always", "WantedBy=multi-user.target"} {
+	for _, want := range []string{"Before=docker.service", "ExecStart=/usr/local/bin/vxbridge serve", "Restart=always", "WantedBy=multi-user.target",
+		"ExecStartPre=/bin/sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'"} { // before dockerd's one check of it
 		if !strings.Contains(unit, want) {
 			t.Errorf("unit lacks %q", want)
 		}

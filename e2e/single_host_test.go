@@ -46,6 +46,9 @@ func TestSingleHost(t *testing.T) {
 		{"DefaultIPAM", s.defaultIPAM},
 		{"StaticAddresses", s.staticAddresses},
 		{"RestartSameIP", s.restartSameIP},
+		{"FamilyOptions", s.familyOptions},
+		{"ForeignOptions", s.foreignOptions},
+		{"DefaultNetworkOpts", s.defaultNetworkOpts}, // restarts dockerd
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			s.checkPlugin(t)

@@ -120,14 +120,23 @@ build_runc() {
 ensure_build_deps
 mkdir -p "$DIR"
 WORK=$(mktemp -d "$DIR/build.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+# The go tool's output (some hundred "downloading" lines) goes to a log,
+# shown when a step fails.
+LOG=$DIR/build.log
+: >"$LOG"
+on_exit() {
+	local rc=$?
+	[ "$rc" -eq 0 ] || { tail -n 40 "$LOG" >&2; log "failed (exit $rc); the whole log: $LOG"; }
+	rm -rf "$WORK"
+}
+trap on_exit EXIT
 OUT=$WORK/bin
 mkdir "$OUT"
 start=$SECONDS
-for part in moby containerd runc; do
+for part in "moby $MOBY_VERSION" "containerd $CONTAINERD_VERSION" "runc $RUNC_VERSION"; do
 	t=$SECONDS
-	log "building $part"
-	"build_$part"
+	log "building $part (log: $LOG)"
+	"build_${part%% *}" >>"$LOG" 2>&1
 	log "built $part in $((SECONDS - t)) s"
 done
 {

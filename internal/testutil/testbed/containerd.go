@@ -73,7 +73,7 @@ func (h *Host) StartContainerd(t testing.TB) *Process {
 	if c := h.Containerd(); c != nil && !c.Exited() {
 		t.Fatalf("%s: containerd (pid %d) is still running", h.Name, c.Pid())
 	}
-	bin, err := lookPath("containerd")
+	bin, err := daemonBin("containerd")
 	if err != nil {
 		t.Fatal(err)
 	}

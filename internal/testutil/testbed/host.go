@@ -33,6 +33,7 @@ type Host struct {
 	dir        string
 	ns         *NetNS
 	footprint  *Footprint
+	daemon     Daemon
 	dockerBin  string
 	dockerdBin string
 
@@ -89,12 +90,12 @@ func NewHost(t testing.TB, opts HostOptions) *Host {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
-	h := &Host{Name: opts.Name, opts: opts, images: map[string]bool{}}
+	h := &Host{Name: opts.Name, opts: opts, images: map[string]bool{}, daemon: SelectedDaemon(t)}
 	var err error
 	if h.dockerBin, err = dockerClient(); err != nil {
 		t.Fatal(err)
 	}
-	if h.dockerdBin, err = lookPath("dockerd"); err != nil {
+	if h.dockerdBin, err = daemonBin("dockerd"); err != nil {
 		t.Fatal(err)
 	}
 	if h.id, h.dir, err = newStateDir(); err != nil {
@@ -118,11 +119,15 @@ func NewHost(t testing.TB, opts HostOptions) *Host {
 	h.footprint.NetNS = []*NetNS{h.ns}
 	t.Cleanup(func() { h.cleanup(t) })
 	h.StartDockerd(t)
+	h.logDaemon(t)
 	return h
 }
 
 // Dir is the host's state directory D.
 func (h *Host) Dir() string { return h.dir }
+
+// Daemon is the Docker daemon the host runs (VXBRIDGE_TEST_DOCKER).
+func (h *Host) Daemon() Daemon { return h.daemon }
 
 // NetNS is the host's network namespace.
 func (h *Host) NetNS() *NetNS { return h.ns }

@@ -176,8 +176,9 @@ func lookPath(cmd string) (string, error) {
 	return "", fmt.Errorf("command %q not found in PATH or %s", cmd, sbinPath)
 }
 
-// dockerClient prefers Debian's client (/usr/bin/docker), which matches the
-// daemon's API version, over a newer one earlier in PATH.
+// dockerClient prefers Debian's client (/usr/bin/docker, API 1.41) over a
+// newer one earlier in PATH: one client for both daemons, since 20.10 speaks
+// nothing newer and the current daemon accepts API 1.40 and later.
 func dockerClient() (string, error) {
 	if st, err := os.Stat("/usr/bin/docker"); err == nil && !st.IsDir() {
 		return "/usr/bin/docker", nil
@@ -185,13 +186,19 @@ func dockerClient() (string, error) {
 	return lookPath("docker")
 }
 
-// daemonEnv is the environment for processes the testbed starts.
+// daemonEnv is the environment for processes the testbed starts: the
+// selected daemon's directory first on PATH (dockerd finds containerd,
+// docker-proxy and runc there).
 func daemonEnv(extra ...string) []string {
 	var env []string
+	first := ""
+	if dir := selectedBinDir(); dir != "" {
+		first = dir + ":"
+	}
 	for _, kv := range os.Environ() {
 		switch {
 		case strings.HasPrefix(kv, "PATH="):
-			env = append(env, kv+":"+sbinPath)
+			env = append(env, "PATH="+first+strings.TrimPrefix(kv, "PATH=")+":"+sbinPath)
 		case strings.HasPrefix(kv, "DOCKER_"):
 			// DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG... of the user must
 			// not redirect our client to another daemon.
@@ -200,7 +207,7 @@ func daemonEnv(extra ...string) []string {
 		}
 	}
 	if os.Getenv("PATH") == "" {
-		env = append(env, "PATH="+sbinPath)
+		env = append(env, "PATH="+first+sbinPath)
 	}
 	return append(env, extra...)
 }
