@@ -124,9 +124,12 @@ WORK=$(mktemp -d "$DIR/build.XXXXXX")
 # shown when a step fails.
 LOG=$DIR/build.log
 : >"$LOG"
+# set -e may end the script inside a step, whose output still goes to the
+# log: fd 3 is the script's own stderr.
+exec 3>&2
 on_exit() {
 	local rc=$?
-	[ "$rc" -eq 0 ] || { tail -n 40 "$LOG" >&2; log "failed (exit $rc); the whole log: $LOG"; }
+	[ "$rc" -eq 0 ] || { tail -n 40 "$LOG"; log "failed (exit $rc); the whole log: $LOG"; } >&3 2>&3
 	rm -rf "$WORK"
 }
 trap on_exit EXIT
