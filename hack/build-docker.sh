@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the current Docker daemon from the Go module proxy (no registry, no
 # download site): dockerd and docker-proxy (moby), containerd and its runc
-# shim, and a runc new enough for it, into a cache outside the work tree:
+# shim, a runc new enough for it, and the current docker client, into a
+# cache outside the work tree:
 #
-#   $VXBRIDGE_DOCKER_CACHE/docker-<moby>-containerd-<v>-runc-<v>-r<recipe>/bin
+#   $VXBRIDGE_DOCKER_CACHE/docker-<moby>-containerd-<v>-runc-<v>-cli-<v>-r<recipe>/bin
 #
 # (VXBRIDGE_DOCKER_CACHE defaults to /var/cache/vxbridge) and prints that
 # directory, alone, on stdout. The end-to-end tests put it first on PATH for
@@ -17,6 +18,11 @@
 # namespace in every spec). runc needs libseccomp-dev and pkg-config (apt,
 # installed here when missing and root).
 #
+# Why the client too: a client older than API 1.48 (Debian's 20.10 speaks
+# 1.41) always sends EnableIPv6=false, which the current daemon takes as
+# --ipv6=false: -o com.docker.network.enable_ipv6 and daemon.json's
+# default-network-opts are then dropped, for every driver.
+#
 # usage: hack/build-docker.sh            build if needed, print the bin dir
 #        hack/build-docker.sh --dir      print the bin dir, build nothing
 set -euo pipefail
@@ -26,12 +32,16 @@ set -euo pipefail
 MOBY_VERSION=v2.0.0-beta.24
 CONTAINERD_VERSION=v2.4.2
 RUNC_VERSION=v1.5.3
+CLI_VERSION=v29.10.0+incompatible
+# The client's vendor.mod asks for swarmkit v2.1.3, which the proxy does not
+# serve; it uses swarmkit's API types only. This is the one moby pins.
+CLI_SWARMKIT=github.com/moby/swarmkit/v2@v2.1.3-0.20260828175525-ad0357aedfca
 # Bump when the build commands below change, so an older cache is not used.
 RECIPE=1
 
-BINARIES=(dockerd docker-proxy containerd containerd-shim-runc-v2 runc)
+BINARIES=(dockerd docker-proxy containerd containerd-shim-runc-v2 runc docker)
 CACHE_ROOT=${VXBRIDGE_DOCKER_CACHE:-/var/cache/vxbridge}
-KEY=docker-$MOBY_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-r$RECIPE
+KEY=docker-$MOBY_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cli-${CLI_VERSION%+*}-r$RECIPE
 DIR=$CACHE_ROOT/$KEY
 BIN=$DIR/bin
 
@@ -117,6 +127,16 @@ build_runc() {
 		-ldflags "-X main.gitCommit=$RUNC_VERSION" -o "$OUT/runc" .)
 }
 
+# The client has no go.mod (CalVer): its vendor.mod is one, without vendor/.
+build_cli() {
+	local src=$WORK/cli version=${CLI_VERSION#v}
+	fetch github.com/docker/cli "$CLI_VERSION" "$src"
+	(cd "$src" && rm -rf vendor && cp vendor.mod go.mod && cp vendor.sum go.sum &&
+		go mod edit -replace "github.com/moby/swarmkit/v2=$CLI_SWARMKIT" &&
+		CGO_ENABLED=0 go build -trimpath -mod=mod -ldflags "-X github.com/docker/cli/cli/version.Version=${version%+*}" \
+			-o "$OUT/docker" ./cmd/docker)
+}
+
 ensure_build_deps
 mkdir -p "$DIR"
 WORK=$(mktemp -d "$DIR/build.XXXXXX")
@@ -136,7 +156,7 @@ trap on_exit EXIT
 OUT=$WORK/bin
 mkdir "$OUT"
 start=$SECONDS
-for part in "moby $MOBY_VERSION" "containerd $CONTAINERD_VERSION" "runc $RUNC_VERSION"; do
+for part in "moby $MOBY_VERSION" "containerd $CONTAINERD_VERSION" "runc $RUNC_VERSION" "cli $CLI_VERSION"; do
 	t=$SECONDS
 	log "building $part (log: $LOG)"
 	"build_${part%% *}" >>"$LOG" 2>&1
@@ -145,7 +165,8 @@ done
 {
 	"$OUT/dockerd" --version
 	"$OUT/containerd" --version
-	"$OUT/runc" --version | head -1
+	"$OUT/runc" --version | sed -n 1p # (head would end runc by SIGPIPE)
+	"$OUT/docker" --version
 } >"$OUT/VERSIONS"
 rm -rf "$BIN"
 mv "$OUT" "$BIN"

@@ -26,8 +26,12 @@ import (
 //   - "debian": Debian's docker.io (20.10, the oldest supported) with its
 //     containerd and runc, as found on PATH and in /usr/sbin.
 //
-// The client is Debian's 20.10 docker for both: it speaks API 1.41, and the
-// current daemon accepts 1.40 and later.
+// Each daemon gets the client of its generation: the script builds the
+// current one beside the daemon. Debian's 20.10 client (API 1.41) would
+// reach the current daemon (minimum API 1.40) too, but a client older than
+// API 1.48 always sends EnableIPv6=false, which the current daemon takes as
+// --ipv6=false: -o com.docker.network.enable_ipv6 and daemon.json's
+// default-network-opts would be dropped, for every driver.
 const (
 	DaemonEnv    = "VXBRIDGE_TEST_DOCKER"
 	DaemonBinEnv = "VXBRIDGE_TEST_DOCKER_BIN"
@@ -43,14 +47,15 @@ const buildDockerTimeout = 40 * time.Minute
 // daemonBinaries are what a daemon directory provides, looked up there first.
 var daemonBinaries = map[string]bool{
 	"dockerd": true, "docker-proxy": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true,
+	"docker": true,
 }
 
 // Daemon is the Docker daemon the test binary's hosts run.
 type Daemon struct {
 	// Kind is DaemonCurrent or DaemonDebian.
 	Kind string
-	// BinDir holds its dockerd, containerd, shim and runc; empty for
-	// Debian's, which are found on PATH.
+	// BinDir holds its dockerd, containerd, shim, runc and client; empty
+	// for Debian's, which are found on PATH.
 	BinDir string
 }
 

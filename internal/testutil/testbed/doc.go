@@ -29,6 +29,10 @@
 // plugin is dead, kills dockerd at once instead of letting every container
 // removal wait 30 s for plugin retries.
 //
+// Every host of a test binary runs the same Docker daemon, picked by
+// VXBRIDGE_TEST_DOCKER (see daemon.go): the current one, built by
+// hack/build-docker.sh and put first on the daemons' PATH, or Debian's 20.10.
+//
 // Hosts know nothing of each other: a multi-host test makes N hosts and
 // joins their namespaces with veth pairs (see Veth).
 package testbed

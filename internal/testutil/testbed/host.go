@@ -92,7 +92,7 @@ func NewHost(t testing.TB, opts HostOptions) *Host {
 	}
 	h := &Host{Name: opts.Name, opts: opts, images: map[string]bool{}, daemon: SelectedDaemon(t)}
 	var err error
-	if h.dockerBin, err = dockerClient(); err != nil {
+	if h.dockerBin, err = dockerClient(h.daemon); err != nil {
 		t.Fatal(err)
 	}
 	if h.dockerdBin, err = daemonBin("dockerd"); err != nil {

@@ -176,10 +176,14 @@ func lookPath(cmd string) (string, error) {
 	return "", fmt.Errorf("command %q not found in PATH or %s", cmd, sbinPath)
 }
 
-// dockerClient prefers Debian's client (/usr/bin/docker, API 1.41) over a
-// newer one earlier in PATH: one client for both daemons, since 20.10 speaks
-// nothing newer and the current daemon accepts API 1.40 and later.
-func dockerClient() (string, error) {
+// dockerClient is the client of the daemon's own generation: the one built
+// with the current daemon (see daemon.go for why not 20.10's), or for
+// Debian's daemon Debian's client (/usr/bin/docker, API 1.41) over a newer
+// one earlier in PATH.
+func dockerClient(d Daemon) (string, error) {
+	if d.BinDir != "" {
+		return filepath.Join(d.BinDir, "docker"), nil
+	}
 	if st, err := os.Stat("/usr/bin/docker"); err == nil && !st.IsDir() {
 		return "/usr/bin/docker", nil
 	}
