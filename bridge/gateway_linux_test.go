@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -38,7 +39,7 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := mustLink(t, hostNS.Handle(), "vxb0")
-	if host.Type() != "veth" || host.Attrs().Group != BuildGroup || host.Attrs().Alias != "" || host.Attrs().MTU != 1400 {
+	if host.Type() != "veth" || host.Attrs().Group != netdev.BuildGroup || host.Attrs().Alias != "" || host.Attrs().MTU != 1400 {
 		t.Fatalf("host end of the gateway link: %s group %#x alias %q mtu %d; want a half-built veth, mtu 1400",
 			host.Type(), host.Attrs().Group, host.Attrs().Alias, host.Attrs().MTU)
 	}
@@ -108,13 +109,13 @@ func TestEnsureGatewayRefusesForeignLinks(t *testing.T) {
 	m, n := newTestManager(t)
 	addForeign(t, n.Handle(), foreignVeth("fv0"), "")
 	addForeign(t, n.Handle(), foreignVeth("fv1"), "someone:else")
-	addForeign(t, n.Handle(), &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fb0", Group: BuildGroup}}, "")
+	addForeign(t, n.Handle(), &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fb0", Group: netdev.BuildGroup}}, "")
 	for _, name := range []string{"fv0", "fv1", "fb0"} {
 		err := m.EnsureGateway(BridgeConfig{Name: name, Alias: netAlias})
-		if !errors.Is(err, ErrNotOwned) {
+		if !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("EnsureGateway(%s) = %v, want ErrNotOwned", name, err)
 		}
-		if err := m.DeleteGateway(name, netAlias); !errors.Is(err, ErrNotOwned) {
+		if err := m.DeleteGateway(name, netAlias); !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("DeleteGateway(%s) = %v, want ErrNotOwned", name, err)
 		}
 		if l := mustLink(t, n.Handle(), name); l.Attrs().Alias == netAlias {

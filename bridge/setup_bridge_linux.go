@@ -6,12 +6,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // EnsureBridge creates the bridge cfg describes or converges the one vxbridge
 // already owns under cfg.Name: alias, MTU, exactly cfg.Addrs as global
 // addresses (link-local ones are left alone), up. A link of that name that
-// is not a bridge carrying cfg.Alias is refused with a *NotOwnedError. A
+// is not a bridge carrying cfg.Alias is refused with a *netdev.NotOwnedError. A
 // bridge created by this call is deleted again if a later step fails.
 func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	if err := cfg.validate(); err != nil {
@@ -24,8 +26,8 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	defer m.names.Lock(cfg.Name)()
 	// No MTU here: an MTU given at creation does not count as set by the
 	// user, and the kernel then resets it to the smallest port MTU as soon
-	// as a port joins. setupMTU sets it through the ordinary path instead.
-	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac, Group: BuildGroup}}
+	// as a port joins. SetMTU sets it through the ordinary path instead.
+	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac, Group: netdev.BuildGroup}}
 	link, created, err := m.ensureLink(want, cfg.Alias)
 	if err != nil {
 		return err
@@ -33,7 +35,7 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	if created {
 		defer func() {
 			if retErr != nil {
-				m.undo(link)
+				m.deleteCreated(link)
 			}
 		}()
 	}
@@ -44,13 +46,13 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 // namespace, a bridge or a gateway link alike: alias, MTU, exactly cfg.Addrs
 // as global addresses, up, built.
 func (m *Manager) setupGateway(link netlink.Link, cfg BridgeConfig) error {
-	return runSteps(
-		func() error { return m.setupAlias(link, cfg.Alias) },
-		func() error { return m.setupMTU(link, cfg.MTU) },
+	return netdev.RunSteps(
+		func() error { return m.nlh.SetAlias(link, cfg.Alias) },
+		func() error { return m.nlh.SetMTU(link, cfg.MTU) },
 		func() error { return m.setupIPv6(link, cfg.Addrs) },
 		func() error { return m.setupAddrs(link, cfg.Addrs) },
-		func() error { return m.setupUp(link) },
-		func() error { return m.setupBuilt(link) },
+		func() error { return m.nlh.SetUp(link) },
+		func() error { return m.nlh.SetBuilt(link) },
 	)
 }
 
@@ -76,7 +78,7 @@ func (m *Manager) setupIPv6(link netlink.Link, addrs []netip.Prefix) error {
 // subnet, which may include a wanted one, re-added just after.
 func (m *Manager) setupAddrs(link netlink.Link, want []netip.Prefix) error {
 	name := link.Attrs().Name
-	have, err := m.addrList(link)
+	have, err := m.nlh.Addrs(link)
 	if err != nil {
 		return err
 	}

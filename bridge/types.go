@@ -41,9 +41,9 @@ type VethConfig struct {
 	// network with a namespace of its own keeps the host end there, on its
 	// bridge, and hands docker the peer in docker's namespace.
 	PeerNS int
-	// PeerBuilding creates the peer in BuildGroup too, for a peer that is
-	// configured afterwards (EnsureGateway) and must be recognisable as
-	// vxbridge's, half-built, until then. Only at creation.
+	// PeerBuilding creates the peer in netdev.BuildGroup too, for a peer
+	// that is configured afterwards (EnsureGateway) and must be recognisable
+	// as vxbridge's, half-built, until then. Only at creation.
 	PeerBuilding bool
 }
 

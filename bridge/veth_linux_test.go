@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -160,7 +161,7 @@ func TestEnsureVethRefusesForeignLink(t *testing.T) {
 	for _, host := range []string{"vxh0", "vxh1"} {
 		cfg := testVethConfig()
 		cfg.HostName, cfg.PeerName = host, "vxp9"
-		if err := m.EnsureVeth(cfg); !errors.Is(err, ErrNotOwned) {
+		if err := m.EnsureVeth(cfg); !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("EnsureVeth over foreign %q: %v, want ErrNotOwned", host, err)
 		}
 		if mustLink(t, h, host).Attrs().MasterIndex != 0 {

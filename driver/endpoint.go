@@ -12,6 +12,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver/ports"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -254,7 +255,7 @@ func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool
 		Hairpin:  !n.Internal, // a container reaching its own published port
 		Fresh:    fresh,
 	})
-	if errors.Is(err, bridge.ErrNotOwned) {
+	if errors.Is(err, netdev.ErrNotOwned) {
 		// Veth names follow the endpoint id, so the user cannot pick
 		// another; an interface with a vxbridge alias but no record is
 		// removed by the reconciler, anything else is someone else's.
