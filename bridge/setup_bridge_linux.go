@@ -1,8 +1,11 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -61,14 +64,13 @@ func (m *Manager) setupGateway(link netlink.Link, cfg BridgeConfig) error {
 // conf/default may hand to new interfaces. A kernel without IPv6 has no such
 // file; adding the address then fails with a clearer error.
 func (m *Manager) setupIPv6(link netlink.Link, addrs []netip.Prefix) error {
-	for _, p := range addrs {
-		if p.Addr().Is6() {
-			name := link.Attrs().Name
-			if err := m.setSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "0", true); err != nil {
-				return fmt.Errorf("enable ipv6 on %q: %w", name, err)
-			}
-			return nil
-		}
+	if !slices.ContainsFunc(addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		return nil
+	}
+	name := link.Attrs().Name
+	err := m.setSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "0")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("enable ipv6 on %q: %w", name, err)
 	}
 	return nil
 }
