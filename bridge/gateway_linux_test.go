@@ -34,8 +34,8 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 	hostFd := int(nsHandle(t, hostNS))
 
 	gw := VethConfig{HostName: "vxgw", PeerName: "vxb0", Bridge: "vxb0", Alias: "vxbridge:gw:test",
-		MTU: 1400, Fresh: true, PeerNS: hostFd, PeerBuilding: true}
-	if err := netM.EnsureVeth(gw); err != nil {
+		MTU: 1400, PeerNS: hostFd, PeerBuilding: true}
+	if err := netM.AddVeth(gw); err != nil {
 		t.Fatal(err)
 	}
 	host := mustLink(t, hostNS.Handle(), "vxb0")
@@ -76,8 +76,8 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 
 	// An endpoint: host end on the network's bridge, docker's end in the host's namespace.
 	ep := testVethConfig()
-	ep.Fresh, ep.PeerNS = true, hostFd
-	if err := netM.EnsureVeth(ep); err != nil {
+	ep.PeerNS = hostFd
+	if err := netM.AddVeth(ep); err != nil {
 		t.Fatal(err)
 	}
 	peer := mustLink(t, hostNS.Handle(), ep.PeerName)
@@ -85,7 +85,7 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 		t.Errorf("docker's end: mac %s group %#x, want %s group 0", peer.Attrs().HardwareAddr, peer.Attrs().Group, ep.MAC)
 	}
 	requireGone(t, netNS.Handle(), ep.PeerName)
-	ep.Fresh = false // a reconcile converges the pair it finds
+	// A reconcile converges the pair it finds.
 	if err := netM.EnsureVeth(ep); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,34 @@ import (
 // creation (name, MAC, MTU). A host end that is not a veth carrying
 // cfg.Alias is refused with a *netdev.NotOwnedError; a pair created by this
 // call is deleted again if a later step fails.
-func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
+func (m *Manager) EnsureVeth(cfg VethConfig) error {
+	return m.withBridge(cfg, func(br netlink.Link) error { return m.convergeVeth(cfg, br) })
+}
+
+// AddVeth is EnsureVeth for a pair that most likely does not exist yet (a
+// new endpoint, a new gateway link): it creates the pair in one request
+// first, with no look-up, and only when a name is taken judges the existing
+// link as EnsureVeth does. Only a pair it creates so honours
+// cfg.PeerBuilding.
+func (m *Manager) AddVeth(cfg VethConfig) error {
+	return m.withBridge(cfg, func(br netlink.Link) error {
+		err := m.createVeth(cfg, br.Attrs().Index)
+		if err == nil {
+			return m.finishVeth(cfg)
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			// One request: the kernel leaves nothing of a pair it could
+			// not finish (a master it cannot set unregisters the link).
+			return fmt.Errorf("create veth %q (peer %q) on bridge %q: %w", cfg.HostName, cfg.PeerName, cfg.Bridge, err)
+		}
+		// A name is taken: judge the existing link as EnsureVeth does.
+		return m.convergeVeth(cfg, br)
+	})
+}
+
+// withBridge validates cfg and runs fn with cfg's bridge, holding the lock
+// of cfg's host end.
+func (m *Manager) withBridge(cfg VethConfig, fn func(br netlink.Link) error) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -30,18 +57,12 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 	if !found {
 		return fmt.Errorf("veth %q: bridge %q does not exist", cfg.HostName, cfg.Bridge)
 	}
-	if cfg.Fresh {
-		err := m.createVeth(cfg, br.Attrs().Index)
-		if err == nil {
-			return m.finishVeth(cfg)
-		}
-		if !errors.Is(err, unix.EEXIST) {
-			// One request: the kernel leaves nothing of a pair it could
-			// not finish (a master it cannot set unregisters the link).
-			return fmt.Errorf("create veth %q (peer %q) on bridge %q: %w", cfg.HostName, cfg.PeerName, cfg.Bridge, err)
-		}
-		// A name is taken: judge the existing link as below.
-	}
+	return fn(br)
+}
+
+// convergeVeth looks the host end up, creates the pair through the netlink
+// package if it is missing, and converges it.
+func (m *Manager) convergeVeth(cfg VethConfig, br netlink.Link) (retErr error) {
 	want := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
 			Group: netdev.BuildGroup},

@@ -107,6 +107,9 @@ func (f *Links) EnsureVeth(cfg bridge.VethConfig) error {
 	return nil
 }
 
+// AddVeth is EnsureVeth: the fake has one way of making a veth.
+func (f *Links) AddVeth(cfg bridge.VethConfig) error { return f.EnsureVeth(cfg) }
+
 // DeleteLink removes a link; a missing one is not an error.
 func (f *Links) DeleteLink(name string) error {
 	f.mu.Lock()
