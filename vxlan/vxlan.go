@@ -1,4 +1,4 @@
-// Package vxlan is the kernel room of cross-host networks: one VXLAN device
+// Package vxlan makes the kernel side of cross-host networks: one VXLAN device
 // per cross-host network, a port of the network's bridge, and the static
 // forwarding (FDB) and neighbour entries that tell it where every remote
 // endpoint lives. This file is pure (names, MTU arithmetic, desired state and
