@@ -111,6 +111,10 @@ func (d Device) Validate() error {
 		return fmt.Errorf("vxlan device %s: no local vtep address", d.Name)
 	case d.Bridge == "":
 		return fmt.Errorf("vxlan device %s: no bridge", d.Name)
+	case d.Alias == "":
+		// Ownership is the alias: an empty one would own nothing (package
+		// netdev), so the device could never be found as ours again.
+		return fmt.Errorf("vxlan device %s: no ownership alias", d.Name)
 	}
 	return nil
 }
