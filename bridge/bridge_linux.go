@@ -2,15 +2,11 @@ package bridge
 
 // Design notes.
 //
-// Ownership. vxbridge marks every link it creates with an alias
-// (IFLA_IFALIAS, "vxbridge:net:<id>", "vxbridge:ep:<id>"). A link is vxbridge's
-// when its alias and kind are the ones asked for; any other link under a
-// wanted name is refused with a *NotOwnedError and never changed or deleted.
-// The alias lives in the kernel, so ownership survives a plugin restart
-// without a store look-up, and OwnedLinks finds leftovers to reconcile.
-// The kernel ignores IFLA_IFALIAS in a create request, so the alias is set
-// right after creation: a crash in between leaves an alias-less link that
-// vxbridge then refuses as not its own (and says so, naming it).
+// Ownership. Every link is marked and judged as package netdev says: an
+// alias ("vxbridge:net:<id>", "vxbridge:ep:<id>") and, until it is built,
+// netdev.BuildGroup. Any other link under a wanted name is refused with a
+// *netdev.NotOwnedError and never changed or deleted; OwnedLinks finds
+// leftovers to reconcile by their alias.
 //
 // Ensure = create-or-converge. EnsureBridge and EnsureVeth run the same
 // queue of small idempotent steps (alias, mtu, addresses, master, up) on a
@@ -38,13 +34,14 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/internal/keylock"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"golang.org/x/sys/unix"
 )
 
 // Manager creates and removes vxbridge's bridges and veths in one network
 // namespace. It is safe for concurrent use; changes are serialised.
 type Manager struct {
-	nlh *netlink.Handle
+	nlh netdev.Handle
 	// raw is a socket of the Manager's namespace for the requests the
 	// netlink package has no call for (port_linux.go); nil for New, whose
 	// requests open a socket each in the calling thread's namespace.
@@ -63,7 +60,7 @@ type Manager struct {
 	// names serialises changes per link name; different links change in
 	// parallel (the kernel serialises what it must under RTNL).
 	names keylock.Map
-	reap  reaper
+	reap  *netdev.Reaper // of netdev.RetireGroup, on reapRaw
 }
 
 // New returns a Manager working through nlh. A nil nlh means the calling
@@ -72,14 +69,13 @@ type Manager struct {
 // always go to the calling thread's namespace; use NewAt when nlh is bound
 // to another namespace. The caller keeps ownership of nlh.
 func New(nlh *netlink.Handle) *Manager {
-	if nlh == nil {
-		nlh = &netlink.Handle{}
-	}
-	return newManager(&Manager{nlh: nlh, ns: netns.None(), log: slog.Default()})
+	return newManager(&Manager{nlh: netdev.NewHandle(nlh), ns: netns.None(), log: slog.Default()})
 }
 
 func newManager(m *Manager) *Manager {
-	m.reap.idle.L = &m.reap.mu
+	m.reap = netdev.NewReaper(m.reapRaw, netdev.RetireGroup, func(err error) {
+		m.log.Error("delete retired links; the reconciler deletes them later", "err", err)
+	})
 	return m
 }
 
@@ -98,7 +94,7 @@ func NewHere() (*Manager, error) {
 		nlh.Close()
 		return nil, fmt.Errorf("netlink socket timeout: %w", err)
 	}
-	m := &Manager{nlh: nlh, ns: netns.None(), owned: true, log: slog.Default()}
+	m := &Manager{nlh: netdev.NewHandle(nlh), ns: netns.None(), owned: true, log: slog.Default()}
 	if err := m.openRaw(); err != nil {
 		nlh.Close()
 		return nil, err
@@ -109,32 +105,14 @@ func NewHere() (*Manager, error) {
 // openRaw opens raw and reapRaw in m.ns.
 func (m *Manager) openRaw() error {
 	var err error
-	if m.raw, err = rawSocket(m.ns); err != nil {
+	if m.raw, err = netdev.Socket(m.ns); err != nil {
 		return err
 	}
-	if m.reapRaw, err = rawSocket(m.ns); err != nil {
+	if m.reapRaw, err = netdev.Socket(m.ns); err != nil {
 		m.raw.Socket.Close()
 		return err
 	}
 	return nil
-}
-
-// rawSocket opens a NETLINK_ROUTE socket in ns (netns.None(): the calling
-// thread's), with the timeouts the netlink package gives its own.
-func rawSocket(ns netns.NsHandle) (*nl.SocketHandle, error) {
-	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("netlink socket: %w", err)
-	}
-	if err := s.SetSendTimeout(&nl.SocketTimeoutTv); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
-	}
-	if err := s.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
-	}
-	return &nl.SocketHandle{Socket: s}, nil
 }
 
 // NewAt returns a Manager whose netlink requests and sysctl writes all go to
@@ -150,7 +128,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		unix.Close(dup)
 		return nil, fmt.Errorf("netlink handle in namespace: %w", err)
 	}
-	m := &Manager{nlh: nlh, ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}
+	m := &Manager{nlh: netdev.NewHandle(nlh), ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}
 	if err := m.openRaw(); err != nil {
 		nlh.Close()
 		unix.Close(dup)
@@ -189,13 +167,13 @@ func (m *Manager) Link(name string) (LinkInfo, bool, error) {
 	if err := ValidateName(name); err != nil {
 		return LinkInfo{}, false, err
 	}
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return LinkInfo{}, false, err
 	}
 	info := linkInfo(link)
 	if idx := link.Attrs().MasterIndex; idx != 0 {
-		master, found, err := m.linkByIndex(idx)
+		master, found, err := m.nlh.LookupIndex(idx)
 		if err != nil {
 			return LinkInfo{}, false, fmt.Errorf("master of %q: %w", name, err)
 		}
@@ -213,7 +191,7 @@ func (m *Manager) OwnedLinks(prefix string) ([]LinkInfo, error) {
 	if prefix == "" {
 		return nil, errors.New("list owned links: empty alias prefix")
 	}
-	links, err := m.linkList()
+	links, err := m.nlh.Links()
 	if err != nil {
 		return nil, err
 	}
@@ -240,16 +218,16 @@ func (m *Manager) DeleteLink(name string) error {
 		return fmt.Errorf("delete link: %w", err)
 	}
 	defer m.names.Lock(name)()
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return err
 	}
-	return m.linkDel(link)
+	return m.nlh.Delete(link)
 }
 
 // DeleteBridge deletes bridge name if vxbridge owns it under alias. A missing
 // bridge is success; someone else's link is left alone with a
-// *NotOwnedError. Ports still enslaved are released, not deleted.
+// *netdev.NotOwnedError. Ports still enslaved are released, not deleted.
 func (m *Manager) DeleteBridge(name, alias string) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("delete bridge: %w", err)
@@ -258,24 +236,14 @@ func (m *Manager) DeleteBridge(name, alias string) error {
 		return fmt.Errorf("delete bridge %q: %w", name, err)
 	}
 	defer m.names.Lock(name)()
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return err
 	}
-	a := link.Attrs()
-	if err := checkOwned(a.Name, link.Type(), a.Alias, "bridge", alias); err != nil {
+	if err := netdev.CheckOwned(link, "bridge", alias); err != nil {
 		return fmt.Errorf("delete bridge: %w", err)
 	}
-	return m.linkDel(link)
-}
-
-// linkDel treats a link that vanished since the look-up as deleted.
-func (m *Manager) linkDel(link netlink.Link) error {
-	err := m.nlh.LinkDel(link)
-	if err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete link %q: %w", link.Attrs().Name, err)
-	}
-	return nil
+	return m.nlh.Delete(link)
 }
 
 func linkInfo(l netlink.Link) LinkInfo {

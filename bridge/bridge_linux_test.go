@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 func testBridgeConfig() BridgeConfig {
@@ -122,10 +124,10 @@ func TestEnsureBridgeRefusesForeignLink(t *testing.T) {
 			h := n.Handle()
 			addForeign(t, h, tc.link, tc.alias)
 			err := m.EnsureBridge(testBridgeConfig())
-			if !errors.Is(err, ErrNotOwned) {
+			if !errors.Is(err, netdev.ErrNotOwned) {
 				t.Fatalf("EnsureBridge over a foreign link: %v, want ErrNotOwned", err)
 			}
-			var no *NotOwnedError
+			var no *netdev.NotOwnedError
 			if !errors.As(err, &no) || no.Name != "vxb0" || no.Kind != tc.kind || no.Alias != tc.alias {
 				t.Errorf("error details %+v", no)
 			}
@@ -195,13 +197,13 @@ func TestDeleteBridge(t *testing.T) {
 	if err := m.EnsureBridge(testBridgeConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.DeleteBridge("vxb0", "vxbridge:net:other"); !errors.Is(err, ErrNotOwned) {
+	if err := m.DeleteBridge("vxb0", "vxbridge:net:other"); !errors.Is(err, netdev.ErrNotOwned) {
 		t.Errorf("DeleteBridge with another alias: %v, want ErrNotOwned", err)
 	}
 	addForeign(t, h, foreignBridge("docker9"), "")
 	addForeign(t, h, foreignVeth("veth9"), netAlias)
 	for _, name := range []string{"docker9", "veth9"} {
-		if err := m.DeleteBridge(name, netAlias); !errors.Is(err, ErrNotOwned) {
+		if err := m.DeleteBridge(name, netAlias); !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("DeleteBridge(%q): %v, want ErrNotOwned", name, err)
 		}
 		mustLink(t, h, name)

@@ -3,7 +3,7 @@ package bridge
 import (
 	"fmt"
 
-	"github.com/vishvananda/netlink"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // EnsureGateway converges the host end of a network's gateway link, the
@@ -16,23 +16,23 @@ import (
 //
 // It never creates: the pair is made from the network's namespace
 // (EnsureVeth with PeerNS and PeerBuilding), so this end is born in
-// BuildGroup without an alias. A veth called cfg.Name is vxbridge's when it
-// carries cfg.Alias, or no alias and BuildGroup; any other link is refused
-// with a *NotOwnedError and left alone. A missing link is an error naming
-// it: the caller makes the pair first.
+// netdev.BuildGroup without an alias. A veth called cfg.Name is vxbridge's
+// when it carries cfg.Alias, or is half-built (no alias, BuildGroup); any
+// other link is refused with a *netdev.NotOwnedError and left alone. A
+// missing link is an error naming it: the caller makes the pair first.
 func (m *Manager) EnsureGateway(cfg BridgeConfig) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("gateway link: %w", err)
 	}
 	defer m.names.Lock(cfg.Name)()
-	link, found, err := m.linkByName(cfg.Name)
+	link, found, err := m.nlh.Lookup(cfg.Name)
 	if err != nil {
 		return err
 	}
 	if !found {
 		return fmt.Errorf("gateway link %q does not exist", cfg.Name)
 	}
-	if err := gatewayOwned(link, cfg.Alias); err != nil {
+	if err := netdev.CheckOwnedOrHalfBuilt(link, "veth", cfg.Alias); err != nil {
 		return fmt.Errorf("gateway link: %w", err)
 	}
 	return m.setupGateway(link, cfg)
@@ -46,22 +46,12 @@ func (m *Manager) DeleteGateway(name, alias string) error {
 		return fmt.Errorf("delete gateway link: %w", err)
 	}
 	defer m.names.Lock(name)()
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return err
 	}
-	if err := gatewayOwned(link, alias); err != nil {
+	if err := netdev.CheckOwnedOrHalfBuilt(link, "veth", alias); err != nil {
 		return fmt.Errorf("delete gateway link: %w", err)
 	}
-	return m.linkDel(link)
-}
-
-// gatewayOwned accepts a veth carrying alias, or a half-built one (no
-// alias, BuildGroup): what EnsureVeth with PeerBuilding leaves.
-func gatewayOwned(link netlink.Link, alias string) error {
-	a := link.Attrs()
-	if link.Type() == "veth" && a.Alias == "" && a.Group == BuildGroup {
-		return nil
-	}
-	return checkOwned(a.Name, link.Type(), a.Alias, "veth", alias)
+	return m.nlh.Delete(link)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -33,12 +34,12 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 	hostFd := int(nsHandle(t, hostNS))
 
 	gw := VethConfig{HostName: "vxgw", PeerName: "vxb0", Bridge: "vxb0", Alias: "vxbridge:gw:test",
-		MTU: 1400, Fresh: true, PeerNS: hostFd, PeerBuilding: true}
-	if err := netM.EnsureVeth(gw); err != nil {
+		MTU: 1400, PeerNS: hostFd, PeerBuilding: true}
+	if err := netM.AddVeth(gw); err != nil {
 		t.Fatal(err)
 	}
 	host := mustLink(t, hostNS.Handle(), "vxb0")
-	if host.Type() != "veth" || host.Attrs().Group != BuildGroup || host.Attrs().Alias != "" || host.Attrs().MTU != 1400 {
+	if host.Type() != "veth" || host.Attrs().Group != netdev.BuildGroup || host.Attrs().Alias != "" || host.Attrs().MTU != 1400 {
 		t.Fatalf("host end of the gateway link: %s group %#x alias %q mtu %d; want a half-built veth, mtu 1400",
 			host.Type(), host.Attrs().Group, host.Attrs().Alias, host.Attrs().MTU)
 	}
@@ -75,8 +76,8 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 
 	// An endpoint: host end on the network's bridge, docker's end in the host's namespace.
 	ep := testVethConfig()
-	ep.Fresh, ep.PeerNS = true, hostFd
-	if err := netM.EnsureVeth(ep); err != nil {
+	ep.PeerNS = hostFd
+	if err := netM.AddVeth(ep); err != nil {
 		t.Fatal(err)
 	}
 	peer := mustLink(t, hostNS.Handle(), ep.PeerName)
@@ -84,7 +85,7 @@ func TestGatewayLinkAndEndpointAcrossNamespaces(t *testing.T) {
 		t.Errorf("docker's end: mac %s group %#x, want %s group 0", peer.Attrs().HardwareAddr, peer.Attrs().Group, ep.MAC)
 	}
 	requireGone(t, netNS.Handle(), ep.PeerName)
-	ep.Fresh = false // a reconcile converges the pair it finds
+	// A reconcile converges the pair it finds.
 	if err := netM.EnsureVeth(ep); err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +109,13 @@ func TestEnsureGatewayRefusesForeignLinks(t *testing.T) {
 	m, n := newTestManager(t)
 	addForeign(t, n.Handle(), foreignVeth("fv0"), "")
 	addForeign(t, n.Handle(), foreignVeth("fv1"), "someone:else")
-	addForeign(t, n.Handle(), &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fb0", Group: BuildGroup}}, "")
+	addForeign(t, n.Handle(), &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fb0", Group: netdev.BuildGroup}}, "")
 	for _, name := range []string{"fv0", "fv1", "fb0"} {
 		err := m.EnsureGateway(BridgeConfig{Name: name, Alias: netAlias})
-		if !errors.Is(err, ErrNotOwned) {
+		if !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("EnsureGateway(%s) = %v, want ErrNotOwned", name, err)
 		}
-		if err := m.DeleteGateway(name, netAlias); !errors.Is(err, ErrNotOwned) {
+		if err := m.DeleteGateway(name, netAlias); !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("DeleteGateway(%s) = %v, want ErrNotOwned", name, err)
 		}
 		if l := mustLink(t, n.Handle(), name); l.Attrs().Alias == netAlias {

@@ -39,6 +39,16 @@ func newTestManager(t *testing.T) (*Manager, *nstest.NS) {
 	return m, n
 }
 
+// vethWays names the two ways of making a veth pair, for vethMaker.
+var vethWays = []string{"EnsureVeth", "AddVeth"}
+
+func vethMaker(m *Manager, way string) func(VethConfig) error {
+	if way == "AddVeth" {
+		return m.AddVeth
+	}
+	return m.EnsureVeth
+}
+
 func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 	t.Helper()
 	l, err := h.LinkByName(name)

@@ -4,9 +4,9 @@ package bridge
 // trip what would take it several (an endpoint's veth used to cost eight
 // requests under RTNL; now two):
 //
-//   - createVeth: the pair created up, in BuildGroup and already enslaved
-//     (IFLA_MASTER at creation; the package enslaves in a second request and
-//     looks the new link up in between);
+//   - createVeth: the pair created up, in netdev.BuildGroup and already
+//     enslaved (IFLA_MASTER at creation; the package enslaves in a second
+//     request and looks the new link up in between);
 //   - finishPort: bridge-port flags, alias and leaving BuildGroup in one
 //     RTM_NEWLINK on the existing link (the bridge applies the port flags as
 //     slave data before the rest);
@@ -18,27 +18,15 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // request starts a netlink request on the Manager's own socket; a Manager
-// from New has none and the request opens a socket of its own.
+// from New has none and the request opens a socket of its own in the
+// calling thread's namespace.
 func (m *Manager) request(typ, flags int) *nl.NetlinkRequest {
-	return requestOn(m.raw, typ, flags)
-}
-
-func requestOn(sock *nl.SocketHandle, typ, flags int) *nl.NetlinkRequest {
-	req := nl.NewNetlinkRequest(typ, flags|unix.NLM_F_ACK)
-	if sock != nil {
-		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
-	}
-	return req
-}
-
-// exec runs req where the Manager works: on its socket, or for a Manager
-// from New in the calling thread's namespace.
-func (m *Manager) exec(req *nl.NetlinkRequest) error {
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
+	return netdev.Request(m.raw, typ, flags)
 }
 
 // createVeth creates cfg's pair with the host end up, in BuildGroup and
@@ -56,7 +44,7 @@ func (m *Manager) createVeth(cfg VethConfig, master int) error {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(cfg.MTU))))
 	}
 	req.AddData(nl.NewRtAttr(unix.IFLA_TXQLEN, nl.Uint32Attr(0)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(BuildGroup)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(netdev.BuildGroup)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
@@ -74,10 +62,10 @@ func (m *Manager) createVeth(cfg VethConfig, master int) error {
 		peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cfg.PeerNS)))
 	}
 	if cfg.PeerBuilding {
-		peer.AddRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(BuildGroup))
+		peer.AddRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(netdev.BuildGroup))
 	}
 	req.AddData(info)
-	return m.exec(req)
+	return netdev.Exec(req)
 }
 
 // portSettings are what finishPort converges on a bridge port.
@@ -106,7 +94,7 @@ func (m *Manager) finishPort(name string, s portSettings) error {
 	port.AddRtAttr(nl.IFLA_BRPORT_ISOLATED, boolAttr(s.isolated))
 	port.AddRtAttr(nl.IFLA_BRPORT_MODE, boolAttr(s.hairpin))
 	req.AddData(info)
-	return m.exec(req)
+	return netdev.Exec(req)
 }
 
 // retireByName moves link name into RetireGroup; ENODEV (no such link) is
@@ -115,8 +103,8 @@ func (m *Manager) retireByName(name string) (found bool, err error) {
 	req := m.request(unix.RTM_SETLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetireGroup)))
-	err = m.exec(req)
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(netdev.RetireGroup)))
+	err = netdev.Exec(req)
 	if errors.Is(err, unix.ENODEV) {
 		return false, nil
 	}

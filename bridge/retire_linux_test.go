@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 func TestRetireLinkDeletesInTheBackground(t *testing.T) {
@@ -48,14 +50,14 @@ func TestEnsureVethReplacesRetiredLink(t *testing.T) {
 	}
 	old := mustLink(t, h, "vxh0")
 	// Retire it by hand, as RetireLink does, without waking the reaper.
-	if err := h.LinkSetGroup(old, RetireGroup); err != nil {
+	if err := h.LinkSetGroup(old, netdev.RetireGroup); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.EnsureVeth(testVethConfig()); err != nil {
 		t.Fatal(err)
 	}
 	fresh := mustLink(t, h, "vxh0")
-	if fresh.Attrs().Index == old.Attrs().Index || retired(fresh) {
+	if fresh.Attrs().Index == old.Attrs().Index || netdev.Retired(fresh) {
 		t.Fatalf("EnsureVeth adopted the retired link (index %d, group %d)", fresh.Attrs().Index, fresh.Attrs().Group)
 	}
 	// The reaper, woken by another retirement, leaves the fresh pair alone.
@@ -89,10 +91,10 @@ func TestBuildGroupMarksHalfBuiltLinks(t *testing.T) {
 	}
 	// What a crash right after creation leaves: no alias, still marked.
 	half := foreignVeth("vxh9")
-	half.Attrs().Group = BuildGroup
+	half.Attrs().Group = netdev.BuildGroup
 	addForeign(t, h, half, "")
 	halfBridge := foreignBridge("vxb9")
-	halfBridge.Attrs().Group = BuildGroup
+	halfBridge.Attrs().Group = netdev.BuildGroup
 	addForeign(t, h, halfBridge, "")
 	addForeign(t, h, foreignVeth("other"), "") // not ours, group 0
 	if err := m.PurgeUnfinished(); err != nil {

@@ -1,17 +1,22 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // EnsureBridge creates the bridge cfg describes or converges the one vxbridge
 // already owns under cfg.Name: alias, MTU, exactly cfg.Addrs as global
 // addresses (link-local ones are left alone), up. A link of that name that
-// is not a bridge carrying cfg.Alias is refused with a *NotOwnedError. A
+// is not a bridge carrying cfg.Alias is refused with a *netdev.NotOwnedError. A
 // bridge created by this call is deleted again if a later step fails.
 func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	if err := cfg.validate(); err != nil {
@@ -24,8 +29,8 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	defer m.names.Lock(cfg.Name)()
 	// No MTU here: an MTU given at creation does not count as set by the
 	// user, and the kernel then resets it to the smallest port MTU as soon
-	// as a port joins. setupMTU sets it through the ordinary path instead.
-	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac, Group: BuildGroup}}
+	// as a port joins. SetMTU sets it through the ordinary path instead.
+	want := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Name, HardwareAddr: mac, Group: netdev.BuildGroup}}
 	link, created, err := m.ensureLink(want, cfg.Alias)
 	if err != nil {
 		return err
@@ -33,7 +38,7 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 	if created {
 		defer func() {
 			if retErr != nil {
-				m.undo(link)
+				m.deleteCreated(link)
 			}
 		}()
 	}
@@ -44,13 +49,13 @@ func (m *Manager) EnsureBridge(cfg BridgeConfig) (retErr error) {
 // namespace, a bridge or a gateway link alike: alias, MTU, exactly cfg.Addrs
 // as global addresses, up, built.
 func (m *Manager) setupGateway(link netlink.Link, cfg BridgeConfig) error {
-	return runSteps(
-		func() error { return m.setupAlias(link, cfg.Alias) },
-		func() error { return m.setupMTU(link, cfg.MTU) },
+	return netdev.RunSteps(
+		func() error { return m.nlh.SetAlias(link, cfg.Alias) },
+		func() error { return m.nlh.SetMTU(link, cfg.MTU) },
 		func() error { return m.setupIPv6(link, cfg.Addrs) },
 		func() error { return m.setupAddrs(link, cfg.Addrs) },
-		func() error { return m.setupUp(link) },
-		func() error { return m.setupBuilt(link) },
+		func() error { return m.nlh.SetUp(link) },
+		func() error { return m.nlh.SetBuilt(link) },
 	)
 }
 
@@ -59,14 +64,13 @@ func (m *Manager) setupGateway(link netlink.Link, cfg BridgeConfig) error {
 // conf/default may hand to new interfaces. A kernel without IPv6 has no such
 // file; adding the address then fails with a clearer error.
 func (m *Manager) setupIPv6(link netlink.Link, addrs []netip.Prefix) error {
-	for _, p := range addrs {
-		if p.Addr().Is6() {
-			name := link.Attrs().Name
-			if err := m.setSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "0", true); err != nil {
-				return fmt.Errorf("enable ipv6 on %q: %w", name, err)
-			}
-			return nil
-		}
+	if !slices.ContainsFunc(addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		return nil
+	}
+	name := link.Attrs().Name
+	err := m.setSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "0")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("enable ipv6 on %q: %w", name, err)
 	}
 	return nil
 }
@@ -76,7 +80,7 @@ func (m *Manager) setupIPv6(link netlink.Link, addrs []netip.Prefix) error {
 // subnet, which may include a wanted one, re-added just after.
 func (m *Manager) setupAddrs(link netlink.Link, want []netip.Prefix) error {
 	name := link.Attrs().Name
-	have, err := m.addrList(link)
+	have, err := m.nlh.Addrs(link)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // EnsureVeth creates the veth pair cfg describes, or converges the one
@@ -14,21 +16,19 @@ import (
 // enslaved to cfg.Bridge, port isolation, host end up. The peer end stays
 // down for docker to move into the container, so it is only configured at
 // creation (name, MAC, MTU). A host end that is not a veth carrying
-// cfg.Alias is refused with a *NotOwnedError; a pair created by this call is
-// deleted again if a later step fails.
-func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	defer m.names.Lock(cfg.HostName)()
-	br, found, err := m.linkByName(cfg.Bridge)
-	if err != nil {
-		return err
-	}
-	if !found {
-		return fmt.Errorf("veth %q: bridge %q does not exist", cfg.HostName, cfg.Bridge)
-	}
-	if cfg.Fresh {
+// cfg.Alias is refused with a *netdev.NotOwnedError; a pair created by this
+// call is deleted again if a later step fails.
+func (m *Manager) EnsureVeth(cfg VethConfig) error {
+	return m.withBridge(cfg, func(br netlink.Link) error { return m.convergeVeth(cfg, br) })
+}
+
+// AddVeth is EnsureVeth for a pair that most likely does not exist yet (a
+// new endpoint, a new gateway link): it creates the pair in one request
+// first, with no look-up, and only when a name is taken judges the existing
+// link as EnsureVeth does. Only a pair it creates so honours
+// cfg.PeerBuilding.
+func (m *Manager) AddVeth(cfg VethConfig) error {
+	return m.withBridge(cfg, func(br netlink.Link) error {
 		err := m.createVeth(cfg, br.Attrs().Index)
 		if err == nil {
 			return m.finishVeth(cfg)
@@ -38,11 +38,34 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 			// not finish (a master it cannot set unregisters the link).
 			return fmt.Errorf("create veth %q (peer %q) on bridge %q: %w", cfg.HostName, cfg.PeerName, cfg.Bridge, err)
 		}
-		// A name is taken: judge the existing link as below.
+		// A name is taken: judge the existing link as EnsureVeth does.
+		return m.convergeVeth(cfg, br)
+	})
+}
+
+// withBridge validates cfg and runs fn with cfg's bridge, holding the lock
+// of cfg's host end.
+func (m *Manager) withBridge(cfg VethConfig, fn func(br netlink.Link) error) error {
+	if err := cfg.validate(); err != nil {
+		return err
 	}
+	defer m.names.Lock(cfg.HostName)()
+	br, found, err := m.nlh.Lookup(cfg.Bridge)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("veth %q: bridge %q does not exist", cfg.HostName, cfg.Bridge)
+	}
+	return fn(br)
+}
+
+// convergeVeth looks the host end up, creates the pair through the netlink
+// package if it is missing, and converges it.
+func (m *Manager) convergeVeth(cfg VethConfig, br netlink.Link) (retErr error) {
 	want := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName, MTU: cfg.MTU, MasterIndex: br.Attrs().Index, Flags: net.FlagUp,
-			Group: BuildGroup},
+			Group: netdev.BuildGroup},
 		PeerName:         cfg.PeerName,
 		PeerHardwareAddr: cfg.MAC,
 		PeerMTU:          uint32(cfg.MTU),
@@ -58,7 +81,7 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 		// Deleting the host end takes the peer with it.
 		defer func() {
 			if retErr != nil {
-				m.undo(link)
+				m.deleteCreated(link)
 			}
 		}()
 	}
@@ -67,11 +90,11 @@ func (m *Manager) EnsureVeth(cfg VethConfig) (retErr error) {
 	if a.Alias == cfg.Alias {
 		port.alias = ""
 	}
-	port.built = a.Group == BuildGroup
-	return runSteps(
-		func() error { return m.setupMTU(link, cfg.MTU) },
-		func() error { return m.setupMaster(link, br) },
-		func() error { return m.setupUp(link) },
+	port.built = a.Group == netdev.BuildGroup
+	return netdev.RunSteps(
+		func() error { return m.nlh.SetMTU(link, cfg.MTU) },
+		func() error { return m.nlh.SetMaster(link, br) },
+		func() error { return m.nlh.SetUp(link) },
 		func() error { return m.setupPort(cfg.HostName, port) },
 	)
 }
@@ -83,7 +106,7 @@ func (m *Manager) finishVeth(cfg VethConfig) error {
 	port.built = true
 	err := m.setupPort(cfg.HostName, port)
 	if err != nil {
-		m.undo(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName}})
+		m.deleteCreated(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cfg.HostName}})
 	}
 	return err
 }
@@ -93,7 +116,7 @@ func (cfg VethConfig) port() portSettings {
 	return portSettings{isolated: cfg.Isolated, hairpin: cfg.Hairpin, alias: cfg.Alias}
 }
 
-// setupPort must follow setupMaster: only a bridge port has the flags. The
+// setupPort must follow SetMaster: only a bridge port has the flags. The
 // bridge forwards nothing between two isolated ports; frames to the bridge's
 // own address (the gateway) and to non-isolated ports (an uplink) still
 // pass. That is how icc=false keeps containers apart. Hairpin lets a
@@ -101,16 +124,6 @@ func (cfg VethConfig) port() portSettings {
 func (m *Manager) setupPort(name string, s portSettings) error {
 	if err := m.finishPort(name, s); err != nil {
 		return fmt.Errorf("set up bridge port %q (isolated=%t, hairpin=%t): %w", name, s.isolated, s.hairpin, err)
-	}
-	return nil
-}
-
-func (m *Manager) setupMaster(link, br netlink.Link) error {
-	if link.Attrs().MasterIndex == br.Attrs().Index {
-		return nil
-	}
-	if err := m.nlh.LinkSetMaster(link, br); err != nil {
-		return fmt.Errorf("enslave %q to %q: %w", link.Attrs().Name, br.Attrs().Name, err)
 	}
 	return nil
 }

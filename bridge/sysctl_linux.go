@@ -1,9 +1,7 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +23,7 @@ func (m *Manager) EnableForwarding(ipv6 bool) error {
 		keys = append(keys, "net/ipv6/conf/all/forwarding")
 	}
 	for _, k := range keys {
-		if err := m.setSysctl(k, "1", false); err != nil {
+		if err := m.setSysctl(k, "1"); err != nil {
 			return fmt.Errorf("enable forwarding: %w", err)
 		}
 	}
@@ -34,14 +32,11 @@ func (m *Manager) EnableForwarding(ipv6 bool) error {
 
 // setSysctl writes value to /proc/sys/<key> in the Manager's namespace unless
 // it already holds it; the read first keeps a replay from writing at all. A
-// missing key is success when missingOK.
-func (m *Manager) setSysctl(key, value string, missingOK bool) error {
+// missing key is an error matching fs.ErrNotExist.
+func (m *Manager) setSysctl(key, value string) error {
 	path := filepath.Join("/proc/sys", key)
 	return m.inNetNS(func() error {
 		cur, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) && missingOK {
-			return nil
-		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
 		}

@@ -33,17 +33,15 @@ type VethConfig struct {
 	// port is DNAT'ed to itself and bridged back (docker sets it too when
 	// its userland proxy is off).
 	Hairpin bool
-	// Fresh hints that no such pair exists yet (a new endpoint): EnsureVeth
-	// then creates before looking up. Either way the result is the same.
-	Fresh bool
 	// PeerNS, when not 0, is an open handle (file descriptor) of the
 	// namespace the peer end is created in; 0: the Manager's own. A
 	// network with a namespace of its own keeps the host end there, on its
 	// bridge, and hands docker the peer in docker's namespace.
 	PeerNS int
-	// PeerBuilding creates the peer in BuildGroup too, for a peer that is
-	// configured afterwards (EnsureGateway) and must be recognisable as
-	// vxbridge's, half-built, until then. Only at creation.
+	// PeerBuilding creates the peer in netdev.BuildGroup too, for a peer
+	// that is configured afterwards (EnsureGateway) and must be recognisable
+	// as vxbridge's, half-built, until then. Only when AddVeth creates the
+	// pair.
 	PeerBuilding bool
 }
 

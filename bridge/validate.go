@@ -9,36 +9,6 @@ import (
 	"strings"
 )
 
-// ErrNotOwned classifies errors about a link that exists under a name
-// vxbridge wants but carries no vxbridge alias (or another one): vxbridge
-// never adopts, changes or deletes such a link. Match it with errors.Is; use
-// errors.As with *NotOwnedError for the details.
-var ErrNotOwned = errors.New("interface not managed by vxbridge")
-
-// NotOwnedError says which link is in the way and what it is, so the user can
-// tell a leftover from someone else's interface.
-type NotOwnedError struct {
-	Name  string
-	Kind  string // link type as netlink reports it: "bridge", "dummy", ...
-	Alias string // the alias it carries, "" if none
-}
-
-func (e *NotOwnedError) Error() string {
-	return fmt.Sprintf("interface %q exists and is not managed by vxbridge (kind %s, alias %q)", e.Name, e.Kind, e.Alias)
-}
-
-// Is makes errors.Is(err, ErrNotOwned) true.
-func (e *NotOwnedError) Is(target error) bool { return target == ErrNotOwned }
-
-// checkOwned accepts an existing link only when both its kind and its alias
-// are the ones vxbridge gives the links it creates.
-func checkOwned(name, kind, alias, wantKind, wantAlias string) error {
-	if kind == wantKind && alias == wantAlias {
-		return nil
-	}
-	return &NotOwnedError{Name: name, Kind: kind, Alias: alias}
-}
-
 // maxNameLen is IFNAMSIZ minus the terminating NUL.
 const maxNameLen = 15
 

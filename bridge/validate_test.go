@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -109,26 +108,5 @@ func TestVethConfigValidate(t *testing.T) {
 		if err := c.validate(); err == nil {
 			t.Errorf("%s: accepted %+v", what, c)
 		}
-	}
-}
-
-func TestNotOwnedError(t *testing.T) {
-	err := checkOwned("br0", "bridge", "", "bridge", "vxbridge:net:1")
-	if !errors.Is(err, ErrNotOwned) {
-		t.Fatalf("errors.Is(%v, ErrNotOwned) = false", err)
-	}
-	var no *NotOwnedError
-	if !errors.As(err, &no) || no.Kind != "bridge" || no.Alias != "" {
-		t.Fatalf("errors.As gave %+v", no)
-	}
-	want := `interface "br0" exists and is not managed by vxbridge (kind bridge, alias "")`
-	if err.Error() != want {
-		t.Errorf("message %q, want %q", err, want)
-	}
-	if err := checkOwned("br0", "dummy", "vxbridge:net:1", "bridge", "vxbridge:net:1"); !errors.Is(err, ErrNotOwned) {
-		t.Errorf("a dummy with our alias passed as our bridge: %v", err)
-	}
-	if err := checkOwned("br0", "bridge", "vxbridge:net:1", "bridge", "vxbridge:net:1"); err != nil {
-		t.Errorf("own bridge refused: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -69,20 +70,20 @@ func requireIsolated(t *testing.T, n *nstest.NS, name string, want bool) {
 	}
 }
 
-// Both ways of making a pair (Fresh: one creating request; otherwise look up,
+// Both ways of making a pair (AddVeth: one creating request; EnsureVeth: look up,
 // then create through the netlink package) must give the same link.
 func TestEnsureVethCreates(t *testing.T) {
-	for _, fresh := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fresh=%t", fresh), func(t *testing.T) { testEnsureVethCreates(t, fresh) })
+	for _, way := range vethWays {
+		t.Run(way, func(t *testing.T) { testEnsureVethCreates(t, way) })
 	}
 }
 
-func testEnsureVethCreates(t *testing.T, fresh bool) {
+func testEnsureVethCreates(t *testing.T, way string) {
 	m, n := newBridgeNS(t)
+	makeVeth := vethMaker(m, way)
 	h := n.Handle()
 	cfg := testVethConfig()
-	cfg.Fresh = fresh
-	if err := m.EnsureVeth(cfg); err != nil {
+	if err := makeVeth(cfg); err != nil {
 		t.Fatalf("EnsureVeth: %v", err)
 	}
 	br := mustLink(t, h, "vxb0")
@@ -160,7 +161,7 @@ func TestEnsureVethRefusesForeignLink(t *testing.T) {
 	for _, host := range []string{"vxh0", "vxh1"} {
 		cfg := testVethConfig()
 		cfg.HostName, cfg.PeerName = host, "vxp9"
-		if err := m.EnsureVeth(cfg); !errors.Is(err, ErrNotOwned) {
+		if err := m.EnsureVeth(cfg); !errors.Is(err, netdev.ErrNotOwned) {
 			t.Errorf("EnsureVeth over foreign %q: %v, want ErrNotOwned", host, err)
 		}
 		if mustLink(t, h, host).Attrs().MasterIndex != 0 {
@@ -171,18 +172,18 @@ func TestEnsureVethRefusesForeignLink(t *testing.T) {
 }
 
 func TestEnsureVethLeavesNothingOnFailure(t *testing.T) {
-	for _, fresh := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fresh=%t", fresh), func(t *testing.T) { testEnsureVethLeavesNothing(t, fresh) })
+	for _, way := range vethWays {
+		t.Run(way, func(t *testing.T) { testEnsureVethLeavesNothing(t, way) })
 	}
 }
 
-func testEnsureVethLeavesNothing(t *testing.T, fresh bool) {
+func testEnsureVethLeavesNothing(t *testing.T, way string) {
 	m, n := newBridgeNS(t)
+	makeVeth := vethMaker(m, way)
 	h := n.Handle()
 	cfg := testVethConfig()
-	cfg.Fresh = fresh
 	cfg.Bridge = "nobridge"
-	if err := m.EnsureVeth(cfg); err == nil {
+	if err := makeVeth(cfg); err == nil {
 		t.Error("EnsureVeth onto a missing bridge succeeded")
 	}
 	requireGone(t, h, "vxh0", "vxp0")
@@ -191,7 +192,7 @@ func testEnsureVethLeavesNothing(t *testing.T, fresh bool) {
 	// exists, and the half-built pair must go.
 	addForeign(t, h, foreignVeth("notbr"), "")
 	cfg.Bridge = "notbr"
-	if err := m.EnsureVeth(cfg); err == nil {
+	if err := makeVeth(cfg); err == nil {
 		t.Error("EnsureVeth onto a veth succeeded")
 	} else {
 		t.Log(err)
@@ -201,27 +202,26 @@ func testEnsureVethLeavesNothing(t *testing.T, fresh bool) {
 	// The peer name is taken: nothing is created, the other link stays.
 	addForeign(t, h, foreignBridge("vxp0"), "")
 	cfg.Bridge = "vxb0"
-	if err := m.EnsureVeth(cfg); err == nil {
+	if err := makeVeth(cfg); err == nil {
 		t.Error("EnsureVeth with a taken peer name succeeded")
 	}
 	requireGone(t, h, "vxh0")
 	mustLink(t, h, "vxp0")
 }
 
-// Fresh is only a hint: a pair that exists already is adopted as without it.
-func TestEnsureVethFreshAdoptsExisting(t *testing.T) {
+// AddVeth adopts a pair that exists already, as EnsureVeth does.
+func TestAddVethAdoptsExisting(t *testing.T) {
 	m, n := newBridgeNS(t)
 	cfg := testVethConfig()
-	cfg.Fresh = true
-	if err := m.EnsureVeth(cfg); err != nil {
+	if err := m.AddVeth(cfg); err != nil {
 		t.Fatal(err)
 	}
 	first := mustLink(t, n.Handle(), "vxh0")
 	if first.Attrs().Alias != cfg.Alias || first.Attrs().MasterIndex == 0 || first.Attrs().Flags&net.FlagUp == 0 {
-		t.Errorf("fresh veth: alias %q master %d flags %v", first.Attrs().Alias, first.Attrs().MasterIndex, first.Attrs().Flags)
+		t.Errorf("added veth: alias %q master %d flags %v", first.Attrs().Alias, first.Attrs().MasterIndex, first.Attrs().Flags)
 	}
-	if err := m.EnsureVeth(cfg); err != nil {
-		t.Fatalf("fresh EnsureVeth of an existing pair: %v", err)
+	if err := m.AddVeth(cfg); err != nil {
+		t.Fatalf("AddVeth of an existing pair: %v", err)
 	}
 	if again := mustLink(t, n.Handle(), "vxh0"); again.Attrs().Index != first.Attrs().Index {
 		t.Error("the existing pair was replaced")

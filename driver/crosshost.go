@@ -12,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"
@@ -199,7 +200,7 @@ func (d *Driver) ensureVXLAN(n *store.Network) error {
 		return err
 	}
 	err = vx.EnsureDevice(d.vxlanDevice(n))
-	if errors.Is(err, vxlan.ErrNotOwned) {
+	if errors.Is(err, netdev.ErrNotOwned) {
 		return invalidf("%v: remove it or use another %s", err, OptVXLANID)
 	}
 	if err != nil {

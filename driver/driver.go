@@ -33,6 +33,7 @@ import (
 	"github.com/vxbridge/vxbridge/driver/ports"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/keylock"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -270,7 +271,7 @@ func sameDockerSpaceOverlap(n, other *store.Network) bool {
 // ensureNetwork makes the kernel match the network record. Idempotent.
 func (d *Driver) ensureNetwork(n *store.Network) error {
 	if err := d.ensureBridge(n); err != nil {
-		if errors.Is(err, bridge.ErrNotOwned) {
+		if errors.Is(err, netdev.ErrNotOwned) {
 			return invalidf("%v: choose another name with -o %s=NAME", err, OptBridgeName)
 		}
 		return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver/ports"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -181,15 +182,16 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if err != nil {
 		return nil, err
 	}
-	fresh := ep == nil
-	if fresh {
+	makeVeth := d.ensureVeth // a replayed request: the veth may exist
+	if ep == nil {
 		if ep, err = d.newEndpoint(req, n); err != nil {
 			return nil, err
 		}
+		makeVeth = d.addVeth
 	} else if ep.NetworkID != n.ID {
 		return nil, invalidf("endpoint %s already exists on network %s", short(ep.ID), short(ep.NetworkID))
 	}
-	if err := d.createEndpoint(n, ep, fresh); err != nil {
+	if err := d.createEndpoint(n, ep, makeVeth); err != nil {
 		return nil, err
 	}
 	resp := &network.CreateEndpointResponse{}
@@ -200,8 +202,9 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	return resp, nil
 }
 
-func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool) (retErr error) {
-	if err := d.ensureVethHint(n, ep, fresh); err != nil {
+func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint,
+	makeVeth func(*store.Network, *store.Endpoint) error) (retErr error) {
+	if err := makeVeth(n, ep); err != nil {
 		return err
 	}
 	defer func() {
@@ -224,12 +227,18 @@ func (d *Driver) createEndpoint(n *store.Network, ep *store.Endpoint, fresh bool
 }
 
 func (d *Driver) ensureVeth(n *store.Network, ep *store.Endpoint) error {
-	return d.ensureVethHint(n, ep, false)
+	return d.makeVeth(n, ep, Links.EnsureVeth)
 }
 
-// ensureVethHint is ensureVeth; fresh says the endpoint is new, so its veth
-// most likely does not exist yet.
-func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool) error {
+// addVeth is ensureVeth for a new endpoint, whose veth most likely does not
+// exist yet.
+func (d *Driver) addVeth(n *store.Network, ep *store.Endpoint) error {
+	return d.makeVeth(n, ep, Links.AddVeth)
+}
+
+// makeVeth makes ep's veth pair as Links' method ensure does (EnsureVeth or
+// AddVeth).
+func (d *Driver) makeVeth(n *store.Network, ep *store.Endpoint, ensure func(Links, bridge.VethConfig) error) error {
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil {
 		return fmt.Errorf("endpoint %s: stored mac %q: %w", short(ep.ID), ep.MAC, err)
@@ -242,7 +251,7 @@ func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool
 	if n.NetNS != "" {
 		peerNS = d.spaces.HostFd() // docker takes its end from its own namespace
 	}
-	err = links.EnsureVeth(bridge.VethConfig{
+	err = ensure(links, bridge.VethConfig{
 		PeerNS:   peerNS,
 		HostName: ep.HostVeth,
 		PeerName: ep.PeerVeth,
@@ -252,9 +261,8 @@ func (d *Driver) ensureVethHint(n *store.Network, ep *store.Endpoint, fresh bool
 		MAC:      mac,
 		Isolated: !n.ICC,
 		Hairpin:  !n.Internal, // a container reaching its own published port
-		Fresh:    fresh,
 	})
-	if errors.Is(err, bridge.ErrNotOwned) {
+	if errors.Is(err, netdev.ErrNotOwned) {
 		// Veth names follow the endpoint id, so the user cannot pick
 		// another; an interface with a vxbridge alias but no record is
 		// removed by the reconciler, anything else is someone else's.

@@ -19,6 +19,9 @@ type Links interface {
 	EnsureGateway(cfg bridge.BridgeConfig) error
 	DeleteGateway(name, alias string) error
 	EnsureVeth(cfg bridge.VethConfig) error
+	// AddVeth is EnsureVeth for a pair that most likely does not exist
+	// yet: one creating request first.
+	AddVeth(cfg bridge.VethConfig) error
 	DeleteLink(name string) error
 	// RetireLink deletes a link in the background, batched with others
 	// (cheaper for the kernel, and the caller does not wait); a missing

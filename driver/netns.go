@@ -126,15 +126,19 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 	if err := ns.Links().EnsureBridge(inner); err != nil {
 		return fmt.Errorf("bridge %s in namespace %s: %w", n.Bridge, n.NetNS, err)
 	}
-	// Made in one request (Fresh) when missing: only that way is the host
+	// Made in one request (AddVeth) when missing: only that way is the host
 	// end born half-built, which EnsureGateway takes as vxbridge's.
 	_, exists, err := ns.Links().Link(gatewayInner)
 	if err != nil {
 		return err
 	}
-	err = ns.Links().EnsureVeth(bridge.VethConfig{
+	makeVeth := ns.Links().AddVeth
+	if exists {
+		makeVeth = ns.Links().EnsureVeth
+	}
+	err = makeVeth(bridge.VethConfig{
 		HostName: gatewayInner, PeerName: n.Bridge, Bridge: n.Bridge, Alias: gatewayAlias(n.ID), MTU: n.MTU,
-		Fresh: !exists, PeerNS: d.spaces.HostFd(), PeerBuilding: true,
+		PeerNS: d.spaces.HostFd(), PeerBuilding: true,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway link %s of network %s: %w", n.Bridge, short(n.ID), err)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // maxStacked bounds the mounts Delete takes off one file.
@@ -279,13 +280,7 @@ func loopbackUp() error {
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}
-	if lo.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
-	if err := nlh.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("set lo up: %w", err)
-	}
-	return nil
+	return netdev.NewHandle(nlh).SetUp(lo)
 }
 
 // Do runs fn on an OS thread switched into namespace h and switches back (a

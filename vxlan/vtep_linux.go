@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // VTEP is this host's tunnel endpoint: the underlay interface, the address
@@ -34,8 +36,12 @@ func (m *Manager) ResolveVTEP(iface, ip string) (VTEP, error) {
 	var routeSrc netip.Addr
 	switch {
 	case iface != "":
-		if link, err = m.nlh.LinkByName(iface); err != nil {
+		var found bool
+		if link, found, err = m.nlh.Lookup(iface); err != nil {
 			return VTEP{}, fmt.Errorf("--vtep-interface %q: %w", iface, err)
+		}
+		if !found {
+			return VTEP{}, fmt.Errorf("--vtep-interface %q: no such interface on this host", iface)
 		}
 	case want.IsValid():
 		if link, err = m.linkWithAddr(want); err != nil {
@@ -46,9 +52,7 @@ func (m *Manager) ResolveVTEP(iface, ip string) (VTEP, error) {
 			return VTEP{}, err
 		}
 	}
-	addrs, err := retryDump("list addresses of "+link.Attrs().Name, func() ([]netlink.Addr, error) {
-		return m.nlh.AddrList(link, netlink.FAMILY_ALL)
-	})
+	addrs, err := m.nlh.Addrs(link)
 	if err != nil {
 		return VTEP{}, err
 	}
@@ -99,7 +103,7 @@ func pickAddr(addrs []netlink.Addr, want, routeSrc netip.Addr) netip.Addr {
 }
 
 func (m *Manager) linkWithAddr(want netip.Addr) (netlink.Link, error) {
-	links, err := retryDump("list links", m.nlh.LinkList)
+	links, err := m.nlh.Links()
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +122,7 @@ func (m *Manager) linkWithAddr(want netip.Addr) (netlink.Link, error) {
 }
 
 func (m *Manager) defaultRouteLink() (netlink.Link, netip.Addr, error) {
-	routes, err := retryDump("list routes", func() ([]netlink.Route, error) {
+	routes, err := netdev.RetryDump("list routes", func() ([]netlink.Route, error) {
 		return m.nlh.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-// Package vxlan is the kernel room of cross-host networks: one VXLAN device
+// Package vxlan makes the kernel side of cross-host networks: one VXLAN device
 // per cross-host network, a port of the network's bridge, and the static
 // forwarding (FDB) and neighbour entries that tell it where every remote
 // endpoint lives. This file is pure (names, MTU arithmetic, desired state and
@@ -111,6 +111,10 @@ func (d Device) Validate() error {
 		return fmt.Errorf("vxlan device %s: no local vtep address", d.Name)
 	case d.Bridge == "":
 		return fmt.Errorf("vxlan device %s: no bridge", d.Name)
+	case d.Alias == "":
+		// Ownership is the alias: an empty one would own nothing (package
+		// netdev), so the device could never be found as ours again.
+		return fmt.Errorf("vxlan device %s: no ownership alias", d.Name)
 	}
 	return nil
 }

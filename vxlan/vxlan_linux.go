@@ -16,14 +16,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/vxbridge/vxbridge/internal/linkgroup"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
-
-// ErrNotOwned marks a link with the device's name that vxbridge did not make.
-var ErrNotOwned = errors.New("link not owned by vxbridge")
-
-// dumpAttempts bounds retries of a netlink dump the kernel interrupted.
-const dumpAttempts = 5
 
 // Options configure a Manager. The zero value works in the calling
 // process's namespace.
@@ -51,9 +45,9 @@ type Options struct {
 
 // Manager makes VXLAN devices and their FDB and neighbour entries.
 type Manager struct {
-	nlh     *netlink.Handle
-	create  *netlink.Handle // where devices are created (Options.Create)
-	netNS   int             // fd of nlh's namespace when create is another
+	nlh     netdev.Handle
+	create  netdev.Handle // where devices are created (Options.Create)
+	netNS   int           // fd of nlh's namespace when create is another
 	inNS    func(fn func() error) error
 	procSys string
 	log     *slog.Logger
@@ -64,14 +58,12 @@ type Manager struct {
 
 // New returns a Manager.
 func New(opts Options) *Manager {
-	m := &Manager{nlh: opts.Handle, inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger, create: opts.Create, netNS: opts.NetNS}
+	m := &Manager{nlh: netdev.NewHandle(opts.Handle), inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger,
+		create: netdev.NewHandle(opts.Create), netNS: opts.NetNS}
 	if m.procSys == "" {
 		m.procSys = "/proc/sys"
 	}
-	if m.nlh == nil {
-		m.nlh = &netlink.Handle{}
-	}
-	if m.create == nil {
+	if opts.Create == nil {
 		m.create, m.netNS = m.nlh, 0
 	}
 	if m.inNS == nil {
@@ -83,45 +75,15 @@ func New(opts Options) *Manager {
 	return m
 }
 
-func retryDump[T any](what string, dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range dumpAttempts {
-		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		var zero T
-		return zero, fmt.Errorf("%s: %w", what, err)
-	}
-	return v, nil
-}
-
-func (m *Manager) linkByName(name string) (netlink.Link, bool, error) {
-	return linkByName(m.nlh, name)
-}
-
-func linkByName(nlh *netlink.Handle, name string) (netlink.Link, bool, error) {
-	link, err := retryDump(fmt.Sprintf("look up link %q", name), func() (netlink.Link, error) {
-		return nlh.LinkByName(name)
-	})
-	if errors.As(err, new(netlink.LinkNotFoundError)) {
-		return nil, false, nil
-	}
-	return link, err == nil, err
-}
-
 // EnsureDevice makes d exist as configured, up, and a port of its bridge.
 // An owned device whose fixed attributes (VNI, port, local address, parent)
-// differ is re-created; a foreign link with its name is ErrNotOwned.
+// differ is re-created; any other link with its name is refused with a
+// *netdev.NotOwnedError (package netdev's ownership rule).
 func (m *Manager) EnsureDevice(d Device) (retErr error) {
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	br, ok, err := m.linkByName(d.Bridge)
+	br, ok, err := m.nlh.Lookup(d.Bridge)
 	if err != nil {
 		return err
 	}
@@ -132,82 +94,84 @@ func (m *Manager) EnsureDevice(d Device) (retErr error) {
 	if err != nil {
 		return err
 	}
-	link, ok, err := m.linkByName(d.Name)
+	link, ok, err := m.keptDevice(d, want)
 	if err != nil {
 		return err
 	}
-	if ok {
-		if link.Attrs().Alias != d.Alias {
-			return fmt.Errorf("%w: %s %q has alias %q, not %q", ErrNotOwned, link.Type(), d.Name, link.Attrs().Alias, d.Alias)
-		}
-		if reason := incompatible(link, want); reason != "" {
-			m.log.Info("re-creating vxlan device", "device", d.Name, "reason", reason)
-			if err := m.nlh.LinkDel(link); err != nil {
-				return fmt.Errorf("delete outdated vxlan device %q: %w", d.Name, err)
-			}
-			ok = false
-		}
-	}
 	if !ok {
-		if m.netNS != 0 {
-			want.Namespace = netlink.NsFd(m.netNS)
-		}
-		if err := m.create.LinkAdd(want); err != nil {
-			return fmt.Errorf("create vxlan device %q (vni %d): %w", d.Name, d.VNI, err)
+		if link, err = m.createDevice(d, want); err != nil {
+			return err
 		}
 		defer func() {
 			if retErr != nil {
-				if err := m.DeleteDevice(d.Name, d.Alias); err != nil {
+				if err := m.nlh.Delete(link); err != nil {
 					m.log.Error("roll back vxlan device", "device", d.Name, "err", err)
 				}
 			}
 		}()
-		if link, ok, err = m.linkByName(d.Name); err != nil || !ok {
-			return fmt.Errorf("read back vxlan device %q: %v", d.Name, cmpErr(err, "gone right after creation"))
-		}
 	}
 	return m.setup(link, br, d)
 }
 
-func cmpErr(err error, alt string) error {
-	if err != nil {
-		return err
+// keptDevice returns the existing device called d.Name if it can serve as
+// want; ok is false when there is none or it was outdated (then deleted).
+func (m *Manager) keptDevice(d Device, want *netlink.Vxlan) (link netlink.Link, ok bool, err error) {
+	link, ok, err = m.nlh.Lookup(d.Name)
+	if err != nil || !ok {
+		return nil, false, err
 	}
-	return errors.New(alt)
+	if err := netdev.CheckOwned(link, want.Type(), d.Alias); err != nil {
+		return nil, false, fmt.Errorf("vxlan device: %w", err)
+	}
+	reason := incompatible(link, want)
+	if reason == "" {
+		return link, true, nil
+	}
+	m.log.Info("re-creating vxlan device", "device", d.Name, "reason", reason)
+	if err := m.nlh.Delete(link); err != nil {
+		return nil, false, fmt.Errorf("delete outdated vxlan device %q: %w", d.Name, err)
+	}
+	return nil, false, nil
+}
+
+// createDevice creates want where devices are created, moved into nlh's
+// namespace, and reads it back there.
+func (m *Manager) createDevice(d Device, want *netlink.Vxlan) (netlink.Link, error) {
+	if m.netNS != 0 {
+		want.Namespace = netlink.NsFd(m.netNS)
+	}
+	if err := m.create.LinkAdd(want); err != nil {
+		return nil, fmt.Errorf("create vxlan device %q (vni %d): %w", d.Name, d.VNI, err)
+	}
+	link, ok, err := m.nlh.Lookup(d.Name)
+	if err == nil && !ok {
+		err = errors.New("gone right after creation")
+	}
+	if err != nil {
+		// Still in the build group: the purge of half-built links takes it.
+		return nil, fmt.Errorf("read back vxlan device %q: %w", d.Name, err)
+	}
+	return link, nil
 }
 
 // setup converges the mutable attributes: alias, MTU, master, port
-// isolation, up.
+// isolation, up, and last leaves the build group.
 func (m *Manager) setup(link, br netlink.Link, d Device) error {
-	a := link.Attrs()
-	if a.Alias != d.Alias {
-		if err := m.nlh.LinkSetAlias(link, d.Alias); err != nil {
-			return fmt.Errorf("set alias on %q: %w", d.Name, err)
-		}
-	}
-	if d.MTU > 0 && a.MTU != d.MTU {
-		if err := m.nlh.LinkSetMTU(link, d.MTU); err != nil {
-			return fmt.Errorf("set mtu %d on %q: %w", d.MTU, d.Name, err)
-		}
-	}
-	if a.MasterIndex != br.Attrs().Index {
-		if err := m.nlh.LinkSetMaster(link, br); err != nil {
-			return fmt.Errorf("put %q on bridge %q: %w", d.Name, d.Bridge, err)
-		}
-	}
-	// Set every time: reading it back would cost a request as well.
-	if err := m.nlh.LinkSetIsolated(link, d.Isolated); err != nil {
-		return fmt.Errorf("set port isolation %t on %q: %w", d.Isolated, d.Name, err)
-	}
-	if a.Flags&net.FlagUp == 0 {
-		if err := m.nlh.LinkSetUp(link); err != nil {
-			return fmt.Errorf("bring up %q: %w", d.Name, err)
-		}
-	}
-	if a.Group == linkgroup.Build {
-		if err := m.nlh.LinkSetGroup(link, 0); err != nil {
-			return fmt.Errorf("mark %q built (group 0): %w", d.Name, err)
-		}
+	return netdev.RunSteps(
+		func() error { return m.nlh.SetAlias(link, d.Alias) },
+		func() error { return m.nlh.SetMTU(link, d.MTU) },
+		func() error { return m.nlh.SetMaster(link, br) },
+		func() error { return m.setIsolated(link, d.Isolated) },
+		func() error { return m.nlh.SetUp(link) },
+		func() error { return m.nlh.SetBuilt(link) },
+	)
+}
+
+// setIsolated writes every time: reading the flag back would cost a request
+// as well.
+func (m *Manager) setIsolated(link netlink.Link, isolated bool) error {
+	if err := m.nlh.LinkSetIsolated(link, isolated); err != nil {
+		return fmt.Errorf("set port isolation %t on %q: %w", isolated, link.Attrs().Name, err)
 	}
 	return nil
 }
@@ -215,8 +179,8 @@ func (m *Manager) setup(link, br netlink.Link, d Device) error {
 func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
 	v := &netlink.Vxlan{
 		// Born in the build group: a crash before the alias is set leaves
-		// a device the reconciler recognises (package linkgroup).
-		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU, Group: linkgroup.Build},
+		// a device the reconciler recognises (package netdev).
+		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU, Group: netdev.BuildGroup},
 		VxlanId:   int(d.VNI),
 		SrcAddr:   net.IP(d.Local.AsSlice()),
 		Port:      d.Port,
@@ -226,7 +190,7 @@ func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
 		Proxy:    true,
 	}
 	if d.Parent != "" {
-		parent, ok, err := linkByName(m.create, d.Parent)
+		parent, ok, err := m.create.Lookup(d.Parent)
 		if err != nil {
 			return nil, err
 		}
@@ -258,20 +222,17 @@ func incompatible(link netlink.Link, want *netlink.Vxlan) string {
 	return ""
 }
 
-// DeleteDevice removes the device when alias says vxbridge owns it; a
-// missing device is success.
+// DeleteDevice removes the device when vxbridge owns it under alias (else a
+// *netdev.NotOwnedError); a missing device is success.
 func (m *Manager) DeleteDevice(name, alias string) error {
-	link, ok, err := m.linkByName(name)
+	link, ok, err := m.nlh.Lookup(name)
 	if err != nil || !ok {
 		return err
 	}
-	if link.Attrs().Alias != alias {
-		return fmt.Errorf("%w: %q has alias %q, not %q", ErrNotOwned, name, link.Attrs().Alias, alias)
+	if err := netdev.CheckOwned(link, "vxlan", alias); err != nil {
+		return fmt.Errorf("delete vxlan device: %w", err)
 	}
-	if err := m.nlh.LinkDel(link); err != nil && !errors.As(err, new(netlink.LinkNotFoundError)) && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete vxlan device %q: %w", name, err)
-	}
-	return nil
+	return m.nlh.Delete(link)
 }
 
 // Entries reads the static entries vxbridge manages on the device: FDB
@@ -279,7 +240,7 @@ func (m *Manager) DeleteDevice(name, alias string) error {
 // permanent neighbour entries.
 func (m *Manager) Entries(name string) (Table, error) {
 	var t Table
-	link, ok, err := m.linkByName(name)
+	link, ok, err := m.nlh.Lookup(name)
 	if err != nil {
 		return t, err
 	}
@@ -287,7 +248,9 @@ func (m *Manager) Entries(name string) (Table, error) {
 		return t, fmt.Errorf("vxlan device %q does not exist", name)
 	}
 	idx := link.Attrs().Index
-	fdb, err := retryDump("list fdb of "+name, func() ([]netlink.Neigh, error) { return m.nlh.NeighList(idx, unix.AF_BRIDGE) })
+	fdb, err := netdev.RetryDump("list fdb of "+name, func() ([]netlink.Neigh, error) {
+		return m.nlh.NeighList(idx, unix.AF_BRIDGE)
+	})
 	if err != nil {
 		return t, err
 	}
@@ -299,7 +262,9 @@ func (m *Manager) Entries(name string) (Table, error) {
 		t.FDB = append(t.FDB, FDB{MAC: n.HardwareAddr.String(), Dst: dst.Unmap()})
 	}
 	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		neighs, err := retryDump("list neighbours of "+name, func() ([]netlink.Neigh, error) { return m.nlh.NeighList(idx, family) })
+		neighs, err := netdev.RetryDump("list neighbours of "+name, func() ([]netlink.Neigh, error) {
+			return m.nlh.NeighList(idx, family)
+		})
 		if err != nil {
 			return t, err
 		}
@@ -332,7 +297,7 @@ func (m *Manager) Apply(name string, c Changes) error {
 	if c.Empty() {
 		return nil
 	}
-	link, ok, err := m.linkByName(name)
+	link, ok, err := m.nlh.Lookup(name)
 	if err != nil {
 		return err
 	}

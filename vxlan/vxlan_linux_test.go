@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -269,10 +270,10 @@ func TestEnsureDevice(t *testing.T) {
 	la = netlink.NewLinkAttrs()
 	la.Name = h.dev.Name
 	must(t, h.host.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: la}))
-	if err := h.m.EnsureDevice(h.dev); !errors.Is(err, ErrNotOwned) {
+	if err := h.m.EnsureDevice(h.dev); !errors.Is(err, netdev.ErrNotOwned) {
 		t.Fatalf("EnsureDevice over a foreign link: %v, want ErrNotOwned", err)
 	}
-	if err := h.m.DeleteDevice(h.dev.Name, testAlias); !errors.Is(err, ErrNotOwned) {
+	if err := h.m.DeleteDevice(h.dev.Name, testAlias); !errors.Is(err, netdev.ErrNotOwned) {
 		t.Fatalf("DeleteDevice of a foreign link: %v, want ErrNotOwned", err)
 	}
 	// A missing bridge is an error naming it, leaving nothing behind.

@@ -55,7 +55,8 @@ func TestValidVNI(t *testing.T) {
 }
 
 func TestDeviceValidate(t *testing.T) {
-	ok := Device{Name: "vxv-2a", VNI: 42, Port: 4789, Local: netip.MustParseAddr("192.0.2.1"), Bridge: "vxb-x"}
+	ok := Device{Name: "vxv-2a", Alias: "vxbridge:vxlan:x", VNI: 42, Port: 4789, Local: netip.MustParseAddr("192.0.2.1"),
+		Bridge: "vxb-x"}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid device refused: %v", err)
 	}
@@ -67,6 +68,7 @@ func TestDeviceValidate(t *testing.T) {
 		func(d *Device) { d.Port = 0 },
 		func(d *Device) { d.Local = netip.Addr{} },
 		func(d *Device) { d.Bridge = "" },
+		func(d *Device) { d.Alias = "" },
 	}
 	for i, mutate := range bad {
 		d := ok

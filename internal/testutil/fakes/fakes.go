@@ -15,6 +15,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // Links is an in-memory kernel: links by name.
@@ -45,7 +46,7 @@ func (f *Links) EnsureBridge(cfg bridge.BridgeConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if l, ok := f.Links[cfg.Name]; ok && l.Alias != cfg.Alias {
-		return fmt.Errorf("interface %q: %w", cfg.Name, bridge.ErrNotOwned)
+		return fmt.Errorf("interface %q: %w", cfg.Name, netdev.ErrNotOwned)
 	}
 	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "bridge", MTU: cfg.MTU}
 	f.Bridges[cfg.Name] = cfg
@@ -70,7 +71,7 @@ func (f *Links) EnsureGateway(cfg bridge.BridgeConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if l, ok := f.Links[cfg.Name]; ok && (l.Alias != cfg.Alias || l.Kind != "veth") {
-		return fmt.Errorf("interface %q: %w", cfg.Name, bridge.ErrNotOwned)
+		return fmt.Errorf("interface %q: %w", cfg.Name, netdev.ErrNotOwned)
 	}
 	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "veth", MTU: cfg.MTU}
 	f.Gateways[cfg.Name] = cfg
@@ -96,7 +97,7 @@ func (f *Links) EnsureVeth(cfg bridge.VethConfig) error {
 		return f.FailVeth
 	}
 	if l, ok := f.Links[cfg.HostName]; ok && l.Alias != cfg.Alias {
-		return fmt.Errorf("interface %q: %w", cfg.HostName, bridge.ErrNotOwned)
+		return fmt.Errorf("interface %q: %w", cfg.HostName, netdev.ErrNotOwned)
 	}
 	if _, ok := f.Bridges[cfg.Bridge]; !ok {
 		return fmt.Errorf("bridge %q not found", cfg.Bridge)
@@ -105,6 +106,9 @@ func (f *Links) EnsureVeth(cfg bridge.VethConfig) error {
 	f.Veths[cfg.HostName] = cfg
 	return nil
 }
+
+// AddVeth is EnsureVeth: the fake has one way of making a veth.
+func (f *Links) AddVeth(cfg bridge.VethConfig) error { return f.EnsureVeth(cfg) }
 
 // DeleteLink removes a link; a missing one is not an error.
 func (f *Links) DeleteLink(name string) error {
