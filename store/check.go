@@ -25,6 +25,7 @@ package store
 // bbolt writes it.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,7 +131,7 @@ func checkBytes(data []byte) (fileCheck, error) {
 	if err := w.freelist(); err != nil {
 		return fc, err
 	}
-	if err := w.tree(m.root, 0); err != nil {
+	if _, err := w.tree(m.root, 0, keyRange{}); err != nil {
 		return fc, fmt.Errorf("commit %d: %w", m.txid, err)
 	}
 	return fc, nil
@@ -236,68 +237,118 @@ func (w *walker) freelist() error {
 	return nil
 }
 
-// tree checks the branch or leaf page id and everything below it.
-func (w *walker) tree(id uint64, depth int) error {
+// keyRange bounds the keys of a subtree as bbolt's own check at open
+// wants them: at least min (when set), below maxOpen (when set). bbolt runs
+// that check on a goroutine of its own and, when it finds keys out of
+// order, closes the transaction under it and crashes the process: such a
+// file must be refused here.
+type keyRange struct{ min, maxOpen []byte }
+
+// tree checks the branch or leaf page id and everything below it, and
+// returns the largest key under it.
+func (w *walker) tree(id uint64, depth int, r keyRange) ([]byte, error) {
 	if depth > maxDepth {
-		return fmt.Errorf("page %d: the tree is deeper than %d levels", id, maxDepth)
+		return nil, fmt.Errorf("page %d: the tree is deeper than %d levels", id, maxDepth)
 	}
 	b, flags, err := w.page(id, "a tree")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch flags {
 	case flagBranch:
-		return w.branch(id, b, depth)
+		return w.branch(id, b, depth, r)
 	case flagLeaf:
-		return w.leaf(fmt.Sprintf("page %d", id), b, depth)
+		return w.leaf(fmt.Sprintf("page %d", id), b, depth, &r)
 	}
-	return fmt.Errorf("page %d has flags %#x, neither branch nor leaf: it was overwritten", id, flags)
+	return nil, fmt.Errorf("page %d has flags %#x, neither branch nor leaf: it was overwritten", id, flags)
 }
 
-func (w *walker) branch(id uint64, b []byte, depth int) error {
+func (w *walker) branch(id uint64, b []byte, depth int, r keyRange) ([]byte, error) {
 	count := int(native.Uint16(b[10:]))
 	if count == 0 {
-		return fmt.Errorf("branch page %d is empty", id)
+		return nil, fmt.Errorf("branch page %d is empty", id)
 	}
+	keys := make([][]byte, count)
 	for i := range count {
 		off := pageHeaderSize + i*elementSize
 		if off+elementSize > len(b) {
-			return fmt.Errorf("branch page %d: %d elements do not fit", id, count)
+			return nil, fmt.Errorf("branch page %d: %d elements do not fit", id, count)
 		}
 		e := b[off:]
-		if err := inside(b, off, native.Uint32(e), native.Uint32(e[4:])); err != nil {
-			return fmt.Errorf("branch page %d, element %d: %w", id, i, err)
+		pos, ksize := native.Uint32(e), native.Uint32(e[4:])
+		if err := inside(b, off, pos, ksize); err != nil {
+			return nil, fmt.Errorf("branch page %d, element %d: %w", id, i, err)
 		}
-		if err := w.tree(native.Uint64(e[8:]), depth+1); err != nil {
-			return err
+		keys[i] = b[off+int(pos) : off+int(pos)+int(ksize)]
+	}
+	running, maxKey := r.min, []byte(nil)
+	for i := range count {
+		if err := keyInOrder(keys[i], i, running, r.maxOpen); err != nil {
+			return nil, fmt.Errorf("branch page %d, element %d: %w", id, i, err)
 		}
+		child := keyRange{min: keys[i], maxOpen: r.maxOpen}
+		if i+1 < count {
+			child.maxOpen = keys[i+1]
+		}
+		var err error
+		if maxKey, err = w.tree(native.Uint64(b[pageHeaderSize+i*elementSize+8:]), depth+1, child); err != nil {
+			return nil, err
+		}
+		running = maxKey
+	}
+	return maxKey, nil
+}
+
+// keyInOrder is bbolt's rule for the i-th key of a page after prev (the
+// range's minimum for the first), below maxOpen.
+func keyInOrder(key []byte, i int, prev, maxOpen []byte) error {
+	switch {
+	case i == 0 && prev != nil && bytes.Compare(prev, key) > 0:
+		return fmt.Errorf("its first key sorts before its parent's")
+	case i > 0 && bytes.Compare(prev, key) >= 0:
+		return fmt.Errorf("keys out of order")
+	case maxOpen != nil && bytes.Compare(key, maxOpen) >= 0:
+		return fmt.Errorf("a key sorts after the next one of its parent")
 	}
 	return nil
 }
 
-// leaf checks a leaf page (or an inline bucket's page, which has no id)
-// and the buckets its elements hold.
-func (w *walker) leaf(where string, b []byte, depth int) error {
+// leaf checks a leaf page (or an inline bucket's page, which has no id and
+// whose keys bbolt does not check: r nil) and the buckets its elements
+// hold, and returns its last key.
+func (w *walker) leaf(where string, b []byte, depth int, r *keyRange) ([]byte, error) {
 	count := int(native.Uint16(b[10:]))
+	var last []byte
 	for i := range count {
 		off := pageHeaderSize + i*elementSize
 		if off+elementSize > len(b) {
-			return fmt.Errorf("leaf %s: %d elements do not fit", where, count)
+			return nil, fmt.Errorf("leaf %s: %d elements do not fit", where, count)
 		}
 		e := b[off:]
 		pos, ksize, vsize := native.Uint32(e[4:]), native.Uint32(e[8:]), native.Uint32(e[12:])
 		if err := inside(b, off, pos, ksize+vsize); err != nil || ksize+vsize < ksize {
-			return fmt.Errorf("leaf %s, element %d: key and value out of the page", where, i)
+			return nil, fmt.Errorf("leaf %s, element %d: key and value out of the page", where, i)
 		}
+		key := b[off+int(pos) : off+int(pos)+int(ksize)]
+		if r != nil {
+			prev := last
+			if i == 0 {
+				prev = r.min
+			}
+			if err := keyInOrder(key, i, prev, r.maxOpen); err != nil {
+				return nil, fmt.Errorf("leaf %s, element %d: %w", where, i, err)
+			}
+		}
+		last = key
 		if native.Uint32(e)&leafIsBucket == 0 {
 			continue
 		}
 		start := off + int(pos) + int(ksize)
 		if err := w.bucket(b[start:start+int(vsize)], fmt.Sprintf("%s, element %d", where, i), depth); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // bucket checks a bucket value: a root page, or an inline page after the
@@ -307,7 +358,8 @@ func (w *walker) bucket(v []byte, where string, depth int) error {
 		return fmt.Errorf("bucket at %s: %d bytes, shorter than a bucket header", where, len(v))
 	}
 	if root := native.Uint64(v); root != 0 {
-		return w.tree(root, depth+1)
+		_, err := w.tree(root, depth+1, keyRange{})
+		return err
 	}
 	inline := v[bucketHeader:]
 	if len(inline) < pageHeaderSize {
@@ -316,7 +368,8 @@ func (w *walker) bucket(v []byte, where string, depth int) error {
 	if flags := native.Uint16(inline[8:]); flags != flagLeaf {
 		return fmt.Errorf("inline bucket at %s has flags %#x, not a leaf", where, flags)
 	}
-	return w.leaf("inline bucket at "+where, inline, depth+1)
+	_, err := w.leaf("inline bucket at "+where, inline, depth+1, nil)
+	return err
 }
 
 // inside says whether n bytes at pos, counted from offset off of b, lie in b.

@@ -50,7 +50,7 @@ func treePages(t *testing.T, path string) (pages []uint64, pageSize int) {
 		t.Fatal(err)
 	}
 	w := &walker{data: data, m: m, seen: map[uint64]bool{0: true, 1: true}}
-	if err := w.tree(m.root, 0); err != nil {
+	if _, err := w.tree(m.root, 0, keyRange{}); err != nil {
 		t.Fatal(err)
 	}
 	for id := range w.seen {
