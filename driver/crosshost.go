@@ -253,7 +253,7 @@ func (d *Driver) vxlanDevice(n *store.Network) vxlan.Device {
 	c := d.xh.cfg
 	return vxlan.Device{
 		Name: vxlan.DeviceName(n.VNI), Alias: vxlanAlias(n.ID), VNI: n.VNI, Port: c.Port,
-		Local: c.VTEP, Parent: c.VTEPInterface, MTU: n.MTU, Bridge: n.Bridge, Isolated: !n.ICC,
+		Local: c.VTEP, Parent: c.VTEPInterface, MTU: n.MTU, Bridge: n.Bridge, Isolated: !n.ICC, OnDemand: c.OnDemand,
 	}
 }
 

@@ -80,6 +80,9 @@ type CrossHostConfig struct {
 	VTEP          netip.Addr
 	VTEPInterface string
 	UnderlayMTU   int
-	Port          int      // VXLAN UDP port
+	Port          int // VXLAN UDP port
+	// OnDemand makes VXLAN devices report misses, for peers programmed on
+	// demand (--peer-programming=on-demand).
+	OnDemand      bool
 	EtcdEndpoints []string // shown by status
 }

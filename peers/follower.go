@@ -21,6 +21,7 @@ const (
 	opLocal
 	opResync
 	opAttach
+	opMiss
 )
 
 // op is one piece of work for a follower's worker.
@@ -31,6 +32,7 @@ type op struct {
 	ips     []netip.Addr
 	macs    []string
 	net     Network
+	miss    vxlan.Miss
 }
 
 // follower follows one network: the cluster's watch and the driver post
@@ -48,13 +50,18 @@ type follower struct {
 	wake  chan struct{}
 
 	// worker-owned
-	net     Network
-	tb      *table
-	listed  bool // a listing arrived: the table speaks for the network
-	synced  bool // the kernel was compared with the table since listed
-	dirty   bool // a kernel write failed: resync soon
-	applied uint64
-	lastErr string
+	net    Network
+	tb     *table
+	listed bool // a listing arrived: the table speaks for the network
+	synced bool // the kernel was compared with the table since listed
+	dirty  bool // a kernel write failed: resync soon
+	// installed are the entries the kernel holds, in on-demand mode (only
+	// those are updated when records change).
+	installed  installedSet
+	stopMisses context.CancelFunc // ends the current miss watcher
+	misses     uint64             // misses answered
+	applied    uint64
+	lastErr    string
 
 	macMu sync.Mutex
 	macs  map[string]int // MACs of other hosts' records, for MACTaken
@@ -112,6 +119,7 @@ func (f *follower) run(prev <-chan struct{}) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); f.m.cfg.Source.FollowNetwork(f.ctx, f.vni, f) }()
+	f.watchMisses()
 	defer wg.Wait()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -159,6 +167,9 @@ func (f *follower) do(o op) {
 	case opAttach:
 		f.net = o.net
 		f.resync() // a device made again, or found in a namespace opened again
+		f.watchMisses()
+	case opMiss:
+		f.onMiss(o.miss)
 	}
 }
 
@@ -166,6 +177,9 @@ func (f *follower) do(o op) {
 // dirty: a resync compares the whole device soon.
 func (f *follower) write(c vxlan.Changes, why string) {
 	f.logConflicts()
+	if f.m.cfg.OnDemand {
+		c = f.installed.only(c)
+	}
 	if c.Empty() {
 		return
 	}
@@ -200,6 +214,9 @@ func (f *follower) resync() {
 		return
 	}
 	c := vxlan.Plan(f.tb.desired(), actual)
+	if f.m.cfg.OnDemand {
+		c = f.installed.reset(actual, c)
+	}
 	f.dirty, f.synced = false, true
 	if c.Empty() {
 		f.lastErr = ""
@@ -226,13 +243,16 @@ func (f *follower) logConflicts() {
 // publish copies the worker's state for Status, and reports the network's
 // neighbour entries.
 func (f *follower) publish() {
-	st := Status{VNI: f.vni, Listed: f.listed, Applied: f.applied, LastError: f.lastErr}
+	st := Status{VNI: f.vni, Listed: f.listed, Applied: f.applied, Misses: f.misses, LastError: f.lastErr}
 	st.Members = len(f.tb.members)
 	if _, self := f.tb.members[f.m.cfg.Self]; self {
 		st.Members--
 	}
 	st.Endpoints = len(f.tb.recs) - len(f.tb.byHost[f.m.cfg.Self])
 	st.FDB, st.Neigh = f.tb.nFDB, f.tb.nNeigh
+	if f.m.cfg.OnDemand {
+		st.FDB, st.Neigh = len(f.installed.fdb), len(f.installed.neigh)
+	}
 	f.smu.Lock()
 	if f.stGen == f.tb.gen {
 		st.Conflicts, st.Peers = f.st.Conflicts, f.st.Peers

@@ -44,6 +44,12 @@ type Kernel interface {
 	Entries(device string) (vxlan.Table, error)
 }
 
+// MissWatcher is a Kernel that reports misses (vxlan.Manager): needed for
+// Config.OnDemand.
+type MissWatcher interface {
+	WatchMisses(ctx context.Context, device string, fn func(vxlan.Miss)) error
+}
+
 // Source gives one network's records (cluster.Client).
 type Source interface {
 	FollowNetwork(ctx context.Context, vni uint32, sink cluster.NetworkSink)
@@ -67,6 +73,13 @@ type Config struct {
 	SelfVTEP netip.Addr // this host's VTEP: records pointing at it are refused
 	Source   Source
 	Logger   *slog.Logger
+	// OnDemand programs a peer's entries only when the kernel reports a
+	// miss for it (a container of this host talks to it; the VXLAN device is
+	// made with vxlan.Device.OnDemand), as transient entries the kernel ages
+	// out when unused; changes of records only update or remove entries
+	// already there. Off: every peer's entries are programmed at once
+	// (permanent).
+	OnDemand bool
 	// NeighLimits, if set, is called (from a worker, never under the
 	// driver's lock) with the number of neighbour entries every network
 	// together asks for, whenever it grows past what was last reported.
@@ -194,6 +207,7 @@ type Status struct {
 	FDB, Neigh int  // entries programmed
 	Conflicts  []Conflict
 	Applied    uint64 // changes applied since the start
+	Misses     uint64 // misses answered (on-demand programming)
 	LastError  string // of the last kernel write, "" after a success
 	// Peers are the other member hosts, sorted by host id.
 	Peers []Peer

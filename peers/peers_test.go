@@ -271,3 +271,52 @@ func TestReattachWaitsForDetached(t *testing.T) {
 	close(k.block)
 	src.sink(t, 9)
 }
+
+// missKernel is a fakeKernel that reports misses the test sends.
+type missKernel struct {
+	*fakeKernel
+	misses chan vxlan.Miss
+}
+
+func (k *missKernel) WatchMisses(ctx context.Context, dev string, fn func(vxlan.Miss)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-k.misses:
+			fn(m)
+		}
+	}
+}
+
+// TestOnDemand: nothing is programmed until a miss asks for it; a miss
+// programs the one peer, as transient entries; a changed record updates
+// only what the kernel holds, a gone one removes it.
+func TestOnDemand(t *testing.T) {
+	k := &missKernel{fakeKernel: newFakeKernel(), misses: make(chan vxlan.Miss, 4)}
+	src := newFakeSource()
+	m := New(Config{Self: "self", SelfVTEP: testCfg.SelfVTEP, Source: src, OnDemand: true})
+	t.Cleanup(m.Close)
+	m.Attach(testNetwork(k))
+	s := src.sink(t, 9)
+	s.Reset(cluster.NetworkState{VNI: 9, Members: []cluster.Member{member("h1", "192.0.2.11"), member("h2", "192.0.2.12")},
+		Endpoints: []cluster.Endpoint{endpoint("h1", "e1", "76:78:0a:5a:00:05", "10.90.0.5", 3),
+			endpoint("h2", "e2", "76:78:0a:5a:00:06", "10.90.0.6", 4)}})
+	time.Sleep(50 * time.Millisecond)
+	if got := k.table(); len(got.FDB)+len(got.Neigh) != 0 {
+		t.Fatalf("programmed before any miss: %+v", got)
+	}
+	k.misses <- vxlan.Miss{IP: netip.MustParseAddr("10.90.0.5")}
+	k.misses <- vxlan.Miss{IP: netip.MustParseAddr("10.90.0.77")} // nobody's: nothing
+	until(t, k.fakeKernel, tableOf(map[string]string{"76:78:0a:5a:00:05": "192.0.2.11"}, map[string]string{"10.90.0.5": "76:78:0a:5a:00:05"}))
+	// h1 moves its VTEP: the entry held is rewritten; h2's record changes:
+	// nothing, it was never asked for.
+	s.Apply([]cluster.Change{{Kind: cluster.MemberSet, Host: "h1", Member: member("h1", "192.0.2.21")},
+		{Kind: cluster.EndpointSet, Host: "h2", ID: "e2", Endpoint: endpoint("h2", "e2", "76:78:0a:5a:00:06", "10.90.0.8", 4)}})
+	until(t, k.fakeKernel, tableOf(map[string]string{"76:78:0a:5a:00:05": "192.0.2.21"}, map[string]string{"10.90.0.5": "76:78:0a:5a:00:05"}))
+	s.Apply([]cluster.Change{{Kind: cluster.EndpointGone, Host: "h1", ID: "e1"}})
+	until(t, k.fakeKernel, tableOf(nil, nil))
+	if st := m.Status(); len(st) != 1 || st[0].Misses != 1 {
+		t.Fatalf("status %+v, want 1 miss answered", st)
+	}
+}

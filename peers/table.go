@@ -518,3 +518,23 @@ func (t *table) peers() []Peer {
 	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Host, b.Host) })
 	return out
 }
+
+// lookupIP is what a peer asks of the kernel to reach address ip, the way a
+// full computation would program it: its neighbour entry and its MAC's FDB
+// entry (ok false: no record may have it).
+func (t *table) lookupIP(ip netip.Addr) (n vxlan.Neigh, f vxlan.FDB, ok bool) {
+	e := t.entriesFor(map[string]bool{}, map[netip.Addr]bool{ip.Unmap(): true})
+	mac, ok := e.neigh[ip.Unmap()]
+	if !ok {
+		return n, f, false
+	}
+	f, ok = t.lookupMAC(mac)
+	return vxlan.Neigh{IP: ip.Unmap(), MAC: mac}, f, ok
+}
+
+// lookupMAC is the FDB entry of mac, if a record owns it.
+func (t *table) lookupMAC(mac string) (vxlan.FDB, bool) {
+	e := t.entriesFor(map[string]bool{mac: true}, map[netip.Addr]bool{})
+	dst, ok := e.fdb[mac]
+	return vxlan.FDB{MAC: mac, Dst: dst}, ok
+}

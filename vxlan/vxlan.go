@@ -96,6 +96,11 @@ type Device struct {
 	// bridge forwards nothing between it and the containers' isolated
 	// ports, so they are kept apart across hosts as on one.
 	Isolated bool
+	// OnDemand asks the kernel for a notification whenever the device has
+	// no entry for a frame's MAC or an ARP/ND target (l2miss, l3miss), so
+	// entries can be programmed for the peers actually talked to only
+	// (package peers, --peer-programming=on-demand).
+	OnDemand bool
 }
 
 // Validate refuses a device config the kernel would reject or misuse.
@@ -193,6 +198,18 @@ type Changes struct {
 	DelFDB   []FDB
 	SetNeigh []Neigh
 	DelNeigh []Neigh
+	// Transient writes the Set entries as reachable rather than permanent:
+	// the kernel ages them out when unused (FDB entries after the device's
+	// ageing time without traffic, neighbour entries by the usual garbage
+	// collection), as entries programmed on demand should.
+	Transient bool
+}
+
+// Miss is the kernel's notification that a device has no entry for a
+// neighbour (IP set: an ARP or ND target, l3miss) or a MAC (l2miss).
+type Miss struct {
+	IP  netip.Addr
+	MAC string
 }
 
 // Empty reports whether there is nothing to do.

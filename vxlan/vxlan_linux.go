@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/internal/netdev"
@@ -41,6 +42,9 @@ type Options struct {
 	// Handle's namespace.
 	Create *netlink.Handle
 	NetNS  int
+	// Namespace is Handle's namespace, where miss notifications are
+	// subscribed to (WatchMisses); nil: the calling process's.
+	Namespace *netns.NsHandle
 }
 
 // Manager makes VXLAN devices and their FDB and neighbour entries.
@@ -51,6 +55,7 @@ type Manager struct {
 	inNS    func(fn func() error) error
 	procSys string
 	log     *slog.Logger
+	ns      *netns.NsHandle
 
 	mu           sync.Mutex
 	warnedHidden bool // the hidden-limits warning is logged once
@@ -59,7 +64,7 @@ type Manager struct {
 // New returns a Manager.
 func New(opts Options) *Manager {
 	m := &Manager{nlh: netdev.NewHandle(opts.Handle), inNS: opts.InNetNS, procSys: opts.ProcSys, log: opts.Logger,
-		create: netdev.NewHandle(opts.Create), netNS: opts.NetNS}
+		create: netdev.NewHandle(opts.Create), netNS: opts.NetNS, ns: opts.Namespace}
 	if m.procSys == "" {
 		m.procSys = "/proc/sys"
 	}
@@ -188,6 +193,8 @@ func (m *Manager) vxlanLink(d Device) (*netlink.Vxlan, error) {
 		// and ND are answered from the device's neighbour table.
 		Learning: false,
 		Proxy:    true,
+		L2miss:   d.OnDemand,
+		L3miss:   d.OnDemand,
 	}
 	if d.Parent != "" {
 		parent, ok, err := m.create.Lookup(d.Parent)
@@ -218,6 +225,8 @@ func incompatible(link netlink.Link, want *netlink.Vxlan) string {
 		return fmt.Sprintf("underlay interface index %d, want %d", have.VtepDevIndex, want.VtepDevIndex)
 	case have.Learning || !have.Proxy:
 		return fmt.Sprintf("learning %t proxy %t, want learning off, proxy on", have.Learning, have.Proxy)
+	case have.L2miss != want.L2miss || have.L3miss != want.L3miss:
+		return fmt.Sprintf("miss notifications %t, want %t (peer programming changed)", have.L3miss, want.L3miss)
 	}
 	return ""
 }
@@ -235,9 +244,10 @@ func (m *Manager) DeleteDevice(name, alias string) error {
 	return m.nlh.Delete(link)
 }
 
-// Entries reads the static entries vxbridge manages on the device: FDB
-// entries of the device itself (NTF_SELF) with a remote address, and
-// permanent neighbour entries.
+// Entries reads the entries vxbridge manages on the device: FDB entries of
+// the device itself (NTF_SELF) with a remote address, and neighbour entries
+// that resolve (permanent, or reachable/stale/delay/probe: programmed on
+// demand).
 func (m *Manager) Entries(name string) (Table, error) {
 	var t Table
 	link, ok, err := m.nlh.Lookup(name)
@@ -270,7 +280,7 @@ func (m *Manager) Entries(name string) (Table, error) {
 		}
 		for _, n := range neighs {
 			ip, ok := netip.AddrFromSlice(n.IP)
-			if n.State&netlink.NUD_PERMANENT == 0 || !ok || len(n.HardwareAddr) != 6 {
+			if n.State&usable == 0 || !ok || len(n.HardwareAddr) != 6 {
 				continue
 			}
 			t.Neigh = append(t.Neigh, Neigh{IP: ip.Unmap(), MAC: n.HardwareAddr.String()})
@@ -307,52 +317,67 @@ func (m *Manager) Apply(name string, c Changes) error {
 	idx := link.Attrs().Index
 	var errs []error
 	for _, e := range c.SetFDB {
-		if err := m.nlh.NeighSet(fdbNeigh(idx, e)); err != nil {
+		if err := m.nlh.NeighSet(fdbNeigh(idx, e, c.Transient)); err != nil {
 			errs = append(errs, fmt.Errorf("set fdb %s -> %s on %s: %w", e.MAC, e.Dst, name, err))
 		}
 	}
 	for _, e := range c.SetNeigh {
-		if err := m.nlh.NeighSet(neighNeigh(idx, e)); err != nil {
+		if err := m.nlh.NeighSet(neighNeigh(idx, e, c.Transient)); err != nil {
 			errs = append(errs, fmt.Errorf("set neighbour %s -> %s on %s: %w", e.IP, e.MAC, name, err))
 		}
 	}
 	for _, e := range c.DelNeigh {
-		if err := m.nlh.NeighDel(neighNeigh(idx, e)); err != nil && !notFound(err) {
+		if err := m.nlh.NeighDel(neighNeigh(idx, e, false)); err != nil && !notFound(err) {
 			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", e.IP, name, err))
 		}
 	}
 	for _, e := range c.DelFDB {
-		if err := m.nlh.NeighDel(fdbNeigh(idx, e)); err != nil && !notFound(err) {
+		if err := m.nlh.NeighDel(fdbNeigh(idx, e, false)); err != nil && !notFound(err) {
 			errs = append(errs, fmt.Errorf("delete fdb %s -> %s on %s: %w", e.MAC, e.Dst, name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// usable are the neighbour states of an entry that resolves.
+const usable = netlink.NUD_PERMANENT | netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE
+
 func notFound(err error) bool { return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) }
 
-func fdbNeigh(idx int, e FDB) *netlink.Neigh {
+// fdbNeigh is the FDB entry e of device idx: permanent, or reachable
+// (aged out by the device when unused) when transient.
+func fdbNeigh(idx int, e FDB, transient bool) *netlink.Neigh {
 	mac, _ := net.ParseMAC(e.MAC)
+	state := netlink.NUD_PERMANENT | netlink.NUD_NOARP
+	if transient {
+		state = netlink.NUD_REACHABLE
+	}
 	return &netlink.Neigh{
 		LinkIndex:    idx,
 		Family:       unix.AF_BRIDGE,
-		State:        netlink.NUD_PERMANENT | netlink.NUD_NOARP,
+		State:        state,
 		Flags:        netlink.NTF_SELF,
 		IP:           net.IP(e.Dst.AsSlice()),
 		HardwareAddr: mac,
 	}
 }
 
-func neighNeigh(idx int, e Neigh) *netlink.Neigh {
+// neighNeigh is the neighbour entry e of device idx: permanent, or
+// reachable (garbage-collected when unused) when transient.
+func neighNeigh(idx int, e Neigh, transient bool) *netlink.Neigh {
 	mac, _ := net.ParseMAC(e.MAC)
 	family := unix.AF_INET
 	if e.IP.Is6() {
 		family = unix.AF_INET6
 	}
+	state := netlink.NUD_PERMANENT
+	if transient {
+		state = netlink.NUD_REACHABLE
+	}
 	return &netlink.Neigh{
 		LinkIndex:    idx,
 		Family:       family,
-		State:        netlink.NUD_PERMANENT,
+		State:        state,
 		IP:           net.IP(e.IP.AsSlice()),
 		HardwareAddr: mac,
 	}

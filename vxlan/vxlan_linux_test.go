@@ -105,7 +105,8 @@ func newTestHostIn(t *testing.T, host, netNS *nstest.NS, vtep string, ctrIPs ...
 	}
 	eth0 := linkUp(t, h.ctr, "eth0", cidrs...)
 	h.mac = eth0.Attrs().HardwareAddr
-	opts := Options{Handle: h.net.Handle(), InNetNS: h.net.Do}
+	netFd := nsFd(t, h.net)
+	opts := Options{Handle: h.net.Handle(), InNetNS: h.net.Do, Namespace: &netFd}
 	if h.net != h.host {
 		opts.Create, opts.NetNS = h.host.Handle(), int(nsFd(t, h.net))
 	}

@@ -148,7 +148,7 @@ func (s *Namespaces) openIn(name string, h netns.NsHandle) (*Namespace, error) {
 		links.Close()
 		return nil, fmt.Errorf("netlink handle in namespace %s: %w", name, err)
 	}
-	vx := vxlan.New(vxlan.Options{Handle: nlh, Create: s.hostNL, NetNS: int(h), Logger: s.log,
+	vx := vxlan.New(vxlan.Options{Handle: nlh, Create: s.hostNL, NetNS: int(h), Namespace: &h, Logger: s.log,
 		InNetNS: func(fn func() error) error { return namespace.Do(h, fn) }})
 	return &Namespace{path: filepath.Join(s.dir.Path, name), h: h, links: links.WithLogger(s.log), nlh: nlh, vx: vx}, nil
 }
