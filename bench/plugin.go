@@ -103,21 +103,9 @@ func vmRSS(pid int) (int, error) {
 // cpuTime is the plugin's user+system CPU time so far.
 func (p *plugin) cpuTime(t testing.TB) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.proc.Pid()))
+	d, err := procCPU(p.proc.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		t.Fatalf("short /proc/%d/stat: %q", p.proc.Pid(), s)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/%d/stat: %q", p.proc.Pid(), s)
-	}
-	// USER_HZ is 100 on every Linux architecture Go supports.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return d
 }

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/vxbridge/vxbridge/bench/result"
+	"github.com/vxbridge/vxbridge/bench/sim"
+	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+)
+
+// simPoint is one point of figure 6: an underlay namespace with etcd and
+// the synthetic hosts, and the observers, all gone when its subtest ends.
+type simPoint struct {
+	t    *testing.T
+	o    SimOptions
+	d    simDesign
+	plan sim.Plan
+	ul   *testbed.Underlay
+	etcd *simEtcd
+	sim  *simProc
+	obs  []*observer
+	res  result.SimPoint
+}
+
+func newSimPoint(t *testing.T, o SimOptions, d simDesign, shape string, hosts, members int) *simPoint {
+	sh, err := sim.ParseShape(shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := sim.NewPlan(sh, hosts, o.PerHost, o.Observers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &simPoint{t: t, o: o, d: d, plan: plan,
+		res: result.SimPoint{Design: d.Name, Shape: shape, Hosts: hosts, EtcdNodes: members}}
+}
+
+// run measures the phases in order; each leaves the cluster settled.
+func (p *simPoint) run() {
+	if !p.setUp() {
+		return
+	}
+	p.quiet()
+	p.churn()
+	if len(p.plan.Foreign()) > 0 {
+		p.foreign()
+	}
+	p.afterRestart()
+	p.afterCompaction()
+}
+
+// limit records that the point stopped at the machine's limit.
+func (p *simPoint) limit(format string, a ...any) bool {
+	p.res.Limit = fmt.Sprintf(format, a...)
+	p.t.Logf("limit: %s", p.res.Limit)
+	return false
+}
+
+// Waits that grow with the point's size: bringing the synthetic hosts up,
+// and an observer programming its remote endpoints.
+func populateWait(hosts int) time.Duration { return 2*time.Minute + time.Duration(hosts)*300*time.Millisecond }
+func syncWait(remote int) time.Duration    { return 2*time.Minute + time.Duration(remote)*10*time.Millisecond }
+
+func (p *simPoint) setUp() bool {
+	t := p.t
+	p.ul = testbed.NewUnderlay(t)
+	p.etcd = startEtcd(t, p.ul.NetNS(), p.ul.IP, p.res.EtcdNodes, p.o.EtcdDir)
+	p.sim = startSimhosts(t, p.ul.NetNS(), simArgs{bin: p.d.simhosts, etcd: p.etcd.URLs(), plan: p.plan,
+		watchers: p.o.Watchers, policy: p.o.Policy, seed: 1, ttl: cluster.DefaultTTL, logLevel: "error", dir: t.TempDir()})
+	begin := time.Now()
+	st, err := p.sim.waitReady(populateWait(p.plan.Hosts))
+	if err != nil {
+		return p.limit("%d synthetic hosts not up within %v: %v", p.plan.Hosts, populateWait(p.plan.Hosts), err)
+	}
+	p.res.PopulateSeconds = time.Since(begin).Seconds()
+	for _, n := range st.Endpoints {
+		p.res.Endpoints += n
+	}
+	t.Logf("%d synthetic hosts, %d endpoints up in %.1f s", st.Hosts, p.res.Endpoints, p.res.PopulateSeconds)
+	return p.joinObservers()
+}
+
+// joinObservers starts the observers, creates their networks and waits
+// until each has programmed every remote endpoint.
+func (p *simPoint) joinObservers() bool {
+	t := p.t
+	p.res.Observers = make([]result.SimObserver, p.o.Observers)
+	starts := make([]time.Time, p.o.Observers)
+	for i := range p.o.Observers {
+		ob := newObserver(t, p.ul, p.d.plugin, p.etcd.URLs(), i)
+		p.obs = append(p.obs, ob)
+		r := &p.res.Observers[i]
+		r.Name, starts[i] = ob.name, time.Now()
+		for _, k := range p.plan.ObserverNets(i) {
+			r.CreateNetworkMs += ms(ob.join(t, p.plan.Nets[k], p.o.OwnPerNet))
+		}
+		r.Networks = len(ob.nets)
+	}
+	st, err := p.sim.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ob := range p.obs {
+		r := &p.res.Observers[i]
+		r.Remote = p.expectedRemote(i, st)
+		at, err := ob.waitTables(r.Remote, syncWait(r.Remote))
+		if err != nil {
+			r.InitialTimedOut = true
+			return p.limit("%s did not program %d remote endpoints within %v: %v", ob.name, r.Remote, syncWait(r.Remote), err)
+		}
+		r.InitialSyncMs = ms(at.Sub(starts[i]))
+		for _, n := range ob.nets {
+			ob.mon.watch(t, n.nsPath)
+		}
+		t.Logf("%s: %d networks, %d remote endpoints programmed %.0f ms after its first CreateNetwork (CreateNetwork %.0f ms)",
+			ob.name, r.Networks, r.Remote, r.InitialSyncMs, r.CreateNetworkMs)
+	}
+	return true
+}
+
+// expectedRemote is the endpoints of other hosts in observer i's networks:
+// the synthetic hosts' and the other observers' own.
+func (p *simPoint) expectedRemote(i int, st sim.Status) int {
+	want := 0
+	for _, n := range p.obs[i].nets {
+		want += st.Endpoints[n.VNI]
+		for j, other := range p.obs {
+			for _, on := range other.nets {
+				if j != i && on.VNI == n.VNI {
+					want += len(on.own)
+				}
+			}
+		}
+	}
+	return want
+}
+
+// settle waits until every observer holds what the cluster says it should
+// (a slow observer's late entries count in the phase just ended).
+func (p *simPoint) settle() {
+	st, err := p.sim.status()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for i, ob := range p.obs {
+		want := p.expectedRemote(i, st)
+		if _, err := ob.waitTables(want, syncWait(want)); err != nil {
+			p.t.Logf("%s not settled: %v", ob.name, err)
+		}
+	}
+}
