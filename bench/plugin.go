@@ -26,19 +26,26 @@ type plugin struct {
 // (the namespace with every process still in it) when the test ends.
 func newPlugin(t testing.TB, bin string) *plugin {
 	t.Helper()
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("plugin binary: %v (run `make build` first)", err)
-	}
+	bin = pluginBinary(t, bin)
 	dir, err := os.MkdirTemp("", "vxbench-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return &plugin{ns: testbed.NewNetNS(t), bin: bin, dir: dir, socket: filepath.Join(dir, "vxbridge.sock")}
+}
+
+// pluginBinary is bin made absolute, failing the test when it is missing.
+func pluginBinary(t testing.TB, bin string) string {
+	t.Helper()
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatalf("plugin binary: %v (run `make build` first)", err)
+	}
+	return abs
 }
 
 // start runs the plugin and returns the time from starting it until

@@ -31,13 +31,7 @@ const (
 // synthetic hosts built from this module now.
 func currentDesign(t testing.TB, plugin string) simDesign {
 	t.Helper()
-	plugin, err := filepath.Abs(plugin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(plugin); err != nil {
-		t.Fatalf("plugin binary: %v (run `make build` first)", err)
-	}
+	plugin = pluginBinary(t, plugin)
 	out := filepath.Join(t.TempDir(), "simhosts")
 	if msg, err := goBuild(".", out, "./simhosts"); err != nil {
 		t.Fatalf("build simhosts: %v\n%s", err, msg)

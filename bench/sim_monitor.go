@@ -107,24 +107,27 @@ func (m *neighMonitor) note(u netlink.NeighUpdate, at time.Time) {
 // added is when both entries of mac were in the kernel (the later of its
 // FDB and neighbour additions).
 func (m *neighMonitor) added(mac string) (time.Time, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	mt := m.seen[mac]
-	if mt == nil || mt.fdbAdd.IsZero() || mt.neighAdd.IsZero() {
-		return time.Time{}, false
-	}
-	return later(mt.fdbAdd, mt.neighAdd), true
+	return m.both(mac, func(mt *macTimes) (time.Time, time.Time) { return mt.fdbAdd, mt.neighAdd })
 }
 
 // deleted is when both entries of mac were gone.
 func (m *neighMonitor) deleted(mac string) (time.Time, bool) {
+	return m.both(mac, func(mt *macTimes) (time.Time, time.Time) { return mt.fdbDel, mt.neighDel })
+}
+
+// both is the later of the two times pick takes from mac's, if both were seen.
+func (m *neighMonitor) both(mac string, pick func(*macTimes) (time.Time, time.Time)) (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mt := m.seen[mac]
-	if mt == nil || mt.fdbDel.IsZero() || mt.neighDel.IsZero() {
+	if mt == nil {
 		return time.Time{}, false
 	}
-	return later(mt.fdbDel, mt.neighDel), true
+	a, b := pick(mt)
+	if a.IsZero() || b.IsZero() {
+		return time.Time{}, false
+	}
+	return later(a, b), true
 }
 
 func later(a, b time.Time) time.Time {
@@ -132,4 +135,12 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// seenAdds says whether mac's FDB and neighbour additions were seen.
+func (m *neighMonitor) seenAdds(mac string) (fdb, neigh bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mt := m.seen[mac]
+	return mt != nil && !mt.fdbAdd.IsZero(), mt != nil && !mt.neighAdd.IsZero()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vxbridge/vxbridge/bench/result"
@@ -98,7 +99,8 @@ func (p *simPoint) quiet() {
 }
 
 // churn: the synthetic hosts start and stop containers in every network.
-func (p *simPoint) churn() {
+// False when etcd could not take their writes (the point ends there).
+func (p *simPoint) churn() bool {
 	t := p.t
 	var res sim.ChurnResult
 	var err error
@@ -115,16 +117,25 @@ func (p *simPoint) churn() {
 		t.Fatal(err)
 	}
 	p.res.Churn = result.SimChurn{Starts: res.Starts, Stops: res.Stops, Errors: res.Errors, Skipped: res.Skipped,
-		Seconds: res.Seconds, Commit: result.SummariseMs(commitTimes(recs))}
-	p.settle()
+		Seconds: res.Seconds, Commit: result.SummariseMs(commitTimes(recs)), Pending: res.Pending}
 	wall := s2.at.Sub(s1.at)
+	p.res.Etcd = etcdStats(s1.etcd, s2.etcd)
+	p.res.SimCPU, p.res.SimRSSKiB = cores(s2.sim.cpu-s1.sim.cpu, wall), s2.sim.rssKiB
+	t.Logf("churn: %d starts, %d stops in %.1f s (%d errors, %d skipped, %d not in etcd); etcd %.0f events/s, %.2f cores",
+		res.Starts, res.Stops, res.Seconds, res.Errors, res.Skipped, res.Pending, p.res.Etcd.EventsPerSecond, p.res.Etcd.CPU)
+	if res.Pending > 0 {
+		for i := range p.obs {
+			r := &p.res.Observers[i]
+			r.CPUChurn, r.ChurnCalls = cores(s2.obs[i].cpu-s1.obs[i].cpu, wall), callDists(ph.calls[i])
+		}
+		return p.limit("etcd did not keep up with the synthetic hosts' writes: %d of them still not in etcd (%s); etcd used %.2f cores, publish to commit p50 %.0f ms, p99 %.0f ms",
+			res.Pending, res.Unsettled, p.res.Etcd.CPU, p.res.Churn.Commit.P50Ms, p.res.Churn.Commit.P99Ms)
+	}
+	p.settle()
 	for i, ob := range p.obs {
 		p.observeChurn(i, ob, recs, s2.obs[i].cpu-s1.obs[i].cpu, wall, ph)
 	}
-	p.res.Etcd = etcdStats(s1.etcd, s2.etcd)
-	p.res.SimCPU, p.res.SimRSSKiB = cores(s2.sim.cpu-s1.sim.cpu, wall), s2.sim.rssKiB
-	t.Logf("churn: %d starts, %d stops in %.1f s (%d errors, %d skipped); etcd %.0f events/s, %.2f cores",
-		res.Starts, res.Stops, res.Seconds, res.Errors, res.Skipped, p.res.Etcd.EventsPerSecond, p.res.Etcd.CPU)
+	return true
 }
 
 func (p *simPoint) observeChurn(i int, ob *observer, recs []sim.Record, cpu, wall time.Duration, ph phase) {
@@ -137,6 +148,9 @@ func (p *simPoint) observeChurn(i int, ob *observer, recs []sim.Record, cpu, wal
 	r.ChurnCalls = callDists(ph.calls[i])
 	r.RSSMaxKiB = ph.rssMax[i]
 	r.MonitorLost = ob.mon.lost.Load()
+	if c.missed > 0 {
+		logMissed(p.t, ob, recs)
+	}
 	var err error
 	if r.FDB, r.Neigh, err = ob.tables(); err != nil {
 		p.t.Fatal(err)
@@ -156,7 +170,7 @@ func etcdStats(a, b etcdSample) result.SimEtcd {
 // foreign: an idle window (the observers' baseline), then churn only in
 // networks no observer is in. An observer that follows only its own
 // networks receives nothing more than in the idle window.
-func (p *simPoint) foreign() {
+func (p *simPoint) foreign() bool {
 	t := p.t
 	s0 := p.snapshot()
 	time.Sleep(max(p.o.Foreign/4, 3*time.Second))
@@ -180,6 +194,10 @@ func (p *simPoint) foreign() {
 			p.obs[i].name, writes, r.CPUForeign, r.CPUIdle, r.ForeignBytesPerWrite)
 	}
 	p.res.Etcd.ForeignEventsPerWrite = (s2.etcd.events - s1.etcd.events) / float64(max(writes, 1))
+	if res.Pending > 0 {
+		return p.limit("etcd did not keep up with the foreign churn: %d writes still not in etcd (%s)", res.Pending, res.Unsettled)
+	}
+	return true
 }
 
 // markerCount is how many endpoints are written per network to tell when
@@ -241,5 +259,29 @@ func waitMarkers(ob *observer, macs []string) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("%s: %d of %d markers not programmed within %v", ob.name, missing, len(macs), relistWait)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// logMissed says, for a few added endpoints the observer never had both
+// entries of, what its kernel did show and when the endpoint went again.
+func logMissed(t testing.TB, ob *observer, recs []sim.Record) {
+	vnis, shown := vniSet(ob.nets), 0
+	for _, rec := range recs {
+		if rec.Op != sim.OpAdd || !vnis[rec.VNI] || shown == 3 {
+			continue
+		}
+		if _, ok := ob.mon.added(rec.MAC); ok {
+			continue
+		}
+		shown++
+		gone := "never withdrawn"
+		for _, r2 := range recs {
+			if r2.MAC == rec.MAC && r2.Op == sim.OpDel {
+				gone = fmt.Sprintf("withdrawn %v after its commit", time.Duration(r2.Committed-rec.Committed))
+			}
+		}
+		fdb, neigh := ob.mon.seenAdds(rec.MAC)
+		t.Logf("%s: missed %s (host %s, vxlan.id %d): FDB add seen %v, neighbour add seen %v; %s",
+			ob.name, rec.MAC, rec.Host, rec.VNI, fdb, neigh, gone)
 	}
 }

@@ -44,9 +44,11 @@ func (p *simPoint) run() {
 		return
 	}
 	p.quiet()
-	p.churn()
-	if len(p.plan.Foreign()) > 0 {
-		p.foreign()
+	if !p.churn() {
+		return
+	}
+	if len(p.plan.Foreign()) > 0 && !p.foreign() {
+		return
 	}
 	p.afterRestart()
 	p.afterCompaction()
@@ -61,8 +63,12 @@ func (p *simPoint) limit(format string, a ...any) bool {
 
 // Waits that grow with the point's size: bringing the synthetic hosts up,
 // and an observer programming its remote endpoints.
-func populateWait(hosts int) time.Duration { return 2*time.Minute + time.Duration(hosts)*300*time.Millisecond }
-func syncWait(remote int) time.Duration    { return 2*time.Minute + time.Duration(remote)*10*time.Millisecond }
+func populateWait(hosts int) time.Duration {
+	return 2*time.Minute + time.Duration(hosts)*300*time.Millisecond
+}
+func syncWait(remote int) time.Duration {
+	return 2*time.Minute + time.Duration(remote)*10*time.Millisecond
+}
 
 func (p *simPoint) setUp() bool {
 	t := p.t

@@ -64,6 +64,8 @@ type SimChurn struct {
 	// Commit is publish-to-commit of the synthetic hosts' writes (their
 	// cluster client's round trip, etcd's write).
 	Commit Dist `json:"publish_to_commit"`
+	// Pending is writes still not in etcd a minute after the phase.
+	Pending int `json:"pending,omitempty"`
 }
 
 // SimObserver is one real plugin's view of the point.

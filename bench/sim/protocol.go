@@ -61,13 +61,16 @@ type ChurnRequest struct {
 
 // ChurnResult is what a churn did. Skipped counts ticks dropped because
 // too many operations were still running (the synthetic hosts could not
-// keep the rate).
+// keep the rate). Pending counts writes still not in etcd a while after
+// the churn ended (Unsettled says how long): etcd did not keep up.
 type ChurnResult struct {
-	Starts  int     `json:"starts"`
-	Stops   int     `json:"stops"`
-	Errors  int     `json:"errors"`
-	Skipped int     `json:"skipped"`
-	Seconds float64 `json:"seconds"`
+	Starts    int     `json:"starts"`
+	Stops     int     `json:"stops"`
+	Errors    int     `json:"errors"`
+	Skipped   int     `json:"skipped"`
+	Seconds   float64 `json:"seconds"`
+	Pending   int     `json:"pending,omitempty"`
+	Unsettled string  `json:"unsettled,omitempty"`
 }
 
 // AddRequest asks for Count new endpoints in network VNI, one on each of
