@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/vxbridge/vxbridge/bench/result"
@@ -18,7 +19,7 @@ type convergence struct {
 // observer's kernel (neighMonitor).
 type kernelTimes interface {
 	added(mac string) (time.Time, bool)
-	deleted(mac string) (time.Time, bool)
+	deleted(mac string, ip netip.Addr, since time.Time) (time.Time, bool)
 }
 
 // converge matches the synthetic hosts' writes in the networks vnis with
@@ -34,7 +35,8 @@ func converge(recs []sim.Record, vnis map[uint32]bool, k kernelTimes) convergenc
 		}
 		c.changes++
 		if r.Op == sim.OpDel {
-			if at, ok := k.deleted(r.MAC); ok {
+			ip, _ := netip.ParseAddr(r.IP)
+			if at, ok := k.deleted(r.MAC, ip, time.Unix(0, r.Published)); ok {
 				c.gone = append(c.gone, msSince(r.Committed, at))
 			} else {
 				c.goneMissed++

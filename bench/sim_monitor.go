@@ -2,6 +2,7 @@ package bench
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,20 +18,26 @@ import (
 // in the namespaces of its VXLAN devices. The time is when the
 // notification reached the harness: the kernel change happened before.
 type neighMonitor struct {
-	mu     sync.Mutex
-	seen   map[string]*macTimes
+	mu   sync.Mutex
+	seen map[string]*macTimes
+	// gone is when neighbour entries were deleted, by IP: the kernel's
+	// deletion notice of a neighbour entry carries no MAC (the entry is
+	// no longer valid when it is sent). An address comes back with
+	// another endpoint, so every deletion is kept.
+	gone   map[netip.Addr][]time.Time
 	lost   atomic.Bool // the socket overflowed: some events are missing
 	done   chan struct{}
 	closed sync.Once
 }
 
-// macTimes is when a MAC's entries were first seen added and deleted.
+// macTimes is when a MAC's entries were first seen added, and its FDB
+// entry deleted.
 type macTimes struct {
-	fdbAdd, neighAdd, fdbDel, neighDel time.Time
+	fdbAdd, neighAdd, fdbDel time.Time
 }
 
 func newNeighMonitor(t testing.TB) *neighMonitor {
-	m := &neighMonitor{seen: map[string]*macTimes{}, done: make(chan struct{})}
+	m := &neighMonitor{seen: map[string]*macTimes{}, gone: map[netip.Addr][]time.Time{}, done: make(chan struct{})}
 	t.Cleanup(m.stop)
 	return m
 }
@@ -76,28 +83,30 @@ func (m *neighMonitor) watch(t testing.TB, nsPath string) {
 }
 
 func (m *neighMonitor) note(u netlink.NeighUpdate, at time.Time) {
-	if len(u.HardwareAddr) != 6 {
+	add := u.Type == unix.RTM_NEWNEIGH
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !add && u.Family != unix.AF_BRIDGE {
+		if ip, ok := netip.AddrFromSlice(u.IP); ok {
+			m.gone[ip.Unmap()] = append(m.gone[ip.Unmap()], at)
+		}
+		return
+	}
+	if len(u.HardwareAddr) != 6 || (add && u.Family != unix.AF_BRIDGE && u.State&netlink.NUD_PERMANENT == 0) {
 		return
 	}
 	mac := net.HardwareAddr(u.HardwareAddr).String()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	mt := m.seen[mac]
 	if mt == nil {
 		mt = &macTimes{}
 		m.seen[mac] = mt
 	}
-	add := u.Type == unix.RTM_NEWNEIGH
-	var slot *time.Time
+	slot := &mt.neighAdd
 	switch {
 	case u.Family == unix.AF_BRIDGE && add:
 		slot = &mt.fdbAdd
 	case u.Family == unix.AF_BRIDGE:
 		slot = &mt.fdbDel
-	case add:
-		slot = &mt.neighAdd
-	default:
-		slot = &mt.neighDel
 	}
 	if slot.IsZero() {
 		*slot = at
@@ -107,27 +116,30 @@ func (m *neighMonitor) note(u netlink.NeighUpdate, at time.Time) {
 // added is when both entries of mac were in the kernel (the later of its
 // FDB and neighbour additions).
 func (m *neighMonitor) added(mac string) (time.Time, bool) {
-	return m.both(mac, func(mt *macTimes) (time.Time, time.Time) { return mt.fdbAdd, mt.neighAdd })
-}
-
-// deleted is when both entries of mac were gone.
-func (m *neighMonitor) deleted(mac string) (time.Time, bool) {
-	return m.both(mac, func(mt *macTimes) (time.Time, time.Time) { return mt.fdbDel, mt.neighDel })
-}
-
-// both is the later of the two times pick takes from mac's, if both were seen.
-func (m *neighMonitor) both(mac string, pick func(*macTimes) (time.Time, time.Time)) (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mt := m.seen[mac]
-	if mt == nil {
+	if mt == nil || mt.fdbAdd.IsZero() || mt.neighAdd.IsZero() {
 		return time.Time{}, false
 	}
-	a, b := pick(mt)
-	if a.IsZero() || b.IsZero() {
+	return later(mt.fdbAdd, mt.neighAdd), true
+}
+
+// deleted is when both entries of the endpoint with mac and ip were gone,
+// its neighbour entry's deletion being the first of ip's after since.
+func (m *neighMonitor) deleted(mac string, ip netip.Addr, since time.Time) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mt := m.seen[mac]
+	if mt == nil || mt.fdbDel.IsZero() {
 		return time.Time{}, false
 	}
-	return later(a, b), true
+	for _, at := range m.gone[ip] {
+		if !at.Before(since) {
+			return later(mt.fdbDel, at), true
+		}
+	}
+	return time.Time{}, false
 }
 
 func later(a, b time.Time) time.Time {

@@ -50,6 +50,11 @@ func simSection(b *strings.Builder, s *result.Sim, png, convPNG string) {
 	w(" each point below names its design. CPU is from /proc (user+system), in cores: 1.0 is one CPU busy. ")
 	w("**The machine's two CPUs are shared with etcd, the synthetic hosts and the harness: absolute CPU and latency ")
 	w("are pessimistic, most of all at the largest sizes.**\n\n")
+	w("Run it with `sudo make bench BENCH_FIGURES=6` (about an hour; `VXBRIDGE_BENCH_SHORT=1`: H=10 only, under two ")
+	w("minutes). Knobs, as environment variables: `VXBRIDGE_BENCH_SIM_HOSTS` (10,100,300,1000), `_SHAPES` (3of20,1of1), ")
+	w("`_PER_HOST` (50), `_RATE` (100), `_OBSERVERS` (2), `_CHURN_S` (30; quiet and foreign two thirds of it), `_WATCHERS` (0), ")
+	w("`_ETCD3` (1: the largest H also on three etcd members), `_BEFORE` (the anchor's commit; `none`), `_ETCD_DIR` (/dev/shm), ")
+	w("`_CACHE` (/var/tmp/vxbridge-bench: builds by commit).\n\n")
 	if s.Short {
 		w("**Short run (VXBRIDGE_BENCH_SHORT): a smoke test of the harness, not numbers to keep.**\n\n")
 	}
