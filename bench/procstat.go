@@ -13,6 +13,10 @@ type procStat struct {
 	cpu    time.Duration // user+system CPU time so far
 	rssKiB int
 	fds    int
+	// wait is how long its threads were runnable but waiting for a CPU
+	// (the scheduler's run delay, summed over threads alive now): a busy
+	// machine, not the process's own work.
+	wait time.Duration
 }
 
 func readProcStat(pid int) (procStat, error) {
@@ -28,7 +32,29 @@ func readProcStat(pid int) (procStat, error) {
 	if err != nil {
 		return procStat{}, err
 	}
-	return procStat{cpu: cpu, rssKiB: rss, fds: len(fds)}, nil
+	return procStat{cpu: cpu, rssKiB: rss, fds: len(fds), wait: runDelay(pid)}, nil
+}
+
+// runDelay sums the run-queue wait of pid's threads (/proc/PID/task/*/
+// schedstat, second field, ns); 0 where the kernel does not keep it.
+func runDelay(pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }
 
 // procCPU is a process's user+system CPU time so far, from /proc/PID/stat.

@@ -13,16 +13,17 @@ import (
 
 // snap is every process's counters at one moment.
 type snap struct {
-	at   time.Time
-	obs  []procStat
-	rx   []uint64 // observers' underlay bytes received
-	etcd etcdSample
-	sim  procStat
+	at      time.Time
+	machine time.Duration // busy time of every CPU
+	obs     []procStat
+	rx      []uint64 // observers' underlay bytes received
+	etcd    etcdSample
+	sim     procStat
 }
 
 func (p *simPoint) snapshot() snap {
 	t := p.t
-	s := snap{at: time.Now()}
+	s := snap{at: time.Now(), machine: machineBusy()}
 	for _, ob := range p.obs {
 		st, err := ob.stat()
 		if err != nil {
@@ -121,18 +122,22 @@ func (p *simPoint) churn() bool {
 	wall := s2.at.Sub(s1.at)
 	p.res.Etcd = etcdStats(s1.etcd, s2.etcd)
 	p.res.SimCPU, p.res.SimRSSKiB = cores(s2.sim.cpu-s1.sim.cpu, wall), s2.sim.rssKiB
-	t.Logf("churn: %d starts, %d stops in %.1f s (%d errors, %d skipped, %d not in etcd); etcd %.0f events/s, %.2f cores",
-		res.Starts, res.Stops, res.Seconds, res.Errors, res.Skipped, res.Pending, p.res.Etcd.EventsPerSecond, p.res.Etcd.CPU)
+	p.res.MachineBusy = cores(s2.machine-s1.machine, wall)
+	t.Logf("churn: %d starts, %d stops in %.1f s (%d errors, %d skipped, %d not in etcd); etcd %.0f events/s, %.2f cores (%.2f waiting); machine busy %.2f cores",
+		res.Starts, res.Stops, res.Seconds, res.Errors, res.Skipped, res.Pending, p.res.Etcd.EventsPerSecond, p.res.Etcd.CPU,
+		p.res.Etcd.Wait, p.res.MachineBusy)
 	if res.Pending > 0 {
 		for i := range p.obs {
 			r := &p.res.Observers[i]
 			r.CPUChurn, r.ChurnCalls = cores(s2.obs[i].cpu-s1.obs[i].cpu, wall), callDists(ph.calls[i])
+			r.WaitChurn = cores(s2.obs[i].wait-s1.obs[i].wait, wall)
 		}
 		return p.limit("etcd did not keep up with the synthetic hosts' writes: %d of them still not in etcd (%s); etcd used %.2f cores, publish to commit p50 %.0f ms, p99 %.0f ms",
 			res.Pending, res.Unsettled, p.res.Etcd.CPU, p.res.Churn.Commit.P50Ms, p.res.Churn.Commit.P99Ms)
 	}
 	p.settle()
 	for i, ob := range p.obs {
+		p.res.Observers[i].WaitChurn = cores(s2.obs[i].wait-s1.obs[i].wait, wall)
 		p.observeChurn(i, ob, recs, s2.obs[i].cpu-s1.obs[i].cpu, wall, ph)
 	}
 	return true
@@ -155,15 +160,15 @@ func (p *simPoint) observeChurn(i int, ob *observer, recs []sim.Record, cpu, wal
 	if r.FDB, r.Neigh, err = ob.tables(); err != nil {
 		p.t.Fatal(err)
 	}
-	p.t.Logf("%s: %.3f cores churning (%.3f quiet), %.2f ms per remote change (%d), converge p50 %.1f p99 %.1f ms, missed %d; Join p99 %.1f ms (quiet %.1f)",
-		ob.name, r.CPUChurn, r.CPUQuiet, r.CPUPerChangeMs, c.changes, r.Converge.P50Ms, r.Converge.P99Ms, c.missed,
+	p.t.Logf("%s: %.3f cores churning (%.3f waiting for a CPU; %.3f quiet), %.2f ms per remote change (%d), converge p50 %.1f p99 %.1f ms, missed %d; Join p99 %.1f ms (quiet %.1f)",
+		ob.name, r.CPUChurn, r.WaitChurn, r.CPUQuiet, r.CPUPerChangeMs, c.changes, r.Converge.P50Ms, r.Converge.P99Ms, c.missed,
 		r.ChurnCalls["NetworkDriver.Join"].P99Ms, r.QuietCalls["NetworkDriver.Join"].P99Ms)
 }
 
 func etcdStats(a, b etcdSample) result.SimEtcd {
 	wall := b.at.Sub(a.at)
 	return result.SimEtcd{EventsPerSecond: (b.events - a.events) / wall.Seconds(), Watchers: int(b.watchers),
-		WatchStreams: int(b.streams), Keys: int(b.keys), DBBytes: int64(b.dbBytes), CPU: cores(b.cpu-a.cpu, wall),
+		WatchStreams: int(b.streams), Keys: int(b.keys), DBBytes: int64(b.dbBytes), CPU: cores(b.cpu-a.cpu, wall), Wait: cores(b.wait-a.wait, wall),
 		RSSKiB: b.rssKiB, SentBytesPerSec: (b.sent - a.sent) / wall.Seconds(), FDs: b.fds}
 }
 

@@ -47,12 +47,13 @@ func simSection(b *strings.Builder, s *result.Sim, png, convPNG string) {
 	for _, d := range s.Designs {
 		w(" **%s** (%s);", d.Name, d.What)
 	}
-	w(" each point below names its design. CPU is from /proc (user+system), in cores: 1.0 is one CPU busy. ")
+	w(" each point below names its design. CPU is from /proc (user+system), in cores: 1.0 is one CPU busy; ")
+	w("\"waiting\" is the scheduler's run delay of the process's threads in cores: CPU it wanted and the machine did not give it. ")
 	w("**The machine's two CPUs are shared with etcd, the synthetic hosts and the harness: absolute CPU and latency ")
 	w("are pessimistic, most of all at the largest sizes.**\n\n")
 	w("Run it with `sudo make bench BENCH_FIGURES=6` (about an hour; `VXBRIDGE_BENCH_SHORT=1`: H=10 only, under two ")
 	w("minutes). Knobs, as environment variables: `VXBRIDGE_BENCH_SIM_HOSTS` (10,100,300,1000), `_SHAPES` (3of20,1of1), ")
-	w("`_PER_HOST` (50), `_RATE` (100), `_OBSERVERS` (2), `_CHURN_S` (30; quiet and foreign two thirds of it), `_WATCHERS` (0), ")
+	w("`_PER_HOST` (50), `_RATE` (100), `_OBSERVERS` (1), `_CHURN_S` (30; quiet and foreign two thirds of it), `_WATCHERS` (0), ")
 	w("`_ETCD3` (1: the largest H also on three etcd members), `_BEFORE` (the anchor's commit; `none`), `_ETCD_DIR` (/dev/shm), ")
 	w("`_CACHE` (/var/tmp/vxbridge-bench: builds by commit).\n\n")
 	if s.Short {
@@ -84,12 +85,12 @@ func simCostTable(b *strings.Builder, s *result.Sim) {
 	fmt.Fprintf(b, "Cost on the observer. Entries are what its VXLAN devices held after the churn settled; the anchors' ")
 	fmt.Fprintf(b, "models for the same membership: flannel (vxlan backend) holds one route, one ARP and one FDB entry per ")
 	fmt.Fprintf(b, "remote host of the cluster, docker's overlay an FDB and a neighbour entry per remote endpoint of its networks.\n\n")
-	fmt.Fprintf(b, "%s remote endpoints | CPU quiet | CPU churn | ms CPU per remote change | RSS MiB (max) | FDB | neigh | flannel model | overlay model | joined in s (CreateNetwork s) |\n", simKeyHead)
+	fmt.Fprintf(b, "%s remote endpoints | CPU quiet | CPU churn (waiting for a CPU) | ms CPU per remote change | RSS MiB (max) | FDB | neigh | flannel model | overlay model | joined in s (CreateNetwork s) |\n", simKeyHead)
 	fmt.Fprintf(b, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range s.Points {
 		for _, o := range p.Observers {
-			fmt.Fprintf(b, "| %s | %d | %.3f | %.3f | %.2f | %.1f (%.1f) | %d | %d | %d | %d | %.1f (%.1f) |\n", simKey(p, o), o.Remote,
-				o.CPUQuiet, o.CPUChurn, o.CPUPerChangeMs, mib(o.RSSKiB), mib(o.RSSMaxKiB), o.FDB, o.Neigh,
+			fmt.Fprintf(b, "| %s | %d | %.3f | %.3f (%.3f) | %.2f | %.1f (%.1f) | %d | %d | %d | %d | %.1f (%.1f) |\n", simKey(p, o), o.Remote,
+				o.CPUQuiet, o.CPUChurn, o.WaitChurn, o.CPUPerChangeMs, mib(o.RSSKiB), mib(o.RSSMaxKiB), o.FDB, o.Neigh,
 				3*(p.Hosts+s.Observers-1), 2*o.Remote, o.InitialSyncMs/1000, o.CreateNetworkMs/1000)
 		}
 	}
@@ -123,8 +124,8 @@ func simClusterTable(b *strings.Builder, s *result.Sim) {
 	fmt.Fprintf(b, "networks it is not in, beyond its idle rate (0: it receives none), and its CPU then vs idle; etcd's events ")
 	fmt.Fprintf(b, "sent per such write (to all watchers). etcd and the synthetic hosts in the churn phase; populate is the time ")
 	fmt.Fprintf(b, "to bring the synthetic hosts up.\n\n")
-	fmt.Fprintf(b, "| design | shape | H | etcd | endpoints | populate s | foreign bytes/write (per observer) | observer CPU foreign / idle | etcd events/write foreign | etcd events/s | watchers | keys | db MiB | etcd CPU | etcd RSS MiB | etcd fds | publish->commit p50 / p99 ms | simhosts CPU | simhosts RSS MiB |\n")
-	fmt.Fprintf(b, "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n")
+	fmt.Fprintf(b, "| design | shape | H | etcd | endpoints | populate s | foreign bytes/write (per observer) | observer CPU foreign / idle | etcd events/write foreign | etcd events/s | watchers | keys | db MiB | etcd CPU (waiting) | etcd RSS MiB | etcd fds | publish->commit p50 / p99 ms | simhosts CPU | simhosts RSS MiB | machine busy |\n")
+	fmt.Fprintf(b, "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|\n")
 	for _, p := range s.Points {
 		var fb, fc []string
 		for _, o := range p.Observers {
@@ -132,10 +133,10 @@ func simClusterTable(b *strings.Builder, s *result.Sim) {
 			fc = append(fc, fmt.Sprintf("%.3f / %.3f", o.CPUForeign, o.CPUIdle))
 		}
 		e := p.Etcd
-		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %.1f | %s | %s | %.2f | %.0f | %d | %d | %.1f | %.2f | %.0f | %d | %.1f / %.1f | %.2f | %.0f |\n",
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %.1f | %s | %s | %.2f | %.0f | %d | %d | %.1f | %.2f (%.2f) | %.0f | %d | %.1f / %.1f | %.2f | %.0f | %.2f |\n",
 			p.Design, p.Shape, p.Hosts, p.EtcdNodes, p.Endpoints, p.PopulateSeconds, strings.Join(fb, ", "), strings.Join(fc, ", "),
-			e.ForeignEventsPerWrite, e.EventsPerSecond, e.Watchers, e.Keys, float64(e.DBBytes)/(1<<20), e.CPU, mib(e.RSSKiB), e.FDs,
-			p.Churn.Commit.P50Ms, p.Churn.Commit.P99Ms, p.SimCPU, mib(p.SimRSSKiB))
+			e.ForeignEventsPerWrite, e.EventsPerSecond, e.Watchers, e.Keys, float64(e.DBBytes)/(1<<20), e.CPU, e.Wait, mib(e.RSSKiB), e.FDs,
+			p.Churn.Commit.P50Ms, p.Churn.Commit.P99Ms, p.SimCPU, mib(p.SimRSSKiB), p.MachineBusy)
 	}
 	fmt.Fprintf(b, "\n")
 }

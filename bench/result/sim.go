@@ -49,6 +49,9 @@ type SimPoint struct {
 	// SimRSSKiB its resident memory.
 	SimCPU    float64 `json:"sim_cpu_cores"`
 	SimRSSKiB int     `json:"sim_rss_kib"`
+	// MachineBusy is every CPU's busy time in the churn phase, in cores
+	// (/proc/stat: this point's processes and whatever else ran).
+	MachineBusy float64 `json:"machine_busy_cores"`
 	// Limit, when set, says why the point stopped short (the machine's
 	// limit, not a failure of the harness).
 	Limit string `json:"limit,omitempty"`
@@ -93,9 +96,13 @@ type SimObserver struct {
 	// CPUPerChange is the churn's extra CPU (over quiet) per remote
 	// endpoint change (start or stop) in its networks, ms.
 	CPUPerChangeMs float64 `json:"cpu_ms_per_remote_change"`
-	RemoteChanges  int     `json:"remote_changes"`
-	RSSKiB         int     `json:"rss_kib"`
-	RSSMaxKiB      int     `json:"rss_max_kib"`
+	// WaitChurn is how long its threads waited for a CPU while runnable
+	// in the churn phase, in cores: CPU it wanted and the machine did not
+	// give it then.
+	WaitChurn     float64 `json:"cpu_wait_churn_cores"`
+	RemoteChanges int     `json:"remote_changes"`
+	RSSKiB        int     `json:"rss_kib"`
+	RSSMaxKiB     int     `json:"rss_max_kib"`
 	// Converge is a remote endpoint's commit in etcd to both its FDB and
 	// neighbour entries in the observer's kernel (netlink notifications
 	// in the network's namespace); FromPublish counts from the synthetic
@@ -135,8 +142,9 @@ type SimEtcd struct {
 	WatchStreams    int     `json:"watch_streams"`
 	Keys            int     `json:"keys"`
 	DBBytes         int64   `json:"db_bytes"`
-	CPU             float64 `json:"cpu_cores"` // all members
-	RSSKiB          int     `json:"rss_kib"`   // all members
+	CPU             float64 `json:"cpu_cores"`      // all members
+	Wait            float64 `json:"cpu_wait_cores"` // runnable, waiting for a CPU
+	RSSKiB          int     `json:"rss_kib"`        // all members
 	SentBytesPerSec float64 `json:"grpc_sent_bytes_per_s"`
 	// ForeignEventsPerWrite is events sent per write in the foreign phase.
 	ForeignEventsPerWrite float64 `json:"foreign_events_per_write"`

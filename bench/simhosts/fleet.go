@@ -11,6 +11,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bench/sim"
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/ipam"
 )
 
 // fleet is every synthetic host of the process.
@@ -111,7 +112,8 @@ func (f *fleet) up(ctx context.Context, i int) (*simHost, error) {
 	}
 	for j, k := range nets {
 		for range sim.EndpointsIn(f.plan.PerHost, len(nets), j) {
-			if _, err := h.start(f.plan.Nets[k].VNI, "populate"); err != nil {
+			start := func() error { _, err := h.start(f.plan.Nets[k].VNI, "populate"); return err }
+			if err := retry(jctx, start, ipam.ErrPoolExhausted); err != nil {
 				return nil, err
 			}
 		}

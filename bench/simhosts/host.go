@@ -94,28 +94,33 @@ func (h *simHost) join(ctx context.Context, n sim.Net) error {
 		Options: map[string]string{"RequestAddressType": "com.docker.network.gateway"}}); err != nil {
 		return fmt.Errorf("gateway of %s: %w", n.Subnet, err)
 	}
-	if err := claim(ctx, h.c, cluster.Network{VNI: n.VNI, Subnets: []netip.Prefix{n.Subnet}}); err != nil {
-		return err
+	claim := func() error { return h.c.ClaimNetwork(ctx, cluster.Network{VNI: n.VNI, Subnets: []netip.Prefix{n.Subnet}}) }
+	if err := retry(ctx, claim, cluster.ErrConflict); err != nil {
+		return fmt.Errorf("claim vxlan.id %d: %w", n.VNI, err)
 	}
-	if err := h.blocks.Prefetch(ctx, n.Subnet); err != nil {
+	prefetch := func() error { return h.blocks.Prefetch(ctx, n.Subnet) }
+	if err := retry(ctx, prefetch, ipam.ErrPoolExhausted); err != nil {
 		return fmt.Errorf("address block of %s: %w", n.Subnet, err)
 	}
 	h.nets[n.VNI] = &hostNet{vni: n.VNI, subnet: n.Subnet, poolID: pool.PoolID}
 	return nil
 }
 
-// claim retries ClaimNetwork while etcd is busy or this host has no lease
-// yet: many hosts claiming one network at once keep changing its records.
-func claim(ctx context.Context, c *cluster.Client, n cluster.Network) error {
+// retry calls fn until it succeeds, fails with final, or ctx ends: many
+// hosts claiming one network or address block at once keep changing the
+// records each compares against, and a host has no lease at first. A
+// vxbridge host would be asked again by docker; a synthetic one asks again
+// itself.
+func retry(ctx context.Context, fn func() error, final error) error {
 	backoff := 20 * time.Millisecond
 	for {
-		err := c.ClaimNetwork(ctx, n)
-		if err == nil || errors.Is(err, cluster.ErrConflict) || ctx.Err() != nil {
+		err := fn()
+		if err == nil || errors.Is(err, final) || ctx.Err() != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("claim vxlan.id %d: %w (last: %w)", n.VNI, ctx.Err(), err)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		case <-time.After(jitter(backoff)):
 		}
 		backoff = min(2*backoff, 2*time.Second)
