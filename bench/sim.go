@@ -160,9 +160,13 @@ func BenchSim(t *testing.T, bin string, o SimOptions) *result.Sim {
 					}
 					pt := runPoint(t, o, d, shape, hosts, members)
 					out.Points = append(out.Points, pt)
-					if pt.Limit != "" {
+					where := fmt.Sprintf("%s, %s, H=%d, etcd x%d", d.Name, shape, hosts, members)
+					switch {
+					case pt.Limit != "":
 						stoppedAt[key] = hosts
-						out.Limits = append(out.Limits, fmt.Sprintf("%s, %s, H=%d, etcd x%d: %s", d.Name, shape, hosts, members, pt.Limit))
+						out.Limits = append(out.Limits, where+": "+pt.Limit+" (larger sizes not run)")
+					case pt.Ended != "":
+						out.Limits = append(out.Limits, where+": ended after the churn: "+pt.Ended)
 					}
 				}
 			}

@@ -78,3 +78,24 @@ func TestPerChangeMs(t *testing.T) {
 		t.Errorf("below the quiet rate: %v, want 0", got)
 	}
 }
+
+// TestLastWrites: the last kept addition (one withdrawn later does not
+// count) and the last withdrawal, in the observer's networks only.
+func TestLastWrites(t *testing.T) {
+	recs := []sim.Record{
+		{Op: sim.OpAdd, VNI: 1, MAC: "a", Committed: 1},
+		{Op: sim.OpAdd, VNI: 1, MAC: "b", Committed: 2},
+		{Op: sim.OpDel, VNI: 1, MAC: "x", Committed: 3},
+		{Op: sim.OpAdd, VNI: 1, MAC: "c", Committed: 4},
+		{Op: sim.OpAdd, VNI: 2, MAC: "d", Committed: 5},
+		{Op: sim.OpDel, VNI: 1, MAC: "c", Committed: 6},
+		{Op: sim.OpDel, VNI: 2, MAC: "e", Committed: 7},
+	}
+	add, del, ok := lastWrites(recs, map[uint32]bool{1: true})
+	if !ok || add.MAC != "b" || del.MAC != "c" {
+		t.Errorf("lastWrites = %s, %s, %v; want b, c", add.MAC, del.MAC, ok)
+	}
+	if _, _, ok := lastWrites(recs[:2], map[uint32]bool{1: true}); ok {
+		t.Error("no withdrawal, yet ok")
+	}
+}

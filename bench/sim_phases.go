@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,13 +133,17 @@ func (p *simPoint) churn() bool {
 			r.CPUChurn, r.ChurnCalls = cores(s2.obs[i].cpu-s1.obs[i].cpu, wall), callDists(ph.calls[i])
 			r.WaitChurn = cores(s2.obs[i].wait-s1.obs[i].wait, wall)
 		}
-		return p.limit("etcd did not keep up with the synthetic hosts' writes: %d of them still not in etcd (%s); etcd used %.2f cores, publish to commit p50 %.0f ms, p99 %.0f ms",
+		return p.endEarly("etcd did not keep up with the synthetic hosts' writes: %d of them still not in etcd (%s); etcd used %.2f cores, publish to commit p50 %.0f ms, p99 %.0f ms",
 			res.Pending, res.Unsettled, p.res.Etcd.CPU, p.res.Churn.Commit.P50Ms, p.res.Churn.Commit.P99Ms)
 	}
-	p.settle()
+	behind := p.settleOn(recs)
 	for i, ob := range p.obs {
 		p.res.Observers[i].WaitChurn = cores(s2.obs[i].wait-s1.obs[i].wait, wall)
 		p.observeChurn(i, ob, recs, s2.obs[i].cpu-s1.obs[i].cpu, wall, ph)
+	}
+	if len(behind) > 0 {
+		return p.endEarly("%s still behind the churn %v after it ended (the later phases would measure the backlog)",
+			strings.Join(behind, ", "), syncWait(len(recs)))
 	}
 	return true
 }
@@ -200,7 +205,7 @@ func (p *simPoint) foreign() bool {
 	}
 	p.res.Etcd.ForeignEventsPerWrite = (s2.etcd.events - s1.etcd.events) / float64(max(writes, 1))
 	if res.Pending > 0 {
-		return p.limit("etcd did not keep up with the foreign churn: %d writes still not in etcd (%s)", res.Pending, res.Unsettled)
+		return p.endEarly("etcd did not keep up with the foreign churn: %d writes still not in etcd (%s)", res.Pending, res.Unsettled)
 	}
 	return true
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -58,6 +59,13 @@ func (p *simPoint) run() {
 func (p *simPoint) limit(format string, a ...any) bool {
 	p.res.Limit = fmt.Sprintf(format, a...)
 	p.t.Logf("limit: %s", p.res.Limit)
+	return false
+}
+
+// endEarly records that the point ends after what it measured so far.
+func (p *simPoint) endEarly(format string, a ...any) bool {
+	p.res.Ended = fmt.Sprintf(format, a...)
+	p.t.Logf("ended early: %s", p.res.Ended)
 	return false
 }
 
@@ -157,4 +165,56 @@ func (p *simPoint) settle() {
 			p.t.Logf("%s not settled: %v", ob.name, err)
 		}
 	}
+}
+
+// settleOn waits until each observer shows the last writes of recs in its
+// networks: the last endpoint added (and kept) and the last withdrawn. An
+// observer applies etcd's events in order, so then it has applied all of
+// them. (Counting entries would not do: a churn replaces endpoints one for
+// one, and the count stays right while the observer lags.)
+// It returns the observers that did not within syncWait.
+func (p *simPoint) settleOn(recs []sim.Record) (behind []string) {
+	for _, ob := range p.obs {
+		add, del, ok := lastWrites(recs, vniSet(ob.nets))
+		if !ok {
+			continue
+		}
+		ip, _ := netip.ParseAddr(del.IP)
+		err := testbed.Poll(syncWait(len(recs)), func() error {
+			_, added := ob.mon.added(add.MAC)
+			_, gone := ob.mon.deleted(del.MAC, ip, time.Unix(0, del.Published))
+			if !added || !gone {
+				return fmt.Errorf("%s has not applied the last writes yet (added %v, withdrawn %v)", ob.name, added, gone)
+			}
+			return nil
+		})
+		if err != nil {
+			p.t.Logf("%s not settled: %v", ob.name, err)
+			behind = append(behind, ob.name)
+		}
+	}
+	return behind
+}
+
+// lastWrites is the last addition in vnis whose endpoint was not withdrawn
+// later, and the last withdrawal, by commit time.
+func lastWrites(recs []sim.Record, vnis map[uint32]bool) (add, del sim.Record, ok bool) {
+	withdrawn := map[string]bool{}
+	var haveAdd, haveDel bool
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if !vnis[r.VNI] {
+			continue
+		}
+		switch {
+		case r.Op == sim.OpDel:
+			withdrawn[r.MAC] = true
+			if !haveDel || r.Committed > del.Committed {
+				del, haveDel = r, true
+			}
+		case !withdrawn[r.MAC] && (!haveAdd || r.Committed > add.Committed):
+			add, haveAdd = r, true
+		}
+	}
+	return add, del, haveAdd && haveDel
 }

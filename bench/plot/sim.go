@@ -124,8 +124,8 @@ func simClusterTable(b *strings.Builder, s *result.Sim) {
 	fmt.Fprintf(b, "networks it is not in, beyond its idle rate (0: it receives none), and its CPU then vs idle; etcd's events ")
 	fmt.Fprintf(b, "sent per such write (to all watchers). etcd and the synthetic hosts in the churn phase; populate is the time ")
 	fmt.Fprintf(b, "to bring the synthetic hosts up.\n\n")
-	fmt.Fprintf(b, "| design | shape | H | etcd | endpoints | populate s | foreign bytes/write (per observer) | observer CPU foreign / idle | etcd events/write foreign | etcd events/s | watchers | keys | db MiB | etcd CPU (waiting) | etcd RSS MiB | etcd fds | publish->commit p50 / p99 ms | simhosts CPU | simhosts RSS MiB | machine busy |\n")
-	fmt.Fprintf(b, "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| design | shape | H | etcd | endpoints | populate s | foreign bytes/write (per observer) | observer CPU foreign / idle | etcd events/write foreign | etcd events/s | etcd sent MB/s | watchers | keys | db MiB | etcd CPU (waiting) | etcd RSS MiB | etcd fds | publish->commit p50 / p99 ms | simhosts CPU | simhosts RSS MiB | machine busy |\n")
+	fmt.Fprintf(b, "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|\n")
 	for _, p := range s.Points {
 		var fb, fc []string
 		for _, o := range p.Observers {
@@ -133,9 +133,9 @@ func simClusterTable(b *strings.Builder, s *result.Sim) {
 			fc = append(fc, fmt.Sprintf("%.3f / %.3f", o.CPUForeign, o.CPUIdle))
 		}
 		e := p.Etcd
-		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %.1f | %s | %s | %.2f | %.0f | %d | %d | %.1f | %.2f (%.2f) | %.0f | %d | %.1f / %.1f | %.2f | %.0f | %.2f |\n",
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %.1f | %s | %s | %.2f | %.0f | %.2f | %d | %d | %.1f | %.2f (%.2f) | %.0f | %d | %.1f / %.1f | %.2f | %.0f | %.2f |\n",
 			p.Design, p.Shape, p.Hosts, p.EtcdNodes, p.Endpoints, p.PopulateSeconds, strings.Join(fb, ", "), strings.Join(fc, ", "),
-			e.ForeignEventsPerWrite, e.EventsPerSecond, e.Watchers, e.Keys, float64(e.DBBytes)/(1<<20), e.CPU, e.Wait, mib(e.RSSKiB), e.FDs,
+			e.ForeignEventsPerWrite, e.EventsPerSecond, e.SentBytesPerSec/1e6, e.Watchers, e.Keys, float64(e.DBBytes)/(1<<20), e.CPU, e.Wait, mib(e.RSSKiB), e.FDs,
 			p.Churn.Commit.P50Ms, p.Churn.Commit.P99Ms, p.SimCPU, mib(p.SimRSSKiB), p.MachineBusy)
 	}
 	fmt.Fprintf(b, "\n")
@@ -260,7 +260,7 @@ func simLines(s *result.Sim, y func(result.SimObserver) float64) []simSeries {
 	idx := map[string]int{}
 	for _, p := range s.Points {
 		o, ok := simWorst(p)
-		if !ok || p.EtcdNodes != 1 || p.Limit != "" {
+		if !ok || p.EtcdNodes != 1 || p.Limit != "" || math.IsNaN(y(o)) {
 			continue
 		}
 		name := p.Design + " " + p.Shape
@@ -306,5 +306,10 @@ func simCPUPlot(s *result.Sim) (*plot.Plot, error) {
 
 func simConvergePlot(s *result.Sim) (*plot.Plot, error) {
 	return simPlot(s, "Figure 6: convergence p99, commit in etcd to the observer's kernel", "ms",
-		func(o result.SimObserver) float64 { return o.Converge.P99Ms })
+		func(o result.SimObserver) float64 {
+			if o.Converge.N == 0 {
+				return math.NaN() // nothing converged in the phase
+			}
+			return o.Converge.P99Ms
+		})
 }

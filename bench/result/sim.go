@@ -52,9 +52,12 @@ type SimPoint struct {
 	// MachineBusy is every CPU's busy time in the churn phase, in cores
 	// (/proc/stat: this point's processes and whatever else ran).
 	MachineBusy float64 `json:"machine_busy_cores"`
-	// Limit, when set, says why the point stopped short (the machine's
-	// limit, not a failure of the harness).
+	// Limit, when set, says why the point could not be measured (the
+	// machine's limit, not a failure of the harness): larger sizes of its
+	// shape are not run. Ended says why a point stopped after its churn
+	// (the later phases would have measured a backlog).
 	Limit string `json:"limit,omitempty"`
+	Ended string `json:"ended,omitempty"`
 }
 
 // SimChurn is one phase's churn as the synthetic hosts did it.

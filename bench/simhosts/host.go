@@ -94,7 +94,9 @@ func (h *simHost) join(ctx context.Context, n sim.Net) error {
 		Options: map[string]string{"RequestAddressType": "com.docker.network.gateway"}}); err != nil {
 		return fmt.Errorf("gateway of %s: %w", n.Subnet, err)
 	}
-	claim := func() error { return h.c.ClaimNetwork(ctx, cluster.Network{VNI: n.VNI, Subnets: []netip.Prefix{n.Subnet}}) }
+	claim := func() error {
+		return h.c.ClaimNetwork(ctx, cluster.Network{VNI: n.VNI, Subnets: []netip.Prefix{n.Subnet}})
+	}
 	if err := retry(ctx, claim, cluster.ErrConflict); err != nil {
 		return fmt.Errorf("claim vxlan.id %d: %w", n.VNI, err)
 	}
