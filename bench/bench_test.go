@@ -48,8 +48,8 @@ func TestBench(t *testing.T) {
 			run.Measured[key] = m
 		}
 	}
-	// VXBRIDGE_BENCH_SHORT=1 shrinks figures 4 and 5 to a smoke run of the
-	// harness itself (its numbers are not worth keeping).
+	// VXBRIDGE_BENCH_SHORT=1 shrinks figures 4, 5 and 6 to a smoke run of
+	// the harness itself (its numbers are not worth keeping).
 	short := os.Getenv("VXBRIDGE_BENCH_SHORT") != ""
 	xo, co := CrossHostOptions{Rounds: 10, IperfSeconds: 4, PingCount: 200}, ConvergenceOptions{Starts: 40}
 	if short {
@@ -77,8 +77,16 @@ func TestBench(t *testing.T) {
 			figure(result.KeyConvergence, func(t *testing.T) {
 				run.Convergence = BenchConvergence(t, bin, co)
 			})
+		case "6":
+			so, err := SimOptionsFromEnv(short)
+			if err != nil {
+				t.Fatal(err)
+			}
+			figure(result.KeySim, func(t *testing.T) {
+				run.Sim = BenchSim(t, bin, so)
+			})
 		default:
-			t.Fatalf("VXBRIDGE_BENCH_FIGURES: unknown figure %q (have 1 to 5)", f)
+			t.Fatalf("VXBRIDGE_BENCH_FIGURES: unknown figure %q (have 1 to 6)", f)
 		}
 		save() // a later figure failing keeps the earlier ones
 	}

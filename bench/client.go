@@ -26,7 +26,10 @@ type client struct {
 	hc *http.Client
 }
 
-func newClient(socket string) *client {
+func newClient(socket string) *client { return newClientTimeout(socket, 30*time.Second) }
+
+// newClientTimeout is newClient with its own bound on each call.
+func newClientTimeout(socket string, timeout time.Duration) *client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -34,7 +37,7 @@ func newClient(socket string) *client {
 		},
 		MaxIdleConnsPerHost: 1,
 	}
-	return &client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &client{hc: &http.Client{Transport: tr, Timeout: timeout}}
 }
 
 func (c *client) close() { c.hc.CloseIdleConnections() }
@@ -81,6 +84,11 @@ type network struct {
 // vxbridge --subnet SUBNET` sends: RequestPool, the gateway's
 // RequestAddress, CreateNetwork.
 func createNetwork(c *client, subnet string) (network, error) {
+	return createNetworkWith(c, subnet, map[string]string{})
+}
+
+// createNetworkWith is createNetwork with driver options (docker's -o).
+func createNetworkWith(c *client, subnet string, opts map[string]string) (network, error) {
 	var pool struct{ PoolID, Pool string }
 	err := c.call("IpamDriver.RequestPool", map[string]any{
 		"AddressSpace": "vxbridge-local", "Pool": subnet, "Options": map[string]string{}, "V6": false}, &pool)
@@ -96,7 +104,7 @@ func createNetwork(c *client, subnet string) (network, error) {
 	n := network{ID: randomID(), PoolID: pool.PoolID}
 	err = c.call("NetworkDriver.CreateNetwork", map[string]any{
 		"NetworkID": n.ID,
-		"Options": map[string]any{"com.docker.network.generic": map[string]string{},
+		"Options": map[string]any{"com.docker.network.generic": opts,
 			"com.docker.network.enable_ipv6": false},
 		"IPv4Data": []map[string]any{{"AddressSpace": "vxbridge-local", "Pool": pool.Pool, "Gateway": gw.Address}},
 		"IPv6Data": []any{},

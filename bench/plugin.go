@@ -26,19 +26,26 @@ type plugin struct {
 // (the namespace with every process still in it) when the test ends.
 func newPlugin(t testing.TB, bin string) *plugin {
 	t.Helper()
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("plugin binary: %v (run `make build` first)", err)
-	}
+	bin = pluginBinary(t, bin)
 	dir, err := os.MkdirTemp("", "vxbench-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return &plugin{ns: testbed.NewNetNS(t), bin: bin, dir: dir, socket: filepath.Join(dir, "vxbridge.sock")}
+}
+
+// pluginBinary is bin made absolute, failing the test when it is missing.
+func pluginBinary(t testing.TB, bin string) string {
+	t.Helper()
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatalf("plugin binary: %v (run `make build` first)", err)
+	}
+	return abs
 }
 
 // start runs the plugin and returns the time from starting it until
@@ -103,21 +110,9 @@ func vmRSS(pid int) (int, error) {
 // cpuTime is the plugin's user+system CPU time so far.
 func (p *plugin) cpuTime(t testing.TB) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.proc.Pid()))
+	d, err := procCPU(p.proc.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		t.Fatalf("short /proc/%d/stat: %q", p.proc.Pid(), s)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/%d/stat: %q", p.proc.Pid(), s)
-	}
-	// USER_HZ is 100 on every Linux architecture Go supports.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return d
 }

@@ -39,6 +39,10 @@ func writePlots(r *result.Run, dir string) (map[string]string, error) {
 	if r.Convergence != nil && len(r.Convergence.Drivers) > 0 {
 		figs = append(figs, fig{"convergence", func() (*plot.Plot, error) { return convergencePlot(r.Convergence) }, 0})
 	}
+	if r.Sim != nil && len(r.Sim.Points) > 0 {
+		figs = append(figs, fig{"sim", func() (*plot.Plot, error) { return simCPUPlot(r.Sim) }, 0},
+			fig{"sim_converge", func() (*plot.Plot, error) { return simConvergePlot(r.Sim) }, 0})
+	}
 	for _, f := range figs {
 		p, err := f.make()
 		if err != nil {

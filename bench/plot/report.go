@@ -79,6 +79,13 @@ func report(r *result.Run, plots map[string]string, src string) string {
 		w("## Figure 5: cross-host convergence\n\nNot measured yet.\n\n")
 	}
 	w("%s", crossHostAnalysis)
+	if r.Sim != nil {
+		simSection(&b, r.Sim, plots["sim"], plots["sim_converge"])
+		measured(&b, r, result.KeySim)
+	} else {
+		w("## Figure 6: cross-host networks at many hosts\n\nNot measured yet (`make bench BENCH_FIGURES=6`).\n\n")
+	}
+	w("%s", simAnalysis)
 	return b.String()
 }
 

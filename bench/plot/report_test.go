@@ -82,3 +82,44 @@ func TestRunWritesPageAndPlots(t *testing.T) {
 		}
 	}
 }
+
+// TestSimSection renders figure 6 with two designs: the targets are read
+// at H=1000 3of20 on the observer with the most CPU, and the ratios are to
+// the first design.
+func TestSimSection(t *testing.T) {
+	ms := func(v float64) result.Dist { return result.Dist{N: 5, P50Ms: v / 2, P99Ms: v, MaxMs: v} }
+	calls := func(v float64) map[string]result.Dist {
+		return map[string]result.Dist{"NetworkDriver.CreateEndpoint": ms(v), "NetworkDriver.Join": ms(v)}
+	}
+	obs := func(cpu, conv, join float64, rss int, foreign float64) []result.SimObserver {
+		return []result.SimObserver{
+			{Name: "obs0", CPUChurn: cpu, Converge: ms(conv), QuietCalls: calls(10), ChurnCalls: calls(join), RSSMaxKiB: rss,
+				CompactBackMs: 900, ForeignBytesPerWrite: foreign, Remote: 100, FDB: 100, Neigh: 100},
+			{Name: "obs1", CPUChurn: cpu / 2, Converge: ms(1), QuietCalls: calls(10), ChurnCalls: calls(10)},
+		}
+	}
+	s := &result.Sim{PerHost: 50, Rate: 100, Observers: 2, Designs: []result.SimDesign{{Name: "before"}, {Name: "current"}},
+		Points: []result.SimPoint{
+			{Design: "before", Shape: "3of20", Hosts: 1000, EtcdNodes: 1, Observers: obs(0.8, 400, 30, 300<<10, 290)},
+			{Design: "current", Shape: "3of20", Hosts: 1000, EtcdNodes: 1, Observers: obs(0.04, 40, 10.5, 50<<10, 0)},
+			{Design: "current", Shape: "3of20", Hosts: 100, EtcdNodes: 1, Observers: obs(0.01, 20, 10, 40<<10, 0)},
+		},
+		Limits: []string{"before, 1of1, H=1000, etcd x1: too slow"}}
+	var b strings.Builder
+	simSection(&b, s, "plots/fig-sim.png", "")
+	page := b.String()
+	for _, want := range []string{
+		"| before | 1000 | 0.800: **missed** | 400 ms: **missed** | 3.00x: **missed** | 3.00x: **missed** | 300.0 MiB: **missed** | 900 ms: met | 290: **missed** |",
+		"| current | 1000 | 0.040: met | 40 ms: met | 1.05x: met | 1.05x: met | 50.0 MiB: met | 900 ms: met | 0: met |",
+		"| current | 3of20 | 1000 | 1 | 0.05x | n/a | 0.10x | 0.35x | 0.17x | 1.00x | 0.00x |",
+		"- before, 1of1, H=1000, etcd x1: too slow", "![figure 6, observer CPU](plots/fig-sim.png)",
+		"| flannel model |", "| current | 3of20 | 1000 | 1 | obs0 | 100 |",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+	if _, err := simCPUPlot(s); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -25,9 +25,10 @@ type Run struct {
 	DockerRun   *DockerRun   `json:"docker_run,omitempty"`  // figure 1
 	CrossHost   *CrossHost   `json:"cross_host,omitempty"`  // figure 4
 	Convergence *Convergence `json:"convergence,omitempty"` // figure 5
+	Sim         *Sim         `json:"sim,omitempty"`         // figure 6
 
 	// Measured says when each figure present was measured, by figure key
-	// ("docker_run", "api", "scaling", "cross_host", "convergence"): a run
+	// ("docker_run", "api", "scaling", "cross_host", "convergence", "sim"): a run
 	// of some figures keeps the others from earlier runs (see Merge).
 	Measured map[string]Measurement `json:"measured,omitempty"`
 }
@@ -216,10 +217,11 @@ const (
 	KeyScaling     = "scaling"
 	KeyCrossHost   = "cross_host"
 	KeyConvergence = "convergence"
+	KeySim         = "sim"
 )
 
 // Keys lists the figure keys in page order.
-var Keys = []string{KeyDockerRun, KeyAPI, KeyScaling, KeyCrossHost, KeyConvergence}
+var Keys = []string{KeyDockerRun, KeyAPI, KeyScaling, KeyCrossHost, KeyConvergence, KeySim}
 
 // Has reports whether the run holds the figure key.
 func (r *Run) Has(key string) bool {
@@ -234,6 +236,8 @@ func (r *Run) Has(key string) bool {
 		return r.CrossHost != nil
 	case KeyConvergence:
 		return r.Convergence != nil
+	case KeySim:
+		return r.Sim != nil
 	}
 	return false
 }
@@ -250,6 +254,8 @@ func (r *Run) take(key string, from *Run) {
 		r.CrossHost = from.CrossHost
 	case KeyConvergence:
 		r.Convergence = from.Convergence
+	case KeySim:
+		r.Sim = from.Sim
 	}
 }
 
