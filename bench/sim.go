@@ -17,7 +17,7 @@ import (
 // current one is measured against, built from this commit in the same run.
 // Empty: the checkout alone is measured. VXBRIDGE_BENCH_SIM_BEFORE
 // overrides it ("none" turns it off).
-const SimBeforeCommit = ""
+const SimBeforeCommit = "2bd4a2b0b78869a4905fa0b1613c72bc3a63a726"
 
 // SimOptions sizes figure 6.
 type SimOptions struct {

@@ -87,6 +87,13 @@ func (f *fleet) bringUp(ctx context.Context, concurrency int) {
 	wg.Wait()
 }
 
+// countingSink follows a network as a vxbridge host does, counting the
+// listings and batches it is given and programming nothing.
+type countingSink struct{ n *atomic.Int64 }
+
+func (s countingSink) Reset(cluster.NetworkState) { s.n.Add(1) }
+func (s countingSink) Apply([]cluster.Change)     { s.n.Add(1) }
+
 // hostID names synthetic host i.
 func hostID(i int) string { return fmt.Sprintf("sim%05d", i) }
 
@@ -119,7 +126,9 @@ func (f *fleet) up(ctx context.Context, i int) (*simHost, error) {
 		}
 	}
 	if i < f.watchers {
-		go h.c.Watch(ctx, func(cluster.View) { f.views.Add(1) })
+		for _, k := range nets {
+			go h.c.FollowNetwork(ctx, f.plan.Nets[k].VNI, countingSink{&f.views})
+		}
 	}
 	return h, nil
 }

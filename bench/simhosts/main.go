@@ -57,7 +57,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.control, "control", "", "unix socket of the control API (required)")
 	fs.StringVar(&c.records, "records", "", "file the endpoint writes are recorded in, one JSON line each (required)")
 	fs.DurationVar(&c.ttl, "ttl", cluster.DefaultTTL, "each host's lease TTL (vxbridge's --host-ttl)")
-	fs.IntVar(&c.watchers, "watchers", 0, "how many of the hosts also follow the cluster (Watch) as a vxbridge host does, with nothing to program")
+	fs.IntVar(&c.watchers, "watchers", 0, "how many of the hosts also follow their networks as a vxbridge host does, with nothing to program (the design at the pinned commit follows the whole cluster instead)")
 	fs.IntVar(&c.concurrency, "concurrency", 32, "hosts brought up at once")
 	fs.StringVar(&c.policy, "stop", policyOldest, "lifetime policy: which endpoint each start replaces on its host: oldest or random")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the host, network and endpoint choices")
