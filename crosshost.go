@@ -12,6 +12,7 @@ import (
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/peers"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -39,7 +40,7 @@ func (f *crossHostFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.vtepIP, "vtep-ip", "", "this host's VXLAN tunnel address (default: the address of --vtep-interface)")
 	fs.IntVar(&f.vxlanPort, "vxlan-port", vxlan.DefaultPort, "VXLAN UDP port, the same on every host")
 	fs.DurationVar(&f.hostTTL, "host-ttl", cluster.DefaultTTL, "how long a silent host keeps its endpoints in etcd (its lease TTL)")
-	fs.StringVar(&f.programming, "peer-programming", "eager", "eager (every peer's VXLAN entries at once) or on-demand (only peers talked to, on the kernel's miss notifications; see BENCHMARKS.md figure 6)")
+	fs.StringVar(&f.programming, "peer-programming", status.ProgrammingEager, "eager (every peer's VXLAN entries at once) or on-demand (only peers talked to, on the kernel's miss notifications; see BENCHMARKS.md figure 6)")
 }
 
 func (f *crossHostFlags) validate() error {
@@ -49,7 +50,7 @@ func (f *crossHostFlags) validate() error {
 	if f.vxlanPort < 1 || f.vxlanPort > 65535 {
 		return fmt.Errorf("--vxlan-port %d: want 1-65535", f.vxlanPort)
 	}
-	if f.programming != "eager" && f.programming != "on-demand" {
+	if f.programming != status.ProgrammingEager && f.programming != status.ProgrammingOnDemand {
 		return fmt.Errorf("--peer-programming %q: want eager or on-demand", f.programming)
 	}
 	if f.hostTTL < 2*time.Second {
@@ -98,13 +99,16 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	}
 	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
 	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: ipam.CrossHostPool(db.Networks), Logger: log})
-	onDemand := f.programming == "on-demand"
-	pm := peers.New(peers.Config{Self: hostID, SelfVTEP: vtep.Addr, Source: client, Logger: log, OnDemand: onDemand,
-		NeighLimits: func(total int) {
+	onDemand := f.programming == status.ProgrammingOnDemand
+	pc := peers.Config{Self: hostID, SelfVTEP: vtep.Addr, Source: client, Logger: log, OnDemand: onDemand}
+	if onDemand { // eager entries are permanent: the kernel does not count them (vxlan/ design notes)
+		pc.NeighLimits = func(total int) {
 			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
 				log.Warn("cross-host: neighbour-table limits", "err", err)
 			}
-		}})
+		}
+	}
+	pm := peers.New(pc)
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
 		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints, "host_ttl", f.hostTTL)
 	return &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{

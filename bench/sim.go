@@ -34,6 +34,7 @@ type SimOptions struct {
 	// Etcd3 also runs the largest H of the sweep on a three-member etcd.
 	Etcd3    bool
 	Watchers int    // synthetic hosts that also watch the cluster
+	OnDemand bool   // also the checkout with peers programmed on demand
 	Before   string // commit of the "before" design; "" none
 	EtcdDir  string // etcd's data (tmpfs by default)
 	Cache    string // builds of other commits, by hash
@@ -47,7 +48,7 @@ type SimOptions struct {
 func SimOptionsFromEnv(short bool) (SimOptions, error) {
 	o := SimOptions{Hosts: []int{10, 100, 300, 1000}, Shapes: []string{"3of20", "1of1"}, PerHost: 50, Rate: 100,
 		Policy: "oldest", Observers: 1, OwnPerNet: 5, Quiet: 20 * time.Second, Churn: 30 * time.Second,
-		Foreign: 20 * time.Second, Etcd3: true, Before: SimBeforeCommit, EtcdDir: "/dev/shm",
+		Foreign: 20 * time.Second, Etcd3: true, OnDemand: true, Before: SimBeforeCommit, EtcdDir: "/dev/shm",
 		Cache: "/var/tmp/vxbridge-bench", Short: short}
 	if short {
 		o.Hosts, o.Shapes, o.Observers, o.Etcd3 = []int{10}, []string{"3of20"}, 1, false
@@ -119,6 +120,9 @@ func envNumbers(env func(string) (string, bool), o *SimOptions) error {
 	if v, ok := env("ETCD3"); ok {
 		o.Etcd3 = v != "0"
 	}
+	if v, ok := env("ONDEMAND"); ok {
+		o.OnDemand = v != "0"
+	}
 	return nil
 }
 
@@ -140,6 +144,9 @@ func parseInts(s string) ([]int, error) {
 // shape (the other etcd at the same size still runs).
 func BenchSim(t *testing.T, bin string, o SimOptions) *result.Sim {
 	designs := []simDesign{currentDesign(t, bin)}
+	if o.OnDemand {
+		designs = append(designs, onDemandDesign(designs[0]))
+	}
 	if o.Before != "" {
 		designs = append([]simDesign{designAt(t, designBefore, o.Before, o.Cache)}, designs...)
 	}

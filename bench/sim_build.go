@@ -19,12 +19,17 @@ type simDesign struct {
 	result.SimDesign
 	plugin   string // binary paths
 	simhosts string
+	args     []string // the observers' extra plugin flags
+	// onDemand: the observers program peers only when the kernel misses
+	// them, so convergence and re-lists are not seen in their tables.
+	onDemand bool
 }
 
 // Design names.
 const (
-	designCurrent = "current"
-	designBefore  = "before"
+	designCurrent  = "current"
+	designOnDemand = "on-demand"
+	designBefore   = "before"
 )
 
 // currentDesign is the checkout: the plugin `make build` made, and the
@@ -37,6 +42,13 @@ func currentDesign(t testing.TB, plugin string) simDesign {
 		t.Fatalf("build simhosts: %v\n%s", err, msg)
 	}
 	return simDesign{SimDesign: result.SimDesign{Name: designCurrent, What: "this checkout"}, plugin: plugin, simhosts: out}
+}
+
+// onDemandDesign is the checkout with --peer-programming=on-demand.
+func onDemandDesign(cur simDesign) simDesign {
+	cur.SimDesign = result.SimDesign{Name: designOnDemand, What: "this checkout, --peer-programming=on-demand"}
+	cur.args, cur.onDemand = []string{"--peer-programming=on-demand"}, true
+	return cur
 }
 
 // designAt builds the plugin and the synthetic hosts of commit, once: the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bench/sim"
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
@@ -40,11 +41,11 @@ type obsNet struct {
 // network of 50,000 remote endpoints programs them all in CreateNetwork.
 const observerCallTimeout = 10 * time.Minute
 
-func newObserver(t testing.TB, ul *testbed.Underlay, bin, etcdURLs string, i int) *observer {
+func newObserver(t testing.TB, ul *testbed.Underlay, bin, etcdURLs string, i int, args ...string) *observer {
 	t.Helper()
 	h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("obs%d", i)})
 	ul.Attach(t, h)
-	h.StartPlugin(t, bin, "--etcd-endpoints", etcdURLs, "--vtep-interface", testbed.UnderlayHostLink, "--log-level", "warn")
+	h.StartPlugin(t, bin, append([]string{"--etcd-endpoints", etcdURLs, "--vtep-interface", testbed.UnderlayHostLink, "--log-level", "warn"}, args...)...)
 	o := &observer{name: h.Name, h: h, c: newClientTimeout(h.PluginSocket(), observerCallTimeout), mon: newNeighMonitor(t)}
 	t.Cleanup(o.c.close)
 	return o
@@ -151,6 +152,32 @@ func (o *observer) waitTables(want int, wait time.Duration) (time.Time, error) {
 		return nil
 	})
 	return time.Now(), err
+}
+
+// waitListed waits until the observer's followers know want remote
+// endpoints (its status report: the records listed, whether programmed or
+// not) and returns when it saw that.
+func (o *observer) waitListed(want int, wait time.Duration) (time.Time, error) {
+	err := testbed.Poll(wait, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rep, err := status.Fetch(ctx, o.h.PluginSocket())
+		if err != nil {
+			return err
+		}
+		if have := listedRemote(rep); have != want {
+			return fmt.Errorf("%s knows %d remote endpoints, want %d", o.name, have, want)
+		}
+		return nil
+	})
+	return time.Now(), err
+}
+
+func listedRemote(rep *status.Report) int {
+	if rep.Cluster == nil {
+		return -1
+	}
+	return rep.Cluster.RemoteEndpoints
 }
 
 func (o *observer) stat() (procStat, error) { return readProcStat(o.h.Plugin().Pid()) }

@@ -136,7 +136,11 @@ func (p *simPoint) churn() bool {
 		return p.endEarly("etcd did not keep up with the synthetic hosts' writes: %d of them still not in etcd (%s); etcd used %.2f cores, publish to commit p50 %.0f ms, p99 %.0f ms",
 			res.Pending, res.Unsettled, p.res.Etcd.CPU, p.res.Churn.Commit.P50Ms, p.res.Churn.Commit.P99Ms)
 	}
-	behind := p.settleOn(recs)
+	p.churned = recs
+	var behind []string
+	if !p.d.onDemand { // on demand, nothing is programmed before a packet asks
+		behind = p.settleOn(recs)
+	}
 	for i, ob := range p.obs {
 		p.res.Observers[i].WaitChurn = cores(s2.obs[i].wait-s1.obs[i].wait, wall)
 		p.observeChurn(i, ob, recs, s2.obs[i].cpu-s1.obs[i].cpu, wall, ph)
@@ -151,6 +155,9 @@ func (p *simPoint) churn() bool {
 func (p *simPoint) observeChurn(i int, ob *observer, recs []sim.Record, cpu, wall time.Duration, ph phase) {
 	r := &p.res.Observers[i]
 	c := converge(recs, vniSet(ob.nets), ob.mon)
+	if p.d.onDemand {
+		c = convergence{changes: c.changes} // programmed when a packet asks, not on the write
+	}
 	r.Converge, r.FromPublish, r.Gone = result.SummariseMs(c.fromCommit), result.SummariseMs(c.fromPublish), result.SummariseMs(c.gone)
 	r.Missed, r.GoneMissed, r.RemoteChanges = c.missed, c.goneMissed, c.changes
 	r.CPUChurn = cores(cpu, wall)

@@ -24,6 +24,8 @@ type simPoint struct {
 	sim  *simProc
 	obs  []*observer
 	res  result.SimPoint
+	// churned is the churn phase's writes, for the first-packet probes.
+	churned []sim.Record
 }
 
 func newSimPoint(t *testing.T, o SimOptions, d simDesign, shape string, hosts, members int) *simPoint {
@@ -51,8 +53,13 @@ func (p *simPoint) run() {
 	if len(p.plan.Foreign()) > 0 && !p.foreign() {
 		return
 	}
+	if p.d.onDemand {
+		p.firstPackets(p.churned) // re-lists are not seen in its tables
+		return
+	}
 	p.afterRestart()
 	p.afterCompaction()
+	p.firstPackets(p.churned)
 }
 
 // limit records that the point stopped at the machine's limit.
@@ -104,7 +111,7 @@ func (p *simPoint) joinObservers() bool {
 	p.res.Observers = make([]result.SimObserver, p.o.Observers)
 	starts := make([]time.Time, p.o.Observers)
 	for i := range p.o.Observers {
-		ob := newObserver(t, p.ul, p.d.plugin, p.etcd.URLs(), i)
+		ob := newObserver(t, p.ul, p.d.plugin, p.etcd.URLs(), i, p.d.args...)
 		p.obs = append(p.obs, ob)
 		r := &p.res.Observers[i]
 		r.Name, starts[i] = ob.name, time.Now()
@@ -120,7 +127,11 @@ func (p *simPoint) joinObservers() bool {
 	for i, ob := range p.obs {
 		r := &p.res.Observers[i]
 		r.Remote = p.expectedRemote(i, st)
-		at, err := ob.waitTables(r.Remote, syncWait(r.Remote))
+		wait := ob.waitTables
+		if p.d.onDemand {
+			wait = ob.waitListed // nothing is programmed before a packet asks
+		}
+		at, err := wait(r.Remote, syncWait(r.Remote))
 		if err != nil {
 			r.InitialTimedOut = true
 			return p.limit("%s did not program %d remote endpoints within %v: %v", ob.name, r.Remote, syncWait(r.Remote), err)

@@ -3,6 +3,7 @@ package doctor
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vxbridge/vxbridge/firewall"
@@ -197,24 +198,45 @@ func checkPeers(f *Facts) Finding {
 }
 
 // checkNeighbours: past gc_thresh3 the kernel refuses new neighbour
-// entries and containers lose connectivity at random.
+// entries and containers lose connectivity at random. The limits are for
+// the whole table, every namespace's entries, but permanent entries (what
+// eager peer programming writes on the VXLAN devices) are not counted
+// against them (Linux 4.19 and later): the containers' own ARP caches and,
+// on demand, the entries of the peers talked to are.
 func checkNeighbours(f *Facts) Finding {
 	c := Finding{Check: "neighbours"}
 	if f.GCThresh3 == 0 {
 		c.Level, c.Message = Skip, "gc_thresh3 could not be read"
 		return c
 	}
-	msg := fmt.Sprintf("%d IPv4 neighbour entries, gc_thresh2 %d, gc_thresh3 %d", f.Neighbours, f.GCThresh2, f.GCThresh3)
+	permanent, remote, onDemand := 0, 0, false
+	if f.Report != nil && f.Report.Cluster != nil {
+		cl := f.Report.Cluster
+		remote, onDemand = cl.RemoteEndpoints, cl.Programming == status.ProgrammingOnDemand
+		if !onDemand {
+			permanent = cl.NeighborEntries
+		}
+	}
+	counted := max(f.Neighbours-permanent, 0)
+	msg := fmt.Sprintf("%d IPv4 neighbour entries counted against the limits (%d in the table, %d of them vxbridge's permanent peer entries), gc_thresh2 %d, gc_thresh3 %d",
+		counted, f.Neighbours, permanent, f.GCThresh2, f.GCThresh3)
+	want := 2 * f.GCThresh3
 	switch {
-	case f.Neighbours >= f.GCThresh3*9/10:
+	case counted >= f.GCThresh3*9/10:
 		c.Level, c.Message = Fail, msg+": at the hard limit"
-	case f.Neighbours >= f.GCThresh2:
+	case counted >= f.GCThresh2:
 		c.Level, c.Message = Warn, msg+": above the soft limit, entries are being garbage-collected"
+	case onDemand && remote > f.GCThresh3/2:
+		c.Level = Warn
+		c.Message = fmt.Sprintf("%s: peers are programmed on demand and its networks have %d remote endpoints, each taking a counted entry while talked to", msg, remote)
+		want = max(want, 4*remote)
+	case f.TableFulls > 0:
+		c.Level, c.Message = Warn, fmt.Sprintf("%s: the kernel refused a new entry %d times since boot (neighbor table overflow)", msg, f.TableFulls)
 	default:
 		c.Level, c.Message = OK, msg
 		return c
 	}
-	c.Fix = fmt.Sprintf("raise net.ipv4.neigh.default.gc_thresh1/2/3 (e.g. sysctl -w net.ipv4.neigh.default.gc_thresh3=%d)", 2*f.GCThresh3)
+	c.Fix = fmt.Sprintf("size the limits for twice the entries this host's containers (and, on demand, its peers) use at once: sysctl -w net.ipv4.neigh.default.gc_thresh3=%d net.ipv4.neigh.default.gc_thresh2=%d (and the same for net.ipv6; vxlan/ package notes)", want, want/2)
 	return c
 }
 
@@ -267,3 +289,30 @@ func orUnknown(s string) string {
 }
 
 func short(id string) string { return id[:min(12, len(id))] }
+
+// parseARPCache reads /proc/net/stat/arp_cache's text: a header of column
+// names, then one row of hexadecimal counters per CPU.
+func parseARPCache(text string) (entries, fulls int) {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) < 2 {
+		return 0, 0
+	}
+	col := map[string]int{}
+	for i, name := range strings.Fields(lines[0]) {
+		col[name] = i
+	}
+	ei, eok := col["entries"]
+	fi, fok := col["table_fulls"]
+	for n, row := range lines[1:] {
+		f := strings.Fields(row)
+		if eok && n == 0 && ei < len(f) {
+			v, _ := strconv.ParseInt(f[ei], 16, 64)
+			entries = int(v)
+		}
+		if fok && fi < len(f) {
+			v, _ := strconv.ParseInt(f[fi], 16, 64)
+			fulls += int(v)
+		}
+	}
+	return entries, fulls
+}

@@ -61,9 +61,12 @@ type Facts struct {
 
 	Links []Link
 
-	// Neighbours counts IPv4 neighbour entries; GCThresh2/3 are the
-	// kernel's soft and hard limits.
+	// Neighbours counts IPv4 neighbour entries of every namespace (the
+	// kernel's limits are for the whole table), permanent ones too;
+	// TableFulls is how often since boot the kernel refused a new entry
+	// because the table was full; GCThresh2/3 are its soft and hard limits.
 	Neighbours int
+	TableFulls int
 	GCThresh2  int
 	GCThresh3  int
 }

@@ -98,6 +98,18 @@ func TestBrokenHost(t *testing.T) {
 		}, "peers", Warn, "h2/x claims address 10.90.0.5 held by h1/e1", "cloned host id"},
 		{"neighbours soft", func(f *Facts) { f.Neighbours = 600 }, "neighbours", Warn, "soft limit", "gc_thresh3=2048"},
 		{"neighbours hard", func(f *Facts) { f.Neighbours = 1000 }, "neighbours", Fail, "hard limit", "gc_thresh3"},
+		{"permanent peer entries not counted", func(f *Facts) {
+			f.Neighbours = 7600
+			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, NeighborEntries: 7500, RemoteEndpoints: 7500, Programming: status.ProgrammingEager}
+		}, "neighbours", OK, "100 IPv4 neighbour entries counted against the limits (7600 in the table, 7500 of them", ""},
+		{"on demand counts", func(f *Facts) {
+			f.Neighbours = 1000
+			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, NeighborEntries: 900, RemoteEndpoints: 7500, Programming: status.ProgrammingOnDemand}
+		}, "neighbours", Fail, "hard limit", "gc_thresh3=2048"},
+		{"on demand, many peers", func(f *Facts) {
+			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, RemoteEndpoints: 7500, Programming: status.ProgrammingOnDemand}
+		}, "neighbours", Warn, "7500 remote endpoints", "gc_thresh3=30000 net.ipv4.neigh.default.gc_thresh2=15000"},
+		{"table was full", func(f *Facts) { f.TableFulls = 3 }, "neighbours", Warn, "refused a new entry 3 times", "gc_thresh3"},
 		{"leftover", func(f *Facts) {
 			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:net:dead", Kind: "bridge"})
 		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:net:dead)", "ip link delete"},
@@ -140,4 +152,18 @@ func TestWrite(t *testing.T) {
 func FuzzParseForward(f *testing.F) {
 	f.Add(saveOK)
 	f.Fuzz(func(t *testing.T, s string) { parseForward(s) })
+}
+
+func TestParseARPCache(t *testing.T) {
+	text := `entries  allocs   destroys hash_grows lookups  hits     res_failed rcv_probes_mcast rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls
+00001d4c 00011c76 000137be 00000008   0001825b 000037e9 00000022   00000000         00000000         00000000         00000000       00000000            00000002
+00001d4c 0000821e 000064da 00000003   0000de76 000030c0 00000043   00000000         00000000         000003f6         00000000       00000000            0000000a
+`
+	entries, fulls := parseARPCache(text)
+	if entries != 0x1d4c || fulls != 12 {
+		t.Fatalf("parseARPCache = %d entries, %d table fulls; want 7500, 12", entries, fulls)
+	}
+	if e, f := parseARPCache("garbage"); e != 0 || f != 0 {
+		t.Fatalf("garbage parsed as %d, %d", e, f)
+	}
 }

@@ -36,9 +36,7 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	f.BridgeNFCall = readSysctl("net/bridge/bridge-nf-call-iptables")
 	f.GCThresh2, _ = strconv.Atoi(readSysctl("net/ipv4/neigh/default/gc_thresh2"))
 	f.GCThresh3, _ = strconv.Atoi(readSysctl("net/ipv4/neigh/default/gc_thresh3"))
-	if neigh, err := netlink.NeighList(0, unix.AF_INET); err == nil {
-		f.Neighbours = len(neigh)
-	}
+	f.Neighbours, f.TableFulls = arpCacheStats()
 	f.UnderlayIface, f.UnderlayMTU = defaultRouteLink()
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
@@ -74,6 +72,27 @@ func readSysctl(key string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// arpCacheStats reads the IPv4 neighbour table's entries (every
+// namespace's) and its refusals for being full from /proc/net/stat/arp_cache:
+// one row per CPU, the entries the same in each, the refusals per CPU.
+func arpCacheStats() (entries, fulls int) {
+	b, err := os.ReadFile("/proc/net/stat/arp_cache")
+	if err != nil {
+		return neighboursHere(), 0
+	}
+	return parseARPCache(string(b))
+}
+
+// neighboursHere counts this namespace's entries, where /proc/net/stat is
+// not readable.
+func neighboursHere() int {
+	neigh, err := netlink.NeighList(0, unix.AF_INET)
+	if err != nil {
+		return 0
+	}
+	return len(neigh)
 }
 
 // defaultRouteLink is the interface of the IPv4 default route and its MTU.

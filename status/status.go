@@ -66,6 +66,11 @@ type Cluster struct {
 	// its peers.
 	FDBEntries      int `json:"fdb_entries"`
 	NeighborEntries int `json:"neighbor_entries"`
+	// RemoteEndpoints counts the other hosts' endpoint records of its
+	// networks; Programming is "eager" (an entry for each, permanent) or
+	// "on-demand" (entries for the peers talked to, which the kernel ages).
+	RemoteEndpoints int    `json:"remote_endpoints"`
+	Programming     string `json:"peer_programming,omitempty"`
 	// Conflicts are records of other hosts that claim a MAC or an address
 	// an older record (or this host) holds: refused, never programmed.
 	Conflicts []Conflict `json:"conflicts,omitempty"`
@@ -79,6 +84,12 @@ type Cluster struct {
 	WatchEvents   uint64 `json:"watch_events"`
 	WatchListings uint64 `json:"watch_listings"`
 }
+
+// The ways peers are programmed (--peer-programming).
+const (
+	ProgrammingEager    = "eager"
+	ProgrammingOnDemand = "on-demand"
+)
 
 // Conflict is one refused claim.
 type Conflict struct {

@@ -26,18 +26,34 @@
 // What each remote endpoint costs. One FDB entry on the VXLAN device (the
 // bridge also learns the MAC on the VXLAN port once traffic flows: one more
 // bridge FDB entry, aged out normally) and one neighbour entry per address
-// (IPv4 and IPv6: two for a dual-stack endpoint). Each neighbour entry
-// counts against the host-wide net.ipv4.neigh / net.ipv6.neigh gc_thresh
-// limits, shared with every other interface of the namespace. Permanent
-// entries are never garbage-collected, but once the table holds more than
-// gc_thresh3 entries the kernel refuses new ones (ENOBUFS / "neighbour table
-// overflow"), ARP for ordinary interfaces included. RaisedLimits compares
-// the number of entries vxbridge wants plus NeighHeadroom with gc_thresh3
-// (default 1024), and Manager.EnsureNeighLimits raises the limits (never
-// lowers them) when they are too low, logging what it did. The limits are
-// the machine's: the kernel shows them only in the initial network
-// namespace, so a vxbridge running in another namespace logs a warning
-// once instead.
+// (IPv4 and IPv6: two for a dual-stack endpoint).
+//
+// Neighbour-table sizing. The kernel's limits (net.ipv4.neigh.default and
+// net.ipv6.neigh.default gc_thresh1/2/3, 128/512/1024 by default) are for
+// the whole table, every namespace's entries together; past gc_thresh3 the
+// kernel refuses new entries (ENOBUFS, "neighbour table overflow") and ARP
+// fails for any interface. Permanent entries are not counted against them
+// (Linux 4.19 and later): on this machine's 6.18 kernel 3,000 permanent
+// entries went in with gc_thresh3 at 1024 (the table then held 3,783), while
+// reachable entries stopped at 1,016 with ENOBUFS. So eager programming
+// (permanent entries) needs no limits raised, however large the cluster:
+// figure 6 of BENCHMARKS.md has an observer holding 7,500 (1,000 hosts,
+// each in 3 of 20 networks, 50 endpoints each) and 50,000 (one network of
+// every host) with the default limits. What counts is the containers' own
+// ARP and ND caches (every namespace's: each container's entry for each
+// peer it talks to) and, with --peer-programming=on-demand, the entries of
+// the peers talked to (reachable, aged by the kernel). Size gc_thresh3 at
+// twice what a host's containers and peers use at once: 50 containers each
+// talking to 40 peers is 2,000 entries, so gc_thresh3 4096 and gc_thresh2
+// 2048. In on-demand mode RaisedLimits compares the entries the manager
+// holds plus NeighHeadroom with gc_thresh3, and Manager.EnsureNeighLimits
+// raises the limits (never lowers them), logging what it did; the limits
+// are the machine's, shown only in the initial network namespace, so a
+// vxbridge in another namespace logs a warning once instead. `vxbridge
+// doctor` (check "neighbours") counts the table's entries in every
+// namespace (/proc/net/stat/arp_cache), leaves out vxbridge's permanent
+// ones, and says when the count nears the limits or the kernel refused an
+// entry since boot.
 //
 // MTU. VXLAN over IPv4 adds 50 bytes (outer Ethernet 14 is not counted in the
 // MTU: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14). The bridge, the
@@ -260,7 +276,7 @@ type NeighLimits struct {
 // on top of what vxbridge programs.
 const NeighHeadroom = 1024
 
-// RaisedLimits returns limits that fit want permanent entries plus
+// RaisedLimits returns limits that fit want counted entries plus
 // NeighHeadroom, and whether l had to change. Limits already high enough are
 // never lowered.
 func RaisedLimits(l NeighLimits, want int) (NeighLimits, bool) {

@@ -384,7 +384,7 @@ func neighNeigh(idx int, e Neigh, transient bool) *netlink.Neigh {
 }
 
 // EnsureNeighLimits raises the namespace's default neighbour-table limits of
-// both families so want permanent entries fit (see RaisedLimits); it never
+// both families so want counted entries fit (see RaisedLimits); it never
 // lowers them. It reports the limits it found and whether it changed them.
 func (m *Manager) EnsureNeighLimits(want int) (before NeighLimits, changed bool, err error) {
 	err = m.inNS(func() error {

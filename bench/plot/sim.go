@@ -62,6 +62,7 @@ func simSection(b *strings.Builder, s *result.Sim, png, convPNG string) {
 	simTargets(b, s)
 	simCostTable(b, s)
 	simLatencyTable(b, s)
+	simFirstPacketTable(b, s)
 	simClusterTable(b, s)
 	if len(s.Limits) > 0 {
 		w("Where the sweep stopped:\n\n")
@@ -85,16 +86,12 @@ func simCostTable(b *strings.Builder, s *result.Sim) {
 	fmt.Fprintf(b, "Cost on the observer. Entries are what its VXLAN devices held after the churn settled; the anchors' ")
 	fmt.Fprintf(b, "models for the same membership: flannel (vxlan backend) holds one route, one ARP and one FDB entry per ")
 	fmt.Fprintf(b, "remote host of the cluster, docker's overlay an FDB and a neighbour entry per remote endpoint of its networks.\n\n")
-	fmt.Fprintf(b, "%s remote endpoints | CPU quiet | CPU churn (waiting for a CPU) | ms CPU per remote change | RSS MiB (max) | FDB | neigh | flannel model | overlay model | joined in s (CreateNetwork s) |\n", simKeyHead)
-	fmt.Fprintf(b, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, p := range s.Points {
-		for _, o := range p.Observers {
-			fmt.Fprintf(b, "| %s | %d | %.3f | %.3f (%.3f) | %.2f | %.1f (%.1f) | %d | %d | %d | %d | %.1f (%.1f) |\n", simKey(p, o), o.Remote,
+	simTable(b, "remote endpoints | CPU quiet | CPU churn (waiting for a CPU) | ms CPU per remote change | RSS MiB (max) | FDB | neigh | flannel model | overlay model | joined in s (CreateNetwork s) |",
+		"---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", s, func(p result.SimPoint, o result.SimObserver) string {
+			return fmt.Sprintf("%d | %.3f | %.3f (%.3f) | %.2f | %.1f (%.1f) | %d | %d | %d | %d | %.1f (%.1f) |", o.Remote,
 				o.CPUQuiet, o.CPUChurn, o.WaitChurn, o.CPUPerChangeMs, mib(o.RSSKiB), mib(o.RSSMaxKiB), o.FDB, o.Neigh,
 				3*(p.Hosts+s.Observers-1), 2*o.Remote, o.InitialSyncMs/1000, o.CreateNetworkMs/1000)
-		}
-	}
-	fmt.Fprintf(b, "\n")
+		})
 }
 
 func simLatencyTable(b *strings.Builder, s *result.Sim) {
@@ -104,19 +101,44 @@ func simLatencyTable(b *strings.Builder, s *result.Sim) {
 	fmt.Fprintf(b, "CreateEndpoint and Join, p99 quiet -> churning. **back after**: from etcd healthy again (restart) or the ")
 	fmt.Fprintf(b, "observer's underlay back (compaction; reconnect is when its connection to etcd was up again) until markers ")
 	fmt.Fprintf(b, "written meanwhile were programmed, with the re-lists it logged.\n\n")
-	fmt.Fprintf(b, "%s converge p50 / p99 ms | from Publish p99 | gone p50 / p99 ms | missed | CreateEndpoint p99 ms | Join p99 ms | back after restart ms (re-lists) | back after compaction ms (reconnect, re-lists) |\n", simKeyHead)
-	fmt.Fprintf(b, "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---|---|\n")
-	for _, p := range s.Points {
-		for _, o := range p.Observers {
+	simTable(b, "converge p50 / p99 ms | from Publish p99 | gone p50 / p99 ms | missed | CreateEndpoint p99 ms | Join p99 ms | back after restart ms (re-lists) | back after compaction ms (reconnect, re-lists) |",
+		"---:|---:|---|---:|---:|---:|---:|---|---|---|---|", s, func(p result.SimPoint, o result.SimObserver) string {
 			ce, cj := o.QuietCalls["NetworkDriver.CreateEndpoint"], o.QuietCalls["NetworkDriver.Join"]
 			he, hj := o.ChurnCalls["NetworkDriver.CreateEndpoint"], o.ChurnCalls["NetworkDriver.Join"]
-			fmt.Fprintf(b, "| %s | %.1f / %.1f | %.1f | %.1f / %.1f | %d + %d | %.1f -> %.1f | %.1f -> %.1f | %.0f (%d) | %.0f (%.0f, %d) |\n",
-				simKey(p, o), o.Converge.P50Ms, o.Converge.P99Ms, o.FromPublish.P99Ms, o.Gone.P50Ms, o.Gone.P99Ms,
+			return fmt.Sprintf("%.1f / %.1f | %.1f | %.1f / %.1f | %d + %d | %.1f -> %.1f | %.1f -> %.1f | %.0f (%d) | %.0f (%.0f, %d) |",
+				o.Converge.P50Ms, o.Converge.P99Ms, o.FromPublish.P99Ms, o.Gone.P50Ms, o.Gone.P99Ms,
 				o.Missed, o.GoneMissed, ce.P99Ms, he.P99Ms, cj.P99Ms, hj.P99Ms,
 				o.RestartBackMs, o.RestartRelists, o.CompactBackMs, o.CompactReconnMs, o.CompactRelists)
+		})
+}
+
+// simTable writes one row per observer of each point: simKeyHead's columns,
+// then head's (align their separators); a row "" is left out.
+func simTable(b *strings.Builder, head, align string, s *result.Sim, row func(result.SimPoint, result.SimObserver) string) {
+	fmt.Fprintf(b, "%s %s\n|---|---|---:|---:|---|%s\n", simKeyHead, head, align)
+	for _, p := range s.Points {
+		for _, o := range p.Observers {
+			if r := row(p, o); r != "" {
+				fmt.Fprintf(b, "| %s | %s\n", simKey(p, o), r)
+			}
 		}
 	}
 	fmt.Fprintf(b, "\n")
+}
+
+func simFirstPacketTable(b *strings.Builder, s *result.Sim) {
+	fmt.Fprintf(b, "First packet to a peer not talked to before, after the churn: for up to 20 live remote endpoints, an ARP ")
+	fmt.Fprintf(b, "request from the network's bridge (what a container's first packet to the peer sends; `busybox arping`, ")
+	fmt.Fprintf(b, "timed to its answer), then one datagram to the peer, timed until the VXLAN device had its FDB entry (0: it ")
+	fmt.Fprintf(b, "had it already). FDB and neigh: what the VXLAN devices held after the churn, before these probes.\n\n")
+	simTable(b, "ARP answered p50 / p99 ms | FDB after the first frame p50 / p99 ms | probes (failed) | FDB | neigh |",
+		"---:|---:|---:|---:|---:|", s, func(_ result.SimPoint, o result.SimObserver) string {
+			if o.FirstARP.N == 0 && o.FirstPacketFailed == 0 {
+				return ""
+			}
+			return fmt.Sprintf("%.1f / %.1f | %.1f / %.1f | %d (%d) | %d | %d |", o.FirstARP.P50Ms, o.FirstARP.P99Ms,
+				o.FirstFDB.P50Ms, o.FirstFDB.P99Ms, o.FirstARP.N, o.FirstPacketFailed, o.FDB, o.Neigh)
+		})
 }
 
 func simClusterTable(b *strings.Builder, s *result.Sim) {

@@ -27,7 +27,7 @@ type Sim struct {
 
 // SimDesign is one build of plugin and synthetic hosts.
 type SimDesign struct {
-	Name   string `json:"name"`   // "current" (this checkout) or "before"
+	Name   string `json:"name"`   // "current" (this checkout), "on-demand" (the same, peers programmed on demand) or "before"
 	Commit string `json:"commit"` // the commit built; "" for the checkout
 	What   string `json:"what"`
 }
@@ -136,6 +136,13 @@ type SimObserver struct {
 	CompactReconnMs float64 `json:"compact_reconnect_ms"`
 	CompactRelists  int     `json:"compact_relists"`
 	RelistTimedOut  bool    `json:"relist_timed_out,omitempty"`
+	// First packet to remote endpoints not talked to before, asked for
+	// from the network's bridge as a container would: FirstARP until the
+	// ARP request was answered, FirstFDB from the first frame to the peer
+	// until the VXLAN device had its FDB entry (0 when it had it already).
+	FirstARP          Dist `json:"first_arp"`
+	FirstFDB          Dist `json:"first_fdb"`
+	FirstPacketFailed int  `json:"first_packet_failed,omitempty"`
 }
 
 // SimEtcd is etcd in the churn phase.
