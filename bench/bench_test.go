@@ -84,6 +84,11 @@ func TestBench(t *testing.T) {
 			}
 			figure(result.KeySim, func(t *testing.T) {
 				run.Sim = BenchSim(t, bin, so)
+				if so.Keep && prev != nil {
+					if err := run.Sim.KeepSim(prev.Sim); err != nil {
+						t.Fatal(err)
+					}
+				}
 			})
 		default:
 			t.Fatalf("VXBRIDGE_BENCH_FIGURES: unknown figure %q (have 1 to 6)", f)

@@ -33,12 +33,15 @@ type SimOptions struct {
 	Foreign   time.Duration
 	// Etcd3 also runs the largest H of the sweep on a three-member etcd.
 	Etcd3    bool
-	Watchers int    // synthetic hosts that also watch the cluster
-	OnDemand bool   // also the checkout with peers programmed on demand
-	Before   string // commit of the "before" design; "" none
-	EtcdDir  string // etcd's data (tmpfs by default)
-	Cache    string // builds of other commits, by hash
-	Short    bool
+	Watchers int  // synthetic hosts that also watch the cluster
+	OnDemand bool // also the checkout with peers programmed on demand
+	// Keep completes this run's points with the earlier results' others
+	// (a part of the sweep run again, or added).
+	Keep    bool
+	Before  string // commit of the "before" design; "" none
+	EtcdDir string // etcd's data (tmpfs by default)
+	Cache   string // builds of other commits, by hash
+	Short   bool
 }
 
 // SimOptionsFromEnv is figure 6's sizing: the full sweep, or with short a
@@ -123,6 +126,9 @@ func envNumbers(env func(string) (string, bool), o *SimOptions) error {
 	if v, ok := env("ONDEMAND"); ok {
 		o.OnDemand = v != "0"
 	}
+	if v, ok := env("KEEP"); ok {
+		o.Keep = v != "0"
+	}
 	return nil
 }
 
@@ -167,7 +173,7 @@ func BenchSim(t *testing.T, bin string, o SimOptions) *result.Sim {
 					}
 					pt := runPoint(t, o, d, shape, hosts, members)
 					out.Points = append(out.Points, pt)
-					where := fmt.Sprintf("%s, %s, H=%d, etcd x%d", d.Name, shape, hosts, members)
+					where := pt.Where()
 					switch {
 					case pt.Limit != "":
 						stoppedAt[key] = hosts

@@ -55,7 +55,8 @@ func simSection(b *strings.Builder, s *result.Sim, png, convPNG string) {
 	w("minutes). Knobs, as environment variables: `VXBRIDGE_BENCH_SIM_HOSTS` (10,100,300,1000), `_SHAPES` (3of20,1of1), ")
 	w("`_PER_HOST` (50), `_RATE` (100), `_OBSERVERS` (1), `_CHURN_S` (30; quiet and foreign two thirds of it), `_WATCHERS` (0), ")
 	w("`_ETCD3` (1: the largest H also on three etcd members), `_BEFORE` (the anchor's commit; `none`), `_ETCD_DIR` (/dev/shm), ")
-	w("`_CACHE` (/var/tmp/vxbridge-bench: builds by commit).\n\n")
+	w("`_CACHE` (/var/tmp/vxbridge-bench: builds by commit), `_ONDEMAND` (1: also the checkout with on-demand programming), ")
+	w("`_KEEP` (0; 1: keep the earlier results' points this run does not measure again, for a part of the sweep run again).\n\n")
 	if s.Short {
 		w("**Short run (VXBRIDGE_BENCH_SHORT): a smoke test of the harness, not numbers to keep.**\n\n")
 	}

@@ -1,5 +1,12 @@
 package result
 
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+)
+
 // Sim is figure 6: cross-host networks at many hosts. One process
 // (bench/simhosts) plays Hosts synthetic vxbridge hosts against a real etcd,
 // each a real cluster client writing what a vxbridge host writes, starting
@@ -159,4 +166,54 @@ type SimEtcd struct {
 	// ForeignEventsPerWrite is events sent per write in the foreign phase.
 	ForeignEventsPerWrite float64 `json:"foreign_events_per_write"`
 	FDs                   int     `json:"fds"` // open files, all members
+}
+
+// Where names a point in Limits: "design, shape, H=hosts, etcd xN".
+func (p SimPoint) Where() string {
+	return fmt.Sprintf("%s, %s, H=%d, etcd x%d", p.Design, p.Shape, p.Hosts, p.EtcdNodes)
+}
+
+// KeepSim completes s, a run of part of a sweep, with what earlier holds
+// of the rest: earlier's points (and their limits) that s did not measure
+// again, and the designs they name. The settings of the runs must match:
+// both measure the same cluster at other points.
+func (s *Sim) KeepSim(earlier *Sim) error {
+	if earlier == nil {
+		return nil
+	}
+	if s.PerHost != earlier.PerHost || s.Rate != earlier.Rate || s.ChurnSeconds != earlier.ChurnSeconds || s.Observers != earlier.Observers || s.Short != earlier.Short {
+		return fmt.Errorf("the earlier figure 6 ran other settings (%d endpoints per host, %.0f starts/s, %.0f s of churn, %d observers, short %v; now %d, %.0f, %.0f, %d, %v): run the whole sweep",
+			earlier.PerHost, earlier.Rate, earlier.ChurnSeconds, earlier.Observers, earlier.Short, s.PerHost, s.Rate, s.ChurnSeconds, s.Observers, s.Short)
+	}
+	measured := map[string]bool{}
+	for _, p := range s.Points {
+		measured[p.Where()] = true
+	}
+	var points []SimPoint
+	for _, p := range earlier.Points {
+		if !measured[p.Where()] {
+			points = append(points, p)
+		}
+	}
+	var limits []string
+	for _, l := range earlier.Limits {
+		where, _, _ := strings.Cut(l, ":")
+		if !measured[where] {
+			limits = append(limits, l)
+		}
+	}
+	s.Points, s.Limits = append(points, s.Points...), append(limits, s.Limits...)
+	slices.SortStableFunc(s.Points, func(a, b SimPoint) int {
+		return cmp.Or(cmp.Compare(a.Hosts, b.Hosts), cmp.Compare(b.Shape, a.Shape), cmp.Compare(a.EtcdNodes, b.EtcdNodes))
+	})
+	have := map[string]bool{}
+	for _, d := range s.Designs {
+		have[d.Name] = true
+	}
+	for _, d := range earlier.Designs {
+		if !have[d.Name] {
+			s.Designs = append(s.Designs, d)
+		}
+	}
+	return nil
 }
