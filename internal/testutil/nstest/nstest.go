@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips the test, saying why, unless it runs as root.
@@ -62,6 +63,19 @@ func New(t testing.TB) *NS {
 
 // Handle is a netlink handle operating inside the namespace.
 func (n *NS) Handle() *netlink.Handle { return n.nlh }
+
+// NsHandle is a handle of the namespace (a link's target namespace, a
+// Manager's), closed when the test ends.
+func (n *NS) NsHandle(t testing.TB) netns.NsHandle {
+	t.Helper()
+	fd, err := unix.FcntlInt(uintptr(n.ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("duplicate namespace handle: %v", err)
+	}
+	h := netns.NsHandle(fd)
+	t.Cleanup(func() { h.Close() })
+	return h
+}
 
 // Do runs fn on an OS thread switched into the namespace. Processes fn
 // starts (iptables, sysctl writes through /proc/sys/net) see the namespace.
