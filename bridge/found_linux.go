@@ -19,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxbridge/vxbridge/internal/netdev"
 )
 
 // SetAlias changes the alias of link name from `from` to `to`: a link made
@@ -33,14 +35,14 @@ func (m *Manager) SetAlias(name, from, to string) error {
 		return fmt.Errorf("set alias of %q: %w", name, err)
 	}
 	defer m.names.Lock(name)()
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return err
 	}
-	if a := link.Attrs(); a.Alias != from {
-		return fmt.Errorf("set alias of %q: %w", name, &NotOwnedError{Name: a.Name, Kind: link.Type(), Alias: a.Alias})
+	if link.Attrs().Alias != from {
+		return fmt.Errorf("set alias of %q: %w", name, netdev.NotOwned(link))
 	}
-	return m.setupAlias(link, to)
+	return m.nlh.SetAlias(link, to)
 }
 
 // Inspect reads link name back: its kind, alias, master, MTU, addresses,
@@ -51,7 +53,7 @@ func (m *Manager) Inspect(name string) (Found, bool, error) {
 	if err != nil || !found {
 		return Found{}, found, err
 	}
-	link, found, err := m.linkByName(name)
+	link, found, err := m.nlh.Lookup(name)
 	if err != nil || !found {
 		return Found{}, found, err
 	}
@@ -71,7 +73,7 @@ func (m *Manager) Inspect(name string) (Found, bool, error) {
 }
 
 func (m *Manager) globalAddrs(link netlink.Link) ([]netip.Prefix, error) {
-	addrs, err := m.addrList(link)
+	addrs, err := m.nlh.Addrs(link)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +94,7 @@ func (m *Manager) peer(link netlink.Link) (*Peer, error) {
 		return nil, nil
 	}
 	if a.NetNsID < 0 { // here
-		l, found, err := m.linkByIndex(a.ParentIndex)
+		l, found, err := m.nlh.LookupIndex(a.ParentIndex)
 		if err != nil || !found {
 			return nil, err
 		}

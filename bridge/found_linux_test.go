@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
 
@@ -76,7 +77,7 @@ func TestInspectReadsPeersWhereverTheyAre(t *testing.T) {
 func TestSetAliasTakesOverOnlyWhatItIsTold(t *testing.T) {
 	m, n := newBridgeNS(t)
 	const to = "vxbridge:0123456789ab:net:test"
-	if err := m.SetAlias("vxb0", "vxbridge:net:other", to); !errors.Is(err, ErrNotOwned) {
+	if err := m.SetAlias("vxb0", "vxbridge:net:other", to); !errors.Is(err, netdev.ErrNotOwned) {
 		t.Errorf("SetAlias from the wrong alias: %v, want ErrNotOwned", err)
 	}
 	if err := m.SetAlias("vxb0", netAlias, to); err != nil {
