@@ -124,6 +124,9 @@ type Options struct {
 	// with the network on it (main wires orphans.Collector's PoolReleased,
 	// for a network create whose reply a crash cut off).
 	PoolReleased func(space string, pool netip.Prefix)
+	// AdoptedPool, if set, tells an adopted network's subnet (adopt.go):
+	// its pool is made again when docker first asks for an address of it.
+	AdoptedPool AdoptedPool
 }
 
 // Driver implements helpers.Ipam.
@@ -139,6 +142,7 @@ type Driver struct {
 	crashHook  func(point string)
 	beforeRel  func(pool netip.Prefix, addr netip.Addr)
 	poolGone   func(space string, pool netip.Prefix)
+	adopted    AdoptedPool
 
 	mu    sync.Mutex
 	pools map[string]*pool // by pool id
@@ -172,6 +176,7 @@ func New(st Store, opts Options) (*Driver, error) {
 		crashHook:  opts.Crash,
 		beforeRel:  opts.BeforeRelease,
 		poolGone:   opts.PoolReleased,
+		adopted:    opts.AdoptedPool,
 		pools:      map[string]*pool{},
 	}
 	if d.log == nil {
@@ -482,6 +487,11 @@ func (d *Driver) withPool(id string, fn func(p *pool) error) (found bool, err er
 // RequestAddress implements helpers.Ipam. The reply is the address with the
 // pool's prefix length ("10.1.0.5/24"), as docker expects.
 func (d *Driver) RequestAddress(req *helpers.RequestAddressRequest) (*helpers.RequestAddressResponse, error) {
+	if d.pool(req.PoolID) == nil {
+		if _, err := d.adoptPool(req.PoolID); err != nil {
+			return nil, err
+		}
+	}
 	var got netip.Prefix
 	found, err := d.withPool(req.PoolID, func(p *pool) error {
 		want, kind, err := addressWanted(p.rec.Prefix, req)
