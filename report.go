@@ -14,15 +14,17 @@ import (
 // statusReport assembles what POST /VxBridge.Status answers (and what the
 // metrics gauges read). cluster fills the cross-host part (etcd, VTEP,
 // peers, FDB/neighbour counts); nil, or a nil answer, shows single-host.
-func statusReport(drv *driver.Driver, fw *firewall.BackendFollower, stateFile string, cluster func() (*status.Cluster, error)) func() (*status.Report, error) {
+func statusReport(drv *driver.Driver, fw *firewall.BackendFollower, stateFile string, cluster func() (*status.Cluster, error),
+	own status.Ownership) func() (*status.Report, error) {
 	return func() (*status.Report, error) {
 		nets, eps, err := drv.Status()
 		if err != nil {
 			return nil, err
 		}
 		cur := fw.Current()
+		own.Kept = drv.Kept()
 		rep := &status.Report{Version: version, StateFile: stateFile, Networks: nets, Endpoints: eps,
-			Firewall: status.Firewall{Backend: string(cur.Backend), Reason: cur.Reason}}
+			Firewall: status.Firewall{Backend: string(cur.Backend), Reason: cur.Reason}, Ownership: &own}
 		if cluster != nil {
 			if rep.Cluster, err = cluster(); err != nil {
 				return nil, fmt.Errorf("cluster status: %w", err)

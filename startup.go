@@ -12,6 +12,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/ownership"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -19,16 +20,17 @@ import (
 // that made them and decides what start-up does with them; it logs the
 // decision in one line, and a refusal is the error serve exits with
 // (exitRefused), the kernel untouched.
-func decideOwnership(cfg *serveConfig, drv *driver.Driver, db *store.DB, log *slog.Logger) (ownership.Decision, error) {
+func decideOwnership(cfg *serveConfig, drv *driver.Driver, db *store.DB, log *slog.Logger) (decision, error) {
 	kernel, err := drv.Census()
 	if err != nil {
-		return ownership.Decision{}, fmt.Errorf("count vxbridge's links, rules and namespaces before the first reconcile: %w", err)
+		return decision{}, fmt.Errorf("count vxbridge's links, rules and namespaces before the first reconcile: %w", err)
 	}
 	d := ownership.Decide(ownership.Input{State: db.Origin(), Path: db.Path(), Kernel: kernel, Adopt: cfg.adopt, Purge: cfg.purge})
+	out := decision{Decision: d, Status: status.Ownership{Identity: db.Identity(), Decision: d.Action.String(), Message: d.Message, Kernel: kernel}}
 	switch d.Action {
 	case ownership.Refuse:
 		log.Error("start-up refused", "decision", d.Action, "msg", d.Message)
-		return d, fmt.Errorf("%w: %s", ownership.ErrRefused, d.Message)
+		return out, fmt.Errorf("%w: %s", ownership.ErrRefused, d.Message)
 	case ownership.Proceed:
 		log.Info("state and kernel", "decision", d.Action, "msg", d.Message)
 	default:
@@ -38,14 +40,20 @@ func decideOwnership(cfg *serveConfig, drv *driver.Driver, db *store.DB, log *sl
 		log.Warn("remove " + ownership.FlagAdopt + " and " + ownership.FlagPurge + " (VXBRIDGE_ADOPT, VXBRIDGE_PURGE_FOREIGN) once this start is done: " +
 			"left set, every start adopts or deletes what no record claims, leftovers of this state's own crashes included")
 	}
-	return d, nil
+	return out, nil
+}
+
+// decision is start-up's, with what `vxbridge status` and doctor show of it.
+type decision struct {
+	ownership.Decision
+	Status status.Ownership
 }
 
 // startUp runs the first reconcile as decided. Only a store it cannot read
 // stops the start; a reconcile without errors settles a rollback the
 // decision dealt with and, when the decision allows, writes the last good
 // copy.
-func startUp(drv *driver.Driver, db *store.DB, d ownership.Decision, log *slog.Logger) error {
+func startUp(drv *driver.Driver, db *store.DB, d decision, log *slog.Logger) error {
 	rep, err := drv.Start(d.Action)
 	if rep == nil {
 		return fmt.Errorf("read state: %w", err)

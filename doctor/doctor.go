@@ -61,6 +61,10 @@ type Facts struct {
 
 	Links []Link
 
+	// State is the state file read from disk, for when no plugin answers
+	// (ownership.go); nil when not gathered.
+	State *StateFacts
+
 	// Neighbours counts IPv4 neighbour entries; GCThresh2/3 are the
 	// kernel's soft and hard limits.
 	Neighbours int
@@ -80,6 +84,7 @@ var Checks = []func(*Facts) Finding{
 	checkPeers,
 	checkNeighbours,
 	checkLeftovers,
+	checkOwnership,
 }
 
 // Run runs every check.

@@ -2,23 +2,31 @@ package doctor
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
+	"github.com/vxbridge/vxbridge/store"
 )
 
 // GatherOptions say where the plugin is.
 type GatherOptions struct {
 	// Socket is the plugin's socket; "" finds it under status.PluginsDir.
 	Socket string
+	// StateDir and NetNSDir are the plugin's --state-dir and --netns-dir,
+	// read when it does not answer.
+	StateDir, NetNSDir string
 }
 
 // Gather reads the facts of the calling process's host: its network
@@ -40,6 +48,9 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 		f.Neighbours = len(neigh)
 	}
 	f.UnderlayIface, f.UnderlayMTU = defaultRouteLink()
+	if f.Report == nil && o.StateDir != "" {
+		f.State = gatherState(o.StateDir, o.NetNSDir)
+	}
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
 			a := l.Attrs()
@@ -103,4 +114,27 @@ func maskOnes(r netlink.Route) (int, int) {
 		return 0, 32
 	}
 	return r.Dst.Mask.Size()
+}
+
+// gatherState reads the state file in dir (without a plugin holding it)
+// and the names of the namespaces in netnsDir.
+func gatherState(dir, netnsDir string) *StateFacts {
+	st := &StateFacts{Path: filepath.Join(dir, store.FileName)}
+	st.Info, st.Err = store.Inspect(st.Path)
+	if errors.Is(st.Err, fs.ErrNotExist) {
+		st.Err, st.Missing = nil, true
+	}
+	if netnsDir == "" {
+		return st
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil {
+		return st
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), mark.NetNSPrefix) {
+			st.NetNS = append(st.NetNS, e.Name())
+		}
+	}
+	return st
 }

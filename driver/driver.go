@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -91,6 +92,7 @@ type Driver struct {
 	spaces    Namespaces // nil: no network has a namespace of its own
 	crashHook func(point string)
 	owners    owners // whose kernel objects it may change (marks.go)
+	lastKept  atomic.Pointer[[]string]
 }
 
 var _ network.Driver = (*Driver)(nil)

@@ -154,9 +154,19 @@ func (d *Driver) reconcileEndpoints(eps []store.Endpoint, nets map[string]*store
 	d.addrs.reset(keptEndpoints(eps, rep.DroppedEndpoints))
 }
 
+// Kept lists the objects no record claims that the last reconcile left in
+// place (ReconcileReport.Kept). It takes no driver lock.
+func (d *Driver) Kept() []string {
+	if k := d.lastKept.Load(); k != nil {
+		return *k
+	}
+	return nil
+}
+
 // reported logs the errors of a reconcile run, tells OnReconcile, and
 // returns them joined.
 func (d *Driver) reported(rep *ReconcileReport) error {
+	d.lastKept.Store(&rep.Kept)
 	for _, e := range rep.Errors {
 		d.log.Error("reconcile", "err", e)
 	}

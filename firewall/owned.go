@@ -50,6 +50,10 @@ func ownedRules(st familyState) []OwnedRule {
 	return out
 }
 
+// RuleOwner reads the vxbridge comment of a rule as iptables -S or
+// iptables-save lists it; ok is false for a rule without one.
+func RuleOwner(line string) (OwnedRule, bool) { return ownedRule(line) }
+
 // ownedRule reads a listed line's vxbridge comment.
 func ownedRule(line string) (OwnedRule, bool) {
 	owner, id, ok := lineOwner(line)
