@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
@@ -539,10 +540,11 @@ func (k *killBed) disagreements(v *killView) (out, pending []string) {
 	// Links: exactly the network's bridge and the live endpoints' host ends.
 	for name, line := range v.links {
 		alias := linkAlias(line)
+		o, marked := mark.ParseAlias(alias)
 		switch {
-		case alias == "vxbridge:net:"+k.netID, orphanLinks[name]:
-		case strings.HasPrefix(alias, "vxbridge:ep:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:ep:"); k.live[id] == nil {
+		case marked && o.Kind == mark.Net && o.ID == k.netID, orphanLinks[name]:
+		case marked && o.Kind == mark.Endpoint:
+			if k.live[o.ID] == nil {
 				add("veth %s (alias %s): no live endpoint", name, alias)
 			}
 		case strings.HasPrefix(alias, "vxbridge:"), strings.HasPrefix(name, "vxb-"), strings.HasPrefix(name, "vxh"), strings.HasPrefix(name, "vxc"):
