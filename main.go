@@ -21,7 +21,6 @@ import (
 	"github.com/vxbridge/vxbridge/metrics"
 	"github.com/vxbridge/vxbridge/orphans"
 	"github.com/vxbridge/vxbridge/ownership"
-	"github.com/vxbridge/vxbridge/plugin"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -165,9 +164,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 
-	handler := plugin.New(drv, ip, log)
-	handler.Observe(mx.ObserveCall)
-	handler.HandleStatus(report)
+	handler := newHandler(drv, ip, mx, report, log)
 	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
 	return server.ServeUnix(ctx, server.Options{Path: cfg.socket, Group: cfg.socketGroup, Handler: handler, Logger: log, Instance: instance})
 }

@@ -7,7 +7,9 @@ import (
 
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/metrics"
+	"github.com/vxbridge/vxbridge/plugin"
 	"github.com/vxbridge/vxbridge/status"
 )
 
@@ -50,4 +52,13 @@ func startMetrics(ctx context.Context, addr string, m *metrics.Metrics, log *slo
 		}
 	}()
 	return nil
+}
+
+// newHandler is docker's API on the driver and the IPAM, with the metrics
+// of every call and the status report on its own path.
+func newHandler(drv *driver.Driver, ip *ipam.Driver, mx *metrics.Metrics, report func() (*status.Report, error), log *slog.Logger) *plugin.Handler {
+	h := plugin.New(drv, ip, log)
+	h.Observe(mx.ObserveCall)
+	h.HandleStatus(report)
+	return h
 }
