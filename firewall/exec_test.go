@@ -78,22 +78,7 @@ func TestHeldXtablesLockFailsInBoundedTime(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
 		t.Skip("iptables-legacy not installed")
 	}
-	ns := nstest.New(t)
-	lockPath := filepath.Join(t.TempDir(), "xtables.lock")
-	t.Setenv("XTABLES_LOCKFILE", lockPath)
-	var f *family
-	do(t, ns, func() error {
-		f = newFamily(false, BackendLegacy)
-		return f.err
-	})
-	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	ns, f, unlock := lockedFamily(t)
 
 	f.limits = limits{lockWait: time.Second, timeout: 10 * time.Second}
 	err, took := within(t, 15*time.Second, func() error { return ns.Do(func() error { _, err := f.read(); return err }) })
@@ -109,9 +94,7 @@ func TestHeldXtablesLockFailsInBoundedTime(t *testing.T) {
 		t.Errorf("apply with the lock held: %v after %v; want a timeout naming iptables-legacy-restore", err, took)
 	}
 
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	do(t, ns, func() error { _, err := f.read(); return err })
 }
 
@@ -124,24 +107,9 @@ func TestStuckIptablesFailsFastUntilFree(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
 		t.Skip("iptables-legacy not installed")
 	}
-	ns := nstest.New(t)
-	lockPath := filepath.Join(t.TempDir(), "xtables.lock")
-	t.Setenv("XTABLES_LOCKFILE", lockPath)
-	var f *family
-	do(t, ns, func() error {
-		f = newFamily(false, BackendLegacy)
-		return f.err
-	})
+	ns, f, unlock := lockedFamily(t)
 	f.limits = limits{lockWait: 3 * time.Second, timeout: 10 * time.Second}
 	f.stalled = limits{lockWait: time.Second, timeout: 5 * time.Second}
-	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
 	read := func() (error, time.Duration) {
 		return within(t, 15*time.Second, func() error { return ns.Do(func() error { _, err := f.read(); return err }) })
 	}
@@ -157,11 +125,37 @@ func TestStuckIptablesFailsFastUntilFree(t *testing.T) {
 			t.Errorf("read %d while stuck: %v after %v; want a failure saying so within 2 s", i+2, err, took)
 		}
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if err, _ := read(); err != nil || !f.stuckSince.IsZero() {
 		t.Errorf("read once the lock is free: %v (stuck since %v)", err, f.stuckSince)
+	}
+}
+
+// lockedFamily is an IPv4 iptables-legacy family in a fresh namespace,
+// with its xtables lock (a file of the test's, XTABLES_LOCKFILE) held;
+// unlock releases it.
+func lockedFamily(t *testing.T) (*nstest.NS, *family, func()) {
+	t.Helper()
+	ns := nstest.New(t)
+	lockPath := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lockPath)
+	var f *family
+	do(t, ns, func() error {
+		f = newFamily(false, BackendLegacy)
+		return f.err
+	})
+	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return ns, f, func() {
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
