@@ -35,6 +35,7 @@ import (
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/keylock"
 	"github.com/vxbridge/vxbridge/internal/netdev"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -207,6 +208,23 @@ func (d *Driver) checkConflicts(n *store.Network) error {
 	}
 	if exists && info.Alias != d.netAlias(n.ID) {
 		return d.bridgeTaken(n, info)
+	}
+	return d.checkHostRoutes(n)
+}
+
+// checkHostRoutes refuses a network whose subnet overlaps one of the
+// host's addresses or routes (ipam.CheckRoutes), naming it: with docker's
+// IPAM, vxbridge's never saw the subnet. Recorded networks' overlaps were
+// refused already, and a replayed create never gets here.
+func (d *Driver) checkHostRoutes(n *store.Network) error {
+	routes, err := d.links.Routes()
+	if err != nil {
+		return fmt.Errorf("list the host's routes and addresses: %w", err)
+	}
+	for _, s := range n.Subnets() {
+		if err := ipam.CheckRoutes(s.Pool, routes, nil); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 	}
 	return nil
 }

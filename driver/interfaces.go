@@ -43,6 +43,9 @@ type Links interface {
 	// records of an adopted network or endpoint are made from.
 	Inspect(name string) (bridge.Found, bool, error)
 	EnableForwarding(ipv6 bool) error
+	// Routes lists what the host reaches, by interface: its routes and
+	// own addresses (no network's subnet may overlap them).
+	Routes() ([]bridge.Route, error)
 }
 
 // Firewall manages the iptables chains vxbridge owns (package firewall).

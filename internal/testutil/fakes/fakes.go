@@ -33,6 +33,8 @@ type Links struct {
 	// Retired are links RetireLink handed over, deleted at Flush, as the
 	// kernel's reaper would.
 	Retired []string
+	// HostRoutes are what Routes lists besides the bridges' own subnets.
+	HostRoutes []bridge.Route
 	// Peers are the container ends of veths as a test made them (docker
 	// moving one into a container: renamed, addressed); by default a
 	// veth's peer has its configured name and MAC and no address.
@@ -214,6 +216,22 @@ func (f *Links) Inspect(name string) (bridge.Found, bool, error) {
 		out.Peer = &p
 	}
 	return out, true, nil
+}
+
+// Routes lists HostRoutes and, as the kernel would, each bridge's and
+// gateway link's connected routes.
+func (f *Links) Routes() ([]bridge.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := append([]bridge.Route(nil), f.HostRoutes...)
+	for _, cfgs := range []map[string]bridge.BridgeConfig{f.Bridges, f.Gateways} {
+		for name, cfg := range cfgs {
+			for _, a := range cfg.Addrs {
+				out = append(out, bridge.Route{Prefix: a.Masked(), Iface: name})
+			}
+		}
+	}
+	return out, nil
 }
 
 // EnableForwarding records the call.
