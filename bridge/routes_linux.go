@@ -22,13 +22,9 @@ func (m *Manager) Routes() ([]Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	links, err := m.nlh.Links()
+	_, names, err := m.linksByIndex()
 	if err != nil {
 		return nil, err
-	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	var out []Route
 	for _, r := range routes {

@@ -2,10 +2,10 @@ package doctor
 
 import (
 	"bytes"
-	"errors"
-	"io/fs"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"

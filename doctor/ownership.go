@@ -93,4 +93,3 @@ func listed(items []string, n int) string {
 	}
 	return strings.Join(s[:n], ", ") + fmt.Sprintf(" and %d more", len(s)-n)
 }
-

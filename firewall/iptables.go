@@ -97,7 +97,7 @@ func (f *family) runWith(locking bool, stdin, name string, args ...string) (stri
 		f.stuckSince = time.Now()
 	}
 	return out, fmt.Errorf("iptables stuck since %s (the xtables lock held by another program, or nf_tables hanging); "+
-			"until it is free, vxbridge waits %v for it: %w", f.stuckSince.Format(time.TimeOnly), f.stalled.lockWait, err)
+		"until it is free, vxbridge waits %v for it: %w", f.stuckSince.Format(time.TimeOnly), f.stalled.lockWait, err)
 }
 
 // stuck says whether err is a run that found iptables stuck: killed at its
