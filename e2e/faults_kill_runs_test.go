@@ -66,14 +66,12 @@ func killDuringRuns(t *testing.T, h *testbed.Host, round, runs int) bool {
 		return true
 	}
 	t.Logf("round %d: docker network inspect:\n%s", round, h.MustDocker(t, "network", "inspect", net))
-	var said []string
-	for _, l := range strings.Split(h.Dockerd().Log(), "\n") {
-		if strings.Contains(l, "rollback") || strings.Contains(l, "roll back") || strings.Contains(l, "endpoint count") ||
-			strings.Contains(l, "endpoint_cnt") || strings.Contains(l, "failed to decrement") || strings.Contains(l, "recreate endpoint") {
-			said = append(said, l)
-		}
-	}
-	t.Logf("round %d: dockerd's log of rollbacks and endpoint counts:\n%s", round, strings.Join(said, "\n"))
+	t.Logf("round %d: dockerd's warnings and errors, rollbacks and endpoint counts:\n%s", round, linesSaying(h.Dockerd().Log(),
+		"level=warning", "level=error", "rollback", "roll back", "endpoint count", "endpoint_cnt", "failed to decrement", "recreate endpoint"))
+	// Whether vxbridge's answers led docker there: what it refused or
+	// failed since the start (its log spans the restarts).
+	t.Logf("round %d: the plugin's warnings, errors and refused calls:\n%s", round, linesSaying(h.Plugin().Log(),
+		"level=WARN", "level=ERROR", "empty request body", "api call failed"))
 	wayOut(t, h, net)
 	return false
 }
@@ -100,4 +98,18 @@ func wayOut(t *testing.T, h *testbed.Host, net string) {
 	h.StartDockerd(t)
 	h.MustDocker(t, "network", "rm", net)
 	t.Logf("network rm after a dockerd restart: ok")
+}
+
+// linesSaying is the last 80 lines of log that contain any of words.
+func linesSaying(log string, words ...string) string {
+	var said []string
+	for _, l := range strings.Split(log, "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				said = append(said, l)
+				break
+			}
+		}
+	}
+	return strings.Join(said[max(0, len(said)-80):], "\n")
 }
