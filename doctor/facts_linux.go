@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -70,14 +71,24 @@ func iptablesSave(r *status.Report) (string, error) {
 			tool = "iptables-" + r.Firewall.Backend + "-save"
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
 	var out, stderr bytes.Buffer
-	cmd := exec.Command(tool, "-t", "filter")
+	cmd := exec.CommandContext(ctx, tool, "-t", "filter")
 	cmd.Stdout, cmd.Stderr = &out, &stderr
+	cmd.WaitDelay = time.Second // a child still holding the pipes does not hold doctor
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%s -t filter: timed out after %v (nf_tables hanging?)", tool, saveTimeout)
+		}
 		return "", fmt.Errorf("%s -t filter: %w: %s", tool, err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil
 }
+
+// saveTimeout bounds doctor's iptables-save: a listing takes milliseconds,
+// and doctor is what an operator runs when something hangs.
+var saveTimeout = 10 * time.Second
 
 func readSysctl(key string) string {
 	b, err := os.ReadFile("/proc/sys/" + key)
