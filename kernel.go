@@ -41,6 +41,7 @@ func openKernel(cfg *serveConfig, db *store.DB, log *slog.Logger) (_ *kernel, re
 	if k.fw, k.follower, err = firewall.Open(cfg.iptablesBackend, log); err != nil {
 		return nil, err
 	}
+	k.fw.SetOwner(db.Identity())
 	if k.links, err = bridge.NewHere(); err != nil {
 		return nil, err
 	}

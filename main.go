@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/metrics"
 	"github.com/vxbridge/vxbridge/orphans"
-	"github.com/vxbridge/vxbridge/plugin"
+	"github.com/vxbridge/vxbridge/ownership"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -70,6 +71,7 @@ type serveConfig struct {
 	writableProcSys   bool
 	netnsDir          string
 	crossHost         crossHostFlags
+	adopt, purge      bool // ownership.FlagAdopt, ownership.FlagPurge
 }
 
 // parseServeFlags reads flags; each may also come from VXBRIDGE_<NAME>
@@ -88,6 +90,8 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
 	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "make /proc/sys/net writable at start (inside a managed plugin, where docker mounts /proc/sys read-only)")
+	fs.BoolVar(&cfg.adopt, strings.TrimPrefix(ownership.FlagAdopt, "--"), false, "once: make records for the networks and endpoints the kernel shows that no record claims (a lost or replaced state file), and take them over")
+	fs.BoolVar(&cfg.purge, strings.TrimPrefix(ownership.FlagPurge, "--"), false, "once: delete every vxbridge link, rule and namespace no record claims, whichever state file made it")
 	cfg.crossHost.register(fs)
 	if err := server.ApplyEnv(fs, "VXBRIDGE_", env); err != nil {
 		return nil, err
@@ -128,12 +132,15 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	}
 	defer k.close()
 	mx := metrics.New(version)
-	drv := driver.New(driver.Config{Store: db, Links: k.links, Firewall: k.fw, Logger: log, OnReconcile: mx.ObserveReconcile,
-		CrossHost: k.xh.driverConfig(), Ports: k.ports, Crash: crash, Namespaces: k.spaces})
+	drv := newDriver(db, k, mx, crash, log)
 	defer drv.Close()
+	decision, err := decideOwnership(cfg, drv, db, log) // before anything touches the kernel's objects
+	if err != nil {
+		return err
+	}
 	col := orphans.New(orphans.Config{Records: db, Driver: drv, Links: k.links, Logger: log})
 	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: k.links.Routes, NewAllocator: k.xh.allocator(), Crash: crash,
-		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased})
+		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased, AdoptedPool: adoptedPool(db)})
 	if err != nil {
 		return err
 	}
@@ -141,7 +148,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)
 	}
-	if err := reconcileAtStart(drv, db, log); err != nil {
+	if err := startUp(drv, db, decision, log); err != nil {
 		return err
 	}
 
@@ -151,33 +158,22 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	go col.Run(ctx, ip, cfg.orphanGrace)
 	go col.CollectLeftWhileDown(ctx, ip, left)
 	k.watch(ctx, drv, log)
-	report := statusReport(drv, k.follower, db.Path(), drv.ClusterStatus)
+	report := statusReport(drv, k.follower, db.Path(), drv.ClusterStatus, decision.Status)
 	mx.WatchState(report)
 	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
 		return err
 	}
 
-	handler := plugin.New(drv, ip, log)
-	handler.Observe(mx.ObserveCall)
-	handler.HandleStatus(report)
+	handler := newHandler(drv, ip, mx, report, log)
 	log.Info("vxbridge serving", "version", version, "socket", cfg.socket, "state", db.Path())
 	return server.ServeUnix(ctx, server.Options{Path: cfg.socket, Group: cfg.socketGroup, Handler: handler, Logger: log, Instance: instance})
 }
 
-// reconcileAtStart makes the kernel match the store before serving; only
-// a store it cannot read stops the start. A reconcile without errors saves
-// the last good copy of the state.
-func reconcileAtStart(drv *driver.Driver, db *store.DB, log *slog.Logger) error {
-	rep, err := drv.Reconcile()
-	if rep == nil {
-		return fmt.Errorf("read state: %w", err)
-	}
-	if err != nil {
-		log.Error("start-up reconcile incomplete; serving anyway", "err", err)
-	}
-	log.Info("state loaded", "networks", rep.Networks, "endpoints", rep.Endpoints, "removed_links", rep.RemovedLinks)
-	if err == nil {
-		keepGoodCopy(db, log)
-	}
-	return nil
+// newDriver is the driver on the state file and kernel side opened, its
+// marks carrying the state file's identity.
+func newDriver(db *store.DB, k *kernel, mx *metrics.Metrics, crash func(string), log *slog.Logger) *driver.Driver {
+	o := db.Origin()
+	return driver.New(driver.Config{Store: db, Links: k.links, Firewall: k.fw, Logger: log, OnReconcile: mx.ObserveReconcile,
+		CrossHost: k.xh.driverConfig(), Ports: k.ports, Crash: crash, Namespaces: k.spaces,
+		Identity: o.Identity, LegacyOwned: o.Assigned && !o.Empty()})
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vxbridge/vxbridge/ownership"
 )
 
 func TestParseServeFlagsDefaultsAndEnv(t *testing.T) {
@@ -46,5 +48,17 @@ func TestRunVersionAndUsage(t *testing.T) {
 	}
 	if err := run([]string{"frobnicate"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "frobnicate") {
 		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestParseServeFlagsWaysOut(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	cfg, err := parseServeFlags([]string{ownership.FlagAdopt}, none, io.Discard)
+	if err != nil || !cfg.adopt || cfg.purge {
+		t.Errorf("%s: %+v %v", ownership.FlagAdopt, cfg, err)
+	}
+	cfg, err = parseServeFlags(nil, func(k string) (string, bool) { return "true", k == "VXBRIDGE_PURGE_FOREIGN" }, io.Discard)
+	if err != nil || cfg.adopt || !cfg.purge {
+		t.Errorf("VXBRIDGE_PURGE_FOREIGN: %+v %v", cfg, err)
 	}
 }

@@ -63,19 +63,6 @@ func openState(dir string, log *slog.Logger) (*store.DB, error) {
 	return db, nil
 }
 
-// keepGoodCopy writes the last good copy after a start-up reconcile without
-// errors. Until start-up decides ownership (package ownership), a state
-// that is empty or went back in time is not copied: it must not replace
-// the copy of a state that held more.
-func keepGoodCopy(db *store.DB, log *slog.Logger) {
-	if o := db.Origin(); o.Empty() || o.Rollback != "" {
-		return
-	}
-	if err := db.SaveGoodCopy(); err != nil {
-		log.Warn("last good copy not written", "err", err)
-	}
-}
-
 // runState is `vxbridge state check|restore [--state-dir DIR]`.
 func runState(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" && args[0] != "restore" {

@@ -14,11 +14,14 @@ import (
 )
 
 // parseToolFlags reads the flags status and doctor share.
-func parseToolFlags(cmd string, args []string, stderr io.Writer) (socket string, asJSON bool, err error) {
+func parseToolFlags(cmd string, args []string, stderr io.Writer, more ...func(*flag.FlagSet)) (socket string, asJSON bool, err error) {
 	fs := flag.NewFlagSet("vxbridge "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&socket, "socket", "", "the plugin's socket (default: found under "+status.PluginsDir+")")
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of tables")
+	for _, add := range more {
+		add(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", false, err
 	}
@@ -56,15 +59,21 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 // errDoctorFailed makes `vxbridge doctor` exit 1 after printing findings.
 var errDoctorFailed = errors.New("doctor found failures (see FAIL above)")
 
-// runDoctor is `vxbridge doctor [--socket PATH] [--json]`.
+// runDoctor is `vxbridge doctor [--socket PATH] [--json] [--state-dir DIR]
+// [--netns-dir DIR]`; the directories are read when no plugin answers.
 func runDoctor(args []string, stdout, stderr io.Writer) error {
-	socket, asJSON, err := parseToolFlags("doctor", args, stderr)
+	var o doctor.GatherOptions
+	socket, asJSON, err := parseToolFlags("doctor", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&o.StateDir, "state-dir", "/var/lib/vxbridge", "the plugin's state directory, read when it does not answer")
+		fs.StringVar(&o.NetNSDir, "netns-dir", "/run/vxbridge/netns", "the plugin's --netns-dir, read when it does not answer")
+	})
 	if err != nil {
 		return err
 	}
+	o.Socket = socket
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	findings := doctor.Run(doctor.Gather(ctx, doctor.GatherOptions{Socket: socket}))
+	findings := doctor.Run(doctor.Gather(ctx, o))
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

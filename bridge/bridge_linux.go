@@ -191,13 +191,9 @@ func (m *Manager) OwnedLinks(prefix string) ([]LinkInfo, error) {
 	if prefix == "" {
 		return nil, errors.New("list owned links: empty alias prefix")
 	}
-	links, err := m.nlh.Links()
+	links, names, err := m.linksByIndex()
 	if err != nil {
 		return nil, err
-	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	var owned []LinkInfo
 	for _, l := range links {
@@ -209,6 +205,19 @@ func (m *Manager) OwnedLinks(prefix string) ([]LinkInfo, error) {
 		owned = append(owned, info)
 	}
 	return owned, nil
+}
+
+// linksByIndex lists the namespace's links and their names by index.
+func (m *Manager) linksByIndex() ([]netlink.Link, map[int]string, error) {
+	links, err := m.nlh.Links()
+	if err != nil {
+		return nil, nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	return links, names, nil
 }
 
 // DeleteLink deletes the link called name; a missing link is success.

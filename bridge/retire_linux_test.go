@@ -79,12 +79,32 @@ func TestEnsureVethReplacesRetiredLink(t *testing.T) {
 // A link is created in BuildGroup and leaves it once built; a crash in
 // between leaves it there, and PurgeUnfinished deletes exactly those.
 func TestBuildGroupMarksHalfBuiltLinks(t *testing.T) {
-	m, n := newBridgeNS(t) // vxb0 built by EnsureBridge
+	m, n := newTestManager(t)
 	h := n.Handle()
-	if err := m.EnsureVeth(testVethConfig()); err != nil {
-		t.Fatal(err)
+	// Every link vxbridge makes is born in BuildGroup: the kernel's first
+	// word of it (its RTM_NEWLINK) already says so. A crash at any later
+	// step leaves it marked; a link born in group 0 and moved there after
+	// would be unmarked between the two requests.
+	made := []string{"vxb0", "vxh0", "vxh1"}
+	born := n.GroupsAtBirth(t, made, func() {
+		if err := m.EnsureBridge(testBridgeConfig()); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.AddVeth(testVethConfig()); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testVethConfig()
+		cfg.HostName, cfg.PeerName, cfg.Alias = "vxh1", "vxp1", "vxbridge:ep:test1"
+		if err := m.EnsureVeth(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, name := range made {
+		if g, ok := born[name]; !ok || g != netdev.BuildGroup {
+			t.Errorf("%s was born in group %#x (seen %v), want BuildGroup %#x", name, g, ok, netdev.BuildGroup)
+		}
 	}
-	for _, name := range []string{"vxb0", "vxh0"} {
+	for _, name := range []string{"vxb0", "vxh0", "vxh1"} {
 		if g := mustLink(t, h, name).Attrs().Group; g != 0 {
 			t.Errorf("built %s is in group %#x, want 0", name, g)
 		}

@@ -1,11 +1,11 @@
 package bridge
 
 import (
-	"slices"
+	"net/netip"
 	"testing"
 )
 
-func TestRoutesListsConnectedPrefixes(t *testing.T) {
+func TestRoutesListsConnectedPrefixesAndAddresses(t *testing.T) {
 	m, _ := newTestManager(t)
 	cfg := testBridgeConfig()
 	if err := m.EnsureBridge(cfg); err != nil {
@@ -15,14 +15,19 @@ func TestRoutesListsConnectedPrefixes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range cfg.Addrs {
-		if !slices.Contains(routes, a.Masked()) {
-			t.Errorf("routes %v lack the connected prefix %v", routes, a.Masked())
+	has := map[Route]bool{}
+	for _, r := range routes {
+		has[r] = true
+		if p := r.Prefix; p.Bits() == 0 || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsLoopback() || p != p.Masked() {
+			t.Errorf("route %v should have been left out", r)
 		}
 	}
-	for _, r := range routes {
-		if r.Bits() == 0 || r.Addr().IsLinkLocalUnicast() || r.Addr().IsMulticast() || r != r.Masked() {
-			t.Errorf("route %v should have been left out", r)
+	for _, a := range cfg.Addrs {
+		if !has[Route{Prefix: a.Masked(), Iface: cfg.Name}] {
+			t.Errorf("routes %v lack the connected prefix %v via %s", routes, a.Masked(), cfg.Name)
+		}
+		if own := (Route{Prefix: netip.PrefixFrom(a.Addr(), a.Addr().BitLen()), Iface: cfg.Name, Local: true}); !has[own] {
+			t.Errorf("routes %v lack the address %v", routes, own)
 		}
 	}
 }

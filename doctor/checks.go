@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -71,11 +72,8 @@ func parseForward(save string) (policy string, jump bool, tagged map[string]bool
 		case strings.HasPrefix(line, "-A FORWARD ") && strings.Contains(line, "-j "+forwardChain):
 			jump = true
 		case strings.HasPrefix(line, "-A "+forwardChain+" "):
-			if i := strings.Index(line, `"vxbridge:`); i >= 0 {
-				id := line[i+len(`"vxbridge:`):]
-				if j := strings.IndexByte(id, '"'); j >= 0 {
-					tagged[id[:j]] = true
-				}
+			if r, ok := firewall.RuleOwner(line); ok && r.Endpoint == "" {
+				tagged[r.Network] = true
 			}
 		}
 	}
@@ -260,25 +258,38 @@ func checkLeftovers(f *Facts) Finding {
 	return c
 }
 
+// leftovers are the links of the plugin's own state file (or of any, when
+// it does not say which it is) that no record claims; another state file's
+// are the ownership check's.
 func leftovers(f *Facts) []string {
-	claimed := map[string]bool{}
+	claimed := map[mark.Owner]bool{}
 	for _, n := range f.Report.Networks {
-		claimed["vxbridge:net:"+n.ID] = true
+		claimed[mark.Owner{Kind: mark.Net, ID: n.ID}] = true
 	}
 	for _, ep := range f.Report.Endpoints {
-		claimed["vxbridge:ep:"+ep.ID] = true
+		claimed[mark.Owner{Kind: mark.Endpoint, ID: ep.ID}] = true
 	}
 	var out []string
 	for _, l := range f.Links {
+		o, ok := mark.ParseAlias(l.Alias)
 		// Only the kinds this host's records claim: other vxbridge links
 		// (cross-host devices) are not judged here.
-		owned := strings.HasPrefix(l.Alias, "vxbridge:net:") || strings.HasPrefix(l.Alias, "vxbridge:ep:")
-		if owned && !claimed[l.Alias] {
+		if !ok || o.Kind != mark.Net && o.Kind != mark.Endpoint || !mine(f, o.Identity) {
+			continue
+		}
+		if !claimed[mark.Owner{Kind: o.Kind, ID: o.ID}] {
 			out = append(out, fmt.Sprintf("%s (%s, %s)", l.Name, l.Kind, l.Alias))
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// mine says whether an object carrying identity is the running plugin's
+// state's: every object is, when it does not say which state it runs.
+func mine(f *Facts, identity string) bool {
+	o := f.Report.Ownership
+	return o == nil || identity == o.Identity
 }
 
 func orUnknown(s string) string {

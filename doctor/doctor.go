@@ -61,6 +61,10 @@ type Facts struct {
 
 	Links []Link
 
+	// State is the state file read from disk, for when no plugin answers
+	// (ownership.go); nil when not gathered.
+	State *StateFacts
+
 	// Neighbours counts IPv4 neighbour entries of every namespace (the
 	// kernel's limits are for the whole table), permanent ones too;
 	// TableFulls is how often since boot the kernel refused a new entry
@@ -83,6 +87,7 @@ var Checks = []func(*Facts) Finding{
 	checkPeers,
 	checkNeighbours,
 	checkLeftovers,
+	checkOwnership,
 }
 
 // Run runs every check.

@@ -7,9 +7,14 @@ import (
 	"testing"
 
 	"github.com/vxbridge/vxbridge/status"
+	"github.com/vxbridge/vxbridge/store"
 )
 
-const netID = "0123456789abcdef0123456789abcdef"
+const (
+	netID = "0123456789abcdef0123456789abcdef"
+	ident = "aaaaaaaaaaaa" // the running plugin's state file
+	other = "bbbbbbbbbbbb"
+)
 
 // saveOK is docker's and vxbridge's filter table for one network.
 const saveOK = `*filter
@@ -20,7 +25,7 @@ const saveOK = `*filter
 :VXBRIDGE-FORWARD - [0:0]
 -A FORWARD -j DOCKER-USER
 -A FORWARD -j VXBRIDGE-FORWARD
--A VXBRIDGE-FORWARD -i vxb-0123456789a -m comment --comment "vxbridge:` + netID + `" -j ACCEPT
+-A VXBRIDGE-FORWARD -i vxb-0123456789a -m comment --comment "vxbridge:` + ident + `:` + netID + `" -j ACCEPT
 COMMIT
 `
 
@@ -29,12 +34,13 @@ func healthyFacts() *Facts {
 		Socket: "/run/docker/plugins/x/vxbridge.sock",
 		Report: &status.Report{Version: "v1", Firewall: status.Firewall{Backend: "nft"},
 			Networks:  []status.Network{{ID: netID, Bridge: "vxb-0123456789a", Health: status.Healthy()}},
-			Endpoints: []status.Endpoint{{ID: "ep1", NetworkID: netID, HostVeth: "vxhep1", Health: status.Healthy()}}},
+			Endpoints: []status.Endpoint{{ID: "ep1", NetworkID: netID, HostVeth: "vxhep1", Health: status.Healthy()}},
+			StateFile: "/var/lib/vxbridge/vxbridge.db", Ownership: &status.Ownership{Identity: ident, Decision: "proceed"}},
 		IPTablesSave: saveOK, IPForward: "1", BridgeNFCall: "1",
 		UnderlayIface: "eth0", UnderlayMTU: 1500,
-		Links: []Link{{Name: "vxb-0123456789a", Alias: "vxbridge:net:" + netID, Kind: "bridge"},
-			{Name: "vxhep1", Alias: "vxbridge:ep:ep1", Kind: "veth"}, {Name: "eth0", Kind: "device"},
-			{Name: "vxlan-1", Alias: "vxbridge:vxlan:42", Kind: "vxlan"}},
+		Links: []Link{{Name: "vxb-0123456789a", Alias: "vxbridge:" + ident + ":net:" + netID, Kind: "bridge"},
+			{Name: "vxhep1", Alias: "vxbridge:" + ident + ":ep:ep1", Kind: "veth"}, {Name: "eth0", Kind: "device"},
+			{Name: "vxlan-1", Alias: "vxbridge:" + ident + ":vxlan:42", Kind: "vxlan"}},
 		Neighbours: 10, GCThresh2: 512, GCThresh3: 1024,
 	}
 }
@@ -111,8 +117,27 @@ func TestBrokenHost(t *testing.T) {
 		}, "neighbours", Warn, "7500 remote endpoints", "gc_thresh3=30000 net.ipv4.neigh.default.gc_thresh2=15000"},
 		{"table was full", func(f *Facts) { f.TableFulls = 3 }, "neighbours", Warn, "refused a new entry 3 times", "gc_thresh3"},
 		{"leftover", func(f *Facts) {
-			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:net:dead", Kind: "bridge"})
-		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:net:dead)", "ip link delete"},
+			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:" + ident + ":net:dead", Kind: "bridge"},
+				Link{Name: "vxb-other", Alias: "vxbridge:" + other + ":net:x", Kind: "bridge"})
+		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:" + ident + ":net:dead)", "ip link delete"},
+		{"another state's objects kept", func(f *Facts) {
+			f.Report.Ownership.Kept = []string{"vxb-other", "rules:vxbridge:" + other + ":x"}
+			f.Report.Ownership.Message = "state file /var/lib/vxbridge/vxbridge.db ... and 2 of others (2 state " + other + ")"
+		}, "ownership", Warn, "2 vxbridge object(s) no record claims are left in place (rules:vxbridge:" + other + ":x, vxb-other); at start-up: state file",
+			"vxbridge state restore --state-dir /var/lib/vxbridge"},
+		{"no plugin, state file holds none of the kernel's objects", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: other}}
+		}, "ownership", Fail, "a start on this state file is refused: state file /srv/vx/vxbridge.db (identity " + other + ") holds no records; " +
+			"the kernel holds 0 vxbridge objects of this state and 4 of others (4 state " + ident + ")", ""},
+		{"no plugin, no state file", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Missing: true, NetNS: []string{"vxbridge-" + ident + "-0123456789ab"}}
+		}, "ownership", Fail, "is new (identity to be made); the kernel holds 0 vxbridge objects of this state and 5 of others", ""},
+		{"no plugin, its state file", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: ident, Records: 2}}
+		}, "ownership", OK, "holds 2 records; the kernel holds 4 vxbridge objects of this state", ""},
 		{"unhealthy veth", func(f *Facts) { f.Report.Endpoints[0].Health = status.Unhealthy("veth vxhep1 is missing") }, "state", Warn, "vxhep1 is missing", "reconcile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

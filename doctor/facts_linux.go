@@ -3,22 +3,31 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
+	"github.com/vxbridge/vxbridge/store"
 )
 
 // GatherOptions say where the plugin is.
 type GatherOptions struct {
 	// Socket is the plugin's socket; "" finds it under status.PluginsDir.
 	Socket string
+	// StateDir and NetNSDir are the plugin's --state-dir and --netns-dir,
+	// read when it does not answer.
+	StateDir, NetNSDir string
 }
 
 // Gather reads the facts of the calling process's host: its network
@@ -38,6 +47,9 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	f.GCThresh3, _ = strconv.Atoi(readSysctl("net/ipv4/neigh/default/gc_thresh3"))
 	f.Neighbours, f.TableFulls = arpCacheStats()
 	f.UnderlayIface, f.UnderlayMTU = defaultRouteLink()
+	if f.Report == nil && o.StateDir != "" {
+		f.State = gatherState(o.StateDir, o.NetNSDir)
+	}
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
 			a := l.Attrs()
@@ -57,14 +69,24 @@ func iptablesSave(r *status.Report) (string, error) {
 			tool = "iptables-" + r.Firewall.Backend + "-save"
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
 	var out, stderr bytes.Buffer
-	cmd := exec.Command(tool, "-t", "filter")
+	cmd := exec.CommandContext(ctx, tool, "-t", "filter")
 	cmd.Stdout, cmd.Stderr = &out, &stderr
+	cmd.WaitDelay = time.Second // a child still holding the pipes does not hold doctor
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%s -t filter: timed out after %v (nf_tables hanging?)", tool, saveTimeout)
+		}
 		return "", fmt.Errorf("%s -t filter: %w: %s", tool, err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil
 }
+
+// saveTimeout bounds doctor's iptables-save: a listing takes milliseconds,
+// and doctor is what an operator runs when something hangs.
+var saveTimeout = 10 * time.Second
 
 func readSysctl(key string) string {
 	b, err := os.ReadFile("/proc/sys/" + key)
@@ -122,4 +144,27 @@ func maskOnes(r netlink.Route) (int, int) {
 		return 0, 32
 	}
 	return r.Dst.Mask.Size()
+}
+
+// gatherState reads the state file in dir (without a plugin holding it)
+// and the names of the namespaces in netnsDir.
+func gatherState(dir, netnsDir string) *StateFacts {
+	st := &StateFacts{Path: filepath.Join(dir, store.FileName)}
+	st.Info, st.Err = store.Inspect(st.Path)
+	if errors.Is(st.Err, fs.ErrNotExist) {
+		st.Err, st.Missing = nil, true
+	}
+	if netnsDir == "" {
+		return st
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil {
+		return st
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), mark.NetNSPrefix) {
+			st.NetNS = append(st.NetNS, e.Name())
+		}
+	}
+	return st
 }

@@ -31,10 +31,6 @@ import (
 // networks go on meanwhile. Endpoints are published in the background;
 // container start never waits for etcd.
 
-const aliasVXLANPrefix = AliasPrefix + "vxlan:"
-
-func vxlanAlias(id string) string { return aliasVXLANPrefix + id }
-
 // claimTimeout bounds the etcd check of a cross-host CreateNetwork.
 const claimTimeout = 10 * time.Second
 
@@ -252,7 +248,7 @@ func (d *Driver) openVXLAN(n *store.Network) (vx VXLAN, found bool, err error) {
 func (d *Driver) vxlanDevice(n *store.Network) vxlan.Device {
 	c := d.xh.cfg
 	return vxlan.Device{
-		Name: vxlan.DeviceName(n.VNI), Alias: vxlanAlias(n.ID), VNI: n.VNI, Port: c.Port,
+		Name: vxlan.DeviceName(n.VNI), Alias: d.vxlanAlias(n.ID), VNI: n.VNI, Port: c.Port,
 		Local: c.VTEP, Parent: c.VTEPInterface, MTU: n.MTU, Bridge: n.Bridge, Isolated: !n.ICC, OnDemand: c.OnDemand,
 	}
 }
@@ -269,7 +265,7 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 	if vx, found, err := d.openVXLAN(n); err != nil {
 		d.logUndoErr("delete vxlan device", err, "vni", n.VNI)
 	} else if found {
-		d.logUndoErr("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), vxlanAlias(n.ID)), "vni", n.VNI)
+		d.logUndoErr("delete vxlan device", vx.DeleteDevice(vxlan.DeviceName(n.VNI), d.vxlanAlias(n.ID)), "vni", n.VNI)
 	}
 	d.cluster().LeaveNetwork(n.VNI)
 	// Its address blocks go back to the cluster, in the background: a

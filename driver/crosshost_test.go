@@ -14,6 +14,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -283,7 +284,7 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 	if !ok {
 		t.Fatalf("no vxlan device; devices %v", h.vx.devices)
 	}
-	want := vxlan.Device{Name: "vxv-2a", Alias: vxlanAlias(netA), VNI: 42, Port: 4789, Local: netip.MustParseAddr("192.0.2.1"),
+	want := vxlan.Device{Name: "vxv-2a", Alias: mark.Alias("", mark.VXLAN, netA), VNI: 42, Port: 4789, Local: netip.MustParseAddr("192.0.2.1"),
 		Parent: "eth0", MTU: 1450, Bridge: "vxb-aaaaaaaaaaa"}
 	if dev != want {
 		t.Fatalf("device %+v\nwant %+v", dev, want)
@@ -408,7 +409,7 @@ func TestCrossHostReconcile(t *testing.T) {
 	h.cl = newFakeCluster()
 	h.start(t)
 	h.vx.tables["vxv-2a"] = vxlan.Table{FDB: []vxlan.FDB{{MAC: "02:00:00:00:00:09", Dst: netip.MustParseAddr("192.0.2.9")}}}
-	h.links.Links["vxv-99"] = bridge.LinkInfo{Name: "vxv-99", Alias: vxlanAlias(netB), Kind: "vxlan"}
+	h.links.Links["vxv-99"] = bridge.LinkInfo{Name: "vxv-99", Alias: mark.Alias("", mark.VXLAN, netB), Kind: "vxlan"}
 	if _, err := h.d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -34,14 +35,8 @@ import (
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/keylock"
 	"github.com/vxbridge/vxbridge/internal/netdev"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/store"
-)
-
-// Aliases mark the links vxbridge owns.
-const (
-	AliasPrefix      = "vxbridge:"
-	aliasNetPrefix   = AliasPrefix + "net:"
-	aliasEndpointPfx = AliasPrefix + "ep:"
 )
 
 // Config wires a Driver to the components it drives (interfaces.go).
@@ -63,6 +58,13 @@ type Config struct {
 	// Crash is the test-only crash hook (crash.go): called at each crash
 	// point. Release builds leave it nil.
 	Crash func(point string)
+	// Identity is the state file's (store.DB.Identity): the links, rules
+	// and namespaces made carry it, and only those the reconciler may
+	// delete (marks.go). "": the marks of before identities.
+	Identity string
+	// LegacyOwned: objects carrying no identity were made from this state
+	// (its file predates identities and holds records, store.Origin).
+	LegacyOwned bool
 }
 
 // Driver implements network.Driver.
@@ -90,6 +92,8 @@ type Driver struct {
 	hostPorts *ports.Allocator
 	spaces    Namespaces // nil: no network has a namespace of its own
 	crashHook func(point string)
+	owners    owners // whose kernel objects it may change (marks.go)
+	lastKept  atomic.Pointer[[]string]
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -101,6 +105,7 @@ func New(cfg Config) *Driver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{store: cfg.Store, links: cfg.Links, fw: cfg.Firewall, log: log, macGen: randomMAC,
+		owners:      owners{identity: cfg.Identity, legacy: cfg.LegacyOwned},
 		onReconcile: cfg.OnReconcile, xh: newCrossHost(cfg.CrossHost), hostPorts: ports.NewAllocator(cfg.Ports), crashHook: cfg.Crash, spaces: cfg.Namespaces}
 	// d.fw read at each call: a method value of a nil Firewall (tests that
 	// need no firewall) would panic here.
@@ -111,8 +116,6 @@ func New(cfg Config) *Driver {
 // Close ends the driver's background etcd calls (address block prefetch
 // and release after a network's create and delete) and waits for them.
 func (d *Driver) Close() { d.xh.close() }
-
-func netAlias(id string) string { return aliasNetPrefix + id }
 
 // lockEndpoint holds d.mu shared and endpoint id's own lock, and returns
 // the function that releases both.
@@ -203,9 +206,25 @@ func (d *Driver) checkConflicts(n *store.Network) error {
 	if err != nil {
 		return err
 	}
-	if exists && info.Alias != netAlias(n.ID) {
-		return invalidf("bridge name %q is taken by an existing %s interface that vxbridge does not own: choose another with -o %s=NAME",
-			n.Bridge, info.Kind, OptBridgeName)
+	if exists && info.Alias != d.netAlias(n.ID) {
+		return d.bridgeTaken(n, info)
+	}
+	return d.checkHostRoutes(n)
+}
+
+// checkHostRoutes refuses a network whose subnet overlaps one of the
+// host's addresses or routes (ipam.CheckRoutes), naming it: with docker's
+// IPAM, vxbridge's never saw the subnet. Recorded networks' overlaps were
+// refused already, and a replayed create never gets here.
+func (d *Driver) checkHostRoutes(n *store.Network) error {
+	routes, err := d.links.Routes()
+	if err != nil {
+		return fmt.Errorf("list the host's routes and addresses: %w", err)
+	}
+	for _, s := range n.Subnets() {
+		if err := ipam.CheckRoutes(s.Pool, routes, nil); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 	}
 	return nil
 }
@@ -270,26 +289,45 @@ func sameDockerSpaceOverlap(n, other *store.Network) bool {
 
 // ensureNetwork makes the kernel match the network record. Idempotent.
 func (d *Driver) ensureNetwork(n *store.Network) error {
+	if err := d.ensureDevices(n); err != nil {
+		return err
+	}
+	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
+		return fmt.Errorf("firewall rules of network %s: %w", short(n.ID), err)
+	}
+	return d.enableForwarding(n)
+}
+
+// ensureNetworkLinks is ensureNetwork but for the firewall rules, which
+// Reconcile makes for all networks at once.
+func (d *Driver) ensureNetworkLinks(n *store.Network) error {
+	if err := d.ensureDevices(n); err != nil {
+		return err
+	}
+	return d.enableForwarding(n)
+}
+
+// ensureDevices makes the network's bridge (or namespace and gateway link)
+// and VXLAN device.
+func (d *Driver) ensureDevices(n *store.Network) error {
 	if err := d.ensureBridge(n); err != nil {
 		if errors.Is(err, netdev.ErrNotOwned) {
 			return invalidf("%v: choose another name with -o %s=NAME", err, OptBridgeName)
 		}
 		return err
 	}
-	if err := d.ensureVXLAN(n); err != nil {
-		return err
-	}
-	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
-		return fmt.Errorf("firewall rules of network %s: %w", short(n.ID), err)
-	}
+	return d.ensureVXLAN(n)
+}
+
+func (d *Driver) enableForwarding(n *store.Network) error {
 	if n.Internal {
 		return nil
 	}
 	return d.links.EnableForwarding(len(n.IPv6) > 0)
 }
 
-func bridgeConfig(n *store.Network) bridge.BridgeConfig {
-	cfg := bridge.BridgeConfig{Name: n.Bridge, Alias: netAlias(n.ID), MTU: n.MTU}
+func (d *Driver) bridgeConfig(n *store.Network) bridge.BridgeConfig {
+	cfg := bridge.BridgeConfig{Name: n.Bridge, Alias: d.netAlias(n.ID), MTU: n.MTU}
 	for _, s := range n.Subnets() {
 		if s.Gateway.IsValid() {
 			cfg.Addrs = append(cfg.Addrs, s.Gateway)

@@ -13,6 +13,7 @@ import (
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 )
 
 const (
@@ -302,7 +303,7 @@ func TestReconcileRestoresAndCleans(t *testing.T) {
 	// foreign link that must be left alone.
 	h.links = fakes.NewLinks()
 	h.d.links = h.links
-	h.links.Links["vxhdeadbeef0000"] = bridge.LinkInfo{Name: "vxhdeadbeef0000", Alias: endpointAlias("deadbeef0000"), Kind: "veth"}
+	h.links.Links["vxhdeadbeef0000"] = bridge.LinkInfo{Name: "vxhdeadbeef0000", Alias: mark.Alias("", mark.Endpoint, "deadbeef0000"), Kind: "veth"}
 	h.links.Links["eth0"] = bridge.LinkInfo{Name: "eth0", Kind: "device"}
 	h.fw.Nets = map[string]firewall.Network{}
 

@@ -25,8 +25,6 @@ const (
 	ContainerIfPrefix = "eth"
 )
 
-func endpointAlias(id string) string { return aliasEndpointPfx + id }
-
 // newEndpoint builds the endpoint record a CreateEndpoint asks for. Pure but
 // for the MAC choice (endpointMAC).
 func (d *Driver) newEndpoint(req *network.CreateEndpointRequest, n *store.Network) (*store.Endpoint, error) {
@@ -256,7 +254,7 @@ func (d *Driver) makeVeth(n *store.Network, ep *store.Endpoint, ensure func(Link
 		HostName: ep.HostVeth,
 		PeerName: ep.PeerVeth,
 		Bridge:   n.Bridge,
-		Alias:    endpointAlias(ep.ID),
+		Alias:    d.endpointAlias(ep.ID),
 		MTU:      n.MTU,
 		MAC:      mac,
 		Isolated: !n.ICC,

@@ -35,16 +35,29 @@ type Links interface {
 	Link(name string) (bridge.LinkInfo, bool, error)
 	// OwnedLinks lists every link whose alias starts with prefix.
 	OwnedLinks(prefix string) ([]bridge.LinkInfo, error)
+	// SetAlias changes link name's alias from `from` to `to` (another
+	// state file's link taken over); a link with another alias is left
+	// alone with an error, a missing one is success.
+	SetAlias(name, from, to string) error
+	// Inspect reads a link back, a veth's peer wherever it is: what the
+	// records of an adopted network or endpoint are made from.
+	Inspect(name string) (bridge.Found, bool, error)
 	EnableForwarding(ipv6 bool) error
+	// Routes lists what the host reaches, by interface: its routes and
+	// own addresses (no network's subnet may overlap them).
+	Routes() ([]bridge.Route, error)
 }
 
 // Firewall manages the iptables chains vxbridge owns (package firewall).
 type Firewall interface {
 	EnsureNetwork(n firewall.Network) error
 	RemoveNetwork(id string) error
-	// Reconcile makes the plugin's chains hold exactly the rules of nets
-	// and of the published ports.
-	Reconcile(nets []firewall.Network, ports []firewall.Ports) error
+	// Reconcile makes the plugin's chains hold the rules of nets and of the
+	// published ports, and deletes the other rules owns says are the
+	// caller's.
+	Reconcile(nets []firewall.Network, ports []firewall.Ports, owns func(firewall.OwnedRule) bool) error
+	// OwnedRules lists the rules carrying a vxbridge comment, whoever's.
+	OwnedRules() ([]firewall.OwnedRule, error)
 	// EnsurePorts installs the rules of one endpoint's published ports and
 	// drops that endpoint's other port rules.
 	EnsurePorts(p firewall.Ports) error

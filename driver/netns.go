@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -31,23 +32,14 @@ import (
 // made before keep theirs. The namespace is a bind mount and outlives the
 // plugin; the reconciler removes one no record claims.
 
-const (
-	// NetNSPrefix starts the name of every network namespace of vxbridge's.
-	NetNSPrefix = "vxbridge-"
-	// gatewayInner is the gateway link's end in the network's namespace.
-	gatewayInner       = "vxgw"
-	aliasGatewayPrefix = AliasPrefix + "gw:"
-)
-
-func netNSName(id string) string { return NetNSPrefix + short(id) }
-
-func gatewayAlias(id string) string { return aliasGatewayPrefix + id }
+// gatewayInner is the gateway link's end in the network's namespace.
+const gatewayInner = "vxgw"
 
 // placeNetwork gives a new cross-host network a namespace of its own when
 // this vxbridge has namespaces; every other network lives in the host's.
 func (d *Driver) placeNetwork(n *store.Network) {
 	if n.VNI != 0 && d.spaces != nil {
-		n.NetNS = netNSName(n.ID)
+		n.NetNS = d.netNSName(n.ID)
 	}
 }
 
@@ -113,7 +105,7 @@ func (d *Driver) linksOfNetwork(id string) (Links, error) {
 // link when it has one.
 func (d *Driver) ensureBridge(n *store.Network) error {
 	if n.NetNS == "" {
-		return d.links.EnsureBridge(bridgeConfig(n))
+		return d.links.EnsureBridge(d.bridgeConfig(n))
 	}
 	ns, err := d.ensureNetNS(n)
 	if err != nil {
@@ -122,7 +114,7 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 	if err := ns.Prepare(); err != nil {
 		return netNSErr(n, err)
 	}
-	inner := bridge.BridgeConfig{Name: n.Bridge, Alias: netAlias(n.ID), MTU: n.MTU}
+	inner := bridge.BridgeConfig{Name: n.Bridge, Alias: d.netAlias(n.ID), MTU: n.MTU}
 	if err := ns.Links().EnsureBridge(inner); err != nil {
 		return fmt.Errorf("bridge %s in namespace %s: %w", n.Bridge, n.NetNS, err)
 	}
@@ -137,35 +129,35 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 		makeVeth = ns.Links().EnsureVeth
 	}
 	err = makeVeth(bridge.VethConfig{
-		HostName: gatewayInner, PeerName: n.Bridge, Bridge: n.Bridge, Alias: gatewayAlias(n.ID), MTU: n.MTU,
+		HostName: gatewayInner, PeerName: n.Bridge, Bridge: n.Bridge, Alias: d.gatewayAlias(n.ID), MTU: n.MTU,
 		PeerNS: d.spaces.HostFd(), PeerBuilding: true,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway link %s of network %s: %w", n.Bridge, short(n.ID), err)
 	}
-	return d.links.EnsureGateway(bridgeConfig(n))
+	return d.links.EnsureGateway(d.bridgeConfig(n))
 }
 
 // deleteBridge removes network n's bridge, or its gateway link and
 // namespace.
 func (d *Driver) deleteBridge(n *store.Network) {
 	if n.NetNS == "" {
-		d.logUndoErr("delete bridge", d.links.DeleteBridge(n.Bridge, netAlias(n.ID)), "bridge", n.Bridge)
+		d.logUndoErr("delete bridge", d.links.DeleteBridge(n.Bridge, d.netAlias(n.ID)), "bridge", n.Bridge)
 		return
 	}
 	// The gateway link first, here: the namespace's links go when its last
 	// user does, later, and the name must be free for a new network now.
-	d.logUndoErr("delete gateway link", d.links.DeleteGateway(n.Bridge, netAlias(n.ID)), "link", n.Bridge)
+	d.logUndoErr("delete gateway link", d.links.DeleteGateway(n.Bridge, d.netAlias(n.ID)), "link", n.Bridge)
 	if d.spaces != nil {
 		d.logUndoErr("delete network namespace", d.spaces.Delete(n.NetNS), "netns", n.NetNS)
 	}
 }
 
-// purgeNamespaces deletes the half-built links in the namespaces of nets,
-// as Reconcile does in the host's before anything is built: whatever a
-// crash left so, before the networks and endpoints are ensured. A lost
-// namespace is left to ensureNetwork. d.mu held.
-func (d *Driver) purgeNamespaces(nets []store.Network, rep *ReconcileReport) {
+// prepareNamespaces readies the namespaces of nets before the networks and
+// endpoints are ensured: it deletes the half-built links a crash left there,
+// as Reconcile does in the host's, and takes over the links records claim
+// (marks.go). A lost namespace is left to ensureNetwork. d.mu held.
+func (d *Driver) prepareNamespaces(nets []store.Network, claims map[claim]bool, p pass, rep *ReconcileReport) {
 	for i := range nets {
 		if nets[i].NetNS == "" {
 			continue
@@ -175,15 +167,19 @@ func (d *Driver) purgeNamespaces(nets []store.Network, rep *ReconcileReport) {
 			err = ns.Links().PurgeUnfinished()
 		}
 		if err != nil {
-			rep.Errors = append(rep.Errors, fmt.Errorf("namespace %s: %w", nets[i].NetNS, err))
+			rep.fail(nets[i].NetNS, err)
+			continue
+		}
+		if found {
+			d.takeOver(ns.Links(), nets[i].NetNS, claims, p, rep)
 		}
 	}
 }
 
 // reconcileNamespaces removes the namespaces no network record claims and,
-// in the others, the links no record claims (live: the aliases of the
-// records). d.mu held.
-func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool, rep *ReconcileReport) {
+// in the others, the links no record claims, as far as this pass may
+// (mayDelete, by the identity in the name). d.mu held.
+func (d *Driver) reconcileNamespaces(nets []store.Network, claims map[claim]bool, p pass, rep *ReconcileReport) {
 	if d.spaces == nil {
 		return
 	}
@@ -199,7 +195,12 @@ func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool,
 		return
 	}
 	for _, name := range names {
-		if claimed[name] != nil {
+		identity, _, ok := mark.ParseNetNS(name)
+		if claimed[name] != nil || !ok {
+			continue
+		}
+		if !d.mayDelete(identity, p) {
+			rep.kept("netns:"+name, d.owners.mine(identity))
 			continue
 		}
 		if err := d.spaces.Delete(name); err != nil {
@@ -215,6 +216,6 @@ func (d *Driver) reconcileNamespaces(nets []store.Network, live map[string]bool,
 			rep.Errors = append(rep.Errors, err)
 			continue
 		}
-		d.removeOrphanLinks(ns.Links(), name, live, rep)
+		d.removeOrphanLinks(ns.Links(), name, claims, p, rep)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/internal/testutil/fakes"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
@@ -108,7 +109,7 @@ func TestCrossHostNetworkInItsNamespace(t *testing.T) {
 	if gw := ns.links.Veths[gatewayInner]; gw.PeerName != br || gw.PeerNS != fakeHostFd || !gw.PeerBuilding || gw.Bridge != br || gw.Isolated {
 		t.Errorf("gateway link from the namespace: %+v", gw)
 	}
-	if gw, ok := h.links.Gateways[br]; !ok || len(gw.Addrs) != 1 || gw.Addrs[0] != netip.MustParsePrefix("10.42.0.1/24") || gw.Alias != netAlias(netA) {
+	if gw, ok := h.links.Gateways[br]; !ok || len(gw.Addrs) != 1 || gw.Addrs[0] != netip.MustParsePrefix("10.42.0.1/24") || gw.Alias != mark.Alias("", mark.Net, netA) {
 		t.Errorf("gateway link's host end: %+v (present %t)", gw, ok)
 	}
 	if _, ok := h.links.Bridges[br]; ok {
@@ -142,7 +143,7 @@ func TestCrossHostNetworkInItsNamespace(t *testing.T) {
 
 	// Reconcile: an orphan link in the namespace and an orphan namespace go;
 	// what the records claim stays.
-	ns.links.EnsureVeth(bridge.VethConfig{HostName: "vxhorphan", PeerName: "vxcorphan", Bridge: br, Alias: endpointAlias(epID(9))})
+	ns.links.EnsureVeth(bridge.VethConfig{HostName: "vxhorphan", PeerName: "vxcorphan", Bridge: br, Alias: mark.Alias("", mark.Endpoint, epID(9))})
 	spaces.Ensure("vxbridge-0123456789ab")
 	rep, err := h.d.Reconcile()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -279,6 +280,9 @@ func parseSubnet(d *network.IPAMData, v6 bool) (store.Subnet, error) {
 	}
 	if pool != pool.Masked() {
 		return s, invalidf("subnet %s has host bits set (did you mean %s?)", pool, pool.Masked())
+	}
+	if err := ipam.CheckSubnet(pool); err != nil {
+		return s, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	s.Pool = pool
 	s.AddressSpace = d.AddressSpace

@@ -8,24 +8,22 @@ import (
 	"github.com/vxbridge/vxbridge/store"
 )
 
-// The reads behind `vxbridge status`: the records and the kernel, each
-// under the lock that makes it one consistent snapshot. The rows they make
-// are pure (status_rows.go).
+// The reads behind `vxbridge status` and the metrics gauges: the records
+// and the kernel, read without the driver's lock (a scrape never waits
+// behind a network call or a reconcile stuck on iptables). The rows they
+// make are pure (status_rows.go).
 
 // Status fills the networks and endpoints of a status report from the store
 // and checks each against the kernel: a bridge or veth that is missing, has
 // lost its owner alias, or sits on the wrong bridge is reported, not fixed
-// (the reconciler fixes). It reads only and holds the driver lock for the
-// one consistent snapshot.
+// (the reconciler fixes). It takes no driver lock: it reads the records,
+// the links, and the records again, and reports the records of both reads.
+// Creates make the kernel's objects before the record, deletes drop the
+// record first, so a record there before and after the links were read
+// had its objects in place meanwhile, unless they are missing indeed; one
+// created or deleted meanwhile is left out of this report.
 func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.links.Flush() // a deleted endpoint's veth is not reported as a leftover
-	nets, err := d.store.Networks()
-	if err != nil {
-		return nil, nil, err
-	}
-	eps, err := d.store.Endpoints()
+	nets, eps, err := d.records()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -46,8 +44,39 @@ func (d *Driver) Status() ([]status.Network, []status.Endpoint, error) {
 		}
 		owned = append(owned, inNS...)
 	}
-	netRows, epRows := statusRows(nets, eps, owned)
+	nets2, eps2, err := d.records()
+	if err != nil {
+		return nil, nil, err
+	}
+	netRows, epRows := statusRows(inBoth(nets, nets2, networkID), inBoth(eps, eps2, endpointID), owned)
 	return netRows, epRows, nil
+}
+
+func (d *Driver) records() ([]store.Network, []store.Endpoint, error) {
+	nets, err := d.store.Networks()
+	if err != nil {
+		return nil, nil, err
+	}
+	eps, err := d.store.Endpoints()
+	return nets, eps, err
+}
+
+func networkID(n store.Network) string   { return n.ID }
+func endpointID(e store.Endpoint) string { return e.ID }
+
+// inBoth is the records of after whose id before has too.
+func inBoth[T any](before, after []T, id func(T) string) []T {
+	had := make(map[string]bool, len(before))
+	for _, r := range before {
+		had[id(r)] = true
+	}
+	out := make([]T, 0, len(after))
+	for _, r := range after {
+		if had[id(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // ownedLinksIn lists the links carrying a vxbridge alias in the namespace
@@ -58,9 +87,7 @@ func (d *Driver) ownedLinksIn(n *store.Network) ([]bridge.LinkInfo, error) {
 	if err != nil || !found {
 		return nil, err
 	}
-	links := ns.Links()
-	links.Flush()
-	owned, err := links.OwnedLinks(AliasPrefix)
+	owned, err := ns.Links().OwnedLinks(AliasPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list links of namespace %s: %w", n.NetNS, err)
 	}

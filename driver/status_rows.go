@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
@@ -21,7 +22,7 @@ import (
 func statusRows(nets []store.Network, eps []store.Endpoint, owned []bridge.LinkInfo) ([]status.Network, []status.Endpoint) {
 	byAlias := make(map[string]bridge.LinkInfo, len(owned))
 	for _, l := range owned {
-		byAlias[l.Alias] = l
+		byAlias[claimKey(l.Alias)] = l
 	}
 	perNet := map[string]int{}
 	bridges := map[string]string{}
@@ -54,7 +55,7 @@ func statusRows(nets []store.Network, eps []store.Endpoint, owned []bridge.LinkI
 }
 
 func bridgeHealth(n *store.Network, byAlias map[string]bridge.LinkInfo) status.Health {
-	l, ok := byAlias[netAlias(n.ID)]
+	l, ok := byAlias[mark.Alias("", mark.Net, n.ID)]
 	switch {
 	case !ok || l.Kind != "bridge": // a veth: the gateway link, its namespace's bridge unseen
 		where := ""
@@ -71,7 +72,7 @@ func bridgeHealth(n *store.Network, byAlias map[string]bridge.LinkInfo) status.H
 }
 
 func vethHealth(ep store.Endpoint, bridgeName string, byAlias map[string]bridge.LinkInfo) status.Health {
-	l, ok := byAlias[endpointAlias(ep.ID)]
+	l, ok := byAlias[mark.Alias("", mark.Endpoint, ep.ID)]
 	switch {
 	case bridgeName == "":
 		return status.Unhealthy("its network " + short(ep.NetworkID) + " is not in the state file")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
@@ -24,10 +25,10 @@ func TestStatusRows(t *testing.T) {
 		{ID: "e4", NetworkID: "gone", HostVeth: "vh4"},
 	}
 	owned := []bridge.LinkInfo{
-		{Name: "br2", Alias: netAlias("n2"), Kind: "bridge", MTU: 1500},
-		{Name: "vh1", Alias: endpointAlias("e1"), Kind: "veth", Master: "br2"},
-		{Name: "vh2", Alias: endpointAlias("e2"), Kind: "veth", Master: ""},
-		{Name: "vh4", Alias: endpointAlias("e4"), Kind: "veth"},
+		{Name: "br2", Alias: mark.Alias("", mark.Net, "n2"), Kind: "bridge", MTU: 1500},
+		{Name: "vh1", Alias: mark.Alias("", mark.Endpoint, "e1"), Kind: "veth", Master: "br2"},
+		{Name: "vh2", Alias: mark.Alias("", mark.Endpoint, "e2"), Kind: "veth", Master: ""},
+		{Name: "vh4", Alias: mark.Alias("", mark.Endpoint, "e4"), Kind: "veth"},
 	}
 	gotNets, gotEps := statusRows(nets, eps, owned)
 	if len(gotNets) != 2 || gotNets[0].ID != "n1" || gotNets[1].ID != "n2" {

@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
@@ -108,9 +109,11 @@ type killBed struct {
 	gateway  string
 	inFlight sync.Map // call path -> *atomic.Int64
 
-	mu    sync.Mutex
-	live  map[string]*killEndpoint // endpoint id -> what the client holds
-	trace map[string][]string      // endpoint id -> calls and their results
+	serveArgs []string                              // more flags for serve
+	observe   func(path string, took time.Duration) // nil, or told of every call
+	mu        sync.Mutex
+	live      map[string]*killEndpoint // endpoint id -> what the client holds
+	trace     map[string][]string      // endpoint id -> calls and their results
 }
 
 type killEndpoint struct {
@@ -142,8 +145,9 @@ func newKillBed(t *testing.T) *killBed {
 func (k *killBed) start() time.Duration {
 	k.t.Helper()
 	begin := time.Now()
-	k.proc = k.ns.Start(k.t, filepath.Join(k.dir, "plugin.log"), pluginBin, "serve",
-		"--socket", k.socket, "--state-dir", filepath.Join(k.dir, "state"), "--orphan-grace", killOrphanGrace.String())
+	argv := append([]string{pluginBin, "serve", "--socket", k.socket, "--state-dir", filepath.Join(k.dir, "state"),
+		"--orphan-grace", killOrphanGrace.String()}, k.serveArgs...)
+	k.proc = k.ns.Start(k.t, filepath.Join(k.dir, "plugin.log"), argv...)
 	err := testbed.Poll(30*time.Second, func() error {
 		if k.proc.Exited() {
 			return testbed.Permanent(fmt.Errorf("plugin exited: %v", k.proc.ExitErr()))
@@ -286,7 +290,11 @@ func (k *killBed) callsInFlight() int64 {
 
 // do makes one call for endpoint id and keeps it in the endpoint's trace.
 func (k *killBed) do(id, path string, req, resp any) error {
+	begin := time.Now()
 	err := k.c.call(path, req, resp)
+	if k.observe != nil {
+		k.observe(path, time.Since(begin))
+	}
 	k.mu.Lock()
 	k.trace[id] = append(k.trace[id], fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), path, err))
 	k.mu.Unlock()
@@ -539,10 +547,11 @@ func (k *killBed) disagreements(v *killView) (out, pending []string) {
 	// Links: exactly the network's bridge and the live endpoints' host ends.
 	for name, line := range v.links {
 		alias := linkAlias(line)
+		o, marked := mark.ParseAlias(alias)
 		switch {
-		case alias == "vxbridge:net:"+k.netID, orphanLinks[name]:
-		case strings.HasPrefix(alias, "vxbridge:ep:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:ep:"); k.live[id] == nil {
+		case marked && o.Kind == mark.Net && o.ID == k.netID, orphanLinks[name]:
+		case marked && o.Kind == mark.Endpoint:
+			if k.live[o.ID] == nil {
 				add("veth %s (alias %s): no live endpoint", name, alias)
 			}
 		case strings.HasPrefix(alias, "vxbridge:"), strings.HasPrefix(name, "vxb-"), strings.HasPrefix(name, "vxh"), strings.HasPrefix(name, "vxc"):

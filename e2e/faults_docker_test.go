@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 )
 
 // Fault scenarios around docker itself (issue 7): interfaces that are in
@@ -45,11 +46,12 @@ func TestFaultInterfaceNameTaken(t *testing.T) {
 		link   string   // the interface in the way, named like the plugin's
 	}
 	ep := func(prefix string) string { return prefix + strings.Repeat("0", 64-len(prefix)) }
+	orphanAlias := ownMark(t, h, mark.Endpoint, ep("f1c6")) // what this plugin's crash would leave
 	clashes := []clash{
 		{name: "bridge with the host end's name", epID: ep("f1a5"), create: []string{"type", "bridge"}},
 		{name: "foreign veth with the host end's name", epID: ep("f1b5"), create: []string{"type", "veth", "peer", "name", "vxtpeerb5"}},
 		{name: "veth with the host end's name and another endpoint's alias", epID: ep("f1c5"),
-			create: []string{"type", "veth", "peer", "name", "vxtpeerc5"}, alias: "vxbridge:ep:" + ep("f1c6"), owned: true},
+			create: []string{"type", "veth", "peer", "name", "vxtpeerc5"}, alias: orphanAlias, owned: true},
 		{name: "bridge with the container end's name", epID: ep("f1d5"), peer: true, create: []string{"type", "bridge"}},
 	}
 	for i := range clashes {
@@ -132,7 +134,7 @@ func TestFaultInterfaceNameTaken(t *testing.T) {
 		found := leaks(t, h)
 		if !restarted {
 			// Before the restart the only finding is the orphan.
-			want := fmt.Sprintf("veth %s (alias vxbridge:ep:%s): no live endpoint", clashes[2].link, ep("f1c6"))
+			want := fmt.Sprintf("veth %s (alias %s): no live endpoint", clashes[2].link, orphanAlias)
 			if len(found) != 1 || found[0] != want {
 				t.Errorf("%s: LEAKS() = %q, want only %q", when, found, want)
 			}

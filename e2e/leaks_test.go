@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 	"github.com/vxbridge/vxbridge/vxlan"
@@ -265,26 +267,19 @@ func (v *leakView) findings() []string {
 	// (3) links.
 	for name, line := range v.links {
 		alias := linkAlias(line)
+		o, marked := mark.ParseAlias(alias)
 		switch {
-		case strings.HasPrefix(alias, "vxbridge:net:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:net:"); !v.liveNet(id) {
-				add("bridge %s (alias %s): no live network", name, alias)
-			}
-		case strings.HasPrefix(alias, "vxbridge:vxlan:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:vxlan:"); !v.liveNet(id) {
-				add("VXLAN device %s (alias %s): no live network", name, alias)
-			}
-		case strings.HasPrefix(alias, "vxbridge:ep:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:ep:"); !v.liveEndpoint(id) {
-				add("veth %s (alias %s): no live endpoint", name, alias)
-			}
-		case strings.HasPrefix(alias, "vxbridge:gw:"):
-			if id := strings.TrimPrefix(alias, "vxbridge:gw:"); !v.liveNet(id) {
-				add("gateway link %s (alias %s): no live network", name, alias)
-			}
-		case strings.HasPrefix(alias, "vxbridge:"):
-			// Other owned links (a VTEP and the like) are checked by their
-			// own scenarios; they are per host, not per network.
+		case marked && o.Kind == mark.Net && !v.liveNet(o.ID):
+			add("bridge %s (alias %s): no live network", name, alias)
+		case marked && o.Kind == mark.VXLAN && !v.liveNet(o.ID):
+			add("VXLAN device %s (alias %s): no live network", name, alias)
+		case marked && o.Kind == mark.Endpoint && !v.liveEndpoint(o.ID):
+			add("veth %s (alias %s): no live endpoint", name, alias)
+		case marked && o.Kind == mark.Gateway && !v.liveNet(o.ID):
+			add("gateway link %s (alias %s): no live network", name, alias)
+		case marked || strings.HasPrefix(alias, mark.Prefix):
+			// Live, or another owned link (a VTEP and the like), checked by
+			// its own scenarios: it is per host, not per network.
 		case strings.HasPrefix(name, "vxb-"):
 			add("link %s is named like a vxbridge bridge but has no vxbridge alias: %s", name, strings.TrimSpace(line))
 		}
@@ -408,19 +403,17 @@ func linkAlias(line string) string {
 	return rest
 }
 
-// ruleTag is the id a vxbridge rule is tagged with (--comment "vxbridge:ID").
+// ruleTag is the id a vxbridge rule is tagged with (--comment
+// "vxbridge:[IDENTITY:]ID"): a network's, or "NETWORK:ENDPOINT".
 func ruleTag(line string) (string, bool) {
-	const marker = `--comment "vxbridge:`
-	i := strings.Index(line, marker)
-	if i < 0 {
+	r, ok := firewall.RuleOwner(line)
+	if !ok {
 		return "", false
 	}
-	rest := line[i+len(marker):]
-	end := strings.IndexByte(rest, '"')
-	if end < 0 {
-		return "", false
+	if r.Endpoint != "" {
+		return r.Network + ":" + r.Endpoint, true
 	}
-	return rest[:end], true
+	return r.Network, true
 }
 
 func TestLeakParsers(t *testing.T) {
@@ -431,9 +424,11 @@ func TestLeakParsers(t *testing.T) {
 	if got := linkAlias("3: eth0: <UP> mtu 1500"); got != "" {
 		t.Errorf("linkAlias without alias = %q", got)
 	}
-	tag, ok := ruleTag(`-A VXBRIDGE-FORWARD -o vxb-1 -m comment --comment "vxbridge:net1:ep2" -j ACCEPT`)
-	if !ok || tag != "net1:ep2" {
-		t.Errorf("ruleTag = %q %v", tag, ok)
+	for _, c := range []string{"vxbridge:net1:ep2", "vxbridge:0123456789ab:net1:ep2"} {
+		tag, ok := ruleTag(`-A VXBRIDGE-FORWARD -o vxb-1 -m comment --comment "` + c + `" -j ACCEPT`)
+		if !ok || tag != "net1:ep2" {
+			t.Errorf("ruleTag(%s) = %q %v", c, tag, ok)
+		}
 	}
 	if _, ok := ruleTag(`-A FORWARD -j DOCKER-USER`); ok {
 		t.Error("ruleTag found a tag in an untagged rule")

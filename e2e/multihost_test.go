@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
 
@@ -418,7 +419,7 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 		if inner := links[ns+"/"+br]; !strings.Contains(inner, " bridge ") {
 			t.Errorf("%s: no bridge %s in %s: %q", h.Name, br, ns, inner)
 		}
-		if hostBr := links[br]; !strings.Contains(hostBr, "veth") || !strings.Contains(hostBr, "alias vxbridge:net:"+id) {
+		if hostBr := links[br]; !strings.Contains(hostBr, "veth") || !strings.Contains(hostBr, ":net:"+id) {
 			t.Errorf("%s: the host's %s is not the gateway link (a veth with the network's alias): %q", h.Name, br, hostBr)
 		}
 		if addrs := h.Exec(t, "ip", "-o", "addr", "show", "dev", br); !strings.Contains(addrs, gateway4+"/") {
@@ -431,9 +432,11 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 	// of an endpoint that has no record.
 	h := m.hosts[2]
 	ns := networkNS(t, h, xNet)
-	stray := filepath.Join(h.PluginNetNSDir(), "vxbridge-0123456789ab")
+	identity := statusJSON(t, h, h.PluginSocket()).Ownership.Identity
+	strayName := mark.NetNS(identity, "0123456789ab")
+	stray := filepath.Join(h.PluginNetNSDir(), strayName)
 	t.Cleanup(func() { h.TryExec("sh", "-c", fmt.Sprintf("umount %s; rm -f %s", stray, stray)) })
-	wants := []string{"network namespace vxbridge-0123456789ab: no live network", ns + "/vxhstray000000"}
+	wants := []string{"network namespace " + strayName + ": no live network", ns + "/vxhstray000000"}
 	// The reconciler (every 2 s here) may remove what was injected before
 	// LEAKS() looks: inject again what is gone, until one look finds both.
 	var missing []string
@@ -441,7 +444,7 @@ func (m *multiHost) ownNamespace(t *testing.T) {
 		h.TryExec("sh", "-c", fmt.Sprintf("test -e %s || { touch %s && unshare --net=%s true; }", stray, stray, stray))
 		if _, err := execIn(h, ns, "ip", "link", "show", "vxhstray000000"); err != nil {
 			mustExecIn(t, h, ns, "ip", "link", "add", "vxhstray000000", "type", "veth", "peer", "name", "vxcstray000000")
-			mustExecIn(t, h, ns, "ip", "link", "set", "vxhstray000000", "alias", "vxbridge:ep:stray")
+			mustExecIn(t, h, ns, "ip", "link", "set", "vxhstray000000", "alias", mark.Alias(identity, mark.Endpoint, "stray"))
 		}
 		found := strings.Join(leaks(t, h), "\n")
 		missing = missing[:0]

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 )
 
 // singleHost is one host with the vxbridge plugin and an internet namespace,
@@ -246,6 +247,7 @@ func (s *singleHost) pluginRestart(t *testing.T) {
 	ipA, ipB := containerIP(t, h, "n8a", "vxn8", false), containerIP(t, h, "n8b", "vxn8", false)
 	waitPing(t, h, "n8a", ipB)
 
+	orphanAlias := ownMark(t, h, mark.Endpoint, "deadbeef0000")
 	if err := h.Plugin().Kill9(); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +258,7 @@ func (s *singleHost) pluginRestart(t *testing.T) {
 	// alias that no record claims), and someone flushing our chain: the
 	// start-up reconcile removes the first and restores the second.
 	h.Exec(t, "ip", "link", "add", "vxhdeadbeef0000", "type", "veth", "peer", "name", "vxcdeadbeef0000")
-	h.Exec(t, "ip", "link", "set", "vxhdeadbeef0000", "alias", "vxbridge:ep:deadbeef0000")
+	h.Exec(t, "ip", "link", "set", "vxhdeadbeef0000", "alias", orphanAlias)
 	fwdBefore := h.Exec(t, "iptables", "-S", "VXBRIDGE-FORWARD")
 	h.Exec(t, "iptables", "-F", "VXBRIDGE-FORWARD")
 	h.StartPlugin(t, pluginBin)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/doctor"
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
+	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 )
 
@@ -98,7 +99,7 @@ func TestStatusDoctorMetrics(t *testing.T) {
 	h.Exec(t, "sysctl", "-w", "net.ipv4.ip_forward=0")
 	t.Cleanup(func() { h.TryExec("sysctl", "-w", "net.ipv4.ip_forward=1") })
 	h.Exec(t, "ip", "link", "add", "vxb-left", "type", "veth", "peer", "name", "vxb-left-p")
-	h.Exec(t, "ip", "link", "set", "vxb-left", "alias", "vxbridge:net:0123456789abcdef")
+	h.Exec(t, "ip", "link", "set", "vxb-left", "alias", ownMark(t, h, mark.Net, "0123456789abcdef"))
 
 	rep = statusJSON(t, h, h.PluginSocket())
 	if p := rep.Problems(); len(p) != 1 || !strings.Contains(p[0], veth) {
@@ -175,6 +176,17 @@ func statusJSON(t *testing.T, h *testbed.Host, socket string) *status.Report {
 		t.Fatalf("vxbridge status --json: %v\n%s", err, out)
 	}
 	return rep
+}
+
+// ownMark is the alias a link of kind for record id carries when the
+// running plugin of h makes it: the marks carry its state file's identity.
+func ownMark(t *testing.T, h *testbed.Host, kind, id string) string {
+	t.Helper()
+	rep := statusJSON(t, h, h.PluginSocket())
+	if rep.Ownership == nil {
+		t.Fatal("the plugin's status says nothing of its state file's identity")
+	}
+	return mark.Alias(rep.Ownership.Identity, kind, id)
 }
 
 func doctorJSON(t *testing.T, h *testbed.Host, wantFail bool) []doctor.Finding {

@@ -127,10 +127,11 @@ func (fw *Firewall) Backend() Backend {
 	return fw.families[0].backend
 }
 
-// SwitchBackend moves vxbridge to backend b: every chain, rule and jump of
-// ours is removed from the backend in use, and b's programs run from now
-// on. The caller then reconciles, which writes the rules into b. Switching
-// to the backend in use changes nothing.
+// SwitchBackend moves vxbridge to backend b: every rule of this owner is
+// removed from the backend in use, with our chains and jumps when no other
+// owner's rule is left there, and b's programs run from now on. The caller
+// then reconciles, which writes the rules into b. Switching to the backend
+// in use changes nothing.
 func (fw *Firewall) SwitchBackend(b Backend) error {
 	fresh, err := NewWithBackend(b)
 	if err != nil {
@@ -145,7 +146,10 @@ func (fw *Firewall) SwitchBackend(b Backend) error {
 		if f.err != nil {
 			continue
 		}
-		if err := fw.syncFamily(f, syncRequest{owns: func(string) bool { return true }}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{owns: func(line string) bool {
+			_, _, tagged := lineOwner(line)
+			return !tagged || fw.mine(line)
+		}}); err != nil {
 			return fmt.Errorf("remove vxbridge chains from %s before switching to %s: %w", f, b, err)
 		}
 	}

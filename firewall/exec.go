@@ -39,6 +39,11 @@ type limits struct {
 // within the 30 s it gives a managed plugin's call.
 var defaultLimits = limits{lockWait: 10 * time.Second, timeout: 20 * time.Second}
 
+// stalledLimits bound the runs while iptables is stuck (family.stalled):
+// enough for a lock another iptables holds for milliseconds, so a docker
+// call fails in about a second, not ten, for as long as it stays stuck.
+var stalledLimits = limits{lockWait: time.Second, timeout: 5 * time.Second}
+
 // waitArgs are the -w arguments for lim (whole seconds, at least 1).
 func (lim limits) waitArgs() []string {
 	return []string{"-w", strconv.Itoa(max(1, int(lim.lockWait/time.Second)))}

@@ -78,6 +78,64 @@ func TestHeldXtablesLockFailsInBoundedTime(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
 		t.Skip("iptables-legacy not installed")
 	}
+	ns, f, unlock := lockedFamily(t)
+
+	f.limits = limits{lockWait: time.Second, timeout: 10 * time.Second}
+	err, took := within(t, 15*time.Second, func() error { return ns.Do(func() error { _, err := f.read(); return err }) })
+	t.Logf("read with the lock held: %v after %v", err, took.Round(time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), "xtables lock") || took > 5*time.Second {
+		t.Errorf("read with the lock held: %v after %v; want iptables' lock message within seconds", err, took)
+	}
+	// Stuck by now: the stalled limits are in force.
+	f.stalled = limits{lockWait: time.Minute, timeout: time.Second}
+	err, took = within(t, 15*time.Second, func() error { return ns.Do(func() error { return f.apply("*filter\nCOMMIT\n") }) })
+	t.Logf("apply with the lock held: %v after %v", err, took.Round(time.Millisecond))
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "iptables-legacy-restore") || took > 5*time.Second {
+		t.Errorf("apply with the lock held: %v after %v; want a timeout naming iptables-legacy-restore", err, took)
+	}
+
+	unlock()
+	do(t, ns, func() error { _, err := f.read(); return err })
+}
+
+// While the lock stays held, every run after the first that found it so
+// waits the short stalled limits, not the whole -w again: operations that
+// queue behind each other (the Firewall runs one at a time) fail in about
+// a second each. The first run after the lock is free succeeds and puts
+// the normal limits back.
+func TestStuckIptablesFailsFastUntilFree(t *testing.T) {
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		t.Skip("iptables-legacy not installed")
+	}
+	ns, f, unlock := lockedFamily(t)
+	f.limits = limits{lockWait: 3 * time.Second, timeout: 10 * time.Second}
+	f.stalled = limits{lockWait: time.Second, timeout: 5 * time.Second}
+	read := func() (error, time.Duration) {
+		return within(t, 15*time.Second, func() error { return ns.Do(func() error { _, err := f.read(); return err }) })
+	}
+	err, first := read()
+	t.Logf("first read: %v after %v", err, first.Round(time.Millisecond))
+	if err == nil || first < 2*time.Second {
+		t.Fatalf("first read with the lock held: %v after %v; want a failure after the whole -w", err, first)
+	}
+	for i := range 3 {
+		err, took := read()
+		t.Logf("read %d while stuck: %v after %v", i+2, err, took.Round(time.Millisecond))
+		if err == nil || took > 2*time.Second || !strings.Contains(err.Error(), "iptables stuck since") {
+			t.Errorf("read %d while stuck: %v after %v; want a failure saying so within 2 s", i+2, err, took)
+		}
+	}
+	unlock()
+	if err, _ := read(); err != nil || !f.stuckSince.IsZero() {
+		t.Errorf("read once the lock is free: %v (stuck since %v)", err, f.stuckSince)
+	}
+}
+
+// lockedFamily is an IPv4 iptables-legacy family in a fresh namespace,
+// with its xtables lock (a file of the test's, XTABLES_LOCKFILE) held;
+// unlock releases it.
+func lockedFamily(t *testing.T) (*nstest.NS, *family, func()) {
+	t.Helper()
 	ns := nstest.New(t)
 	lockPath := filepath.Join(t.TempDir(), "xtables.lock")
 	t.Setenv("XTABLES_LOCKFILE", lockPath)
@@ -90,28 +148,15 @@ func TestHeldXtablesLockFailsInBoundedTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
+	t.Cleanup(func() { lock.Close() })
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-
-	f.limits = limits{lockWait: time.Second, timeout: 10 * time.Second}
-	err, took := within(t, 15*time.Second, func() error { return ns.Do(func() error { _, err := f.read(); return err }) })
-	t.Logf("read with the lock held: %v after %v", err, took.Round(time.Millisecond))
-	if err == nil || !strings.Contains(err.Error(), "xtables lock") || took > 5*time.Second {
-		t.Errorf("read with the lock held: %v after %v; want iptables' lock message within seconds", err, took)
+	return ns, f, func() {
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+			t.Fatal(err)
+		}
 	}
-	f.limits = limits{lockWait: time.Minute, timeout: time.Second}
-	err, took = within(t, 15*time.Second, func() error { return ns.Do(func() error { return f.apply("*filter\nCOMMIT\n") }) })
-	t.Logf("apply with the lock held: %v after %v", err, took.Round(time.Millisecond))
-	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "iptables-legacy-restore") || took > 5*time.Second {
-		t.Errorf("apply with the lock held: %v after %v; want a timeout naming iptables-legacy-restore", err, took)
-	}
-
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
-	do(t, ns, func() error { _, err := f.read(); return err })
 }
 
 func TestParseVersion(t *testing.T) {

@@ -15,8 +15,12 @@ package firewall
 // One verdict per chain makes the order of network rules irrelevant, so a
 // chain's desired content is a set and reconciling is a set difference done
 // on the text `iptables -S` prints (Rule.Line is written in that form).
-// Every network rule carries the comment "vxbridge:<network id>": rules are
-// attributed to networks without any state of our own.
+// Every network rule carries the comment "vxbridge:<identity>:<network id>"
+// (package ownership/mark): rules are attributed to networks, and to the
+// state file that made them, without any state of our own. One vxbridge runs
+// per network namespace, but the chains may hold rules of another state file
+// (lost, moved, another --state-dir's): an operation deletes only the rules
+// it is told it owns.
 //
 // Where the FORWARD jump sits: docker 20.10 inserts each new network's
 // ACCEPT rules at the top of FORWARD and then re-inserts its DOCKER-ISOLATION
@@ -57,6 +61,23 @@ import (
 type Firewall struct {
 	mu       sync.Mutex // one operation at a time
 	families []*family  // IPv4, IPv6
+	owner    string     // identity of the state file in use; see SetOwner
+}
+
+// SetOwner makes the rules written from now on carry identity, the state
+// file's (store.DB.Identity), and limits what EnsureNetwork, RemoveNetwork,
+// EnsurePorts and RemovePorts delete to rules carrying it. Call it before
+// the first operation.
+func (fw *Firewall) SetOwner(identity string) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.owner = identity
+}
+
+// mine says whether a listed line carries this firewall's identity.
+func (fw *Firewall) mine(line string) bool {
+	owner, _, ok := lineOwner(line)
+	return ok && owner == fw.owner
 }
 
 // New finds iptables and ip6tables and checks that they work. Without a
@@ -80,23 +101,26 @@ func (fw *Firewall) EnsureNetwork(n Network) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	return fw.sync(Rules(n), func(line string) bool { return taggedWith(line, n.ID) })
+	return fw.syncOwned(func() []Rule { n.Owner = fw.owner; return Rules(n) },
+		func(line string) bool { return fw.mine(line) && taggedWith(line, n.ID) })
 }
 
-// RemoveNetwork deletes every rule tagged with id, and the port rules of its
-// endpoints; an unknown id is success. With the last network gone, the
-// jumps and chains go too.
+// RemoveNetwork deletes every rule of this owner tagged with id, and the
+// port rules of its endpoints; an unknown id is success. With the last
+// network gone, the jumps and chains go too.
 func (fw *Firewall) RemoveNetwork(id string) error {
-	return fw.sync(nil, func(line string) bool { return taggedWith(line, id) || portsOfNetwork(line, id) })
+	return fw.syncOwned(nil, func(line string) bool { return fw.mine(line) && (taggedWith(line, id) || portsOfNetwork(line, id)) })
 }
 
-// Reconcile makes vxbridge's chains hold exactly the rules of nets and of
-// the published ports: missing rules are added, rules of other ids and
-// untagged rules are deleted, the jumps are put back in place. With no nets
-// and no ports, everything of ours is removed.
-func (fw *Firewall) Reconcile(nets []Network, ports []Ports) error {
+// Reconcile makes vxbridge's chains hold the rules of nets and of the
+// published ports, written with this firewall's identity: missing rules
+// are added, the jumps are put back in place, and of the rules not asked
+// for, those owns says the caller owns (by the identity, network and
+// endpoint their comment names) and those with no vxbridge comment are
+// deleted. With no nets, no ports and no rule left of another owner,
+// everything of ours is removed.
+func (fw *Firewall) Reconcile(nets []Network, ports []Ports, owns func(OwnedRule) bool) error {
 	seen := map[string]bool{}
-	var rules []Rule
 	for _, n := range nets {
 		if err := n.Validate(); err != nil {
 			return err
@@ -105,15 +129,28 @@ func (fw *Firewall) Reconcile(nets []Network, ports []Ports) error {
 			return fmt.Errorf("%w: network %s listed twice", ErrInvalidNetwork, n.ID)
 		}
 		seen[n.ID] = true
-		rules = append(rules, Rules(n)...)
 	}
 	for _, p := range ports {
 		if err := p.Validate(); err != nil {
 			return err
 		}
-		rules = append(rules, PortRules(p)...)
 	}
-	return fw.sync(rules, func(string) bool { return true })
+	desired := func() []Rule {
+		var rules []Rule
+		for _, n := range nets {
+			n.Owner = fw.owner
+			rules = append(rules, Rules(n)...)
+		}
+		for _, p := range ports {
+			p.Owner = fw.owner
+			rules = append(rules, PortRules(p)...)
+		}
+		return rules
+	}
+	return fw.syncOwned(desired, func(line string) bool {
+		r, tagged := ownedRule(line)
+		return !tagged || owns(r)
+	})
 }
 
 // EnsureJumps puts the jumps into our chains back where they belong (after
@@ -134,11 +171,21 @@ func (fw *Firewall) EnsureJumps() error {
 	return nil
 }
 
-// sync applies desired (rules of both families) to each family; owns says
-// which existing lines the operation may delete.
-func (fw *Firewall) sync(desired []Rule, owns func(line string) bool) error {
+// syncOwned is sync with the rules desired made under the firewall's lock,
+// where they can read fw.owner; nil desires none.
+func (fw *Firewall) syncOwned(desired func() []Rule, owns func(line string) bool) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	var rules []Rule
+	if desired != nil {
+		rules = desired()
+	}
+	return fw.syncLocked(rules, owns)
+}
+
+// syncLocked applies desired (rules of both families) to each family; owns
+// says which existing lines the operation may delete. fw.mu held.
+func (fw *Firewall) syncLocked(desired []Rule, owns func(line string) bool) error {
 	for _, f := range fw.families {
 		var mine []Rule
 		for _, r := range desired {

@@ -222,7 +222,7 @@ func TestKernelReconcile(t *testing.T) {
 	do(t, ns, func() error { return fw.EnsureNetwork(stale) })
 	run(t, ns, "iptables", "-w", "-A", ChainIsolation, "-i", "junk", "-j", "DROP")
 
-	do(t, ns, func() error { return fw.Reconcile([]Network{a}, nil) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{a}, nil, ownsAll) })
 	requireNoRulesOf(t, ns, stale.ID)
 	requireRules(t, ns, Rules(a))
 	if slices.Contains(listing(t, ns, "iptables", tableFilter), "-A "+ChainIsolation+" -i junk -j DROP") {
@@ -232,12 +232,12 @@ func TestKernelReconcile(t *testing.T) {
 
 	run(t, ns, "iptables", "-w", "-F", ChainForward)
 	run(t, ns, "ip6tables", "-w", "-t", "nat", "-F", ChainPostrouting)
-	do(t, ns, func() error { return fw.Reconcile([]Network{a}, nil) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{a}, nil, ownsAll) })
 	if got := dump(t, ns); got != want {
 		t.Errorf("after flushing and reconciling:\n%s\nwant:\n%s", got, want)
 	}
 
-	do(t, ns, func() error { return fw.Reconcile(nil, nil) })
+	do(t, ns, func() error { return fw.Reconcile(nil, nil, ownsAll) })
 	if after := dump(t, ns); after != before {
 		t.Errorf("Reconcile(nil) left:\n%s\nbefore:\n%s", after, before)
 	}
@@ -279,7 +279,7 @@ func TestKernelJumpAfterDockerUserAndMovedBack(t *testing.T) {
 	}
 	before := dump(t, ns)
 	do(t, ns, fw.EnsureJumps)
-	do(t, ns, func() error { return fw.Reconcile([]Network{n}, nil) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{n}, nil, ownsAll) })
 	if after := dump(t, ns); after != before {
 		t.Errorf("EnsureJumps/Reconcile with nothing to do changed the tables:\n%s\nbefore:\n%s", after, before)
 	}
@@ -290,7 +290,7 @@ func TestKernelJumpFirstWithoutDocker(t *testing.T) {
 	n := testNetwork("n1", "vxb-n1", "10.1.0.0/24")
 	do(t, ns, func() error { return fw.EnsureNetwork(n) })
 	run(t, ns, "iptables", "-w", "-I", "FORWARD", "-i", "eth9", "-j", "ACCEPT")
-	do(t, ns, func() error { return fw.Reconcile([]Network{n}, nil) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{n}, nil, ownsAll) })
 	if l := rulesOf(t, ns, "iptables", tableFilter, "FORWARD"); l[0] != forwardJump {
 		t.Errorf("jump not first in FORWARD:\n%s", strings.Join(l, "\n"))
 	}
@@ -306,7 +306,7 @@ func TestKernelIPv6Unavailable(t *testing.T) {
 	if !errors.Is(err, ErrIPv6Unavailable) || !strings.Contains(err.Error(), "dual") {
 		t.Errorf("EnsureNetwork(dual) = %v, want ErrIPv6Unavailable naming the network", err)
 	}
-	do(t, ns, func() error { return fw.Reconcile([]Network{v4}, nil) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{v4}, nil, ownsAll) })
 	do(t, ns, func() error { return fw.RemoveNetwork(v4.ID) })
 }
 
@@ -330,7 +330,7 @@ func TestKernelRefusesInvalidNetwork(t *testing.T) {
 	if err := ns.Do(func() error { return fw.EnsureNetwork(bad) }); !errors.Is(err, ErrInvalidNetwork) {
 		t.Errorf("EnsureNetwork(%+v) = %v, want ErrInvalidNetwork", bad, err)
 	}
-	if err := ns.Do(func() error { return fw.Reconcile([]Network{bad}, nil) }); !errors.Is(err, ErrInvalidNetwork) {
+	if err := ns.Do(func() error { return fw.Reconcile([]Network{bad}, nil, ownsAll) }); !errors.Is(err, ErrInvalidNetwork) {
 		t.Errorf("Reconcile = %v, want ErrInvalidNetwork", err)
 	}
 }

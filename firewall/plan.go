@@ -85,7 +85,8 @@ func (st familyState) exists(c chainRef) bool {
 type syncRequest struct {
 	desired []Rule
 	// owns says whether a listed line of our chains is this operation's to
-	// delete when it is not desired. Lines it does not own are kept.
+	// delete when it is not desired (it is asked of those lines only).
+	// Lines it does not own are kept.
 	owns func(line string) bool
 	// jumpsOnly: leave our chains' contents (and their existence) alone.
 	jumpsOnly bool
@@ -191,7 +192,7 @@ func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, ch
 			if c.chain == ChainForward && l == isolationJump && i == 0 {
 				continue
 			}
-			if seen[l] || req.owns(l) && !wanted[l] {
+			if seen[l] || !wanted[l] && req.owns(l) {
 				changed[c] = true // a copy, a misplaced jump, or a stale rule
 				continue
 			}

@@ -59,6 +59,8 @@ var portProtos = []string{"tcp", "udp", "sctp"}
 // Ports is what the firewall needs to know of one endpoint's published
 // ports.
 type Ports struct {
+	// Owner is as Network's: the identity the rules' comments carry.
+	Owner      string
 	NetworkID  string
 	EndpointID string
 	Bridge     string
@@ -84,8 +86,9 @@ func (m PortMapping) kernelPath() bool {
 	return m.HostIP.Is6() == m.ContainerIP.Is6() && !m.HostIP.IsLoopback()
 }
 
-// PortTag is the comment on the port rules of endpoint epID of network netID.
-func PortTag(netID, epID string) string { return Tag(netID + portTagSep + epID) }
+// PortTag is the comment on the port rules of endpoint epID of network
+// netID, made from the state file of identity owner.
+func PortTag(owner, netID, epID string) string { return Tag(owner, netID+portTagSep+epID) }
 
 // linePorts returns the network and endpoint a listed port rule belongs to.
 func linePorts(line string) (netID, epID string, ok bool) {
@@ -132,7 +135,7 @@ func (m PortMapping) validate() error {
 
 // PortRules returns the rules of p's mappings in both families.
 func PortRules(p Ports) []Rule {
-	tag := PortTag(p.NetworkID, p.EndpointID)
+	tag := PortTag(p.Owner, p.NetworkID, p.EndpointID)
 	var rules []Rule
 	for _, m := range p.Mappings {
 		if !m.kernelPath() {
@@ -190,7 +193,7 @@ func (fw *Firewall) EnsurePorts(p Ports) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	return fw.sync(PortRules(p), ownsEndpointPorts(p.NetworkID, p.EndpointID))
+	return fw.syncOwned(func() []Rule { p.Owner = fw.owner; return PortRules(p) }, fw.ownsEndpointPorts(p.NetworkID, p.EndpointID))
 }
 
 // RemovePorts deletes the rules of p's endpoint (the DNAT chain goes with
@@ -199,7 +202,7 @@ func (fw *Firewall) EnsurePorts(p Ports) error {
 // flow (UDP above all, whose entries live as long as packets keep coming)
 // to the old container.
 func (fw *Firewall) RemovePorts(p Ports) error {
-	if err := fw.sync(nil, ownsEndpointPorts(p.NetworkID, p.EndpointID)); err != nil {
+	if err := fw.syncOwned(nil, fw.ownsEndpointPorts(p.NetworkID, p.EndpointID)); err != nil {
 		return err
 	}
 	// Also when the rules were gone already (flushed behind our back).
@@ -268,10 +271,12 @@ func parseDNAT(line string) (PortMapping, bool) {
 	return m, ok
 }
 
-func ownsEndpointPorts(netID, epID string) func(string) bool {
+// ownsEndpointPorts says which lines are the port rules of endpoint epID
+// of network netID made by this firewall's owner.
+func (fw *Firewall) ownsEndpointPorts(netID, epID string) func(string) bool {
 	return func(line string) bool {
 		n, e, ok := linePorts(line)
-		return ok && n == netID && e == epID
+		return ok && n == netID && e == epID && fw.mine(line)
 	}
 }
 

@@ -132,7 +132,7 @@ func TestFunctionalPublishedPorts(t *testing.T) {
 	}
 	// A reconcile dropping rules no record claims (what a crash between
 	// the record and the rules leaves) flushes their flows too.
-	do(t, h.ns, func() error { return fw.Reconcile([]Network{n}, nil) })
+	do(t, h.ns, func() error { return fw.Reconcile([]Network{n}, nil, ownsAll) })
 	do(t, h.ns, func() error { return fw.EnsurePorts(p) })
 	if got := ask(); got != "c1" {
 		t.Errorf("after a reconcile dropped c2's rules the flow went to %q, want c1", got)

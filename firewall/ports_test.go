@@ -90,7 +90,7 @@ func TestPortsValidate(t *testing.T) {
 }
 
 func portsReq(p Ports, ipv6 bool) syncRequest {
-	return syncRequest{desired: familyOnly(PortRules(p), ipv6), owns: ownsEndpointPorts(p.NetworkID, p.EndpointID)}
+	return syncRequest{desired: familyOnly(PortRules(p), ipv6), owns: (&Firewall{}).ownsEndpointPorts(p.NetworkID, p.EndpointID)}
 }
 
 func TestPlanPortsComeAndGoWithTheirChain(t *testing.T) {
@@ -114,11 +114,11 @@ func TestPlanPortsComeAndGoWithTheirChain(t *testing.T) {
 	if script := plan(st, ensureReq(n)); !script.empty() {
 		t.Errorf("EnsureNetwork would touch port rules:\n%s", script)
 	}
-	step(t, st, syncRequest{owns: ownsEndpointPorts("n1", "e1")})
+	step(t, st, syncRequest{owns: (&Firewall{}).ownsEndpointPorts("n1", "e1")})
 	if got := chainLines(st, tableNat, ChainDNAT); len(got) != 1 || !strings.Contains(got[0], "n1:e2") {
 		t.Errorf("removing e1's ports left %q", got)
 	}
-	step(t, st, syncRequest{owns: ownsEndpointPorts("n1", "e2")})
+	step(t, st, syncRequest{owns: (&Firewall{}).ownsEndpointPorts("n1", "e2")})
 	if diff := stateDiff(withNetwork, st); diff != "" {
 		t.Errorf("after the last port went, the tables differ from before the first:\n%s", diff)
 	}
@@ -208,7 +208,7 @@ func TestKernelPortsRoundTrip(t *testing.T) {
 	}
 	withPorts := dump(t, ns)
 	do(t, ns, func() error { return fw.EnsurePorts(p) })
-	do(t, ns, func() error { return fw.Reconcile([]Network{n}, []Ports{p}) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{n}, []Ports{p}, ownsAll) })
 	if got := dump(t, ns); got != withPorts {
 		t.Errorf("EnsurePorts/Reconcile with nothing to do changed the tables:\n%s\nbefore:\n%s", got, withPorts)
 	}
@@ -217,7 +217,7 @@ func TestKernelPortsRoundTrip(t *testing.T) {
 	run(t, ns, "iptables", "-w", "-t", "nat", "-F", ChainDNAT)
 	run(t, ns, "iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainDNAT)
 	run(t, ns, "ip6tables", "-w", "-F", ChainForward)
-	do(t, ns, func() error { return fw.Reconcile([]Network{n}, []Ports{p}) })
+	do(t, ns, func() error { return fw.Reconcile([]Network{n}, []Ports{p}, ownsAll) })
 	if got := dump(t, ns); got != withPorts {
 		t.Errorf("after a flush and Reconcile:\n%s\nwant:\n%s", got, withPorts)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/vxbridge/vxbridge/ownership/mark"
 )
 
 // The chains vxbridge owns, in the filter and nat tables of both families.
@@ -15,9 +17,11 @@ const (
 	ChainPostrouting = "VXBRIDGE-POSTROUTING" // nat, jumped from POSTROUTING
 )
 
-// CommentPrefix starts the comment on every network rule; the network id
-// follows, so Reconcile can attribute each rule to its network.
-const CommentPrefix = "vxbridge:"
+// CommentPrefix starts the comment on every network rule; the identity of
+// the state file that made it and the network id follow
+// (mark.Comment), so Reconcile can attribute each rule to its network and
+// leave the rules of other state files alone.
+const CommentPrefix = mark.Prefix
 
 const (
 	tableFilter = "filter"
@@ -73,8 +77,9 @@ func quote(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
 }
 
-// Tag is the comment that attributes a rule to network id.
-func Tag(id string) string { return CommentPrefix + id }
+// Tag is the comment that attributes a rule to network id, made from the
+// state file of identity owner.
+func Tag(owner, id string) string { return mark.Comment(owner, id) }
 
 // Validate refuses what would make a rule wrong or ambiguous: an id the
 // comment cannot carry, a bridge name iptables reads as a wildcard or that
@@ -165,7 +170,7 @@ func (s *ruleSet) add(table, chain, target string, match ...string) {
 
 func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 	b := n.Bridge
-	s := ruleSet{ipv6: ipv6, tag: Tag(n.ID)}
+	s := ruleSet{ipv6: ipv6, tag: Tag(n.Owner, n.ID)}
 	if n.Internal {
 		// Nothing leaves or enters, whatever its conntrack state.
 		s.add(tableFilter, ChainIsolation, "DROP", "-i", b, "!", "-o", b)
@@ -202,17 +207,25 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 	return s.rules
 }
 
-// lineNetwork returns the network id a listed rule is tagged with.
+// lineNetwork returns the network id a listed rule is tagged with
+// ("<network>:<endpoint>" for a published port's rule).
 func lineNetwork(line string) (id string, ok bool) {
-	const marker = `--comment "` + CommentPrefix
+	_, id, ok = lineOwner(line)
+	return id, ok
+}
+
+// lineOwner returns the identity of the state file a listed rule was made
+// from ("" before identities) and the id it is tagged with.
+func lineOwner(line string) (owner, id string, ok bool) {
+	const marker = `--comment "`
 	i := strings.Index(line, marker)
 	if i < 0 {
-		return "", false
+		return "", "", false
 	}
 	rest := line[i+len(marker):]
 	end := strings.IndexByte(rest, '"')
 	if end < 0 {
-		return "", false
+		return "", "", false
 	}
-	return rest[:end], true
+	return mark.ParseComment(rest[:end])
 }

@@ -8,6 +8,11 @@ import "net/netip"
 
 // Network is what the firewall needs to know of a vxbridge network.
 type Network struct {
+	// Owner is the identity of the state file the rules are made from
+	// (package ownership/mark): their comments carry it. The Firewall's
+	// methods set it to its own (SetOwner); "" writes the comments of
+	// before identities.
+	Owner      string
 	ID         string
 	Bridge     string
 	Subnets    []netip.Prefix // v4 and v6 pools

@@ -57,6 +57,7 @@ import (
 
 	helpers "github.com/docker/go-plugins-helpers/ipam"
 
+	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -104,9 +105,10 @@ type Options struct {
 	// DefaultPoolsV6 feeds networks created without an IPv6 --subnet; nil
 	// means /64s of this host's ULA /48 (random, kept in the store).
 	DefaultPoolsV6 []DefaultPool
-	// HostRoutes lists the host's routes; default pools overlapping one are
-	// skipped. nil: no routes are considered.
-	HostRoutes func() ([]netip.Prefix, error)
+	// HostRoutes lists the host's routes and addresses (bridge.Manager's
+	// Routes): default pools overlapping one are skipped, explicit ones
+	// refused (validate.go). nil: none are considered.
+	HostRoutes func() ([]bridge.Route, error)
 	// NewAllocator builds each pool's Allocator; nil means NewLocalAllocator
 	// on the store.
 	NewAllocator AllocatorFactory
@@ -124,6 +126,9 @@ type Options struct {
 	// with the network on it (main wires orphans.Collector's PoolReleased,
 	// for a network create whose reply a crash cut off).
 	PoolReleased func(space string, pool netip.Prefix)
+	// AdoptedPool, if set, tells an adopted network's subnet (adopt.go):
+	// its pool is made again when docker first asks for an address of it.
+	AdoptedPool AdoptedPool
 }
 
 // Driver implements helpers.Ipam.
@@ -133,12 +138,13 @@ type Driver struct {
 	global     string
 	defaultsV4 []DefaultPool
 	defaultsV6 []DefaultPool
-	hostRoutes func() ([]netip.Prefix, error)
+	hostRoutes func() ([]bridge.Route, error)
 	newAlloc   AllocatorFactory
 	log        *slog.Logger
 	crashHook  func(point string)
 	beforeRel  func(pool netip.Prefix, addr netip.Addr)
 	poolGone   func(space string, pool netip.Prefix)
+	adopted    AdoptedPool
 
 	mu    sync.Mutex
 	pools map[string]*pool // by pool id
@@ -172,6 +178,7 @@ func New(st Store, opts Options) (*Driver, error) {
 		crashHook:  opts.Crash,
 		beforeRel:  opts.BeforeRelease,
 		poolGone:   opts.PoolReleased,
+		adopted:    opts.AdoptedPool,
 		pools:      map[string]*pool{},
 	}
 	if d.log == nil {
@@ -385,20 +392,26 @@ func (d *Driver) RequestPool(req *helpers.RequestPoolRequest) (*helpers.RequestP
 
 // choosePool validates an explicit pool or picks a default one. d.mu held.
 func (d *Driver) choosePool(space string, req *helpers.RequestPoolRequest) (prefix, rng netip.Prefix, err error) {
+	if req.Pool == "" && req.SubPool != "" {
+		return prefix, rng, errorf(ErrInvalid, "ip range %q given without a subnet: give the network a --subnet containing it", req.SubPool)
+	}
+	var routes []bridge.Route
+	if d.hostRoutes != nil {
+		if routes, err = d.hostRoutes(); err != nil {
+			return prefix, rng, fmt.Errorf("list the host's routes and addresses for the pool: %w", err)
+		}
+	}
 	if req.Pool != "" {
 		if prefix, rng, err = parsePool(req.Pool, req.SubPool, req.V6); err != nil {
 			return prefix, rng, err
 		}
-		return prefix, rng, d.checkOverlap(space, prefix)
-	}
-	if req.SubPool != "" {
-		return prefix, rng, errorf(ErrInvalid, "ip range %q given without a subnet: give the network a --subnet containing it", req.SubPool)
-	}
-	var routes []netip.Prefix
-	if d.hostRoutes != nil {
-		if routes, err = d.hostRoutes(); err != nil {
-			return prefix, rng, fmt.Errorf("list host routes to choose a default pool: %w", err)
+		if err := CheckSubnet(prefix); err != nil {
+			return prefix, rng, err
 		}
+		if err := d.checkOverlap(space, prefix); err != nil {
+			return prefix, rng, err
+		}
+		return prefix, rng, CheckRoutes(prefix, routes, nil)
 	}
 	held := make([]netip.Prefix, 0, len(d.pools))
 	for _, p := range d.sortedPools() {
@@ -408,8 +421,16 @@ func (d *Driver) choosePool(space string, req *helpers.RequestPoolRequest) (pref
 	if req.V6 {
 		defaults = d.defaultsV6
 	}
-	prefix, err = pickDefault(defaults, req.V6, held, routes)
+	prefix, err = pickDefault(defaults, req.V6, held, routePrefixes(routes))
 	return prefix, prefix, err
+}
+
+func routePrefixes(routes []bridge.Route) []netip.Prefix {
+	out := make([]netip.Prefix, len(routes))
+	for i, r := range routes {
+		out[i] = r.Prefix
+	}
+	return out
 }
 
 // checkOverlap refuses prefix when it overlaps a pool of space. d.mu held.
@@ -482,6 +503,11 @@ func (d *Driver) withPool(id string, fn func(p *pool) error) (found bool, err er
 // RequestAddress implements helpers.Ipam. The reply is the address with the
 // pool's prefix length ("10.1.0.5/24"), as docker expects.
 func (d *Driver) RequestAddress(req *helpers.RequestAddressRequest) (*helpers.RequestAddressResponse, error) {
+	if d.pool(req.PoolID) == nil {
+		if _, err := d.adoptPool(req.PoolID); err != nil {
+			return nil, err
+		}
+	}
 	var got netip.Prefix
 	found, err := d.withPool(req.PoolID, func(p *pool) error {
 		want, kind, err := addressWanted(p.rec.Prefix, req)

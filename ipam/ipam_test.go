@@ -2,12 +2,12 @@ package ipam
 
 import (
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 
 	helpers "github.com/docker/go-plugins-helpers/ipam"
 
+	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -264,8 +264,8 @@ func TestReleaseUnknown(t *testing.T) {
 }
 
 func TestDefaultPools(t *testing.T) {
-	routes := []netip.Prefix{mp("0.0.0.0/0"), mp("10.212.0.0/24"), mp("192.168.1.0/24")}
-	d := newDriver(t, openStore(t, t.TempDir()), Options{HostRoutes: func() ([]netip.Prefix, error) { return routes, nil }})
+	routes := []bridge.Route{{Prefix: mp("10.212.0.0/24"), Iface: "eth1"}, {Prefix: mp("192.168.1.0/24"), Iface: "eth0"}}
+	d := newDriver(t, openStore(t, t.TempDir()), Options{HostRoutes: func() ([]bridge.Route, error) { return routes, nil }})
 	requestPool(t, d, helpers.RequestPoolRequest{AddressSpace: "vxbridge-global", Pool: "10.212.1.0/24"})
 	// Docker re-asks while it holds a pool it refused: each answer differs.
 	var got []string
@@ -283,7 +283,7 @@ func TestDefaultPools(t *testing.T) {
 	}
 
 	routeErr := errors.New("netlink says no")
-	d2 := newDriver(t, openStore(t, t.TempDir()), Options{HostRoutes: func() ([]netip.Prefix, error) { return nil, routeErr }})
+	d2 := newDriver(t, openStore(t, t.TempDir()), Options{HostRoutes: func() ([]bridge.Route, error) { return nil, routeErr }})
 	if _, err := d2.RequestPool(&helpers.RequestPoolRequest{}); !errors.Is(err, routeErr) {
 		t.Fatalf("err = %v, want the host route error", err)
 	}

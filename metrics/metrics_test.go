@@ -142,3 +142,32 @@ func TestListenTaken(t *testing.T) {
 		t.Errorf("second Listen on %s: %v", l.Addr(), err)
 	}
 }
+
+// Scrapes within snapshotMaxAge share one status snapshot, however many
+// come at once: a flood of scrapes costs at most one a second (checked:
+// with Collect taking a snapshot per scrape, 50 scrapes took 50).
+func TestScrapesShareASnapshot(t *testing.T) {
+	m := New("v")
+	var mu sync.Mutex
+	taken := 0
+	m.WatchState(func() (*status.Report, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		taken++
+		return &status.Report{}, nil
+	})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() { defer wg.Done(); scrape(t, m) }()
+	}
+	wg.Wait()
+	if taken != 1 {
+		t.Errorf("50 scrapes at once took %d snapshots, want 1", taken)
+	}
+	time.Sleep(snapshotMaxAge)
+	scrape(t, m)
+	if taken != 2 {
+		t.Errorf("a scrape after %v took no new snapshot (%d in all)", snapshotMaxAge, taken)
+	}
+}

@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vxbridge/vxbridge/status"
@@ -27,9 +30,31 @@ var (
 		"Listings of a cross-host network's records (at start, after a compaction or a broken watch).", nil, nil)
 )
 
+// snapshotMaxAge is how long scrapes share one status snapshot: each
+// snapshot lists the records and the kernel's links, so a flood of scrapes
+// (many Prometheus servers, a tight scrape interval, a loop) costs at most
+// one a second of the CPU docker's calls need.
+const snapshotMaxAge = time.Second
+
 // stateCollector turns a status snapshot into gauges at scrape time.
 type stateCollector struct {
 	snapshot func() (*status.Report, error)
+
+	mu     sync.Mutex // held while a snapshot is taken: concurrent scrapes wait for it and share it
+	report *status.Report
+	err    error
+	at     time.Time
+}
+
+// current is a snapshot at most snapshotMaxAge old.
+func (c *stateCollector) current() (*status.Report, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= snapshotMaxAge {
+		c.report, c.err = c.snapshot()
+		c.at = time.Now()
+	}
+	return c.report, c.err
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -40,7 +65,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	r, err := c.snapshot()
+	r, err := c.current()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descNetworks, err)
 		return

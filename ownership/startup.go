@@ -174,6 +174,10 @@ func others(in Input) string {
 	return strings.Join(parts, ", ")
 }
 
+// WaysOut is the advice of a refusal, the commands that recover: for
+// `vxbridge doctor` too.
+func WaysOut(path string) string { return waysOut(path) }
+
 // waysOut is the advice of a refusal.
 func waysOut(path string) string {
 	return fmt.Sprintf("Put the state file that made them back (its last good copy: vxbridge state restore --state-dir %s), "+

@@ -65,3 +65,19 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestCensus(t *testing.T) {
+	got := Census(
+		[]string{"vxbridge:" + me + ":net:n1", "vxbridge:ep:e1", "vxbridge:" + other + ":ep:e2", "eth0", ""},
+		[]string{"vxbridge:" + me + ":n1", "vxbridge:" + me + ":n1", "vxbridge:" + me + ":n1:e1", "vxbridge:n2", "DOCKER"},
+		[]string{"vxbridge-" + other + "-0123456789ab", "vxbridge-0123456789ab", "cni-1234"})
+	want := map[string]int{me: 3, "": 3, other: 2}
+	if len(got) != len(want) {
+		t.Fatalf("census %v, want %v", got, want)
+	}
+	for id, n := range want {
+		if got[id] != n {
+			t.Errorf("census %v, want %v", got, want)
+		}
+	}
+}

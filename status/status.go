@@ -25,6 +25,9 @@ type Report struct {
 	Cluster *Cluster `json:"cluster,omitempty"`
 	// Firewall says which iptables backend the plugin programs.
 	Firewall Firewall `json:"firewall"`
+	// Ownership is the state file's identity and what start-up decided
+	// about the kernel's objects (ownership.go).
+	Ownership *Ownership `json:"ownership,omitempty"`
 }
 
 // Network is one vxbridge network and the health of its bridge.

@@ -33,20 +33,19 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/vxbridge/vxbridge/ownership/mark"
 )
 
 // IdentityLen is the length of a state file's identity (hex digits).
-const IdentityLen = 12
-
-var identityRE = regexp.MustCompile(`^[0-9a-f]{12}$`)
+const IdentityLen = mark.IdentityLen
 
 // ValidIdentity says whether s has the form of a state file's identity.
-func ValidIdentity(s string) bool { return identityRE.MatchString(s) }
+func ValidIdentity(s string) bool { return mark.ValidIdentity(s) }
 
 // bucketFile holds facts about the state file itself (not about docker's
 // objects): its identity and an unresolved rollback.

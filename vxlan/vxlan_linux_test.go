@@ -222,7 +222,12 @@ func TestEnsureDevice(t *testing.T) {
 	must(t, h.host.Handle().LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "ul0p"}))
 	linkUp(t, h.host, "ul0", "192.0.2.1/24")
 
-	must(t, h.m.EnsureDevice(h.dev))
+	// Born in BuildGroup, as the kernel first tells of it: a crash before
+	// its alias is set leaves it marked half-built.
+	born := h.host.GroupsAtBirth(t, []string{h.dev.Name}, func() { must(t, h.m.EnsureDevice(h.dev)) })
+	if g, ok := born[h.dev.Name]; !ok || g != netdev.BuildGroup {
+		t.Fatalf("device born in group %#x (seen %v), want BuildGroup", g, ok)
+	}
 	check := func(port int) *netlink.Vxlan {
 		t.Helper()
 		l, err := h.host.Handle().LinkByName(h.dev.Name)

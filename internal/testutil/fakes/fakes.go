@@ -33,6 +33,12 @@ type Links struct {
 	// Retired are links RetireLink handed over, deleted at Flush, as the
 	// kernel's reaper would.
 	Retired []string
+	// HostRoutes are what Routes lists besides the bridges' own subnets.
+	HostRoutes []bridge.Route
+	// Peers are the container ends of veths as a test made them (docker
+	// moving one into a container: renamed, addressed); by default a
+	// veth's peer has its configured name and MAC and no address.
+	Peers map[string]bridge.Peer
 }
 
 // NewLinks returns an empty kernel.
@@ -169,6 +175,65 @@ func (f *Links) OwnedLinks(prefix string) ([]bridge.LinkInfo, error) {
 	return out, nil
 }
 
+// SetAlias changes a link's alias from `from` to `to`; another alias is
+// refused, a missing link is success.
+func (f *Links) SetAlias(name, from, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.Links[name]
+	if !ok {
+		return nil
+	}
+	if l.Alias != from {
+		return fmt.Errorf("set alias of %q: %w", name, &netdev.NotOwnedError{Name: name, Kind: l.Kind, Alias: l.Alias})
+	}
+	l.Alias = to
+	f.Links[name] = l
+	return nil
+}
+
+// Inspect reads a link back: a bridge's or gateway link's addresses, a
+// veth's peer (Peers, or as configured).
+func (f *Links) Inspect(name string) (bridge.Found, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.Links[name]
+	if !ok {
+		return bridge.Found{}, false, nil
+	}
+	out := bridge.Found{LinkInfo: l}
+	if b, ok := f.Bridges[name]; ok {
+		out.Addrs = b.Addrs
+	}
+	if g, ok := f.Gateways[name]; ok {
+		out.Addrs = g.Addrs
+	}
+	if v, ok := f.Veths[name]; ok {
+		p := bridge.Peer{Name: v.PeerName, MAC: v.MAC}
+		if set, ok := f.Peers[name]; ok {
+			p = set
+		}
+		out.Peer = &p
+	}
+	return out, true, nil
+}
+
+// Routes lists HostRoutes and, as the kernel would, each bridge's and
+// gateway link's connected routes.
+func (f *Links) Routes() ([]bridge.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := append([]bridge.Route(nil), f.HostRoutes...)
+	for _, cfgs := range []map[string]bridge.BridgeConfig{f.Bridges, f.Gateways} {
+		for name, cfg := range cfgs {
+			for _, a := range cfg.Addrs {
+				out = append(out, bridge.Route{Prefix: a.Masked(), Iface: name})
+			}
+		}
+	}
+	return out, nil
+}
+
 // EnableForwarding records the call.
 func (f *Links) EnableForwarding(bool) error {
 	f.mu.Lock()
@@ -201,11 +266,14 @@ func (f *Links) Snapshot() string {
 }
 
 // Firewall records the networks whose rules are installed and the published
-// ports by endpoint.
+// ports by endpoint, each with the identity of the state file it was
+// installed for (Owner, as the real firewall's comments carry it).
 type Firewall struct {
 	mu    sync.Mutex
 	Nets  map[string]firewall.Network
 	Ports map[string]firewall.Ports
+	// Owner is the identity new rules get (SetOwner).
+	Owner string
 	// FailEnsure and FailPorts, when set, are what EnsureNetwork and
 	// EnsurePorts return.
 	FailEnsure, FailPorts error
@@ -229,6 +297,7 @@ func (f *Firewall) EnsureNetwork(n firewall.Network) error {
 	if f.FailEnsure != nil {
 		return f.FailEnsure
 	}
+	n.Owner = f.Owner
 	f.Nets[n.ID] = n
 	return nil
 }
@@ -249,20 +318,74 @@ func (f *Firewall) EnsureJumps() error {
 	return nil
 }
 
-// Reconcile replaces every rule.
-func (f *Firewall) Reconcile(nets []firewall.Network, ports []firewall.Ports) error {
+// SetOwner sets the identity new rules carry.
+func (f *Firewall) SetOwner(identity string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Owner = identity
+}
+
+// Reconcile installs nets and ports for Owner and drops the others owns
+// says are the caller's.
+func (f *Firewall) Reconcile(nets []firewall.Network, ports []firewall.Ports, owns func(firewall.OwnedRule) bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Reconciles++
-	f.Nets = map[string]firewall.Network{}
+	if f.Nets == nil {
+		f.Nets = map[string]firewall.Network{}
+	}
+	if f.Ports == nil {
+		f.Ports = map[string]firewall.Ports{}
+	}
+	// As the real firewall, owns is asked only of the rules not desired:
+	// those of other ids, or of the desired ids under another owner.
+	desired := map[string]bool{}
 	for _, n := range nets {
+		desired[n.ID] = true
+	}
+	for _, p := range ports {
+		desired[p.EndpointID] = true
+	}
+	for id, n := range f.Nets {
+		if !(desired[id] && n.Owner == f.Owner) && owns(firewall.OwnedRule{Owner: n.Owner, Network: id, Tag: firewall.Tag(n.Owner, id)}) {
+			delete(f.Nets, id)
+		}
+	}
+	for id, p := range f.Ports {
+		if !(desired[id] && p.Owner == f.Owner) &&
+			owns(firewall.OwnedRule{Owner: p.Owner, Network: p.NetworkID, Endpoint: id, Tag: firewall.PortTag(p.Owner, p.NetworkID, id)}) {
+			delete(f.Ports, id)
+		}
+	}
+	for _, n := range nets {
+		n.Owner = f.Owner
 		f.Nets[n.ID] = n
 	}
-	f.Ports = map[string]firewall.Ports{}
 	for _, p := range ports {
+		p.Owner = f.Owner
 		f.Ports[p.EndpointID] = p
 	}
 	return nil
+}
+
+// OwnedRules lists the rules the real firewall would hold, with their
+// owners.
+func (f *Firewall) OwnedRules() ([]firewall.OwnedRule, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []firewall.OwnedRule
+	for id, n := range f.Nets {
+		for _, r := range firewall.Rules(n) {
+			out = append(out, firewall.OwnedRule{Owner: n.Owner, Network: id, Tag: firewall.Tag(n.Owner, id), Line: r.Line()})
+		}
+	}
+	for id, p := range f.Ports {
+		for _, r := range firewall.PortRules(p) {
+			out = append(out, firewall.OwnedRule{Owner: p.Owner, Network: p.NetworkID, Endpoint: id,
+				Tag: firewall.PortTag(p.Owner, p.NetworkID, id), Line: r.Line()})
+		}
+	}
+	return out, nil
 }
 
 // EnsurePorts installs an endpoint's port rules.
@@ -272,6 +395,7 @@ func (f *Firewall) EnsurePorts(p firewall.Ports) error {
 	if f.FailPorts != nil {
 		return f.FailPorts
 	}
+	p.Owner = f.Owner
 	f.Ports[p.EndpointID] = p
 	return nil
 }

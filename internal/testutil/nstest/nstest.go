@@ -5,10 +5,13 @@ package nstest
 import (
 	"os"
 	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips the test, saying why, unless it runs as root.
@@ -63,6 +66,19 @@ func New(t testing.TB) *NS {
 // Handle is a netlink handle operating inside the namespace.
 func (n *NS) Handle() *netlink.Handle { return n.nlh }
 
+// NsHandle is a handle of the namespace (a link's target namespace, a
+// Manager's), closed when the test ends.
+func (n *NS) NsHandle(t testing.TB) netns.NsHandle {
+	t.Helper()
+	fd, err := unix.FcntlInt(uintptr(n.ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("duplicate namespace handle: %v", err)
+	}
+	h := netns.NsHandle(fd)
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
 // Do runs fn on an OS thread switched into the namespace. Processes fn
 // starts (iptables, sysctl writes through /proc/sys/net) see the namespace.
 func (n *NS) Do(fn func() error) error {
@@ -85,4 +101,34 @@ func (n *NS) Do(fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// GroupsAtBirth runs do and returns the interface group each link of
+// names had in the kernel's first notice of it (RTM_NEWLINK) in the
+// namespace: what a link is born with, before any later request changes
+// it. A name missing from the result was not seen made within 5 s.
+func (n *NS) GroupsAtBirth(t testing.TB, names []string, do func()) map[string]uint32 {
+	t.Helper()
+	ns := n.NsHandle(t)
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+		t.Fatal(err)
+	}
+	do()
+	born := map[string]uint32{}
+	deadline := time.After(5 * time.Second)
+	for len(born) < len(names) {
+		select {
+		case u := <-updates:
+			name := u.Attrs().Name
+			if _, seen := born[name]; !seen && u.Header.Type == unix.RTM_NEWLINK && slices.Contains(names, name) {
+				born[name] = u.Attrs().Group
+			}
+		case <-deadline:
+			return born
+		}
+	}
+	return born
 }
