@@ -72,7 +72,8 @@ func (k *kernel) openNamespaces(cfg *serveConfig, log *slog.Logger) (driver.Name
 	if cfg.netnsMountNS != "" {
 		mounts, err := namespace.OpenMountNS(cfg.netnsMountNS)
 		if err != nil {
-			return nil, fmt.Errorf("--netns-mount-ns: %w", err)
+			return nil, fmt.Errorf("--netns-mount-ns: %w; or give the cross-host networks no namespaces of their own, "+
+				"at br_netfilter's cost: --netns-dir= (VXBRIDGE_NETNS_DIR=)", err)
 		}
 		k.closers = append(k.closers, mounts.Close)
 		dir.Mounts = mounts
