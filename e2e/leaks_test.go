@@ -42,6 +42,7 @@ type dockerIPAMConfig struct {
 // leakView is what docker, the plugin and the kernel each hold, gathered
 // once so every rule of the check compares the same snapshot.
 type leakView struct {
+	driver     string               // the name docker knows the plugin by (a managed one's carries its tag)
 	dockerNets map[string]dockerNet // by network id
 	dockerEps  map[string]string    // endpoint id -> network id
 	report     *status.Report
@@ -124,7 +125,7 @@ func requireNoLeaksAt(t testing.TB, h *testbed.Host, p pluginPlace, within time.
 }
 
 func gatherLeakView(h *testbed.Host, p pluginPlace) (*leakView, error) {
-	v := &leakView{dockerNets: map[string]dockerNet{}, dockerEps: map[string]string{},
+	v := &leakView{driver: p.driver, dockerNets: map[string]dockerNet{}, dockerEps: map[string]string{},
 		pluginEps: map[string]status.Endpoint{}, pluginNets: map[string]status.Network{},
 		links: map[string]string{}, addrs: map[string]map[netip.Addr]store.AddressKind{}}
 
@@ -350,7 +351,7 @@ func (v *leakView) findings() []string {
 	subnets := map[string]bool{}
 	auxOf := map[string]map[netip.Addr]bool{} // subnet -> its live --aux-address values
 	for _, n := range v.dockerNets {
-		if n.IPAM.Driver != testbed.PluginName {
+		if n.IPAM.Driver != v.driver {
 			continue
 		}
 		for _, c := range n.IPAM.Config {
@@ -462,6 +463,7 @@ func TestLeakParsers(t *testing.T) {
 	// A record docker forgot, a veth of nothing and a stray pool are found;
 	// a consistent view is clean.
 	v := &leakView{
+		driver:     testbed.PluginName,
 		dockerNets: map[string]dockerNet{"n1": {ID: "n1", Name: "a"}},
 		dockerEps:  map[string]string{"e1": "n1"},
 		report:     &status.Report{},
