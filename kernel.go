@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/namespace/networks"
 	"github.com/vxbridge/vxbridge/portproxy"
 	"github.com/vxbridge/vxbridge/store"
@@ -53,14 +57,37 @@ func openKernel(cfg *serveConfig, db *store.DB, log *slog.Logger) (_ *kernel, re
 	k.ports = portproxy.New(log)
 	k.closers = append(k.closers, k.ports.Close)
 	if cfg.netnsDir != "" {
-		spaces, err := networks.New(cfg.netnsDir, log)
-		if err != nil {
+		if k.spaces, err = k.openNamespaces(cfg, log); err != nil {
 			return nil, err
 		}
-		k.closers = append(k.closers, spaces.Close)
-		k.spaces = driverNamespaces{spaces}
 	}
 	return k, nil
+}
+
+// openNamespaces opens the cross-host networks' namespaces in --netns-dir,
+// in the mount namespace --netns-mount-ns names when it is set. That one is
+// the host's for a managed plugin, opened through /proc/1/ns/mnt, which is
+// all the plugin needs CAP_SYS_PTRACE for: it is dropped right after.
+func (k *kernel) openNamespaces(cfg *serveConfig, log *slog.Logger) (driver.Namespaces, error) {
+	dir := namespace.Dir{Path: cfg.netnsDir}
+	if cfg.netnsMountNS != "" {
+		mounts, err := namespace.OpenMountNS(cfg.netnsMountNS)
+		if err != nil {
+			return nil, fmt.Errorf("--netns-mount-ns: %w; or give the cross-host networks no namespaces of their own, "+
+				"at br_netfilter's cost: --netns-dir= (VXBRIDGE_NETNS_DIR=)", err)
+		}
+		k.closers = append(k.closers, mounts.Close)
+		dir.Mounts = mounts
+		if err := dropCapability(unix.CAP_SYS_PTRACE); err != nil {
+			log.Warn("CAP_SYS_PTRACE kept: could not drop it after opening --netns-mount-ns", "err", err)
+		}
+	}
+	spaces, err := networks.New(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	k.closers = append(k.closers, spaces.Close)
+	return driverNamespaces{spaces}, nil
 }
 
 // close closes in the reverse order of opening.

@@ -70,6 +70,7 @@ type serveConfig struct {
 	iptablesBackend   string
 	writableProcSys   bool
 	netnsDir          string
+	netnsMountNS      string
 	crossHost         crossHostFlags
 	adopt, purge      bool // ownership.FlagAdopt, ownership.FlagPurge
 }
@@ -89,6 +90,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
 	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
 	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
+	fs.StringVar(&cfg.netnsMountNS, "netns-mount-ns", "", "mount namespace (a file such as /proc/1/ns/mnt) that --netns-dir is in and the namespaces are bind-mounted in (empty: the process's own; a managed plugin's dies with it)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "make /proc/sys/net writable at start (inside a managed plugin, where docker mounts /proc/sys read-only)")
 	fs.BoolVar(&cfg.adopt, strings.TrimPrefix(ownership.FlagAdopt, "--"), false, "once: make records for the networks and endpoints the kernel shows that no record claims (a lost or replaced state file), and take them over")
 	fs.BoolVar(&cfg.purge, strings.TrimPrefix(ownership.FlagPurge, "--"), false, "once: delete every vxbridge link, rule and namespace no record claims, whichever state file made it")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/namespace/networks"
 )
 
@@ -16,7 +17,7 @@ func TestDriverNamespacesOpenMissing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	spaces, err := networks.New(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	spaces, err := networks.New(namespace.Dir{Path: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

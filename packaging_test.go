@@ -77,12 +77,6 @@ func TestPluginConfig(t *testing.T) {
 	if cfg.socket != "/run/docker/plugins/"+c.Interface.Socket || !cfg.writableProcSys {
 		t.Errorf("entrypoint: socket %q (docker mounts the plugin's socket folder at /run/docker/plugins), writable /proc/sys %v", cfg.socket, cfg.writableProcSys)
 	}
-	// Bind mounts made in the plugin's private mount namespace die with it:
-	// network namespaces there would take their networks down at every
-	// plugin restart.
-	if cfg.netnsDir != "" {
-		t.Errorf("entrypoint: --netns-dir %q; the managed plugin must run without network namespaces", cfg.netnsDir)
-	}
 	var state bool
 	for _, m := range c.Mounts {
 		if m.Destination == cfg.stateDir {
@@ -112,15 +106,24 @@ func TestPluginConfig(t *testing.T) {
 			t.Errorf("%s is not settable", e.Name)
 		}
 	}
-	// The values must be accepted, and be serve's own defaults: the package
-	// changes nothing an operator did not set.
+	// The values must be accepted, and be serve's own defaults but for the
+	// mount namespace of the networks' namespaces: the package changes
+	// nothing else an operator did not set.
 	fromConfig, err := parseServeFlags(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
 	if err != nil {
 		t.Fatalf("config.json's env values: %v", err)
 	}
 	defaults, _ := parseServeFlags(nil, func(string) (string, bool) { return "", false }, io.Discard)
+	defaults.netnsMountNS = hostMountNS
 	if !reflect.DeepEqual(fromConfig, defaults) {
 		t.Errorf("config.json's env values differ from serve's defaults:\n%+v\n%+v", fromConfig, defaults)
+	}
+	// Bind mounts made in the plugin's own mount namespace die with it: the
+	// networks' namespaces must be mounted in the host's, whose init the
+	// plugin sees only in the host's pid namespace.
+	if fromConfig.netnsDir == "" || fromConfig.netnsMountNS != hostMountNS || !c.PidHost {
+		t.Errorf("networks' namespaces in %q, mount namespace %q, pidHost %v: want them in the host's mount namespace, %s",
+			fromConfig.netnsDir, fromConfig.netnsMountNS, c.PidHost, hostMountNS)
 	}
 	if env["XTABLES_LOCKFILE"] == "" {
 		t.Error("XTABLES_LOCKFILE unset: the plugin's iptables-legacy would not share the host's lock")
@@ -129,12 +132,19 @@ func TestPluginConfig(t *testing.T) {
 }
 
 // pluginCapabilities are the capabilities the plugin needs; config.json's
-// description says what each is for.
-var pluginCapabilities = []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"}
+// description says what each is for. (Docker gives plugins its default
+// container capabilities too; CAP_SYS_CHROOT is one of them, listed because
+// vxbridge relies on it.)
+var pluginCapabilities = []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE"}
+
+// hostMountNS is the host's mount namespace as the plugin, in the host's
+// pid namespace, reaches it.
+const hostMountNS = "/proc/1/ns/mnt"
 
 // checkLeastPrivilege holds the plugin to what it needs: exactly the
 // capabilities above, each justified in the description; only the state
-// directory mounted read-write; no device, no host pid or ipc namespace.
+// directory mounted read-write; no device, no host ipc namespace; the host's
+// pid namespace, said why.
 func checkLeastPrivilege(t *testing.T, c pluginConfig, stateDir string) {
 	t.Helper()
 	got := slices.Sorted(slices.Values(c.Linux.Capabilities))
@@ -157,8 +167,11 @@ func checkLeastPrivilege(t *testing.T, c pluginConfig, stateDir string) {
 			t.Errorf("mount %s does not say what it is for", m.Name)
 		}
 	}
-	if c.Linux.AllowAllDevices || len(c.Linux.Devices) > 0 || c.PidHost || c.IpcHost {
-		t.Errorf("the plugin asks for devices or the host's pid/ipc namespace: %+v", c.Linux)
+	if c.Linux.AllowAllDevices || len(c.Linux.Devices) > 0 || c.IpcHost {
+		t.Errorf("the plugin asks for devices or the host's ipc namespace: %+v", c.Linux)
+	}
+	if c.PidHost && !strings.Contains(c.Description, "Host pid namespace: ") {
+		t.Errorf("the description does not say what the host's pid namespace is for: %q", c.Description)
 	}
 }
 

@@ -47,13 +47,17 @@ const anchorPath = "raw vxlan"
 //   - bridge + veth in a namespace of their own: the same by hand, the way
 //     docs/datapath-netns.md has vxbridge build it;
 //   - vxbridge: container to container on a vxbridge cross-host network;
+//   - vxbridge, managed plugin: the same between two more hosts, C and D,
+//     where vxbridge runs as a Docker managed plugin (config.json), D to C;
 //   - docker overlay: container to container on an attachable overlay
 //     network of a two-node swarm of the same hosts;
 //
-// iperf3 and ping run in the containers (the bench image) for the last two.
+// iperf3 and ping run in the containers (the bench image) for the last
+// three.
 func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossHost {
 	x := newXHosts(t, bin, cluster.DefaultTTL)
 	a, b := x.h[0], x.h[1]
+	_, d := x.managedPair(t, bin)
 
 	// Servers on A: one in the host namespace (underlay and raw vxlan),
 	// one in the by-hand namespace, one per container network.
@@ -69,8 +73,8 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 	inB := func(argv ...string) (string, error) { return b.TryExec(argv[0], argv[1:]...) }
 	inHand := func(argv ...string) (string, error) { return hand[1].TryExec(argv[0], argv[1:]...) }
 	inOwn := func(argv ...string) (string, error) { return own[1].TryExec(argv[0], argv[1:]...) }
-	inCtr := func(name string) func(argv ...string) (string, error) {
-		return func(argv ...string) (string, error) { return b.Docker(append([]string{"exec", name}, argv...)...) }
+	inCtr := func(h *testbed.Host, name string) func(argv ...string) (string, error) {
+		return func(argv ...string) (string, error) { return h.Docker(append([]string{"exec", name}, argv...)...) }
 	}
 	paths := []*xpath{
 		{name: "underlay", what: "host B to host A over the veth underlay", target: x.vtep[0], exec: inB},
@@ -78,8 +82,10 @@ func BenchCrossHost(t testing.TB, bin string, o CrossHostOptions) *result.CrossH
 		{name: "kernel bridge+veth", what: "namespace to namespace over veth, bridge and a VXLAN port (VNI 98), made by hand", target: "10.98.0.1", exec: inHand},
 		{name: "bridge+veth, own namespace", what: "the same by hand with bridge and VXLAN port in a namespace of their own, br_netfilter off there (VNI 99): vxbridge's topology (docs/datapath-netns.md)",
 			target: "10.99.0.1", exec: inOwn},
-		{name: "vxbridge", what: "container to container on a vxbridge cross-host network", target: xPrefix24 + "10", exec: inCtr("clivx")},
-		{name: "docker overlay", what: "container to container on docker's overlay (two-node swarm)", target: ovPrefix + "10", exec: inCtr("cliov")},
+		{name: "vxbridge", what: "container to container on a vxbridge cross-host network", target: xPrefix24 + "10", exec: inCtr(b, "clivx")},
+		{name: managedPath, what: "the same between hosts D and C, vxbridge installed as a Docker managed plugin (config.json), its network's namespace mounted in the host's mount namespace",
+			target: mxPrefix24 + "10", exec: inCtr(d, "climx")},
+		{name: "docker overlay", what: "container to container on docker's overlay (two-node swarm)", target: ovPrefix + "10", exec: inCtr(b, "cliov")},
 	}
 	for _, p := range paths {
 		p := p

@@ -36,6 +36,7 @@ type xhosts struct {
 	h       [2]*testbed.Host
 	vtep    [2]string // underlay addresses
 	ttl     time.Duration
+	image   testbed.ImageSpec // the bench image, on every host
 }
 
 // newXHosts builds both hosts, the vxbridge network xNet and the overlay
@@ -62,6 +63,7 @@ func newXHosts(t testing.TB, bin string, ttl time.Duration) *xhosts {
 		probeBin: testbed.BuildStaticGo(t, "github.com/vxbridge/vxbridge/bench/convergenceprobe"),
 	}}
 	testbed.AddDynamic(t, &spec, iperfBin, "iperf3")
+	x.image = spec
 	for i := range x.h {
 		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("bench%c", 'a'+i)})
 		x.vtep[i] = x.ul.Attach(t, h)

@@ -302,7 +302,7 @@ func recoverAfterCrash(t *testing.T, h *testbed.Host, c crashNames, sc crashScen
 // network is gone) is fine: LEAKS() checked the rest.
 func checkAddressesUnique(t *testing.T, h *testbed.Host, subnet string) {
 	t.Helper()
-	v, err := gatherLeakView(h)
+	v, err := gatherLeakView(h, unmanagedPlugin(h))
 	if err != nil {
 		t.Errorf("address check: %v", err)
 		return

@@ -44,6 +44,7 @@ type dockerIPAMConfig struct {
 // leakView is what docker, the plugin and the kernel each hold, gathered
 // once so every rule of the check compares the same snapshot.
 type leakView struct {
+	driver     string               // the name docker knows the plugin by (a managed one's carries its tag)
 	dockerNets map[string]dockerNet // by network id
 	dockerEps  map[string]string    // endpoint id -> network id
 	report     *status.Report
@@ -80,7 +81,22 @@ type leakView struct {
 // crossHostLeaks.
 func leaks(t testing.TB, h *testbed.Host) []string {
 	t.Helper()
-	v, err := gatherLeakView(h)
+	return leaksAt(t, h, unmanagedPlugin(h))
+}
+
+// pluginPlace is where LEAKS() reaches a host's plugin: its socket, its
+// state directory and the driver name docker knows it by.
+type pluginPlace struct{ socket, stateDir, driver string }
+
+// unmanagedPlugin is the place of the plugin testbed's StartPlugin runs.
+func unmanagedPlugin(h *testbed.Host) pluginPlace {
+	return pluginPlace{socket: h.PluginSocket(), stateDir: h.PluginStateDir(), driver: testbed.PluginName}
+}
+
+// leaksAt is leaks of the plugin at p (a managed plugin, say).
+func leaksAt(t testing.TB, h *testbed.Host, p pluginPlace) []string {
+	t.Helper()
+	v, err := gatherLeakView(h, p)
 	if err != nil {
 		return []string{"leak check could not run: " + err.Error()}
 	}
@@ -91,9 +107,15 @@ func leaks(t testing.TB, h *testbed.Host) []string {
 // to within (the plugin's reconciler may still be converging).
 func requireNoLeaks(t testing.TB, h *testbed.Host, within time.Duration) {
 	t.Helper()
+	requireNoLeaksAt(t, h, unmanagedPlugin(h), within)
+}
+
+// requireNoLeaksAt is requireNoLeaks of the plugin at p.
+func requireNoLeaksAt(t testing.TB, h *testbed.Host, p pluginPlace, within time.Duration) {
+	t.Helper()
 	var last []string
 	err := testbed.Poll(within, func() error {
-		last = leaks(t, h)
+		last = leaksAt(t, h, p)
 		if len(last) > 0 {
 			return fmt.Errorf("%d leak(s)", len(last))
 		}
@@ -104,12 +126,12 @@ func requireNoLeaks(t testing.TB, h *testbed.Host, within time.Duration) {
 	}
 }
 
-func gatherLeakView(h *testbed.Host) (*leakView, error) {
-	v := &leakView{dockerNets: map[string]dockerNet{}, dockerEps: map[string]string{},
+func gatherLeakView(h *testbed.Host, p pluginPlace) (*leakView, error) {
+	v := &leakView{driver: p.driver, dockerNets: map[string]dockerNet{}, dockerEps: map[string]string{},
 		pluginEps: map[string]status.Endpoint{}, pluginNets: map[string]status.Network{},
 		links: map[string]string{}, addrs: map[string]map[netip.Addr]store.AddressKind{}}
 
-	out, err := h.Docker("network", "ls", "--no-trunc", "--filter", "driver="+testbed.PluginName, "--format", "{{.ID}}")
+	out, err := h.Docker("network", "ls", "--no-trunc", "--filter", "driver="+p.driver, "--format", "{{.ID}}")
 	if err != nil {
 		return nil, fmt.Errorf("docker network ls: %v: %s", err, out)
 	}
@@ -132,7 +154,7 @@ func gatherLeakView(h *testbed.Host) (*leakView, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if v.report, err = status.Fetch(ctx, h.PluginSocket()); err != nil {
+	if v.report, err = status.Fetch(ctx, p.socket); err != nil {
 		return nil, fmt.Errorf("plugin status: %v", err)
 	}
 	for _, n := range v.report.Networks {
@@ -169,7 +191,7 @@ func gatherLeakView(h *testbed.Host) (*leakView, error) {
 		v.fwLines = append(v.fwLines, strings.Split(out, "\n")...)
 	}
 
-	if err := v.readIPAM(h.PluginStateDir()); err != nil {
+	if err := v.readIPAM(p.stateDir); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -324,7 +346,7 @@ func (v *leakView) findings() []string {
 	subnets := map[string]bool{}
 	auxOf := map[string]map[netip.Addr]bool{} // subnet -> its live --aux-address values
 	for _, n := range v.dockerNets {
-		if n.IPAM.Driver != testbed.PluginName {
+		if n.IPAM.Driver != v.driver {
 			continue
 		}
 		for _, c := range n.IPAM.Config {
@@ -436,6 +458,7 @@ func TestLeakParsers(t *testing.T) {
 	// A record docker forgot, a veth of nothing and a stray pool are found;
 	// a consistent view is clean.
 	v := &leakView{
+		driver:     testbed.PluginName,
 		dockerNets: map[string]dockerNet{"n1": {ID: "n1", Name: "a"}},
 		dockerEps:  map[string]string{"e1": "n1"},
 		report:     &status.Report{},
@@ -532,10 +555,16 @@ type xhostView struct {
 // have its entries. Empty is a pass.
 func crossHostLeaks(t testing.TB, hosts []*testbed.Host) []string {
 	t.Helper()
+	return crossHostLeaksAt(t, hosts, unmanagedPlugin)
+}
+
+// crossHostLeaksAt is crossHostLeaks of the plugins at place(host).
+func crossHostLeaksAt(t testing.TB, hosts []*testbed.Host, place func(*testbed.Host) pluginPlace) []string {
+	t.Helper()
 	var views []xhostView
 	var out []string
 	for _, h := range hosts {
-		v, err := gatherXHostView(h)
+		v, err := gatherXHostView(h, place(h))
 		if err != nil {
 			out = append(out, fmt.Sprintf("%s: cross-host leak check could not run: %v", h.Name, err))
 			continue
@@ -553,9 +582,16 @@ func crossHostLeaks(t testing.TB, hosts []*testbed.Host) []string {
 // reconcile on a timer).
 func requireNoCrossHostLeaks(t testing.TB, hosts []*testbed.Host, within time.Duration) {
 	t.Helper()
+	requireNoCrossHostLeaksAt(t, hosts, unmanagedPlugin, within)
+}
+
+// requireNoCrossHostLeaksAt is requireNoCrossHostLeaks of the plugins at
+// place(host).
+func requireNoCrossHostLeaksAt(t testing.TB, hosts []*testbed.Host, place func(*testbed.Host) pluginPlace, within time.Duration) {
+	t.Helper()
 	var last []string
 	err := testbed.Poll(within, func() error {
-		last = crossHostLeaks(t, hosts)
+		last = crossHostLeaksAt(t, hosts, place)
 		if len(last) > 0 {
 			return fmt.Errorf("%d leak(s)", len(last))
 		}
@@ -566,9 +602,9 @@ func requireNoCrossHostLeaks(t testing.TB, hosts []*testbed.Host, within time.Du
 	}
 }
 
-func gatherXHostView(h *testbed.Host) (xhostView, error) {
+func gatherXHostView(h *testbed.Host, p pluginPlace) (xhostView, error) {
 	x := xhostView{host: h.Name, devs: map[string]vxlanTable{}}
-	v, err := gatherLeakView(h)
+	v, err := gatherLeakView(h, p)
 	if err != nil {
 		return x, err
 	}

@@ -4,7 +4,7 @@
 // namespace of its own; the bind mount keeps the namespace alive when the
 // plugin process exits or crashes, and the name finds it again after a
 // restart. This file is pure (names, listing); the kernel calls are in
-// namespace_linux.go.
+// namespace_linux.go and mountns_linux.go.
 //
 // # Design notes
 //
@@ -21,13 +21,18 @@
 // missing and Ensure creates the namespace on it again. A crash before the
 // mount loses nothing: the new namespace dies with its thread.
 //
-// Mount namespaces. The bind mount exists in the caller's mount namespace
-// (and in those its mount propagates to). The directory is not made a shared
-// mount of itself as `ip netns` does. A process in a private mount namespace
-// (a managed plugin's container) keeps its namespaces only as long as that
-// mount namespace: for them to outlive the plugin, Path must be on a mount
-// shared with the host (a bind mount with rshared propagation). Otherwise a
-// restart finds plain files, and Ensure puts fresh, empty namespaces on them.
+// Mount namespaces. The bind mount exists in the mount namespace the Dir's
+// files are in: the caller's, or Mounts (a MountNS). The directory is not
+// made a shared mount of itself as `ip netns` does. A process in a mount
+// namespace of its own that dies with it (a managed plugin's container)
+// would lose its mounts, and with them the namespaces, at every restart:
+// it gives the host's mount namespace as Mounts, and every file operation
+// and mount of the Dir runs on a thread that joined it (setns, after
+// unshare(CLONE_FS): a thread sharing its root with other threads may not
+// change mount namespace), and that Go ends afterwards. A restart then
+// finds the namespaces where it left them. Without Mounts, in a private
+// mount namespace, a restart finds plain files, and Ensure puts fresh,
+// empty namespaces on them.
 //
 // Kernel behaviour worth knowing. In the mount namespace that holds the
 // mount, unlinking Dir/<name> fails with EBUSY, so `rm -rf` of the directory
@@ -59,6 +64,9 @@ const maxNameLen = 64
 // namespace file (nsfs) on a plain file Dir/<name>.
 type Dir struct {
 	Path string
+	// Mounts is the mount namespace Path is in, where the namespaces are
+	// mounted; nil: the process's own.
+	Mounts *MountNS
 }
 
 // validName rejects names that are not a single, short path component.
@@ -88,7 +96,11 @@ func (d Dir) path(name string) (string, error) {
 // prefix, sorted; a missing directory is an empty list. Entries are not
 // checked: a leftover plain file is listed like a namespace.
 func (d Dir) List(prefix string) ([]string, error) {
-	entries, err := os.ReadDir(d.Path)
+	var entries []os.DirEntry
+	err := d.Mounts.in(func() (err error) {
+		entries, err = os.ReadDir(d.Path)
+		return err
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

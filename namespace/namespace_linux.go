@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -33,17 +32,23 @@ func (d Dir) Ensure(name string) (h netns.NsHandle, created bool, err error) {
 	if err != nil {
 		return netns.None(), false, err
 	}
-	if err := os.MkdirAll(d.Path, 0o755); err != nil {
-		return netns.None(), false, fmt.Errorf("create namespace directory %s: %w", d.Path, err)
+	err = d.Mounts.in(func() error {
+		if err := os.MkdirAll(d.Path, 0o755); err != nil {
+			return fmt.Errorf("create namespace directory %s: %w", d.Path, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return netns.None(), false, err
 	}
 	h, found, err := d.Open(name)
 	if err != nil || found {
 		return h, false, err
 	}
-	if err := createFile(path); err != nil {
+	if err := d.Mounts.in(func() error { return createFile(path) }); err != nil {
 		return netns.None(), false, err
 	}
-	if err := mountNew(path); err != nil {
+	if err := mountNew(d.Mounts, path); err != nil {
 		return netns.None(), false, err
 	}
 	h, found, err = d.Open(name)
@@ -78,10 +83,11 @@ func createFile(path string) error {
 }
 
 // mountNew makes a network namespace on a locked thread and bind-mounts it
-// onto path, which must exist. The thread switches back to its namespace
-// afterwards; if it cannot, Go discards it with its goroutine.
-func mountNew(path string) error {
-	err := onThread(
+// onto path, which must exist, in mount namespace mnt (nil: the process's
+// own). The thread switches back to its network namespace afterwards; if it
+// cannot, Go discards it with its goroutine.
+func mountNew(mnt *MountNS, path string) error {
+	err := onThread(mnt,
 		func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 				return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
@@ -109,7 +115,11 @@ func (d Dir) Open(name string) (h netns.NsHandle, found bool, err error) {
 	if err != nil {
 		return netns.None(), false, err
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	var fd int
+	err = d.Mounts.in(func() (err error) {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		return err
+	})
 	if errors.Is(err, unix.ENOENT) {
 		return netns.None(), false, nil
 	}
@@ -119,7 +129,7 @@ func (d Dir) Open(name string) (h netns.NsHandle, found bool, err error) {
 	if err != nil {
 		return netns.None(), false, fmt.Errorf("open namespace %s: %w", path, err)
 	}
-	isNS, isNet, err := nsKind(fd)
+	isNS, isNet, err := nsKind(fd, unix.CLONE_NEWNET)
 	switch {
 	case err != nil:
 		unix.Close(fd)
@@ -135,9 +145,9 @@ func (d Dir) Open(name string) (h netns.NsHandle, found bool, err error) {
 }
 
 // nsKind reports whether fd is a namespace file (nsfs) and whether that
-// namespace is a network namespace. A kernel without NS_GET_NSTYPE (before
-// 4.11) is taken at its nsfs word.
-func nsKind(fd int) (isNS, isNet bool, err error) {
+// namespace is of type want (unix.CLONE_NEWNET, unix.CLONE_NEWNS). A kernel
+// without NS_GET_NSTYPE (before 4.11) is taken at its nsfs word.
+func nsKind(fd, want int) (isNS, isWant bool, err error) {
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return false, false, fmt.Errorf("statfs: %w", err)
@@ -152,7 +162,7 @@ func nsKind(fd int) (isNS, isNet bool, err error) {
 	if err != nil {
 		return true, false, fmt.Errorf("ioctl NS_GET_NSTYPE: %w", err)
 	}
-	return true, t == unix.CLONE_NEWNET, nil
+	return true, t == want, nil
 }
 
 // Delete unmounts (MNT_DETACH) and removes Dir/<name>; a missing file or a
@@ -166,6 +176,12 @@ func (d Dir) Delete(name string) error {
 	if err != nil {
 		return err
 	}
+	return d.Mounts.in(func() error { return unmountAndRemove(path) })
+}
+
+// unmountAndRemove is Delete on path, in the calling thread's mount
+// namespace.
+func unmountAndRemove(path string) error {
 	for i := 0; ; i++ {
 		err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
@@ -293,7 +309,7 @@ func loopbackUp() error {
 // thread is that one, it is parked for good, still in h, keeping h alive,
 // and /proc/<pid>/ns/net (which shows the main thread) then names h.
 func Do(h netns.NsHandle, fn func() error) error {
-	return onThread(func() error {
+	return onThread(nil, func() error {
 		if err := netns.Set(h); err != nil {
 			return fmt.Errorf("enter network namespace %v: %w", h, err)
 		}
@@ -301,39 +317,18 @@ func Do(h netns.NsHandle, fn func() error) error {
 	}, fn)
 }
 
-// onThread runs fn on a fresh goroutine locked to its OS thread, after enter
-// has moved that thread into another network namespace, then moves the
-// thread back. A failed enter must leave the thread where it was (setns and
-// unshare do). If moving back fails the thread stays locked, and Go ends it
-// with the goroutine instead of reusing it in the wrong namespace (the main
-// thread it parks for good).
-func onThread(enter, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		saved, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer saved.Close()
-		if err := enter(); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(saved); err != nil {
-			// Tainted: no UnlockOSThread, the thread exits with this goroutine
-			// (the main thread is parked instead: Go never ends it).
-			errc <- errors.Join(fnErr, fmt.Errorf("switch thread back to its network namespace (thread discarded): %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
+// Mounted reports whether namespace name is mounted on its file: IsNamespace
+// of Dir/<name>, in the Dir's mount namespace.
+func (d Dir) Mounted(name string) (ok bool, err error) {
+	path, err := d.path(name)
+	if err != nil {
+		return false, err
+	}
+	err = d.Mounts.in(func() (err error) {
+		ok, err = IsNamespace(path)
+		return err
+	})
+	return ok, err
 }
 
 // IsNamespace reports whether path is a mounted network namespace file
@@ -357,7 +352,7 @@ func IsNamespace(path string) (bool, error) {
 		return false, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer unix.Close(fd)
-	_, isNet, err := nsKind(fd)
+	_, isNet, err := nsKind(fd, unix.CLONE_NEWNET)
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", path, err)
 	}

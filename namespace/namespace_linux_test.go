@@ -43,7 +43,7 @@ func newDir(t *testing.T, sub string) Dir {
 // mountsUnder returns the mount points at or below dir.
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo") // not self: a discarded main thread may sit elsewhere
 	if err != nil {
 		t.Fatalf("read mountinfo: %v", err)
 	}
@@ -268,7 +268,7 @@ func TestDeleteStackedMounts(t *testing.T) {
 	ensure(t, d, "stack")
 	// What two unserialised Ensures of one name can leave.
 	path := filepath.Join(d.Path, "stack")
-	if err := mountNew(path); err != nil {
+	if err := mountNew(nil, path); err != nil {
 		t.Fatalf("second mount: %v", err)
 	}
 	if n := len(mountsUnder(t, path)); n != 2 {

@@ -58,8 +58,9 @@ func (ns *Namespace) close() {
 	ns.h.Close()
 }
 
-// New works in directory dir; Close releases what it opened.
-func New(dir string, log *slog.Logger) (*Namespaces, error) {
+// New works in directory dir (in dir.Mounts, which stays the caller's to
+// close, after Close); Close releases what New opened.
+func New(dir namespace.Dir, log *slog.Logger) (*Namespaces, error) {
 	host, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("handle of the plugin's own namespace: %w", err)
@@ -69,7 +70,7 @@ func New(dir string, log *slog.Logger) (*Namespaces, error) {
 		host.Close()
 		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
-	return &Namespaces{dir: namespace.Dir{Path: dir}, host: host, hostNL: hostNL, log: log, open: map[string]*Namespace{}}, nil
+	return &Namespaces{dir: dir, host: host, hostNL: hostNL, log: log, open: map[string]*Namespace{}}, nil
 }
 
 // Ensure returns namespace name, creating and preparing it if it is
@@ -108,7 +109,7 @@ func (s *Namespaces) cached(name string) *Namespace {
 	if ns == nil {
 		return nil
 	}
-	if ok, err := namespace.IsNamespace(ns.path); err == nil && ok {
+	if ok, err := s.dir.Mounted(name); err == nil && ok {
 		return ns
 	}
 	s.log.Warn("network namespace lost its mount", "netns", name, "path", ns.path)

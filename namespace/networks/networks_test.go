@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/namespace"
 )
 
 // Namespaces over a directory of their own: a namespace is opened once and
@@ -22,7 +23,7 @@ func TestNamespaces(t *testing.T) {
 		t.Skip("needs root")
 	}
 	dir := t.TempDir()
-	spaces, err := New(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	spaces, err := New(namespace.Dir{Path: dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

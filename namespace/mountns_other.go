@@ -1,0 +1,12 @@
+//go:build !linux
+
+package namespace
+
+// MountNS is a mount namespace other than the process's own; only Linux
+// has them.
+type MountNS struct{}
+
+// Close is a no-op.
+func (m *MountNS) Close() {}
+
+func (m *MountNS) in(fn func() error) error { return fn() }
