@@ -345,3 +345,48 @@ func TestPlanJumpsOnlyLeavesMissingChainAlone(t *testing.T) {
 		t.Errorf("Reconcile did not rebuild the nat chain and jump")
 	}
 }
+
+// TestPlanNamesChainLivesWithItsRules: the DNS redirects of a cross-host
+// network make VXBRIDGE-DNS and its PREROUTING jump; with the last such
+// network gone both go, whatever other networks remain.
+func TestPlanNamesChainLivesWithItsRules(t *testing.T) {
+	before := dockerState()
+	st := cloneState(before)
+	a := testNetwork("aaa", "vxb-a", "10.1.0.0/24")
+	x := testNetwork("xxx", "vxb-x", "10.90.0.0/24")
+	x.NamesPort = 5335
+	step(t, st, ensureReq(a))
+	if st[tableNat].chains[ChainNames] {
+		t.Fatal("a network without names made the names chain")
+	}
+	step(t, st, ensureReq(x))
+	want := []string{
+		`-A VXBRIDGE-DNS ! -d 10.90.0.0/24 -i vxb-x -p udp -m udp --dport 53 -m comment --comment "vxbridge:xxx" -j REDIRECT --to-ports 5335`,
+		`-A VXBRIDGE-DNS ! -d 10.90.0.0/24 -i vxb-x -p tcp -m tcp --dport 53 -m comment --comment "vxbridge:xxx" -j REDIRECT --to-ports 5335`,
+	}
+	if got := chainLines(st, tableNat, ChainNames); !slices.Equal(got, want) {
+		t.Fatalf("VXBRIDGE-DNS = %q, want %q", got, want)
+	}
+	if n := countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump); n != 1 {
+		t.Fatalf("%d jumps into VXBRIDGE-DNS", n)
+	}
+	// Someone deletes the jump: a reconcile puts it back.
+	st[tableNat].rules["PREROUTING"] = slices.DeleteFunc(st[tableNat].rules["PREROUTING"], func(l string) bool { return l == preroutingNamesJump })
+	step(t, st, reconcileReq(a, x))
+	if n := countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump); n != 1 {
+		t.Fatalf("%d jumps into VXBRIDGE-DNS after reconcile", n)
+	}
+	internal := x
+	internal.Internal = true
+	if rules := Rules(internal); slices.ContainsFunc(rules, func(r Rule) bool { return r.Chain == ChainNames }) {
+		t.Fatal("an internal network's queries are redirected")
+	}
+	step(t, st, removeReq("xxx"))
+	if st[tableNat].chains[ChainNames] || countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump) != 0 {
+		t.Fatal("the names chain or its jump outlived the last network with names")
+	}
+	step(t, st, removeReq("aaa"))
+	if diff := stateDiff(before, st); diff != "" {
+		t.Errorf("after removing every network the tables differ from before:\n%s", diff)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -13,7 +14,11 @@ const (
 	ChainForward     = "VXBRIDGE-FORWARD"     // filter, jumped from FORWARD
 	ChainIsolation   = "VXBRIDGE-ISOLATION"   // filter, first rule of ChainForward
 	ChainPostrouting = "VXBRIDGE-POSTROUTING" // nat, jumped from POSTROUTING
+	ChainNames       = "VXBRIDGE-DNS"         // nat, jumped from PREROUTING while it holds a rule
 )
+
+// preroutingNamesJump sends every routed packet through the DNS redirects.
+var preroutingNamesJump = ruleLine("PREROUTING", []string{"-j", ChainNames})
 
 // CommentPrefix starts the comment on every network rule; the network id
 // follows, so Reconcile can attribute each rule to its network.
@@ -92,6 +97,9 @@ func (n Network) Validate() error {
 			return fmt.Errorf("%w: network %s: invalid subnet %v", ErrInvalidNetwork, n.ID, p)
 		}
 	}
+	if n.NamesPort < 0 || n.NamesPort > 65535 {
+		return fmt.Errorf("%w: network %s: names port %d: want 1-65535, or 0 for none", ErrInvalidNetwork, n.ID, n.NamesPort)
+	}
 	return nil
 }
 
@@ -159,7 +167,12 @@ type ruleSet struct {
 }
 
 func (s *ruleSet) add(table, chain, target string, match ...string) {
-	spec := append(slices.Clip(match), "-m", "comment", "--comment", s.tag, "-j", target)
+	s.addTarget(table, chain, []string{target}, match...)
+}
+
+// addTarget is add with a target that takes arguments.
+func (s *ruleSet) addTarget(table, chain string, target []string, match ...string) {
+	spec := slices.Concat(match, []string{"-m", "comment", "--comment", s.tag, "-j"}, target)
 	s.rules = append(s.rules, Rule{IPv6: s.ipv6, Table: table, Chain: chain, Spec: spec})
 }
 
@@ -199,7 +212,25 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 			s.add(tableNat, ChainPostrouting, "MASQUERADE", "-s", p.String(), "!", "-o", b)
 		}
 	}
+	s.namesRules(n, subnets[0])
 	return s.rules
+}
+
+// namesRules redirect the DNS queries b's containers send to resolvers
+// outside the network (docker's embedded DNS forwards the names it does
+// not know from the container's namespace) to vxbridge's DNS server on
+// n.NamesPort, at the address of b that received them (REDIRECT: the
+// gateway). Queries to the network's own subnet (a DNS server among its
+// containers) are left alone. Internal networks have none: their queries
+// have nowhere to go, and vxbridge must not carry them out.
+func (s *ruleSet) namesRules(n Network, subnet netip.Prefix) {
+	if n.NamesPort == 0 || n.Internal {
+		return
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		s.addTarget(tableNat, ChainNames, []string{"REDIRECT", "--to-ports", strconv.Itoa(n.NamesPort)},
+			"!", "-d", subnet.String(), "-i", n.Bridge, "-p", proto, "-m", proto, "--dport", "53")
+	}
 }
 
 // lineNetwork returns the network id a listed rule is tagged with.

@@ -14,4 +14,8 @@ type Network struct {
 	Internal   bool
 	Masquerade bool
 	ICC        bool
+	// NamesPort, when not 0, is the port of vxbridge's DNS server, where
+	// the containers' DNS queries to resolvers outside the network are
+	// redirected (cross-host networks, package names).
+	NamesPort int
 }
