@@ -47,8 +47,9 @@ type crossHost struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	mu    sync.Mutex                          // guards local
+	mu    sync.Mutex                          // guards local and names
 	local map[uint32]map[string]localEndpoint // this host's endpoints by network and id
+	names map[string]*epName                  // joined endpoints' names, by id (names.go)
 }
 
 // localEndpoint is what peers must not claim of one of this host's own
@@ -63,7 +64,7 @@ func newCrossHost(cfg *CrossHostConfig) *crossHost {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}}
+	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}, names: map[string]*epName{}}
 }
 
 // close ends the background etcd calls and waits for them.
@@ -304,7 +305,7 @@ func (d *Driver) publishEndpoint(n *store.Network, ep *store.Endpoint) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
-	d.cluster().Publish(cluster.Endpoint{ID: ep.ID, VNI: n.VNI, MAC: ep.MAC, IPv4: ep.IPv4.Addr(), IPv6: ep.IPv6.Addr()})
+	d.cluster().Publish(d.withName(endpointRecord(n, ep)))
 	le := localEndpoint{mac: ep.MAC}
 	for _, p := range []netip.Prefix{ep.IPv4, ep.IPv6} {
 		if p.IsValid() {
@@ -372,6 +373,7 @@ func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) 
 	for i := range eps {
 		if n := byID[eps[i].NetworkID]; n != nil {
 			d.publishEndpoint(n, &eps[i])
+			d.learnName(n, &eps[i])
 		}
 	}
 	d.peers().Resync()

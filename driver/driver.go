@@ -279,7 +279,7 @@ func (d *Driver) ensureNetwork(n *store.Network) error {
 	if err := d.ensureVXLAN(n); err != nil {
 		return err
 	}
-	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
+	if err := d.fw.EnsureNetwork(d.firewallNetwork(n)); err != nil {
 		return fmt.Errorf("firewall rules of network %s: %w", short(n.ID), err)
 	}
 	if n.Internal {
@@ -298,8 +298,11 @@ func bridgeConfig(n *store.Network) bridge.BridgeConfig {
 	return cfg
 }
 
-func firewallNetwork(n *store.Network) firewall.Network {
+func (d *Driver) firewallNetwork(n *store.Network) firewall.Network {
 	fn := firewall.Network{ID: n.ID, Bridge: n.Bridge, Internal: n.Internal, Masquerade: n.Masquerade, ICC: n.ICC}
+	if n.VNI != 0 && d.xh != nil {
+		fn.NamesPort = d.xh.cfg.NamesPort
+	}
 	for _, s := range n.Subnets() {
 		fn.Subnets = append(fn.Subnets, s.Pool)
 	}

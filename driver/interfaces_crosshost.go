@@ -85,4 +85,18 @@ type CrossHostConfig struct {
 	// demand (--peer-programming=on-demand).
 	OnDemand      bool
 	EtcdEndpoints []string // shown by status
+	// Names seeks joined containers' names, published with their records
+	// (package names); nil: none are. NamesPort is the port of vxbridge's
+	// DNS server, where the firewall redirects the DNS queries of
+	// cross-host networks (0: none).
+	Names     NameLearner
+	NamesPort int
+}
+
+// NameLearner seeks the names of joined containers in their sandboxes
+// (names.Learner). Learn and Forget return at once; found is called from
+// another goroutine.
+type NameLearner interface {
+	Learn(endpointID, sandbox string, addr netip.Addr, found func(name, domain string))
+	Forget(endpointID string)
 }

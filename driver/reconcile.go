@@ -67,7 +67,7 @@ func (d *Driver) Reconcile() (*ReconcileReport, error) {
 func (d *Driver) reconcileFirewall(nets []store.Network, eps []store.Endpoint, byID map[string]*store.Network, rep *ReconcileReport) {
 	fwNets := make([]firewall.Network, 0, len(nets))
 	for i := range nets {
-		fwNets = append(fwNets, firewallNetwork(&nets[i]))
+		fwNets = append(fwNets, d.firewallNetwork(&nets[i]))
 	}
 	fwPorts, sockets := ports.Desired(eps, byID)
 	if err := d.fw.Reconcile(fwNets, fwPorts); err != nil {
