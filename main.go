@@ -151,7 +151,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	go col.Run(ctx, ip, cfg.orphanGrace)
 	go col.CollectLeftWhileDown(ctx, ip, left)
 	k.watch(ctx, drv, log)
-	report := statusReport(drv, k.follower, db.Path(), drv.ClusterStatus)
+	report := statusReport(drv, k.follower, db.Path(), k.xh.clusterStatus(drv))
 	mx.WatchState(report)
 	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
 		return err

@@ -2,8 +2,11 @@ package driver
 
 import (
 	"net/netip"
+	"strconv"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/peers"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -100,4 +103,19 @@ func addrOf(p netip.Prefix) netip.Addr {
 		return p.Addr()
 	}
 	return netip.Addr{}
+}
+
+// nameRows lists the names each network answers, by VNI then name.
+func nameRows(nets []peers.Status) []status.Name {
+	var out []status.Name
+	for _, n := range nets {
+		for _, e := range n.Names {
+			row := status.Name{Network: strconv.FormatUint(uint64(n.VNI), 10), Name: e.Name}
+			for _, a := range e.Addrs {
+				row.Addresses = append(row.Addresses, a.String())
+			}
+			out = append(out, row)
+		}
+	}
+	return out
 }

@@ -79,7 +79,9 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	c := &status.Cluster{VTEP: cfg.VTEP.String(), Peers: []status.Peer{}}
 	c.Etcd.Endpoints = cfg.EtcdEndpoints
 	c.Etcd.Connected, c.Etcd.Error = cfg.Cluster.Connected()
-	c.Peers, c.FDBEntries, c.NeighborEntries, c.Conflicts = peerRows(cfg.Peers.Status())
+	nets := cfg.Peers.Status()
+	c.Peers, c.FDBEntries, c.NeighborEntries, c.Conflicts = peerRows(nets)
+	c.Names = nameRows(nets)
 	c.OldHosts = cfg.Cluster.OldHosts()
 	c.ConflictsTotal = cfg.Peers.Conflicts()
 	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()

@@ -35,10 +35,6 @@ type Sandbox interface {
 	Close() error
 }
 
-// Found receives a container's name and the network's name ("web",
-// "xnet"): the split of docker's PTR answer.
-type Found func(name, domain string)
-
 // Learner learns the names of joined containers, each in a goroutine of
 // its own, never on the path of a docker call.
 type Learner struct {
@@ -71,10 +67,11 @@ func NewLearner(open func(string) (Sandbox, error), log *slog.Logger) *Learner {
 }
 
 // Learn seeks the name of endpoint id's container, whose address is addr,
-// in sandbox, and hands it to found. It returns at once. An endpoint
+// in sandbox, and hands it to found: the container's name and the
+// network's ("web", "xnet": the split of docker's PTR answer). It returns at once. An endpoint
 // already sought in the same sandbox (found, given up, or under way) is
 // not sought again until Forget.
-func (l *Learner) Learn(id, sandbox string, addr netip.Addr, found Found) {
+func (l *Learner) Learn(id, sandbox string, addr netip.Addr, found func(name, domain string)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if j := l.jobs[id]; j != nil {
@@ -110,7 +107,7 @@ func (l *Learner) Close() {
 }
 
 // seek asks until docker answers, with backoff, for at most learnFor.
-func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr, found Found) {
+func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr, found func(name, domain string)) {
 	sb, err := l.open(sandbox)
 	if err != nil {
 		l.log.Info("names: container name not learned: its network namespace cannot be entered", "endpoint", id, "sandbox", sandbox, "err", err)
