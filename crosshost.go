@@ -72,6 +72,7 @@ type crossHost struct {
 	peers  *peers.Manager
 	cfg    *driver.CrossHostConfig
 	names  *crossHostNames // nil with --names-port=0
+	addrs  *hostAddresses
 }
 
 // startCrossHost connects to etcd (without waiting for it) and resolves the
@@ -126,6 +127,8 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if x.names != nil {
 		x.cfg.Names, x.cfg.NamesPort = x.names.learner, f.namesPort
 	}
+	x.addrs = &hostAddresses{db: db}
+	x.cfg.HostAddrs = x.addrs
 	return x, nil
 }
 
@@ -135,6 +138,13 @@ func (x *crossHost) allocator() ipam.AllocatorFactory {
 		return nil
 	}
 	return x.blocks.Factory
+}
+
+// ipamReady hands the IPAM to what takes addresses from it.
+func (x *crossHost) ipamReady(ip *ipam.Driver) {
+	if x.addrs != nil {
+		x.addrs.setIPAM(ip)
+	}
 }
 
 // driverConfig is nil without etcd.

@@ -137,6 +137,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	k.xh.ipamReady(ip)
 	left, err := col.LeftWhileDown() // before serving: later Joins are never candidates
 	if err != nil {
 		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)

@@ -50,6 +50,11 @@ type crossHost struct {
 	mu    sync.Mutex                          // guards local and names
 	local map[uint32]map[string]localEndpoint // this host's endpoints by network and id
 	names map[string]*epName                  // joined endpoints' names, by id (names.go)
+	// hostAddrs are this host's own addresses in each cross-host network
+	// (hostreach.go), by network id; seeking marks the networks whose
+	// addresses are being taken.
+	hostAddrs map[string][]netip.Addr
+	seeking   map[string]bool
 }
 
 // localEndpoint is what peers must not claim of one of this host's own
@@ -64,7 +69,8 @@ func newCrossHost(cfg *CrossHostConfig) *crossHost {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}, names: map[string]*epName{}}
+	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}, names: map[string]*epName{},
+		hostAddrs: map[string][]netip.Addr{}, seeking: map[string]bool{}}
 }
 
 // close ends the background etcd calls and waits for them.
@@ -264,6 +270,7 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 		return // an orphan device goes with the next reconcile
 	}
 	d.peers().Detach(n.VNI)
+	d.forgetHostReach(n)
 	d.xh.mu.Lock()
 	delete(d.xh.local, n.VNI)
 	d.xh.mu.Unlock()
@@ -290,6 +297,7 @@ func (d *Driver) crossHostCreated(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
+	d.seekHostAddrs(n)
 	for _, s := range n.Subnets() {
 		d.xh.background(func(ctx context.Context) {
 			if err := d.blocks().Prefetch(ctx, s.Pool); err != nil {
@@ -368,6 +376,8 @@ func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) 
 		if nets[i].VNI != 0 {
 			byID[nets[i].ID] = &nets[i]
 			d.cluster().Rejoin(nets[i].VNI)
+			d.seekHostAddrs(&nets[i])
+			d.publishHost(&nets[i])
 		}
 	}
 	for i := range eps {

@@ -288,20 +288,21 @@ func (d *Driver) ensureNetwork(n *store.Network) error {
 	return d.links.EnableForwarding(len(n.IPv6) > 0)
 }
 
-func bridgeConfig(n *store.Network) bridge.BridgeConfig {
+func (d *Driver) bridgeConfig(n *store.Network) bridge.BridgeConfig {
 	cfg := bridge.BridgeConfig{Name: n.Bridge, Alias: netAlias(n.ID), MTU: n.MTU}
 	for _, s := range n.Subnets() {
 		if s.Gateway.IsValid() {
 			cfg.Addrs = append(cfg.Addrs, s.Gateway)
 		}
 	}
+	cfg.Addrs = append(cfg.Addrs, d.hostPrefixes(n)...)
 	return cfg
 }
 
 func (d *Driver) firewallNetwork(n *store.Network) firewall.Network {
 	fn := firewall.Network{ID: n.ID, Bridge: n.Bridge, Internal: n.Internal, Masquerade: n.Masquerade, ICC: n.ICC}
 	if n.VNI != 0 && d.xh != nil {
-		fn.NamesPort = d.xh.cfg.NamesPort
+		fn.NamesPort, fn.HostAddrs = d.xh.cfg.NamesPort, d.hostAddrsOf(n.ID)
 	}
 	for _, s := range n.Subnets() {
 		fn.Subnets = append(fn.Subnets, s.Pool)

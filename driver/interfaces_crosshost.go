@@ -91,6 +91,16 @@ type CrossHostConfig struct {
 	// cross-host networks (0: none).
 	Names     NameLearner
 	NamesPort int
+	// HostAddrs gives this host an address of its own in each cross-host
+	// network (hostreach.go); nil: hosts reach only their own containers.
+	HostAddrs HostAddresses
+}
+
+// HostAddresses takes this host's own address in a cross-host network's
+// subnet: from its own address blocks (so no container and no other host
+// gets it), the same one again after a restart. It may wait for etcd.
+type HostAddresses interface {
+	HostAddress(ctx context.Context, pool netip.Prefix) (netip.Addr, error)
 }
 
 // NameLearner seeks the names of joined containers in their sandboxes

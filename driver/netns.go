@@ -113,7 +113,7 @@ func (d *Driver) linksOfNetwork(id string) (Links, error) {
 // link when it has one.
 func (d *Driver) ensureBridge(n *store.Network) error {
 	if n.NetNS == "" {
-		return d.links.EnsureBridge(bridgeConfig(n))
+		return d.links.EnsureBridge(d.bridgeConfig(n))
 	}
 	ns, err := d.ensureNetNS(n)
 	if err != nil {
@@ -143,7 +143,7 @@ func (d *Driver) ensureBridge(n *store.Network) error {
 	if err != nil {
 		return fmt.Errorf("gateway link %s of network %s: %w", n.Bridge, short(n.ID), err)
 	}
-	return d.links.EnsureGateway(bridgeConfig(n))
+	return d.links.EnsureGateway(d.bridgeConfig(n))
 }
 
 // deleteBridge removes network n's bridge, or its gateway link and

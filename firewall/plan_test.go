@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -389,4 +390,28 @@ func TestPlanNamesChainLivesWithItsRules(t *testing.T) {
 	if diff := stateDiff(before, st); diff != "" {
 		t.Errorf("after removing every network the tables differ from before:\n%s", diff)
 	}
+}
+
+// TestHostAddrsSNAT: the host's own traffic into a cross-host network
+// leaves from its own address, per family; nothing for other networks.
+func TestHostAddrsSNAT(t *testing.T) {
+	x := testNetwork("xxx", "vxb-x", "10.90.0.0/24")
+	x.Subnets = append(x.Subnets, netip.MustParsePrefix("fd90::/64"))
+	x.HostAddrs = []netip.Addr{netip.MustParseAddr("10.90.0.70"), netip.MustParseAddr("fd90::70")}
+	var got []string
+	for _, r := range Rules(x) {
+		if r.Chain == ChainPostrouting && slices.Contains(r.Spec, "SNAT") {
+			got = append(got, fmt.Sprint(r.IPv6, " ", r.Line()))
+		}
+	}
+	want := []string{
+		`false -A VXBRIDGE-POSTROUTING -o vxb-x -m addrtype --src-type LOCAL -m comment --comment "vxbridge:xxx" -j SNAT --to-source 10.90.0.70`,
+		`true -A VXBRIDGE-POSTROUTING -o vxb-x -m addrtype --src-type LOCAL -m comment --comment "vxbridge:xxx" -j SNAT --to-source fd90::70`,
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("SNAT rules\n%q\nwant\n%q", got, want)
+	}
+	st := dockerState()
+	step(t, st, ensureReq(x))
+	step(t, st, removeReq("xxx"))
 }

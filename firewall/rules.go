@@ -148,7 +148,9 @@ func (n Network) subnets(ipv6 bool) []netip.Prefix {
 // Rules returns the rules network n needs, v4 rules for its v4 subnets and
 // v6 rules for its v6 subnets. Every chain holds rules of one verdict only
 // (VXBRIDGE-ISOLATION drops, VXBRIDGE-FORWARD accepts, VXBRIDGE-POSTROUTING
-// masquerades), so their order never matters and reconciling is a set diff.
+// translates sources: a network's MASQUERADE matches "! -o b" and its SNAT
+// "-o b", so no packet meets both), so their order never matters and
+// reconciling is a set diff.
 func Rules(n Network) []Rule {
 	var rules []Rule
 	for _, ipv6 := range []bool{false, true} {
@@ -213,7 +215,21 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 		}
 	}
 	s.namesRules(n, subnets[0])
+	s.hostRules(n, ipv6)
 	return s.rules
+}
+
+// hostRules make the host's own traffic into the network (ping, a
+// monitoring agent, the port relay) leave from the host's own address of
+// the network instead of the gateway every host shares. Its source is a
+// local address; the containers' traffic, forwarded, never is.
+func (s *ruleSet) hostRules(n Network, ipv6 bool) {
+	for _, a := range n.HostAddrs {
+		if a.Is6() == ipv6 && a.IsValid() {
+			s.addTarget(tableNat, ChainPostrouting, []string{"SNAT", "--to-source", a.String()},
+				"-o", n.Bridge, "-m", "addrtype", "--src-type", "LOCAL")
+		}
+	}
 }
 
 // namesRules redirect the DNS queries b's containers send to resolvers

@@ -18,4 +18,9 @@ type Network struct {
 	// the containers' DNS queries to resolvers outside the network are
 	// redirected (cross-host networks, package names).
 	NamesPort int
+	// HostAddrs are this host's own addresses in a cross-host network's
+	// subnets: what the host itself sends into the network leaves from
+	// them, so replies from containers on other hosts come back to this
+	// host and not to their own host's gateway.
+	HostAddrs []netip.Addr
 }
