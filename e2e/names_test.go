@@ -62,6 +62,7 @@ func TestNamesAcrossHosts(t *testing.T) {
 		name string
 		fn   func(*testing.T)
 	}{
+		{"HostsReachEveryContainer", s.hostsReach},
 		{"FoundByNameAcross", s.foundByName},
 		{"FormsAndProtocols", s.formsAndProtocols},
 		{"ExternalNamesReachTheirUpstream", s.externalNames},
@@ -258,4 +259,51 @@ func (s *namesHosts) statusListsNames(t *testing.T) {
 	if !strings.Contains(out, "web2."+xNet) || !strings.Contains(out, web.ip4) || !strings.Contains(out, "answered") {
 		t.Errorf("status lacks web2 or the DNS counts:\n%s", out)
 	}
+}
+
+// hostsReach: every host's own namespace reaches every container of the
+// network, on every host, with ICMP (v4 and v6) and TCP: replies come back
+// to the host that sent, not to the gateway of the container's host.
+func (s *namesHosts) hostsReach(t *testing.T) {
+	type target struct {
+		h        *testbed.Host
+		name     string
+		ip4, ip6 string
+	}
+	var ts []target
+	for i, h := range s.hosts {
+		ts = append(ts, target{h, s.cli[i], containerIP(t, h, s.cli[i], xNet, false), containerIP(t, h, s.cli[i], xNet, true)})
+	}
+	for _, from := range s.hosts {
+		for _, to := range ts {
+			for _, args := range [][]string{{"-c", "1", "-W", "2", to.ip4}, {"-6", "-c", "1", "-W", "2", to.ip6}} {
+				err := testbed.Poll(10*time.Second, func() error {
+					out, err := from.TryExec("ping", args...)
+					if err != nil {
+						return fmt.Errorf("%v: %s", err, out)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Errorf("ping %v from %s's namespace to %s's %s: %v", args, from.Name, to.h.Name, to.name, err)
+				}
+			}
+		}
+	}
+	// TCP from n1's namespace to n3's container.
+	to := ts[2]
+	to.h.MustDocker(t, "exec", "-d", to.name, "sh", "-c", "sleep 30 | nc -l -p 7000 > /tmp/got")
+	testbed.WaitFor(t, 10*time.Second, func() error {
+		out, err := s.hosts[0].TryExec("sh", "-c", "echo from-the-host | busybox nc -w 3 "+to.ip4+" 7000")
+		if err != nil {
+			return fmt.Errorf("nc: %v: %s", err, out)
+		}
+		return nil
+	})
+	testbed.WaitFor(t, 5*time.Second, func() error {
+		if got, err := to.h.Docker("exec", to.name, "cat", "/tmp/got"); strings.TrimSpace(got) != "from-the-host" {
+			return fmt.Errorf("received %q (%v)", got, err)
+		}
+		return nil
+	})
 }
