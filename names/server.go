@@ -239,13 +239,35 @@ func (s *Server) handleUDP(pc *packetConn, raw []byte, local, remote netip.AddrP
 		if out, err = forwardUDP(up, raw, s.wait); err != nil {
 			s.failed.Add(1)
 			s.log.Debug("names: upstream did not answer", "upstream", up, "err", err)
-			return
+			if out = serverFailure(raw); out == nil {
+				return
+			}
+		} else {
+			s.forwarded.Add(1)
 		}
-		s.forwarded.Add(1)
 	}
 	if err := pc.write(out, local, remote); err != nil {
 		s.log.Debug("names: udp reply", "to", remote, "err", err)
 	}
+}
+
+// serverFailure is the SERVFAIL answer to a query whose upstream did not
+// answer, as a resolver gives when its own upstream fails: the client
+// (docker's embedded DNS) moves on at once instead of waiting out its own
+// timeout. Nil for what does not parse: it gets nothing.
+func serverFailure(raw []byte) []byte {
+	q := new(dns.Msg)
+	if q.Unpack(raw) != nil || q.Response {
+		return nil
+	}
+	r := new(dns.Msg)
+	r.SetRcode(q, dns.RcodeServerFailure)
+	r.RecursionAvailable = true
+	out, err := r.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // forwardUDP sends raw to the upstream from the host and returns its reply.
@@ -323,6 +345,9 @@ func (s *Server) handleTCP(c net.Conn) {
 		if out == nil {
 			if out, upstream, err = forwardTCP(upstream, up, buf[:n], s.wait); err != nil {
 				s.failed.Add(1)
+				if out = serverFailure(buf[:n]); out != nil {
+					client.Write(out) // the connection ends here
+				}
 				return
 			}
 			s.forwarded.Add(1)

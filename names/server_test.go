@@ -167,7 +167,7 @@ func TestServerDropsWhatWasNotRedirected(t *testing.T) {
 }
 
 // TestServerUpstreamDown: an upstream that does not answer is counted, and
-// the client hears nothing (it retries or tries its next resolver).
+// the client hears SERVFAIL once its timeout passed.
 func TestServerUpstreamDown(t *testing.T) {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0") // never answers
 	if err != nil {
@@ -176,9 +176,17 @@ func TestServerUpstreamDown(t *testing.T) {
 	defer pc.Close()
 	s := startServer(t, &fakeOrig{up: pc.LocalAddr().(*net.UDPAddr).AddrPort()})
 	udp, _ := s.Addrs()
-	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
-	if _, _, err := c.Exchange(query("example.com.", dns.TypeA), udp[0].String()); err == nil {
-		t.Fatal("got an answer from nowhere")
+	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+	start := time.Now()
+	r, _, err := c.Exchange(query("example.com.", dns.TypeA), udp[0].String())
+	if err != nil || r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("answer %v (%v), want SERVFAIL once the upstream timed out", r, err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("SERVFAIL after %s, before the upstream's timeout", d)
+	}
+	if st := s.Stats(); st.Failed != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 	// The name of another host still answers meanwhile.
 	if got := firstA(exchange(t, "udp", udp[0], "web.")); got != "10.90.0.5" {
