@@ -2,7 +2,7 @@
 // test image and run in the "internet" namespace as the containers'
 // upstream resolver.
 //
-//	dnstool serve -listen ADDR:PORT [-answer NAME=ADDR]...
+//	dnstool serve -listen ADDR:PORT [-answer NAME=ADDR]... [-quiet]
 //	    answers A queries for the given names (UDP and TCP), NXDOMAIN for
 //	    the rest, and prints "QTYPE NAME SOURCE-ADDRESS PROTO" per query
 //	dnstool ask [-tcp] [-type A|AAAA|PTR] [-timeout 3s] [-until D] [-want DATA] SERVER:PORT NAME
@@ -62,6 +62,7 @@ func (a answers) Set(s string) error {
 func serve(args []string) {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", "", "address:port to answer on")
+	quiet := fs.Bool("quiet", false, "print nothing per query")
 	ans := answers{}
 	fs.Var(ans, "answer", "NAME=ADDR (repeatable)")
 	_ = fs.Parse(args)
@@ -69,7 +70,9 @@ func serve(args []string) {
 		r := new(dns.Msg)
 		r.SetReply(q)
 		qq := q.Question[0]
-		fmt.Printf("%s %s %s %s\n", dns.TypeToString[qq.Qtype], qq.Name, w.RemoteAddr(), w.RemoteAddr().Network())
+		if !*quiet {
+			fmt.Printf("%s %s %s %s\n", dns.TypeToString[qq.Qtype], qq.Name, w.RemoteAddr(), w.RemoteAddr().Network())
+		}
 		if addr, ok := ans[strings.ToLower(qq.Name)]; ok {
 			if qq.Qtype == dns.TypeA {
 				r.Answer = append(r.Answer, &dns.A{Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
