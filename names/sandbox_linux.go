@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/namespace"
 )
@@ -27,10 +31,11 @@ type sandbox struct{ c *net.UDPConn }
 // OpenSandbox opens a socket to docker's embedded DNS in the network
 // namespace at path (Join's SandboxKey).
 func OpenSandbox(path string) (Sandbox, error) {
-	h, err := netns.GetFromPath(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNoSandbox, path)
+	path, err := sandboxPath(path)
+	if err != nil {
+		return nil, err
 	}
+	h, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open sandbox %s: %w", path, err)
 	}
@@ -48,6 +53,60 @@ func OpenSandbox(path string) (Sandbox, error) {
 }
 
 func (s *sandbox) Close() error { return s.c.Close() }
+
+// sandboxPath finds the namespace docker mounted at key. Docker mounts it
+// in its own mount namespace: where that is not vxbridge's (dockerd with
+// private mounts), the same path is reached through dockerd's root,
+// /proc/<pid>/root, of the dockerd in vxbridge's network namespace.
+func sandboxPath(key string) (string, error) {
+	if ok, err := namespace.IsNamespace(key); err == nil && ok {
+		return key, nil
+	}
+	pid, err := dockerdHere()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s is no network namespace here, and %w", ErrNoSandbox, key, err)
+	}
+	through := filepath.Join("/proc", strconv.Itoa(pid), "root", key)
+	if ok, err := namespace.IsNamespace(through); err != nil || !ok {
+		return "", fmt.Errorf("%w: %s, neither here nor in dockerd's (pid %d) mounts", ErrNoSandbox, key, pid)
+	}
+	return through, nil
+}
+
+// dockerdHere finds a dockerd process in the calling thread's network
+// namespace.
+func dockerdHere() (int, error) {
+	self, err := nsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		return 0, err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
+			continue
+		}
+		if ino, err := nsInode(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && ino == self {
+			return pid, nil
+		}
+	}
+	return 0, errors.New("no dockerd runs in this network namespace")
+}
+
+func nsInode(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return st.Ino, nil
+}
 
 func (s *sandbox) PTR(ctx context.Context, addr netip.Addr) (string, error) {
 	rev, err := dns.ReverseAddr(addr.String())
