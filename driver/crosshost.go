@@ -55,6 +55,7 @@ type crossHost struct {
 	// addresses are being taken.
 	hostAddrs map[string][]netip.Addr
 	seeking   map[string]bool
+	hostRecs  map[string]cluster.Endpoint // the host records published, by network id
 }
 
 // localEndpoint is what peers must not claim of one of this host's own
@@ -70,7 +71,7 @@ func newCrossHost(cfg *CrossHostConfig) *crossHost {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}, names: map[string]*epName{},
-		hostAddrs: map[string][]netip.Addr{}, seeking: map[string]bool{}}
+		hostAddrs: map[string][]netip.Addr{}, seeking: map[string]bool{}, hostRecs: map[string]cluster.Endpoint{}}
 }
 
 // close ends the background etcd calls and waits for them.

@@ -303,6 +303,11 @@ func (d *Driver) firewallNetwork(n *store.Network) firewall.Network {
 	fn := firewall.Network{ID: n.ID, Bridge: n.Bridge, Internal: n.Internal, Masquerade: n.Masquerade, ICC: n.ICC}
 	if n.VNI != 0 && d.xh != nil {
 		fn.NamesPort, fn.HostAddrs = d.xh.cfg.NamesPort, d.hostAddrsOf(n.ID)
+		for _, s := range n.Subnets() {
+			if s.Gateway.IsValid() {
+				fn.Gateways = append(fn.Gateways, s.Gateway.Addr())
+			}
+		}
 	}
 	for _, s := range n.Subnets() {
 		fn.Subnets = append(fn.Subnets, s.Pool)

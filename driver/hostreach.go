@@ -1,11 +1,14 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
 )
 
@@ -115,6 +118,31 @@ func (d *Driver) publishHost(n *store.Network) {
 	}
 	d.cluster().Publish(rec)
 	d.setLocal(n.VNI, func(m map[string]localEndpoint) { m[rec.ID] = localEndpoint{ips: addrs, mac: info.MAC} })
+	d.xh.mu.Lock()
+	d.xh.hostRecs[n.ID] = rec
+	d.xh.mu.Unlock()
+}
+
+// hostAddrRows lists the published host records, by VNI.
+func (d *Driver) hostAddrRows() []status.HostAddr {
+	d.xh.mu.Lock()
+	recs := make([]cluster.Endpoint, 0, len(d.xh.hostRecs))
+	for _, r := range d.xh.hostRecs {
+		recs = append(recs, r)
+	}
+	d.xh.mu.Unlock()
+	slices.SortFunc(recs, func(a, b cluster.Endpoint) int { return cmp.Compare(a.VNI, b.VNI) })
+	var out []status.HostAddr
+	for _, r := range recs {
+		row := status.HostAddr{Network: strconv.FormatUint(uint64(r.VNI), 10), MAC: r.MAC}
+		for _, a := range []netip.Addr{r.IPv4, r.IPv6} {
+			if a.IsValid() {
+				row.Addresses = append(row.Addresses, a.String())
+			}
+		}
+		out = append(out, row)
+	}
+	return out
 }
 
 // hostPrefixes are network n's host addresses as the gateway link holds
@@ -133,5 +161,6 @@ func (d *Driver) forgetHostReach(n *store.Network) {
 	d.cluster().Withdraw(hostEndpointID(n.VNI))
 	d.xh.mu.Lock()
 	delete(d.xh.hostAddrs, n.ID)
+	delete(d.xh.hostRecs, n.ID)
 	d.xh.mu.Unlock()
 }

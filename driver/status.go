@@ -82,6 +82,7 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	nets := cfg.Peers.Status()
 	c.Peers, c.FDBEntries, c.NeighborEntries, c.Conflicts = peerRows(nets)
 	c.Names = nameRows(nets)
+	c.HostAddrs = d.hostAddrRows()
 	c.OldHosts = cfg.Cluster.OldHosts()
 	c.ConflictsTotal = cfg.Peers.Conflicts()
 	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()

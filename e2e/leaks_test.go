@@ -317,6 +317,9 @@ func (v *leakView) findings() []string {
 	}
 	// (5) IPAM.
 	held := map[netip.Addr]bool{}
+	for _, a := range hostAddrsOf(v.report) { // the host's own address of a cross-host network
+		held[a.Addr()] = true
+	}
 	for _, ep := range v.pluginEps {
 		for _, s := range []string{ep.IPv4, ep.IPv6} {
 			if p, err := netip.ParsePrefix(s); err == nil {
@@ -593,6 +596,7 @@ func gatherXHostView(h *testbed.Host) (xhostView, error) {
 		}
 		x.eps = append(x.eps, e)
 	}
+	x.eps = append(x.eps, hostRecords(h.Name, v.report)...)
 	for key, line := range v.links {
 		ns, name, inNS := strings.Cut(key, "/")
 		if !inNS {

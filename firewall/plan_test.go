@@ -398,6 +398,7 @@ func TestHostAddrsSNAT(t *testing.T) {
 	x := testNetwork("xxx", "vxb-x", "10.90.0.0/24")
 	x.Subnets = append(x.Subnets, netip.MustParsePrefix("fd90::/64"))
 	x.HostAddrs = []netip.Addr{netip.MustParseAddr("10.90.0.70"), netip.MustParseAddr("fd90::70")}
+	x.Gateways = []netip.Addr{netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("fd90::1")}
 	var got []string
 	for _, r := range Rules(x) {
 		if r.Chain == ChainPostrouting && slices.Contains(r.Spec, "SNAT") {
@@ -405,8 +406,8 @@ func TestHostAddrsSNAT(t *testing.T) {
 		}
 	}
 	want := []string{
-		`false -A VXBRIDGE-POSTROUTING -o vxb-x -m addrtype --src-type LOCAL -m comment --comment "vxbridge:xxx" -j SNAT --to-source 10.90.0.70`,
-		`true -A VXBRIDGE-POSTROUTING -o vxb-x -m addrtype --src-type LOCAL -m comment --comment "vxbridge:xxx" -j SNAT --to-source fd90::70`,
+		`false -A VXBRIDGE-POSTROUTING -s 10.90.0.1/32 -o vxb-x -m comment --comment "vxbridge:xxx" -j SNAT --to-source 10.90.0.70`,
+		`true -A VXBRIDGE-POSTROUTING -s fd90::1/128 -o vxb-x -m comment --comment "vxbridge:xxx" -j SNAT --to-source fd90::70`,
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("SNAT rules\n%q\nwant\n%q", got, want)

@@ -221,13 +221,16 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 
 // hostRules make the host's own traffic into the network (ping, a
 // monitoring agent, the port relay) leave from the host's own address of
-// the network instead of the gateway every host shares. Its source is a
-// local address; the containers' traffic, forwarded, never is.
+// the network instead of the gateway every host shares. Only packets from
+// the gateway address: what the host sends from another of its addresses
+// (a connection to a published port on the host's own address) keeps it.
 func (s *ruleSet) hostRules(n Network, ipv6 bool) {
 	for _, a := range n.HostAddrs {
-		if a.Is6() == ipv6 && a.IsValid() {
-			s.addTarget(tableNat, ChainPostrouting, []string{"SNAT", "--to-source", a.String()},
-				"-o", n.Bridge, "-m", "addrtype", "--src-type", "LOCAL")
+		for _, g := range n.Gateways {
+			if a.IsValid() && g.IsValid() && a.Is6() == ipv6 && g.Is6() == ipv6 {
+				s.addTarget(tableNat, ChainPostrouting, []string{"SNAT", "--to-source", a.String()},
+					"-s", netip.PrefixFrom(g, g.BitLen()).String(), "-o", n.Bridge)
+			}
 		}
 	}
 }

@@ -19,8 +19,11 @@ type Network struct {
 	// redirected (cross-host networks, package names).
 	NamesPort int
 	// HostAddrs are this host's own addresses in a cross-host network's
-	// subnets: what the host itself sends into the network leaves from
-	// them, so replies from containers on other hosts come back to this
-	// host and not to their own host's gateway.
+	// subnets: what the host itself sends into the network from a gateway
+	// address (in Gateways, the source the host picks for the network's
+	// subnets) leaves from them instead, so replies from containers on
+	// other hosts come back to this host and not to their own host's
+	// gateway.
 	HostAddrs []netip.Addr
+	Gateways  []netip.Addr
 }

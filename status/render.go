@@ -86,6 +86,12 @@ func writeCluster(p func(string, ...any), c *Cluster) {
 }
 
 func writeNames(p func(string, ...any), c *Cluster) {
+	if len(c.HostAddrs) > 0 {
+		p("\nTHIS HOST'S OWN ADDRESSES\nVXLAN ID\tMAC\tADDRESSES\n")
+		for _, h := range c.HostAddrs {
+			p("%s\t%s\t%s\n", h.Network, h.MAC, strings.Join(h.Addresses, ","))
+		}
+	}
 	if c.DNS != nil {
 		p("\nDNS\tport %d: %d answered, %d forwarded, %d failed, %d dropped\n",
 			c.DNS.Port, c.DNS.Answered, c.DNS.Forwarded, c.DNS.Failed, c.DNS.Dropped)

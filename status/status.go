@@ -82,6 +82,17 @@ type Cluster struct {
 	// answers for its containers, and DNS what it did (nil: no server).
 	Names []Name    `json:"names,omitempty"`
 	DNS   *DNSStats `json:"dns,omitempty"`
+	// HostAddrs are this host's own addresses in its cross-host networks:
+	// what it sends into a network leaves from them, and the other hosts
+	// program them like a container of this host.
+	HostAddrs []HostAddr `json:"host_addrs,omitempty"`
+}
+
+// HostAddr is this host's own address(es) in one cross-host network.
+type HostAddr struct {
+	Network   string   `json:"network"` // the VNI
+	MAC       string   `json:"mac"`     // of the link holding them
+	Addresses []string `json:"addresses"`
 }
 
 // Name is a container name of another host, answered on one network.
