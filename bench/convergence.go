@@ -166,13 +166,14 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 			}
 			a.MustDocker(t, "rm", "-f", name)
 			removed := time.Now()
-			namers[i].removed(t, d.name, k, removed)
+			namers[i].disarm(t, k) // it asks from now on; its stamp is read below
 			if g, ok := waitGone(d.fdb, mac, goneWait); ok {
 				gone[i] = append(gone[i], ms(g.Sub(removed)))
 			} else {
 				res[i].GoneMissed++
 				t.Logf("%s start %d: %s still in B's FDB %s after docker rm -f", d.name, k, mac, goneWait)
 			}
+			namers[i].removed(t, d.name, k, removed)
 		}
 		if k%10 == 9 {
 			t.Logf("%d starts: B reachable after its host: vxbridge p50 %.1f ms, overlay %.1f ms", k+1,

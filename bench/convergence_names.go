@@ -67,10 +67,12 @@ func (p *nameProber) found(t testing.TB, what string, k int, returned time.Time)
 	p.named = append(p.named, max(d, 0))
 }
 
+// disarm lets the prober ask until start k's name is gone.
+func (p *nameProber) disarm(t testing.TB, k int) { touch(t, p.dir, "disarm-"+strconv.Itoa(k)) }
+
 // removed records when start k's name stopped answering after docker rm
-// returned.
+// returned (disarm came first).
 func (p *nameProber) removed(t testing.TB, what string, k int, removed time.Time) {
-	touch(t, p.dir, "disarm-"+strconv.Itoa(k))
 	at, ok := waitStamp(p.dir, "gone-"+strconv.Itoa(k), goneWait)
 	if !ok {
 		p.goneMissed++
