@@ -73,6 +73,7 @@ type Server struct {
 	sem  chan struct{}
 	tsem chan struct{}
 	wait time.Duration // for an upstream's answer
+	dial func(network, addr string, timeout time.Duration) (net.Conn, error)
 	wg   sync.WaitGroup
 
 	answered, forwarded, failed, dropped atomic.Uint64
@@ -88,6 +89,9 @@ type ServerConfig struct {
 	Logger    *slog.Logger
 	// ForwardTimeout bounds the wait for an upstream (default 5s).
 	ForwardTimeout time.Duration
+	// Dial opens the connection to an upstream ("udp" or "tcp"); default
+	// net.DialTimeout, in the process's namespace (the host's).
+	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
 }
 
 // Listen opens the server's sockets; Serve answers on them.
@@ -96,6 +100,9 @@ func Listen(cfg ServerConfig) (_ *Server, retErr error) {
 		sem: make(chan struct{}, maxInFlight), tsem: make(chan struct{}, maxTCPConns), wait: cfg.ForwardTimeout}
 	if s.wait <= 0 {
 		s.wait = forwardTimeout
+	}
+	if s.dial = cfg.Dial; s.dial == nil {
+		s.dial = net.DialTimeout
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -236,7 +243,7 @@ func (s *Server) handleUDP(pc *packetConn, raw []byte, local, remote netip.AddrP
 	}
 	out := s.decide(raw, remote.Addr(), true)
 	if out == nil {
-		if out, err = forwardUDP(up, raw, s.wait); err != nil {
+		if out, err = s.forwardUDP(up, raw); err != nil {
 			s.failed.Add(1)
 			s.log.Debug("names: upstream did not answer", "upstream", up, "err", err)
 			if out = serverFailure(raw); out == nil {
@@ -271,13 +278,13 @@ func serverFailure(raw []byte) []byte {
 }
 
 // forwardUDP sends raw to the upstream from the host and returns its reply.
-func forwardUDP(up netip.AddrPort, raw []byte, wait time.Duration) ([]byte, error) {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(up))
+func (s *Server) forwardUDP(up netip.AddrPort, raw []byte) ([]byte, error) {
+	c, err := s.dial("udp", up.String(), s.wait)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(wait)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(s.wait)); err != nil {
 		return nil, err
 	}
 	if _, err := c.Write(raw); err != nil {
@@ -343,7 +350,7 @@ func (s *Server) handleTCP(c net.Conn) {
 		}
 		out := s.decide(buf[:n], remote.Addr(), false)
 		if out == nil {
-			if out, upstream, err = forwardTCP(upstream, up, buf[:n], s.wait); err != nil {
+			if out, upstream, err = s.forwardTCP(upstream, up, buf[:n]); err != nil {
 				s.failed.Add(1)
 				if out = serverFailure(buf[:n]); out != nil {
 					client.Write(out) // the connection ends here
@@ -360,15 +367,15 @@ func (s *Server) handleTCP(c net.Conn) {
 
 // forwardTCP sends raw over conn (dialled to up first if nil) and returns
 // the upstream's reply and the connection to use next.
-func forwardTCP(conn *dns.Conn, up netip.AddrPort, raw []byte, wait time.Duration) ([]byte, *dns.Conn, error) {
+func (s *Server) forwardTCP(conn *dns.Conn, up netip.AddrPort, raw []byte) ([]byte, *dns.Conn, error) {
 	if conn == nil {
-		c, err := net.DialTimeout("tcp", up.String(), wait)
+		c, err := s.dial("tcp", up.String(), s.wait)
 		if err != nil {
 			return nil, nil, err
 		}
 		conn = &dns.Conn{Conn: c}
 	}
-	if err := conn.SetDeadline(time.Now().Add(wait)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(s.wait)); err != nil {
 		return nil, conn, err
 	}
 	if _, err := conn.Write(raw); err != nil {

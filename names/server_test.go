@@ -59,6 +59,12 @@ func startUpstream(t *testing.T) *upstream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveUpstream(t, u, pc, ln)
+	return u
+}
+
+// serveUpstream answers on pc and ln as upstream u.
+func serveUpstream(t *testing.T, u *upstream, pc net.PacketConn, ln net.Listener) {
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		u.mu.Lock()
 		u.names = append(u.names, q.Question[0].Name)
@@ -73,7 +79,6 @@ func startUpstream(t *testing.T) *upstream {
 		go srv.ActivateAndServe()
 		t.Cleanup(func() { srv.Shutdown() })
 	}
-	return u
 }
 
 func (u *upstream) got() []string {
