@@ -140,4 +140,3 @@ func startUpstreamIn(t *testing.T, h netns.NsHandle, addr string) {
 	}
 	serveUpstream(t, &upstream{}, pc, ln)
 }
-
