@@ -82,3 +82,20 @@ func (m *multiHost) dropHostRecords(h *testbed.Host, want []ctr, fdb, neigh map[
 		}
 	}
 }
+
+// hostRecordKeys are the etcd keys of host h's own address records (id is
+// its host id), as its status lists them; none when it cannot be read.
+func hostRecordKeys(h *testbed.Host, id string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := status.Fetch(ctx, h.PluginSocket())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, rec := range hostRecords(h.Name, r) {
+		out = append(out, "/vxbridge/endpoints/"+id+"/"+rec.id,
+			"/vxbridge/net/"+strconv.Itoa(rec.vni)+"/eps/"+id+"/"+rec.id)
+	}
+	return out
+}
