@@ -30,8 +30,8 @@ func TestNamesFollowRecords(t *testing.T) {
 			named(endpoint("h1", "e1", "76:78:0a:5a:00:05", "10.90.0.5", 3), "web", "xnet"),
 			named(endpoint("h2", "e2", "76:78:0a:5a:00:06", "10.90.0.6", 4), "web", "xnet"), // a name two claim
 			named(endpoint("h2", "e3", "76:78:0a:5a:00:07", "10.90.0.7", 5), "DB", ""),
-			named(endpoint("h2", "e4", "76:78:0a:5a:00:08", "10.90.0.5", 6), "thief", "xnet"), // lost the address
-			endpoint("h1", "e5", "76:78:0a:5a:00:09", "10.90.0.9", 7),                          // no name yet
+			named(endpoint("h2", "e4", "76:78:0a:5a:00:08", "10.90.0.5", 6), "thief", "xnet"),   // lost the address
+			endpoint("h1", "e5", "76:78:0a:5a:00:09", "10.90.0.9", 7),                           // no name yet
 			named(endpoint("self", "e6", "76:78:0a:5a:00:0a", "10.90.0.10", 8), "mine", "xnet"), // docker answers it
 		}})
 	n := tb.names(9)
