@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/vxlan"
 )
 
 func named(ep cluster.Endpoint, name, domain string) cluster.Endpoint {
@@ -81,16 +82,8 @@ func TestNamesForNeverWaits(t *testing.T) {
 	m := newTestManager(t, src)
 	m.Attach(testNetwork(k))
 	s := src.sink(t, 9)
-	s.Reset(cluster.NetworkState{VNI: 9, Members: []cluster.Member{member("h1", "192.0.2.11")},
-		Endpoints: []cluster.Endpoint{named(endpoint("h1", "e1", "76:78:0a:5a:00:05", "10.90.0.5", 3), "web", "xnet")}})
-	container := netip.MustParseAddr("10.90.0.20")
+	container := webServed(t, m, s)
 	deadline := time.Now().Add(5 * time.Second)
-	for m.NamesFor(container).Lookup("web") == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the name never reached the snapshot")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 	if m.NamesFor(netip.MustParseAddr("10.91.0.20")) != nil {
 		t.Fatal("a source outside every network's subnet got a snapshot")
 	}
@@ -118,5 +111,37 @@ func TestNamesForNeverWaits(t *testing.T) {
 	}
 	if st := m.Status(); len(st) != 0 {
 		t.Fatalf("status after detach: %+v", st)
+	}
+}
+
+// webServed gives network 9 one remote endpoint named web and waits for
+// a container of the network to be answered its name; it returns that
+// container's address.
+func webServed(t *testing.T, m *Manager, s cluster.NetworkSink) netip.Addr {
+	t.Helper()
+	s.Reset(cluster.NetworkState{VNI: 9, Members: []cluster.Member{member("h1", "192.0.2.11")},
+		Endpoints: []cluster.Endpoint{named(endpoint("h1", "e1", "76:78:0a:5a:00:05", "10.90.0.5", 3), "web", "xnet")}})
+	container := netip.MustParseAddr("10.90.0.20")
+	deadline := time.Now().Add(5 * time.Second)
+	for m.NamesFor(container).Lookup("web") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the name never reached the snapshot")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return container
+}
+
+// TestNamesOnDemand: with peers programmed on demand, the names of every
+// remote endpoint are served, not only of those the kernel asked for: a
+// name is what makes a container talk to a peer (and miss) at all.
+func TestNamesOnDemand(t *testing.T) {
+	k := &missKernel{fakeKernel: newFakeKernel(), misses: make(chan vxlan.Miss, 1)}
+	m := New(Config{Self: "self", SelfVTEP: testCfg.SelfVTEP, Source: newFakeSource(), OnDemand: true})
+	t.Cleanup(m.Close)
+	m.Attach(testNetwork(k))
+	webServed(t, m, m.cfg.Source.(*fakeSource).sink(t, 9))
+	if got := k.table(); len(got.FDB)+len(got.Neigh) != 0 {
+		t.Fatalf("serving a name programmed the peer: %+v", got)
 	}
 }
