@@ -17,13 +17,16 @@ import (
 )
 
 // Bounds of the server: what one query may cost, and how many may be under
-// way at once. A flood from a container costs at most maxInFlight
-// goroutines and sockets; the queries beyond are dropped (clients retry).
+// way at once, in all and from one sender. A flood from a container costs
+// at most maxInFlightPerSource goroutines and sockets; its queries beyond
+// are dropped (clients retry), and the other containers keep their places.
 const (
-	forwardTimeout = 5 * time.Second  // an upstream's answer, as resolv.conf's default (ServerConfig)
-	tcpIdle        = 10 * time.Second // a TCP client's next query
-	maxInFlight    = 256              // UDP queries being answered or forwarded
-	maxTCPConns    = 64               // TCP clients at once
+	forwardTimeout       = 5 * time.Second  // an upstream's answer, as resolv.conf's default (ServerConfig)
+	tcpIdle              = 10 * time.Second // a TCP client's next query
+	maxInFlight          = 256              // UDP queries being answered or forwarded
+	maxInFlightPerSource = 32               // of those, from one address
+	maxTCPConns          = 64               // TCP clients at once
+	maxTCPConnsPerSource = 8                // of those, from one address
 )
 
 // Directory finds the names of a container's network by its address, nil
@@ -65,16 +68,16 @@ type Stats struct {
 // the same network from their records, everything else passed on unchanged
 // to the upstream it was sent to.
 type Server struct {
-	dir  Directory
-	orig OrigDst
-	log  *slog.Logger
-	udp  []*packetConn
-	tcp  []net.Listener
-	sem  chan struct{}
-	tsem chan struct{}
-	wait time.Duration // for an upstream's answer
-	dial func(network, addr string, timeout time.Duration) (net.Conn, error)
-	wg   sync.WaitGroup
+	dir       Directory
+	orig      OrigDst
+	log       *slog.Logger
+	udp       []*packetConn
+	tcp       []net.Listener
+	udpPlaces *places
+	tcpPlaces *places
+	wait      time.Duration // for an upstream's answer
+	dial      func(network, addr string, timeout time.Duration) (net.Conn, error)
+	wg        sync.WaitGroup
 
 	answered, forwarded, failed, dropped atomic.Uint64
 }
@@ -97,7 +100,8 @@ type ServerConfig struct {
 // Listen opens the server's sockets; Serve answers on them.
 func Listen(cfg ServerConfig) (_ *Server, retErr error) {
 	s := &Server{dir: cfg.Directory, orig: cfg.OrigDst, log: cfg.Logger,
-		sem: make(chan struct{}, maxInFlight), tsem: make(chan struct{}, maxTCPConns), wait: cfg.ForwardTimeout}
+		udpPlaces: newPlaces(maxInFlight, maxInFlightPerSource), tcpPlaces: newPlaces(maxTCPConns, maxTCPConnsPerSource),
+		wait: cfg.ForwardTimeout}
 	if s.wait <= 0 {
 		s.wait = forwardTimeout
 	}
@@ -176,15 +180,13 @@ func (s *Server) close() {
 	}
 }
 
-// acquire takes a place for one query, or counts it dropped.
-func (s *Server) acquire(sem chan struct{}) bool {
-	select {
-	case sem <- struct{}{}:
+// acquire takes a place for one query from src, or counts it dropped.
+func (s *Server) acquire(p *places, src netip.Addr) bool {
+	if p.take(src) {
 		return true
-	default:
-		s.dropped.Add(1)
-		return false
 	}
+	s.dropped.Add(1)
+	return false
 }
 
 // decide answers raw from the names of the sender's network, or returns
@@ -221,14 +223,14 @@ func (s *Server) serveUDP(pc *packetConn) {
 			s.log.Debug("names: udp read", "err", err)
 			continue
 		}
-		if !s.acquire(s.sem) {
+		if !s.acquire(s.udpPlaces, remote.Addr()) {
 			continue
 		}
 		raw := append([]byte(nil), buf[:n]...)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
+			defer s.udpPlaces.give(remote.Addr())
 			s.handleUDP(pc, raw, local, remote)
 		}()
 	}
@@ -309,14 +311,15 @@ func (s *Server) serveTCP(ln net.Listener) {
 			time.Sleep(10 * time.Millisecond) // out of descriptors: do not spin
 			continue
 		}
-		if !s.acquire(s.tsem) {
+		src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		if !s.acquire(s.tcpPlaces, src) {
 			c.Close()
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.tsem }()
+			defer s.tcpPlaces.give(src)
 			s.handleTCP(c)
 		}()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -89,8 +90,14 @@ func (u *upstream) got() []string {
 
 func startServer(t *testing.T, orig OrigDst) *Server {
 	t.Helper()
+	return startServerWaiting(t, orig, time.Second)
+}
+
+// startServerWaiting starts a server that waits up to wait for upstreams.
+func startServerWaiting(t *testing.T, orig OrigDst, wait time.Duration) *Server {
+	t.Helper()
 	s, err := Listen(ServerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
-		Directory: fixedDir{book}, OrigDst: orig, ForwardTimeout: time.Second})
+		Directory: fixedDir{book}, OrigDst: orig, ForwardTimeout: wait})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +230,61 @@ func TestServerTruncatesToTheClientsSize(t *testing.T) {
 	}
 	if rt := exchange(t, "tcp", tcp[0], "big."); len(rt.Answer) != 60 {
 		t.Fatalf("tcp answer has %d addresses, want 60", len(rt.Answer))
+	}
+}
+
+// TestServerFloodIsBounded: a container flooding queries whose upstream
+// never answers holds at most its share of the places (each a goroutine
+// and a socket for the forward timeout), UDP and TCP; the rest are dropped
+// and counted, and another container's query is still answered.
+func TestServerFloodIsBounded(t *testing.T) {
+	hole, err := net.ListenPacket("udp4", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	base := runtime.NumGoroutine()
+	s := startServerWaiting(t, &fakeOrig{up: hole.LocalAddr().(*net.UDPAddr).AddrPort()}, 3*time.Second)
+	udp, tcp := s.Addrs()
+	const sent = 4 * maxInFlight
+	floodUDP(t, udp[0], sent)
+	for range 2 * maxTCPConns {
+		if tc, err := net.Dial("tcp4", tcp[0].String()); err == nil {
+			defer tc.Close()
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the server has read them all, the upstream has not answered
+	n := runtime.NumGoroutine() - base
+	t.Logf("%d UDP queries and %d TCP clients from one address: %d goroutines, %+v", sent, 2*maxTCPConns, n, s.Stats())
+	if limit := maxInFlightPerSource + maxTCPConnsPerSource + 16; n > limit {
+		t.Fatalf("%d goroutines for one sender's flood, want at most %d", n, limit)
+	}
+	if st := s.Stats(); st.Failed != 0 || st.Dropped < sent/2 {
+		t.Fatalf("stats %+v, want none failed yet and most of the %d queries dropped", st, sent)
+	}
+	// Another container (another address) is answered meanwhile.
+	c := &dns.Client{Net: "udp", Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
+	r, _, err := c.Exchange(query("web.", dns.TypeA), udp[0].String())
+	if err != nil || firstA(r) != "10.90.0.5" {
+		t.Fatalf("web from another sender during the flood = %v (%v)", r, err)
+	}
+}
+
+// floodUDP sends n queries from one socket, in bursts the server's socket
+// buffer holds.
+func floodUDP(t *testing.T, to netip.AddrPort, n int) {
+	c, err := net.Dial("udp4", to.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, _ := query("example.com.", dns.TypeA).Pack()
+	for i := range n {
+		if _, err := c.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		if i%32 == 31 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
