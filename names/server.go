@@ -27,6 +27,8 @@ const (
 	maxInFlightPerSource = 32               // of those, from one address
 	maxTCPConns          = 64               // TCP clients at once
 	maxTCPConnsPerSource = 8                // of those, from one address
+	queriesPerSec        = 500              // one address's rate, UDP and TCP together
+	queriesBurst         = 1000             // and what it may send at once beyond it
 )
 
 // Directory finds the names of a container's network by its address, nil
@@ -75,6 +77,7 @@ type Server struct {
 	tcp       []net.Listener
 	udpPlaces *places
 	tcpPlaces *places
+	rates     *rates
 	wait      time.Duration // for an upstream's answer
 	dial      func(network, addr string, timeout time.Duration) (net.Conn, error)
 	wg        sync.WaitGroup
@@ -101,7 +104,8 @@ type ServerConfig struct {
 func Listen(cfg ServerConfig) (_ *Server, retErr error) {
 	s := &Server{dir: cfg.Directory, orig: cfg.OrigDst, log: cfg.Logger,
 		udpPlaces: newPlaces(maxInFlight, maxInFlightPerSource), tcpPlaces: newPlaces(maxTCPConns, maxTCPConnsPerSource),
-		wait: cfg.ForwardTimeout}
+		rates: newRates(queriesPerSec, queriesBurst),
+		wait:  cfg.ForwardTimeout}
 	if s.wait <= 0 {
 		s.wait = forwardTimeout
 	}
@@ -180,6 +184,16 @@ func (s *Server) close() {
 	}
 }
 
+// allowed says whether src is within its query rate, or counts the query
+// dropped.
+func (s *Server) allowed(src netip.Addr) bool {
+	if s.rates.allow(src, time.Now()) {
+		return true
+	}
+	s.dropped.Add(1)
+	return false
+}
+
 // acquire takes a place for one query from src, or counts it dropped.
 func (s *Server) acquire(p *places, src netip.Addr) bool {
 	if p.take(src) {
@@ -223,7 +237,7 @@ func (s *Server) serveUDP(pc *packetConn) {
 			s.log.Debug("names: udp read", "err", err)
 			continue
 		}
-		if !s.acquire(s.udpPlaces, remote.Addr()) {
+		if !s.allowed(remote.Addr()) || !s.acquire(s.udpPlaces, remote.Addr()) {
 			continue
 		}
 		raw := append([]byte(nil), buf[:n]...)
@@ -348,8 +362,8 @@ func (s *Server) handleTCP(c net.Conn) {
 			return
 		}
 		n, err := client.Read(buf)
-		if err != nil {
-			return
+		if err != nil || !s.allowed(remote.Addr().Unmap()) {
+			return // a client beyond its rate loses its connection
 		}
 		out := s.decide(buf[:n], remote.Addr(), false)
 		if out == nil {

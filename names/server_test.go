@@ -270,15 +270,43 @@ func TestServerFloodIsBounded(t *testing.T) {
 	}
 }
 
+// TestServerHoldsASenderToItsRate: a container asking for names the server
+// answers itself (no upstream to wait for, so no place stays taken) is
+// answered at most its burst and rate; the rest costs a read and is
+// dropped; another container is still answered.
+func TestServerHoldsASenderToItsRate(t *testing.T) {
+	s := startServer(t, &fakeOrig{up: netip.MustParseAddrPort("127.0.0.1:9")})
+	udp, _ := s.Addrs()
+	const sent = 4 * queriesBurst
+	start := time.Now()
+	floodUDPName(t, udp[0], sent, "web.")
+	time.Sleep(100 * time.Millisecond) // the server has read them all
+	st := s.Stats()
+	allowed := queriesBurst + int(time.Since(start).Seconds()*queriesPerSec) + 1
+	t.Logf("%d queries from one address in %s: %+v, allowed %d", sent, time.Since(start).Round(time.Millisecond), st, allowed)
+	if int(st.Answered) > allowed || st.Dropped == 0 {
+		t.Fatalf("stats %+v, want at most %d answered and the rest dropped", st, allowed)
+	}
+	c := &dns.Client{Net: "udp", Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
+	r, _, err := c.Exchange(query("web.", dns.TypeA), udp[0].String())
+	if err != nil || firstA(r) != "10.90.0.5" {
+		t.Fatalf("web from another sender after the flood = %v (%v)", r, err)
+	}
+}
+
 // floodUDP sends n queries from one socket, in bursts the server's socket
 // buffer holds.
 func floodUDP(t *testing.T, to netip.AddrPort, n int) {
+	floodUDPName(t, to, n, "example.com.")
+}
+
+func floodUDPName(t *testing.T, to netip.AddrPort, n int, name string) {
 	c, err := net.Dial("udp4", to.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	raw, _ := query("example.com.", dns.TypeA).Pack()
+	raw, _ := query(name, dns.TypeA).Pack()
 	for i := range n {
 		if _, err := c.Write(raw); err != nil {
 			t.Fatal(err)
