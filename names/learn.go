@@ -21,9 +21,14 @@ const (
 	queryWait  = 500 * time.Millisecond // one answer of docker's embedded DNS
 )
 
-// ErrNoSandbox marks a sandbox that cannot be entered (gone, or not
-// visible, as in a managed plugin's mount namespace): no retry helps.
+// ErrNoSandbox marks a sandbox that cannot be entered (not yet, gone, or
+// not visible, as in a managed plugin's mount namespace).
 var ErrNoSandbox = errors.New("sandbox not found")
+
+// openFor is how long a sandbox not found is looked for again: docker 20.10
+// mounts a container's namespace at its SandboxKey only after Join (runc's
+// prestart hook calls back into dockerd), so at Join it is not there yet.
+const openFor = 20 * time.Second
 
 // Sandbox asks docker's embedded DNS inside one container's network
 // namespace (127.0.0.11).
@@ -108,7 +113,7 @@ func (l *Learner) Close() {
 
 // seek asks until docker answers, with backoff, for at most learnFor.
 func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr, found func(name, domain string)) {
-	sb, err := l.open(sandbox)
+	sb, err := l.openSoon(ctx, sandbox)
 	if err != nil {
 		l.log.Info("names: container name not learned: its network namespace cannot be entered", "endpoint", id, "sandbox", sandbox, "err", err)
 		return
@@ -132,6 +137,26 @@ func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr,
 					"address", addr, "sought_for", learnFor, "err", err)
 			}
 			return
+		case <-t.C:
+		}
+		wait = min(2*wait, learnMax)
+	}
+}
+
+// openSoon opens sandbox, looking again with backoff for up to openFor
+// while it is not found.
+func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error) {
+	wait, until := learnFirst, time.Now().Add(openFor)
+	for {
+		sb, err := l.open(sandbox)
+		if err == nil || !errors.Is(err, ErrNoSandbox) || time.Now().After(until) {
+			return sb, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
 		case <-t.C:
 		}
 		wait = min(2*wait, learnMax)

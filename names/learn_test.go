@@ -100,6 +100,25 @@ func TestLearnerForgetStops(t *testing.T) {
 	}
 }
 
+// TestLearnerWaitsForTheSandbox: docker 20.10 mounts the namespace only
+// after Join; the learner looks again until it is there.
+func TestLearnerWaitsForTheSandbox(t *testing.T) {
+	sb := &fakeSandbox{ptr: "web.xnet."}
+	var opened atomic.Int32
+	l := NewLearner(func(string) (Sandbox, error) {
+		if opened.Add(1) <= 3 {
+			return nil, ErrNoSandbox
+		}
+		return sb, nil
+	}, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	if name, _ := r.wait(t); name != "web" || opened.Load() != 4 {
+		t.Fatalf("found %q after %d opens, want web after 4", name, opened.Load())
+	}
+}
+
 func TestLearnerGivesUpOnAMissingSandbox(t *testing.T) {
 	l := NewLearner(func(p string) (Sandbox, error) { return nil, ErrNoSandbox }, nil)
 	r := newResult()
