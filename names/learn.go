@@ -28,7 +28,11 @@ var ErrNoSandbox = errors.New("sandbox not found")
 // openFor is how long a sandbox not found is looked for again: docker 20.10
 // mounts a container's namespace at its SandboxKey only after Join (runc's
 // prestart hook calls back into dockerd), so at Join it is not there yet.
-const openFor = 20 * time.Second
+// Looking is a stat: it is done often, so the name is learned soon after.
+const (
+	openFor   = 20 * time.Second
+	openEvery = 50 * time.Millisecond
+)
 
 // Sandbox asks docker's embedded DNS inside one container's network
 // namespace (127.0.0.11).
@@ -159,7 +163,7 @@ func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error)
 			return nil, err
 		case <-t.C:
 		}
-		wait = min(2*wait, learnMax)
+		wait = min(2*wait, openEvery)
 	}
 }
 
