@@ -53,7 +53,7 @@ lint:
 # all of them on the current one (built by hack/build-docker.sh, which `make
 # deps DEPS_FOR=test` runs), and these groups again on Debian's docker.io
 # 20.10, the oldest supported.
-E2E_ON_DEBIAN := ^(TestSingleHost|TestPorts|TestMultiHost|TestManagedPlugin)$$
+E2E_ON_DEBIAN := ^(TestSingleHost|TestPorts|TestMultiHost|TestManagedPlugin|TestNamesAcrossHosts)$$
 
 # Every tier: pure and driver tests, kernel tests (root, one namespace each),
 # end-to-end against real dockerds (root), then short fuzz runs.
