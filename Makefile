@@ -14,7 +14,7 @@ PLUGIN_DIR := build/plugin
 # time runs out (golang/go#75804, fixed in Go 1.27).
 FUZZ_TIME ?= 40000x
 FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver/ports:FuzzParseBindings ./driver:FuzzParseVNI \
-	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzDecodeNetRecord ./peers:FuzzForgedRecords ./status:FuzzDecode \
+	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzDecodeNetRecord ./peers:FuzzForgedRecords ./names:FuzzDecide ./status:FuzzDecode \
 	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
 	./bridge:FuzzValidateName ./bridge:FuzzNewBridge .:FuzzParseServeFlags ./ownership/mark:FuzzParseAlias
 
@@ -53,7 +53,7 @@ lint:
 # all of them on the current one (built by hack/build-docker.sh, which `make
 # deps DEPS_FOR=test` runs), and these groups again on Debian's docker.io
 # 20.10, the oldest supported.
-E2E_ON_DEBIAN := ^(TestSingleHost|TestPorts|TestMultiHost|TestManagedPlugin)$$
+E2E_ON_DEBIAN := ^(TestSingleHost|TestPorts|TestMultiHost|TestManagedPlugin|TestNamesAcrossHosts)$$
 
 # Every tier: pure and driver tests, kernel tests (root, one namespace each),
 # end-to-end against real dockerds (root), then short fuzz runs.

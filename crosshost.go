@@ -28,6 +28,7 @@ type crossHostFlags struct {
 	vxlanPort     int
 	hostTTL       time.Duration
 	programming   string
+	namesPort     int
 }
 
 func (f *crossHostFlags) register(fs *flag.FlagSet) {
@@ -41,6 +42,7 @@ func (f *crossHostFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.vxlanPort, "vxlan-port", vxlan.DefaultPort, "VXLAN UDP port, the same on every host")
 	fs.DurationVar(&f.hostTTL, "host-ttl", cluster.DefaultTTL, "how long a silent host keeps its endpoints in etcd (its lease TTL)")
 	fs.StringVar(&f.programming, "peer-programming", status.ProgrammingEager, "eager (every peer's VXLAN entries at once) or on-demand (only peers talked to, on the kernel's miss notifications; see BENCHMARKS.md figure 6)")
+	fs.IntVar(&f.namesPort, "names-port", 5335, "port of the DNS server answering cross-host networks' containers for the names of other hosts' containers (0: off)")
 }
 
 func (f *crossHostFlags) validate() error {
@@ -56,6 +58,9 @@ func (f *crossHostFlags) validate() error {
 	if f.hostTTL < 2*time.Second {
 		return fmt.Errorf("--host-ttl %s: want at least 2s (etcd leases count whole seconds)", f.hostTTL)
 	}
+	if f.namesPort < 0 || f.namesPort > 65535 {
+		return fmt.Errorf("--names-port %d: want 1-65535, or 0 to answer no names", f.namesPort)
+	}
 	return nil
 }
 
@@ -66,6 +71,8 @@ type crossHost struct {
 	blocks *ipam.BlockAllocators
 	peers  *peers.Manager
 	cfg    *driver.CrossHostConfig
+	names  *crossHostNames // nil with --names-port=0
+	addrs  *hostAddresses
 }
 
 // startCrossHost connects to etcd (without waiting for it) and resolves the
@@ -111,11 +118,21 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	pm := peers.New(pc)
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
 		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints, "host_ttl", f.hostTTL)
-	return &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{
+	x := &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{
 		Cluster: client, VXLAN: vx, Blocks: blocks, Peers: pm,
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort, OnDemand: onDemand,
 		EtcdEndpoints: strings.Split(f.endpoints, ","),
-	}}, nil
+	}}
+	if x.names, err = startNames(f.namesPort, pm, log); err != nil {
+		client.Close()
+		return nil, err
+	}
+	if x.names != nil {
+		x.cfg.Names, x.cfg.NamesPort = x.names.learner, f.namesPort
+	}
+	x.addrs = &hostAddresses{db: db}
+	x.cfg.HostAddrs = x.addrs
+	return x, nil
 }
 
 // allocator is the IPAM's allocator factory: nil (local) without etcd.
@@ -124,6 +141,13 @@ func (x *crossHost) allocator() ipam.AllocatorFactory {
 		return nil
 	}
 	return x.blocks.Factory
+}
+
+// ipamReady hands the IPAM to what takes addresses from it.
+func (x *crossHost) ipamReady(ip *ipam.Driver) {
+	if x.addrs != nil {
+		x.addrs.setIPAM(ip)
+	}
 }
 
 // driverConfig is nil without etcd.
@@ -138,11 +162,28 @@ func (x *crossHost) run(ctx context.Context) {
 	}
 	go x.client.Run(ctx)
 	go x.client.FollowHosts(ctx)
+	if x.names != nil {
+		go x.names.server.Serve(ctx)
+	}
 }
 
 func (x *crossHost) close() {
 	if x.client != nil {
+		x.names.close()
 		x.peers.Close()
 		x.client.Close()
+	}
+}
+
+// clusterStatus is the driver's cross-host status with the DNS server's
+// counts.
+func (x *crossHost) clusterStatus(drv *driver.Driver) func() (*status.Cluster, error) {
+	return func() (*status.Cluster, error) {
+		c, err := drv.ClusterStatus()
+		if c != nil && x.names != nil {
+			st := x.names.server.Stats()
+			c.DNS = &status.DNSStats{Port: x.names.port, Answered: st.Answered, Forwarded: st.Forwarded, Failed: st.Failed, Dropped: st.Dropped}
+		}
+		return c, err
 	}
 }

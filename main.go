@@ -146,6 +146,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	k.xh.ipamReady(ip)
 	left, err := col.LeftWhileDown() // before serving: later Joins are never candidates
 	if err != nil {
 		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)
@@ -160,7 +161,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 	go col.Run(ctx, ip, cfg.orphanGrace)
 	go col.CollectLeftWhileDown(ctx, ip, left)
 	k.watch(ctx, drv, log)
-	report := statusReport(drv, k.follower, db.Path(), drv.ClusterStatus, decision.Status)
+	report := statusReport(drv, k.follower, db.Path(), k.xh.clusterStatus(drv), decision.Status)
 	mx.WatchState(report)
 	if err := startMetrics(ctx, cfg.metricsListen, mx, log); err != nil {
 		return err

@@ -97,6 +97,10 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 			return a.Docker(append([]string{"exec", keep, "ping"}, args...)...)
 		}, d.prefix+"30")
 	}
+	namers := make([]*nameProber, len(drivers))
+	for i, d := range drivers {
+		namers[i] = startNameProber(t, b, d, i, o.Starts)
+	}
 	var ovNS string
 	drivers[1].fdb, ovNS = x.overlayFDB(t, b)
 	pid := strconv.Itoa(b.Dockerd().Pid())
@@ -118,18 +122,18 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 		for j := range drivers {
 			i := (j + k) % len(drivers)
 			d := drivers[i]
-			name := fmt.Sprintf("t%d-%d", i, k)
+			name := startName(i, k)
 			for _, dir := range []string{d.dir, d.local} {
-				if err := os.WriteFile(filepath.Join(dir, "arm-"+strconv.Itoa(k)), nil, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				touch(t, dir, "arm-"+strconv.Itoa(k))
 			}
+			namers[i].arm(t, k)
 			start := time.Now()
 			run(t, a, name, d.net, d.prefix+strconv.Itoa(100+k), "sleep", "1000000")
 			returned := time.Now()
 			runs[i] = append(runs[i], ms(returned.Sub(start)))
 			at, ok := waitReach(d.dir, k, reachWait)
 			local, lok := waitReach(d.local, k, reachWait)
+			namers[i].found(t, d.name, k, returned)
 			mac := strings.TrimSpace(a.MustDocker(t, "inspect", "-f",
 				fmt.Sprintf(`{{(index .NetworkSettings.Networks %q).MacAddress}}`, d.net), name))
 			if lok {
@@ -162,12 +166,14 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 			}
 			a.MustDocker(t, "rm", "-f", name)
 			removed := time.Now()
+			namers[i].disarm(t, k) // it asks from now on; its stamp is read below
 			if g, ok := waitGone(d.fdb, mac, goneWait); ok {
 				gone[i] = append(gone[i], ms(g.Sub(removed)))
 			} else {
 				res[i].GoneMissed++
 				t.Logf("%s start %d: %s still in B's FDB %s after docker rm -f", d.name, k, mac, goneWait)
 			}
+			namers[i].removed(t, d.name, k, removed)
 		}
 		if k%10 == 9 {
 			t.Logf("%d starts: B reachable after its host: vxbridge p50 %.1f ms, overlay %.1f ms", k+1,
@@ -188,6 +194,7 @@ func BenchConvergence(t testing.TB, bin string, o ConvergenceOptions) *result.Co
 		res[i].GoneWaitS = goneWait.Seconds()
 		res[i].Run = result.SummariseMs(runs[i])
 		res[i].Gone = result.SummariseMs(gone[i])
+		namers[i].summarise(&res[i])
 		out.Drivers = append(out.Drivers, res[i])
 	}
 	out.CutOff = x.cutOff(t, drivers)
@@ -198,7 +205,12 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // waitReach waits for the prober's reach-K file and returns the time in it.
 func waitReach(dir string, k int, wait time.Duration) (time.Time, bool) {
-	path := filepath.Join(dir, "reach-"+strconv.Itoa(k))
+	return waitStamp(dir, "reach-"+strconv.Itoa(k), wait)
+}
+
+// waitStamp waits for a prober's file and returns the time in it.
+func waitStamp(dir, name string, wait time.Duration) (time.Time, bool) {
+	path := filepath.Join(dir, name)
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
 		b, err := os.ReadFile(path)
 		if err != nil {

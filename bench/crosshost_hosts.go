@@ -59,13 +59,14 @@ func newXHosts(t testing.TB, bin string, ttl time.Duration) *xhosts {
 		_, err := x.ul.NetNS().TryExec("etcdctl", "--endpoints", x.etcdURL, "endpoint", "health")
 		return err
 	})
+	upstream := namesUpstream(t, x.ul, dir)
 	spec := testbed.ImageSpec{Tag: benchImg, Files: map[string]string{
 		probeBin: testbed.BuildStaticGo(t, "github.com/vxbridge/vxbridge/bench/convergenceprobe"),
 	}}
 	testbed.AddDynamic(t, &spec, iperfBin, "iperf3")
 	x.image = spec
 	for i := range x.h {
-		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("bench%c", 'a'+i)})
+		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("bench%c", 'a'+i), DockerdArgs: []string{"--dns", upstream}})
 		x.vtep[i] = x.ul.Attach(t, h)
 		h.ImportImageSpec(t, spec)
 		h.StartPlugin(t, bin, "--etcd-endpoints", x.etcdURL, "--vtep-interface", testbed.UnderlayHostLink,

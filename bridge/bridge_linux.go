@@ -257,5 +257,5 @@ func (m *Manager) DeleteBridge(name, alias string) error {
 
 func linkInfo(l netlink.Link) LinkInfo {
 	a := l.Attrs()
-	return LinkInfo{Name: a.Name, Alias: a.Alias, Kind: l.Type(), MTU: a.MTU}
+	return LinkInfo{Name: a.Name, Alias: a.Alias, Kind: l.Type(), MTU: a.MTU, MAC: a.HardwareAddr.String()}
 }

@@ -50,6 +50,10 @@ func TestEnsureBridgeCreates(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Link: %v, %t", err, ok)
 	}
+	if _, err := net.ParseMAC(info.MAC); err != nil {
+		t.Errorf("Link's MAC %q: %v", info.MAC, err)
+	}
+	info.MAC = "" // random
 	if want := (LinkInfo{Name: "vxb0", Alias: netAlias, Kind: "bridge", MTU: 1400}); info != want {
 		t.Errorf("Link = %+v, want %+v", info, want)
 	}

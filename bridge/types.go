@@ -52,4 +52,5 @@ type LinkInfo struct {
 	Kind   string // "bridge", "veth", ...
 	Master string // name of the bridge it is enslaved to, "" if none
 	MTU    int
+	MAC    string // its hardware address, as net.HardwareAddr prints it
 }

@@ -111,6 +111,7 @@ func testEnsureVethCreates(t *testing.T, way string) {
 	if err != nil || !ok {
 		t.Fatalf("Link: %v %t", err, ok)
 	}
+	info.MAC = "" // random
 	if want := (LinkInfo{Name: "vxh0", Alias: epAlias, Kind: "veth", Master: "vxb0", MTU: 1400}); info != want {
 		t.Errorf("Link = %+v, want %+v", info, want)
 	}
@@ -280,6 +281,9 @@ func TestOwnedLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.SortFunc(owned, func(a, b LinkInfo) int { return strings.Compare(a.Name, b.Name) })
+	for i := range owned {
+		owned[i].MAC = "" // random
+	}
 	want := []LinkInfo{
 		{Name: "vxb0", Alias: netAlias, Kind: "bridge", MTU: 1400},
 		{Name: "vxh0", Alias: epAlias, Kind: "veth", Master: "vxb0", MTU: 1400},

@@ -56,6 +56,13 @@ type Endpoint struct {
 	MAC  string     `json:"mac"`
 	IPv4 netip.Addr `json:"ipv4,omitzero"`
 	IPv6 netip.Addr `json:"ipv6,omitzero"`
+	// Name is the container's name and Domain the name docker gives the
+	// network on the endpoint's host, as docker's embedded DNS answers a
+	// PTR query for the endpoint's address ("web" and "xnet" of
+	// "web.xnet"). Learned after Join (package names); empty until then,
+	// and in records of hosts of versions before names.
+	Name   string `json:"name,omitempty"`
+	Domain string `json:"domain,omitempty"`
 	// Rev is the etcd revision that created the record (not stored in it):
 	// of two records claiming one address, the older keeps it.
 	Rev int64 `json:"-"`

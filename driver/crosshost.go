@@ -43,8 +43,15 @@ type crossHost struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	mu    sync.Mutex                          // guards local
+	mu    sync.Mutex                          // guards local and names
 	local map[uint32]map[string]localEndpoint // this host's endpoints by network and id
+	names map[string]*epName                  // joined endpoints' names, by id (names.go)
+	// hostAddrs are this host's own addresses in each cross-host network
+	// (hostreach.go), by network id; seeking marks the networks whose
+	// addresses are being taken.
+	hostAddrs map[string][]netip.Addr
+	seeking   map[string]bool
+	hostRecs  map[string]cluster.Endpoint // the host records published, by network id
 }
 
 // localEndpoint is what peers must not claim of one of this host's own
@@ -59,7 +66,8 @@ func newCrossHost(cfg *CrossHostConfig) *crossHost {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}}
+	return &crossHost{cfg: *cfg, ctx: ctx, cancel: cancel, local: map[uint32]map[string]localEndpoint{}, names: map[string]*epName{},
+		hostAddrs: map[string][]netip.Addr{}, seeking: map[string]bool{}, hostRecs: map[string]cluster.Endpoint{}}
 }
 
 // close ends the background etcd calls and waits for them.
@@ -259,6 +267,7 @@ func (d *Driver) teardownCrossHost(n *store.Network) {
 		return // an orphan device goes with the next reconcile
 	}
 	d.peers().Detach(n.VNI)
+	d.forgetHostReach(n)
 	d.xh.mu.Lock()
 	delete(d.xh.local, n.VNI)
 	d.xh.mu.Unlock()
@@ -285,6 +294,7 @@ func (d *Driver) crossHostCreated(n *store.Network) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
+	d.seekHostAddrs(n)
 	for _, s := range n.Subnets() {
 		d.xh.background(func(ctx context.Context) {
 			if err := d.blocks().Prefetch(ctx, s.Pool); err != nil {
@@ -300,7 +310,7 @@ func (d *Driver) publishEndpoint(n *store.Network, ep *store.Endpoint) {
 	if n.VNI == 0 || d.xh == nil {
 		return
 	}
-	d.cluster().Publish(cluster.Endpoint{ID: ep.ID, VNI: n.VNI, MAC: ep.MAC, IPv4: ep.IPv4.Addr(), IPv6: ep.IPv6.Addr()})
+	d.cluster().Publish(d.withName(endpointRecord(n, ep)))
 	le := localEndpoint{mac: ep.MAC}
 	for _, p := range []netip.Prefix{ep.IPv4, ep.IPv6} {
 		if p.IsValid() {
@@ -363,11 +373,14 @@ func (d *Driver) reconcileCrossHost(nets []store.Network, eps []store.Endpoint) 
 		if nets[i].VNI != 0 {
 			byID[nets[i].ID] = &nets[i]
 			d.cluster().Rejoin(nets[i].VNI)
+			d.seekHostAddrs(&nets[i])
+			d.publishHost(&nets[i])
 		}
 	}
 	for i := range eps {
 		if n := byID[eps[i].NetworkID]; n != nil {
 			d.publishEndpoint(n, &eps[i])
+			d.learnName(n, &eps[i])
 		}
 	}
 	d.peers().Resync()

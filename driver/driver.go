@@ -292,7 +292,7 @@ func (d *Driver) ensureNetwork(n *store.Network) error {
 	if err := d.ensureDevices(n); err != nil {
 		return err
 	}
-	if err := d.fw.EnsureNetwork(firewallNetwork(n)); err != nil {
+	if err := d.fw.EnsureNetwork(d.firewallNetwork(n)); err != nil {
 		return fmt.Errorf("firewall rules of network %s: %w", short(n.ID), err)
 	}
 	return d.enableForwarding(n)
@@ -333,11 +333,20 @@ func (d *Driver) bridgeConfig(n *store.Network) bridge.BridgeConfig {
 			cfg.Addrs = append(cfg.Addrs, s.Gateway)
 		}
 	}
+	cfg.Addrs = append(cfg.Addrs, d.hostPrefixes(n)...)
 	return cfg
 }
 
-func firewallNetwork(n *store.Network) firewall.Network {
+func (d *Driver) firewallNetwork(n *store.Network) firewall.Network {
 	fn := firewall.Network{ID: n.ID, Bridge: n.Bridge, Internal: n.Internal, Masquerade: n.Masquerade, ICC: n.ICC}
+	if n.VNI != 0 && d.xh != nil {
+		fn.NamesPort, fn.HostAddrs = d.xh.cfg.NamesPort, d.hostAddrsOf(n.ID)
+		for _, s := range n.Subnets() {
+			if s.Gateway.IsValid() {
+				fn.Gateways = append(fn.Gateways, s.Gateway.Addr())
+			}
+		}
+	}
 	for _, s := range n.Subnets() {
 		fn.Subnets = append(fn.Subnets, s.Pool)
 	}

@@ -285,6 +285,7 @@ func (d *Driver) deleteEndpoint(ep *store.Endpoint) error {
 	}
 	d.addrs.remove(ep)
 	d.crash(CrashEndpointDeleted)
+	d.forgetName(ep.ID)
 	d.withdrawEndpoint(ep)
 	d.unpublishKernel(ep, ep.Ports) // docker revokes first; this is for when it did not
 	// Deleting the host end takes the container end with it, wherever it
@@ -337,6 +338,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		return nil, err
 	}
 	d.crash(CrashJoinSaved)
+	d.learnName(n, ep)
 	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.PeerVeth, DstPrefix: ContainerIfPrefix}}
 	// An internal network has no way out: no default route for its containers.
 	if !n.Internal {
@@ -366,6 +368,7 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 		return err
 	}
 	d.crash(CrashLeaveSaved)
+	d.forgetName(ep.ID)
 	d.unpublishKernel(ep, published)
 	d.log.Info("endpoint left", "network", short(ep.NetworkID), "endpoint", ep.ID)
 	return nil

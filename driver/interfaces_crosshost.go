@@ -85,4 +85,28 @@ type CrossHostConfig struct {
 	// demand (--peer-programming=on-demand).
 	OnDemand      bool
 	EtcdEndpoints []string // shown by status
+	// Names seeks joined containers' names, published with their records
+	// (package names); nil: none are. NamesPort is the port of vxbridge's
+	// DNS server, where the firewall redirects the DNS queries of
+	// cross-host networks (0: none).
+	Names     NameLearner
+	NamesPort int
+	// HostAddrs gives this host an address of its own in each cross-host
+	// network (hostreach.go); nil: hosts reach only their own containers.
+	HostAddrs HostAddresses
+}
+
+// HostAddresses takes this host's own address in a cross-host network's
+// subnet: from its own address blocks (so no container and no other host
+// gets it), the same one again after a restart. It may wait for etcd.
+type HostAddresses interface {
+	HostAddress(ctx context.Context, pool netip.Prefix) (netip.Addr, error)
+}
+
+// NameLearner seeks the names of joined containers in their sandboxes
+// (names.Learner). Learn and Forget return at once; found is called from
+// another goroutine.
+type NameLearner interface {
+	Learn(endpointID, sandbox string, addr netip.Addr, found func(name, domain string))
+	Forget(endpointID string)
 }

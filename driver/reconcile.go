@@ -122,7 +122,7 @@ func (d *Driver) reconcileFirewall(nets []store.Network, eps []store.Endpoint, b
 	claims map[claim]bool, p pass, rep *ReconcileReport) {
 	fwNets := make([]firewall.Network, 0, len(nets))
 	for i := range nets {
-		fwNets = append(fwNets, firewallNetwork(&nets[i]))
+		fwNets = append(fwNets, d.firewallNetwork(&nets[i]))
 	}
 	fwPorts, sockets := ports.Desired(eps, byID)
 	owns, kept := d.ownsRule(claims, p), map[string]bool{}

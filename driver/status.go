@@ -115,6 +115,8 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	for _, n := range nets {
 		c.RemoteEndpoints += n.Endpoints
 	}
+	c.Names = nameRows(nets)
+	c.HostAddrs = d.hostAddrRows()
 	c.OldHosts = cfg.Cluster.OldHosts()
 	c.ConflictsTotal = cfg.Peers.Conflicts()
 	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()

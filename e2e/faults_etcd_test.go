@@ -152,6 +152,9 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 			want["/vxbridge/endpoints/"+id+"/"+c.EndpointID] = id
 			want[fmt.Sprintf("/vxbridge/net/%d/eps/%s/%s", xVNI, id, c.EndpointID)] = id
 		}
+		for _, key := range hostRecordKeys(h, id) { // the host's own address of the network
+			want[key] = id
+		}
 	}
 	kvs, err := fc.etcdKeys()
 	if err != nil {

@@ -334,6 +334,9 @@ func (v *leakView) findings() []string {
 	}
 	// (5) IPAM.
 	held := map[netip.Addr]bool{}
+	for _, a := range hostAddrsOf(v.report) { // the host's own address of a cross-host network
+		held[a.Addr()] = true
+	}
 	for _, ep := range v.pluginEps {
 		for _, s := range []string{ep.IPv4, ep.IPv6} {
 			if p, err := netip.ParsePrefix(s); err == nil {
@@ -624,6 +627,7 @@ func gatherXHostView(h *testbed.Host, p pluginPlace) (xhostView, error) {
 		}
 		x.eps = append(x.eps, e)
 	}
+	x.eps = append(x.eps, hostRecords(h.Name, v.report)...)
 	for key, line := range v.links {
 		ns, name, inNS := strings.Cut(key, "/")
 		if !inNS {

@@ -11,6 +11,9 @@ package firewall
 //	                  VXBRIDGE-ISOLATION    DROPs only
 //	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
 //	nat PREROUTING, OUTPUT -> VXBRIDGE-DNAT DNATs only
+//	nat PREROUTING -> VXBRIDGE-DNS          REDIRECTs only, while a cross-host
+//	                                        network's DNS goes to vxbridge
+//	                                        (package names)
 //
 // One verdict per chain makes the order of network rules irrelevant, so a
 // chain's desired content is a set and reconciling is a set difference done

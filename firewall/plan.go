@@ -37,11 +37,31 @@ var ourChains = []chainRef{
 	{tableFilter, ChainForward},
 	{tableNat, ChainPostrouting},
 	dnatChain,
+	namesChain,
 }
 
-// dnatChain exists only while it holds a rule (see ports.go); the others
-// exist while any network rule does.
-var dnatChain = chainRef{tableNat, ChainDNAT}
+// dnatChain (see ports.go) and namesChain (the DNS redirects of cross-host
+// networks) exist only while they hold a rule, with their jumps; the
+// others exist while any network rule does.
+var (
+	dnatChain  = chainRef{tableNat, ChainDNAT}
+	namesChain = chainRef{tableNat, ChainNames}
+)
+
+// jumpRef is a jump into one of our chains, from a built-in chain.
+type jumpRef struct{ chain, line string }
+
+// optionalChains are the chains that exist only while they hold a rule,
+// each with the jumps into it.
+var optionalChains = []struct {
+	ref   chainRef
+	jumps []jumpRef
+}{
+	{dnatChain, []jumpRef{{"PREROUTING", preroutingDNATJump}, {"OUTPUT", outputDNATJump}}},
+	{namesChain, []jumpRef{{"PREROUTING", preroutingNamesJump}}},
+}
+
+func optional(c chainRef) bool { return c == dnatChain || c == namesChain }
 
 // tableState is a table as `iptables -t T -S` lists it.
 type tableState struct {
@@ -136,7 +156,9 @@ func plan(st familyState, req syncRequest) *restoreScript {
 	s := &restoreScript{}
 	if req.jumpsOnly {
 		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}))
-		planDNATJumps(s, st, st.exists(dnatChain))
+		for _, o := range optionalChains {
+			planOptionalJumps(s, st, o.jumps, st.exists(o.ref))
+		}
 		return s
 	}
 	next, changed, tagged := nextChains(st, req)
@@ -148,9 +170,8 @@ func plan(st familyState, req syncRequest) *restoreScript {
 	}
 	// Declaring a chain creates it or flushes it; it is then refilled in the
 	// same transaction. Declarations come first, as iptables-save has them.
-	dnat := len(next[dnatChain]) > 0
 	for _, c := range ourChains {
-		if changed[c] && (c != dnatChain || dnat) {
+		if changed[c] && (!optional(c) || len(next[c]) > 0) {
 			s.add(c.table, ":"+c.chain+" - [0:0]")
 		}
 	}
@@ -160,9 +181,12 @@ func plan(st familyState, req syncRequest) *restoreScript {
 		}
 	}
 	planJumps(s, st, true, true) // every chain exists by now
-	planDNATJumps(s, st, dnat)
-	if !dnat && st.exists(dnatChain) {
-		s.add(tableNat, ":"+ChainDNAT+" - [0:0]", "-X "+ChainDNAT) // after its jumps went
+	for _, o := range optionalChains {
+		want := len(next[o.ref]) > 0
+		planOptionalJumps(s, st, o.jumps, want)
+		if !want && st.exists(o.ref) {
+			s.add(o.ref.table, ":"+o.ref.chain+" - [0:0]", "-X "+o.ref.chain) // after its jumps went
+		}
 	}
 	return s
 }
@@ -206,7 +230,7 @@ func nextChains(st familyState, req syncRequest) (next map[chainRef][]string, ch
 				changed[c] = true
 			}
 		}
-		if !st.exists(c) && (c != dnatChain || len(lines) > 0) {
+		if !st.exists(c) && (!optional(c) || len(lines) > 0) {
 			changed[c] = true
 		}
 		next[c] = lines
@@ -242,6 +266,7 @@ func planTeardown(s *restoreScript, st familyState) {
 		{tableNat, "POSTROUTING", postroutingJump},
 		{tableNat, "PREROUTING", preroutingDNATJump},
 		{tableNat, "OUTPUT", outputDNATJump},
+		{tableNat, "PREROUTING", preroutingNamesJump},
 	} {
 		for range countOf(st.rules(chainRef{j.table, j.chain}), j.line) {
 			s.add(j.table, deleteLine(j.line))
@@ -307,15 +332,13 @@ func placeForwardJump(forward []string) (dels, pos int, ok bool) {
 	return len(at), lo + 1, false
 }
 
-// planDNATJumps keeps exactly one jump into the DNAT chain in each of
-// PREROUTING and OUTPUT while the chain is to exist (want), and none
-// otherwise. Where they sit does not matter: docker's DNAT rules match
-// other host ports than ours.
-func planDNATJumps(s *restoreScript, st familyState, want bool) {
-	for _, j := range []struct{ chain, line string }{
-		{"PREROUTING", preroutingDNATJump},
-		{"OUTPUT", outputDNATJump},
-	} {
+// planOptionalJumps keeps exactly one of each jump into an optional chain
+// while the chain is to exist (want), and none otherwise. Where they sit
+// does not matter: docker's DNAT rules match other host ports than ours,
+// and the names chain matches only DNS to destinations outside our
+// networks.
+func planOptionalJumps(s *restoreScript, st familyState, jumps []jumpRef, want bool) {
+	for _, j := range jumps {
 		n := countOf(st.rules(chainRef{tableNat, j.chain}), j.line)
 		if want && n == 1 || !want && n == 0 {
 			continue

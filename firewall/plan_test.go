@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -344,4 +345,74 @@ func TestPlanJumpsOnlyLeavesMissingChainAlone(t *testing.T) {
 	if countOf(st[tableNat].rules["POSTROUTING"], postroutingJump) != 1 || !st.exists(chainRef{tableNat, ChainPostrouting}) {
 		t.Errorf("Reconcile did not rebuild the nat chain and jump")
 	}
+}
+
+// TestPlanNamesChainLivesWithItsRules: the DNS redirects of a cross-host
+// network make VXBRIDGE-DNS and its PREROUTING jump; with the last such
+// network gone both go, whatever other networks remain.
+func TestPlanNamesChainLivesWithItsRules(t *testing.T) {
+	before := dockerState()
+	st := cloneState(before)
+	a := testNetwork("aaa", "vxb-a", "10.1.0.0/24")
+	x := testNetwork("xxx", "vxb-x", "10.90.0.0/24")
+	x.NamesPort = 5335
+	step(t, st, ensureReq(a))
+	if st[tableNat].chains[ChainNames] {
+		t.Fatal("a network without names made the names chain")
+	}
+	step(t, st, ensureReq(x))
+	want := []string{
+		`-A VXBRIDGE-DNS ! -d 10.90.0.0/24 -i vxb-x -p udp -m udp --dport 53 -m comment --comment "vxbridge:xxx" -j REDIRECT --to-ports 5335`,
+		`-A VXBRIDGE-DNS ! -d 10.90.0.0/24 -i vxb-x -p tcp -m tcp --dport 53 -m comment --comment "vxbridge:xxx" -j REDIRECT --to-ports 5335`,
+	}
+	if got := chainLines(st, tableNat, ChainNames); !slices.Equal(got, want) {
+		t.Fatalf("VXBRIDGE-DNS = %q, want %q", got, want)
+	}
+	if n := countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump); n != 1 {
+		t.Fatalf("%d jumps into VXBRIDGE-DNS", n)
+	}
+	// Someone deletes the jump: a reconcile puts it back.
+	st[tableNat].rules["PREROUTING"] = slices.DeleteFunc(st[tableNat].rules["PREROUTING"], func(l string) bool { return l == preroutingNamesJump })
+	step(t, st, reconcileReq(a, x))
+	if n := countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump); n != 1 {
+		t.Fatalf("%d jumps into VXBRIDGE-DNS after reconcile", n)
+	}
+	internal := x
+	internal.Internal = true
+	if rules := Rules(internal); slices.ContainsFunc(rules, func(r Rule) bool { return r.Chain == ChainNames }) {
+		t.Fatal("an internal network's queries are redirected")
+	}
+	step(t, st, removeReq("xxx"))
+	if st[tableNat].chains[ChainNames] || countOf(chainLines(st, tableNat, "PREROUTING"), preroutingNamesJump) != 0 {
+		t.Fatal("the names chain or its jump outlived the last network with names")
+	}
+	step(t, st, removeReq("aaa"))
+	if diff := stateDiff(before, st); diff != "" {
+		t.Errorf("after removing every network the tables differ from before:\n%s", diff)
+	}
+}
+
+// TestHostAddrsSNAT: the host's own traffic into a cross-host network
+// leaves from its own address, per family; nothing for other networks.
+func TestHostAddrsSNAT(t *testing.T) {
+	x := testNetwork("xxx", "vxb-x", "10.90.0.0/24")
+	x.Subnets = append(x.Subnets, netip.MustParsePrefix("fd90::/64"))
+	x.HostAddrs = []netip.Addr{netip.MustParseAddr("10.90.0.70"), netip.MustParseAddr("fd90::70")}
+	x.Gateways = []netip.Addr{netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("fd90::1")}
+	var got []string
+	for _, r := range Rules(x) {
+		if r.Chain == ChainPostrouting && slices.Contains(r.Spec, "SNAT") {
+			got = append(got, fmt.Sprint(r.IPv6, " ", r.Line()))
+		}
+	}
+	want := []string{
+		`false -A VXBRIDGE-POSTROUTING -s 10.90.0.1/32 -o vxb-x -m comment --comment "vxbridge:xxx" -j SNAT --to-source 10.90.0.70`,
+		`true -A VXBRIDGE-POSTROUTING -s fd90::1/128 -o vxb-x -m comment --comment "vxbridge:xxx" -j SNAT --to-source fd90::70`,
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("SNAT rules\n%q\nwant\n%q", got, want)
+	}
+	st := dockerState()
+	step(t, st, ensureReq(x))
+	step(t, st, removeReq("xxx"))
 }

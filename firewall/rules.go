@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/vxbridge/vxbridge/ownership/mark"
@@ -15,7 +16,11 @@ const (
 	ChainForward     = "VXBRIDGE-FORWARD"     // filter, jumped from FORWARD
 	ChainIsolation   = "VXBRIDGE-ISOLATION"   // filter, first rule of ChainForward
 	ChainPostrouting = "VXBRIDGE-POSTROUTING" // nat, jumped from POSTROUTING
+	ChainNames       = "VXBRIDGE-DNS"         // nat, jumped from PREROUTING while it holds a rule
 )
+
+// preroutingNamesJump sends every routed packet through the DNS redirects.
+var preroutingNamesJump = ruleLine("PREROUTING", []string{"-j", ChainNames})
 
 // CommentPrefix starts the comment on every network rule; the identity of
 // the state file that made it and the network id follow
@@ -97,6 +102,9 @@ func (n Network) Validate() error {
 			return fmt.Errorf("%w: network %s: invalid subnet %v", ErrInvalidNetwork, n.ID, p)
 		}
 	}
+	if n.NamesPort < 0 || n.NamesPort > 65535 {
+		return fmt.Errorf("%w: network %s: names port %d: want 1-65535, or 0 for none", ErrInvalidNetwork, n.ID, n.NamesPort)
+	}
 	return nil
 }
 
@@ -145,7 +153,9 @@ func (n Network) subnets(ipv6 bool) []netip.Prefix {
 // Rules returns the rules network n needs, v4 rules for its v4 subnets and
 // v6 rules for its v6 subnets. Every chain holds rules of one verdict only
 // (VXBRIDGE-ISOLATION drops, VXBRIDGE-FORWARD accepts, VXBRIDGE-POSTROUTING
-// masquerades), so their order never matters and reconciling is a set diff.
+// translates sources: a network's MASQUERADE matches "! -o b" and its SNAT
+// "-o b", so no packet meets both), so their order never matters and
+// reconciling is a set diff.
 func Rules(n Network) []Rule {
 	var rules []Rule
 	for _, ipv6 := range []bool{false, true} {
@@ -164,7 +174,12 @@ type ruleSet struct {
 }
 
 func (s *ruleSet) add(table, chain, target string, match ...string) {
-	spec := append(slices.Clip(match), "-m", "comment", "--comment", s.tag, "-j", target)
+	s.addTarget(table, chain, []string{target}, match...)
+}
+
+// addTarget is add with a target that takes arguments.
+func (s *ruleSet) addTarget(table, chain string, target []string, match ...string) {
+	spec := slices.Concat(match, []string{"-m", "comment", "--comment", s.tag, "-j"}, target)
 	s.rules = append(s.rules, Rule{IPv6: s.ipv6, Table: table, Chain: chain, Spec: spec})
 }
 
@@ -204,7 +219,42 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 			s.add(tableNat, ChainPostrouting, "MASQUERADE", "-s", p.String(), "!", "-o", b)
 		}
 	}
+	s.namesRules(n, subnets[0])
+	s.hostRules(n, ipv6)
 	return s.rules
+}
+
+// hostRules make the host's own traffic into the network (ping, a
+// monitoring agent, the port relay) leave from the host's own address of
+// the network instead of the gateway every host shares. Only packets from
+// the gateway address: what the host sends from another of its addresses
+// (a connection to a published port on the host's own address) keeps it.
+func (s *ruleSet) hostRules(n Network, ipv6 bool) {
+	for _, a := range n.HostAddrs {
+		for _, g := range n.Gateways {
+			if a.IsValid() && g.IsValid() && a.Is6() == ipv6 && g.Is6() == ipv6 {
+				s.addTarget(tableNat, ChainPostrouting, []string{"SNAT", "--to-source", a.String()},
+					"-s", netip.PrefixFrom(g, g.BitLen()).String(), "-o", n.Bridge)
+			}
+		}
+	}
+}
+
+// namesRules redirect the DNS queries b's containers send to resolvers
+// outside the network (docker's embedded DNS forwards the names it does
+// not know from the container's namespace) to vxbridge's DNS server on
+// n.NamesPort, at the address of b that received them (REDIRECT: the
+// gateway). Queries to the network's own subnet (a DNS server among its
+// containers) are left alone. Internal networks have none: their queries
+// have nowhere to go, and vxbridge must not carry them out.
+func (s *ruleSet) namesRules(n Network, subnet netip.Prefix) {
+	if n.NamesPort == 0 || n.Internal {
+		return
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		s.addTarget(tableNat, ChainNames, []string{"REDIRECT", "--to-ports", strconv.Itoa(n.NamesPort)},
+			"!", "-d", subnet.String(), "-i", n.Bridge, "-p", proto, "-m", proto, "--dport", "53")
+	}
 }
 
 // lineNetwork returns the network id a listed rule is tagged with

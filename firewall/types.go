@@ -19,4 +19,16 @@ type Network struct {
 	Internal   bool
 	Masquerade bool
 	ICC        bool
+	// NamesPort, when not 0, is the port of vxbridge's DNS server, where
+	// the containers' DNS queries to resolvers outside the network are
+	// redirected (cross-host networks, package names).
+	NamesPort int
+	// HostAddrs are this host's own addresses in a cross-host network's
+	// subnets: what the host itself sends into the network from a gateway
+	// address (in Gateways, the source the host picks for the network's
+	// subnets) leaves from them instead, so replies from containers on
+	// other hosts come back to this host and not to their own host's
+	// gateway.
+	HostAddrs []netip.Addr
+	Gateways  []netip.Addr
 }

@@ -116,6 +116,18 @@ func TestScrape(t *testing.T) {
 	if got := get(t, f, "vxbridge_unhealthy", "kind", "peer").GetGauge().GetValue(); got != 1 {
 		t.Errorf("unhealthy peers = %v", got)
 	}
+
+	rep.Cluster.Names = []status.Name{{Network: "90", Name: "web.xnet", Addresses: []string{"10.90.0.5"}}}
+	rep.Cluster.DNS = &status.DNSStats{Port: 5335, Answered: 3, Forwarded: 4, Failed: 1}
+	f = scrape(t, m)
+	if got := get(t, f, "vxbridge_dns_names").GetGauge().GetValue(); got != 1 {
+		t.Errorf("vxbridge_dns_names = %v, want 1", got)
+	}
+	for result, want := range map[string]float64{"answered": 3, "forwarded": 4, "failed": 1, "dropped": 0} {
+		if got := get(t, f, "vxbridge_dns_queries_total", "result", result).GetCounter().GetValue(); got != want {
+			t.Errorf("vxbridge_dns_queries_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
 }
 
 func TestScrapeSnapshotFails(t *testing.T) {

@@ -28,6 +28,12 @@ var (
 		"etcd watch events received for the cross-host networks this host has (it watches no other).", nil, nil)
 	descLists = prometheus.NewDesc("vxbridge_etcd_network_listings_total",
 		"Listings of a cross-host network's records (at start, after a compaction or a broken watch).", nil, nil)
+	descNames = prometheus.NewDesc("vxbridge_dns_names",
+		"Container names of other hosts the DNS server of cross-host networks answers.", nil, nil)
+	descDNS = prometheus.NewDesc("vxbridge_dns_queries_total",
+		"DNS queries of cross-host networks' containers redirected to vxbridge, by result: answered (a name of another host), "+
+			"forwarded (passed on to the upstream, which answered), failed (the upstream did not), dropped (not redirected, or too many at once).",
+		[]string{"result"}, nil)
 )
 
 // snapshotMaxAge is how long scrapes share one status snapshot: each
@@ -59,7 +65,7 @@ func (c *stateCollector) current() (*status.Report, error) {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNetworks, descEndpoints, descUnhealthy, descCluster, descPeers, descFDB, descNeigh, descEtcd,
-		descConf, descConfTotal, descEvents, descLists} {
+		descConf, descConfTotal, descEvents, descLists, descNames, descDNS} {
 		ch <- d
 	}
 }
@@ -117,18 +123,26 @@ func stateSamples(r *status.Report) []sample {
 			badPeers++
 		}
 	}
-	return append(out, gauge(descCluster, 1), gauge(descPeers, float64(len(c.Peers))),
+	out = append(out, gauge(descCluster, 1), gauge(descPeers, float64(len(c.Peers))),
 		gauge(descFDB, float64(c.FDBEntries)), gauge(descNeigh, float64(c.NeighborEntries)),
 		gauge(descEtcd, boolValue(c.Etcd.Connected)), gauge(descUnhealthy, badPeers, "peer"),
 		gauge(descConf, float64(len(c.Conflicts))), counter(descConfTotal, float64(c.ConflictsTotal)),
 		counter(descEvents, float64(c.WatchEvents)), counter(descLists, float64(c.WatchListings)))
+	if d := c.DNS; d != nil {
+		out = append(out, gauge(descNames, float64(len(c.Names))),
+			counter(descDNS, float64(d.Answered), "answered"), counter(descDNS, float64(d.Forwarded), "forwarded"),
+			counter(descDNS, float64(d.Failed), "failed"), counter(descDNS, float64(d.Dropped), "dropped"))
+	}
+	return out
 }
 
 func gauge(d *prometheus.Desc, v float64, labels ...string) sample {
 	return sample{desc: d, value: v, labels: labels}
 }
 
-func counter(d *prometheus.Desc, v float64) sample { return sample{desc: d, value: v, counter: true} }
+func counter(d *prometheus.Desc, v float64, labels ...string) sample {
+	return sample{desc: d, value: v, labels: labels, counter: true}
+}
 
 func boolValue(b bool) float64 {
 	if b {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vxbridge/vxbridge/cluster"
@@ -69,13 +70,18 @@ type follower struct {
 	smu   sync.Mutex
 	st    Status // a copy of the worker's state, for Status
 	stGen uint64 // the table's gen st's lists were made at
+
+	subnets []netip.Prefix        // the network's, fixed for its id
+	names   atomic.Pointer[Names] // the snapshot DNS answers read
+	nGen    [2]uint64             // the table's gen and ngen names was made at
 }
 
 func newFollower(m *Manager, n Network) *follower {
 	ctx, cancel := context.WithCancel(m.ctx)
 	f := &follower{m: m, vni: n.VNI, ctx: ctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
-		net: n, tb: newTable(tableConfig(m.cfg, n)), st: Status{VNI: n.VNI}, macs: map[string]int{}}
+		net: n, tb: newTable(tableConfig(m.cfg, n)), st: Status{VNI: n.VNI}, macs: map[string]int{}, subnets: n.Subnets}
 	f.tb.onMAC = f.noteMAC
+	f.names.Store(&Names{VNI: n.VNI})
 	return f
 }
 
@@ -262,12 +268,18 @@ func (f *follower) publish() {
 	f.st = st
 	f.smu.Unlock()
 	f.m.noteNeighs(f.vni, st.Neigh)
+	if gen := [2]uint64{f.tb.gen, f.tb.ngen}; gen != f.nGen {
+		f.nGen = gen
+		f.names.Store(f.tb.names(f.vni))
+	}
 }
 
 func (f *follower) status() Status {
 	f.smu.Lock()
-	defer f.smu.Unlock()
-	return f.st
+	st := f.st
+	f.smu.Unlock()
+	st.Names = f.names.Load().Entries()
+	return st
 }
 
 func short(id string) string { return id[:min(12, len(id))] }

@@ -102,6 +102,7 @@ type Manager struct {
 	neighSeen int
 
 	conflicts atomic.Uint64
+	index     namesIndex // the networks' names by subnet, for NamesFor
 }
 
 // Conflicts counts the claims refused since the start: records that asked
@@ -151,6 +152,7 @@ func (m *Manager) Attach(n Network) {
 	}
 	f := newFollower(m, n)
 	m.nets[n.VNI] = f
+	m.reindexLocked()
 	go f.run(m.exited[n.VNI])
 }
 
@@ -170,6 +172,7 @@ func (m *Manager) detachLocked(vni uint32) {
 	f.cancel()
 	delete(m.nets, vni)
 	delete(m.neighs, vni)
+	m.reindexLocked()
 	m.exited[vni] = f.done
 }
 
@@ -211,6 +214,9 @@ type Status struct {
 	LastError  string // of the last kernel write, "" after a success
 	// Peers are the other member hosts, sorted by host id.
 	Peers []Peer
+	// Names are the other hosts' container names this host answers for
+	// (package names), sorted.
+	Names []NameEntry
 }
 
 // Peer is another member host of a network.

@@ -45,8 +45,10 @@ type table struct {
 	conf         map[string][]Conflict // claims lost, by "mac <mac>" or "ip <addr>"
 	newConf      []Conflict            // conflicts the last change made, to log
 	// gen counts the changes of members and conflicts, so a status copy
-	// is made again only when it would differ.
-	gen uint64
+	// is made again only when it would differ; ngen counts the changes of
+	// records and local endpoints, which with gen say when the names
+	// snapshot is stale.
+	gen, ngen uint64
 	// onMAC, if set, hears every record's MAC come (+1) and go (-1).
 	onMAC func(mac string, delta int)
 }
@@ -347,7 +349,7 @@ func (t *table) setLocal(ips []netip.Addr, macs []string) vxlan.Changes {
 				t.addRec(s, r)
 			}
 		}
-	}, func() { t.local, t.localMAC = nextIP, nextMAC })
+	}, func() { t.local, t.localMAC, t.ngen = nextIP, nextMAC, t.ngen+1 })
 }
 
 func mergeKeys[K comparable](a, b map[K]bool) map[K]bool {
@@ -366,6 +368,7 @@ func recOrder(a, b *rec) int {
 }
 
 func (t *table) insert(r *rec) {
+	t.ngen++
 	t.recs[r.key] = r
 	if t.onMAC != nil && r.mac != "" && r.ep.Host != t.self {
 		t.onMAC(r.mac, 1)
@@ -390,6 +393,7 @@ func (t *table) remove(key string) {
 		return
 	}
 	delete(t.recs, key)
+	t.ngen++
 	if t.onMAC != nil && r.mac != "" && r.ep.Host != t.self {
 		t.onMAC(r.mac, -1)
 	}

@@ -82,6 +82,27 @@ func writeCluster(p func(string, ...any), c *Cluster) {
 	if len(c.OldHosts) > 0 {
 		p("\nOLD HOSTS (upgrade them)\t%s\n", strings.Join(c.OldHosts, ","))
 	}
+	writeNames(p, c)
+}
+
+func writeNames(p func(string, ...any), c *Cluster) {
+	if len(c.HostAddrs) > 0 {
+		p("\nTHIS HOST'S OWN ADDRESSES\nVXLAN ID\tMAC\tADDRESSES\n")
+		for _, h := range c.HostAddrs {
+			p("%s\t%s\t%s\n", h.Network, h.MAC, strings.Join(h.Addresses, ","))
+		}
+	}
+	if c.DNS != nil {
+		p("\nDNS\tport %d: %d answered, %d forwarded, %d failed, %d dropped\n",
+			c.DNS.Port, c.DNS.Answered, c.DNS.Forwarded, c.DNS.Failed, c.DNS.Dropped)
+	}
+	if len(c.Names) > 0 {
+		p("\nNAMES OF OTHER HOSTS (%d)\n", len(c.Names))
+		p("VXLAN ID\tNAME\tADDRESSES\n")
+		for _, n := range c.Names {
+			p("%s\t%s\t%s\n", n.Network, n.Name, strings.Join(n.Addresses, ","))
+		}
+	}
 }
 
 func flags(n Network) string {

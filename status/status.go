@@ -86,6 +86,38 @@ type Cluster struct {
 	// watches received since the start.
 	WatchEvents   uint64 `json:"watch_events"`
 	WatchListings uint64 `json:"watch_listings"`
+	// Names are the other hosts' container names this host's DNS server
+	// answers for its containers, and DNS what it did (nil: no server).
+	Names []Name    `json:"names,omitempty"`
+	DNS   *DNSStats `json:"dns,omitempty"`
+	// HostAddrs are this host's own addresses in its cross-host networks:
+	// what it sends into a network leaves from them, and the other hosts
+	// program them like a container of this host.
+	HostAddrs []HostAddr `json:"host_addrs,omitempty"`
+}
+
+// HostAddr is this host's own address(es) in one cross-host network.
+type HostAddr struct {
+	Network   string   `json:"network"` // the VNI
+	MAC       string   `json:"mac"`     // of the link holding them
+	Addresses []string `json:"addresses"`
+}
+
+// Name is a container name of another host, answered on one network.
+type Name struct {
+	Network   string   `json:"network"` // the VNI
+	Name      string   `json:"name"`    // "<container>.<network>"
+	Addresses []string `json:"addresses"`
+}
+
+// DNSStats counts what the DNS server of cross-host networks did since the
+// start.
+type DNSStats struct {
+	Port      int    `json:"port"`
+	Answered  uint64 `json:"answered"`  // names of other hosts answered
+	Forwarded uint64 `json:"forwarded"` // passed on to their upstream, and answered
+	Failed    uint64 `json:"failed"`    // passed on, and the upstream did not answer
+	Dropped   uint64 `json:"dropped"`   // not redirected, or too many at once
 }
 
 // The ways peers are programmed (--peer-programming).

@@ -33,8 +33,16 @@ func main() {
 	targets := flag.String("targets", "", "comma-separated IPv4 addresses, probed in order")
 	iface := flag.String("iface", "eth0", "interface whose neighbour entries are reset")
 	interval := flag.Duration("interval", time.Millisecond, "time between echo requests")
+	names := flag.String("names", "", "comma-separated names: probe them by DNS (names.go) instead of targets by ICMP")
+	server := flag.String("dns", "127.0.0.11:53", "DNS server the names are asked of (docker's embedded DNS)")
 	flag.Parse()
-	if err := run(*dir, strings.Split(*targets, ","), *iface, *interval); err != nil {
+	var err error
+	if *names != "" {
+		err = runNames(*dir, strings.Split(*names, ","), *server, *interval)
+	} else {
+		err = run(*dir, strings.Split(*targets, ","), *iface, *interval)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "convergenceprobe:", err)
 		os.Exit(1)
 	}
@@ -60,12 +68,7 @@ func run(dir string, targets []string, iface string, interval time.Duration) err
 		if ip == nil {
 			return fmt.Errorf("target %q: not an IPv4 address", target)
 		}
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "arm-"+strconv.Itoa(i))); err == nil {
-				break
-			}
-			time.Sleep(interval)
-		}
+		waitFile(filepath.Join(dir, "arm-"+strconv.Itoa(i)), interval)
 		for {
 			resetNeigh(link.Attrs().Index, ip)
 			seq++
@@ -73,11 +76,7 @@ func run(dir string, targets []string, iface string, interval time.Duration) err
 				return err
 			}
 			if at, ok := awaitReply(fd, ip, id, seq, interval); ok {
-				tmp := filepath.Join(dir, fmt.Sprintf(".reach-%d", i))
-				if err := os.WriteFile(tmp, []byte(strconv.FormatInt(at.UnixNano(), 10)), 0o644); err != nil {
-					return err
-				}
-				if err := os.Rename(tmp, filepath.Join(dir, "reach-"+strconv.Itoa(i))); err != nil {
+				if err := writeTime(dir, "reach-"+strconv.Itoa(i), at); err != nil {
 					return err
 				}
 				break

@@ -83,6 +83,16 @@ type ConvergenceDriver struct {
 	Gone       Dist    `json:"removed_gone"`
 	GoneMissed int     `json:"removed_not_gone"`
 	GoneWaitS  float64 `json:"removed_wait_s"`
+	// Named is the time from `docker run -d` returning on A until a
+	// prober on B, asking docker's embedded DNS every probe interval, got
+	// the container's address by its name (negative as 0; raw samples in
+	// NamedRawMs); NameGone from `docker rm -f` returning until an answer
+	// held it no more.
+	Named          Dist      `json:"named"`
+	NamedRawMs     []float64 `json:"named_raw_ms"`
+	NamedMissed    int       `json:"named_missed"`
+	NameGone       Dist      `json:"name_gone"`
+	NameGoneMissed int       `json:"name_not_gone"`
 }
 
 // CutOffDrain is the time from cutting host A off (its daemons killed with

@@ -9,6 +9,8 @@ package fakes
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -54,9 +56,18 @@ func (f *Links) EnsureBridge(cfg bridge.BridgeConfig) error {
 	if l, ok := f.Links[cfg.Name]; ok && l.Alias != cfg.Alias {
 		return fmt.Errorf("interface %q: %w", cfg.Name, netdev.ErrNotOwned)
 	}
-	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "bridge", MTU: cfg.MTU}
+	f.Links[cfg.Name] = bridge.LinkInfo{Name: cfg.Name, Alias: cfg.Alias, Kind: "bridge", MTU: cfg.MTU, MAC: nameMAC(cfg.Name)}
 	f.Bridges[cfg.Name] = cfg
 	return nil
+}
+
+// nameMAC is a locally administered MAC that the name decides, as the
+// kernel's random one would be per link.
+func nameMAC(name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	b := h.Sum(nil)
+	return net.HardwareAddr{0x02, 0x00, b[0], b[1], b[2], b[3]}.String()
 }
 
 // DeleteBridge removes the bridge when alias matches.

@@ -1,0 +1,211 @@
+package names
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// How long a container's name is sought after Join. Docker registers the
+// name with its embedded DNS while it joins the container to the network,
+// before the container starts: the first queries find it unless they run
+// ahead of docker, so the backoff starts small.
+const (
+	learnFirst = 5 * time.Millisecond
+	learnMax   = time.Second
+	learnFor   = 60 * time.Second
+	queryWait  = 500 * time.Millisecond // one answer of docker's embedded DNS
+)
+
+// ErrNoSandbox marks a sandbox that cannot be entered (not yet, gone, or
+// not visible, as in a managed plugin's mount namespace).
+var ErrNoSandbox = errors.New("sandbox not found")
+
+// openFor is how long a sandbox not found is looked for again: docker 20.10
+// mounts a container's namespace at its SandboxKey only after Join (runc's
+// prestart hook calls back into dockerd), so at Join it is not there yet.
+// Looking is a stat: it is done often, so the name is learned soon after.
+const (
+	openFor   = 20 * time.Second
+	openEvery = 50 * time.Millisecond
+)
+
+// Sandbox asks docker's embedded DNS inside one container's network
+// namespace (127.0.0.11).
+type Sandbox interface {
+	// PTR returns the name docker gives addr: "<container>.<network>".
+	PTR(ctx context.Context, addr netip.Addr) (string, error)
+	// Resolves says whether docker resolves name to addr.
+	Resolves(ctx context.Context, name string, addr netip.Addr) bool
+	Close() error
+}
+
+// Learner learns the names of joined containers, each in a goroutine of
+// its own, never on the path of a docker call.
+type Learner struct {
+	open func(sandbox string) (Sandbox, error)
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu   sync.Mutex
+	jobs map[string]*job // by endpoint id
+}
+
+type job struct {
+	sandbox string
+	cancel  context.CancelFunc
+}
+
+// NewLearner returns a Learner that enters sandboxes with open (nil: the
+// kernel's, OpenSandbox).
+func NewLearner(open func(string) (Sandbox, error), log *slog.Logger) *Learner {
+	if open == nil {
+		open = OpenSandbox
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Learner{open: open, log: log, ctx: ctx, stop: stop, jobs: map[string]*job{}}
+}
+
+// Learn seeks the name of endpoint id's container, whose address is addr,
+// in sandbox, and hands it to found: the container's name and the
+// network's ("web", "xnet": the split of docker's PTR answer). It returns at once. An endpoint
+// already sought in the same sandbox (found, given up, or under way) is
+// not sought again until Forget.
+func (l *Learner) Learn(id, sandbox string, addr netip.Addr, found func(name, domain string)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if j := l.jobs[id]; j != nil {
+		if j.sandbox == sandbox {
+			return
+		}
+		j.cancel()
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, learnFor)
+	l.jobs[id] = &job{sandbox: sandbox, cancel: cancel}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer cancel()
+		l.seek(ctx, id, sandbox, addr, found)
+	}()
+}
+
+// Forget stops seeking endpoint id's name.
+func (l *Learner) Forget(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if j := l.jobs[id]; j != nil {
+		j.cancel()
+		delete(l.jobs, id)
+	}
+}
+
+// Close stops every search and waits for them.
+func (l *Learner) Close() {
+	l.stop()
+	l.wg.Wait()
+}
+
+// seek asks until docker answers, with backoff, for at most learnFor.
+func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr, found func(name, domain string)) {
+	sb, err := l.openSoon(ctx, sandbox)
+	if err != nil {
+		l.log.Info("names: container name not learned: its network namespace cannot be entered", "endpoint", id, "sandbox", sandbox, "err", err)
+		return
+	}
+	defer sb.Close()
+	wait := learnFirst
+	for {
+		ptr, err := ask(ctx, func(ctx context.Context) (string, error) { return sb.PTR(ctx, addr) })
+		if err == nil && ptr != "" {
+			name, domain := split(ctx, sb, ptr, addr)
+			l.log.Debug("names: container name learned", "endpoint", id, "name", name, "domain", domain)
+			found(name, domain)
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				l.log.Info("names: docker's DNS never named the container; other hosts will not resolve it", "endpoint", id,
+					"address", addr, "sought_for", learnFor, "err", err)
+			}
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, learnMax)
+	}
+}
+
+// openSoon opens sandbox, looking again with backoff for up to openFor
+// while it is not found.
+func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error) {
+	wait, until := learnFirst, time.Now().Add(openFor)
+	for {
+		sb, err := l.open(sandbox)
+		if err == nil || !errors.Is(err, ErrNoSandbox) || time.Now().After(until) {
+			return sb, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, openEvery)
+	}
+}
+
+func ask(ctx context.Context, q func(context.Context) (string, error)) (string, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryWait)
+	defer cancel()
+	return q(qctx)
+}
+
+// split cuts docker's PTR answer "<container>.<network>" in two. Both names
+// may hold dots; docker itself tells them apart by knowing its networks,
+// so with more than one dot each cut is tried, the longest container name
+// first, until docker resolves it to addr. Without a dot the answer is the
+// container name alone.
+func split(ctx context.Context, sb Sandbox, ptr string, addr netip.Addr) (name, domain string) {
+	ptr = strings.TrimSuffix(ptr, ".")
+	cuts := cutsOf(ptr)
+	if len(cuts) <= 1 {
+		if len(cuts) == 0 {
+			return ptr, ""
+		}
+		return ptr[:cuts[0]], ptr[cuts[0]+1:]
+	}
+	for _, i := range cuts {
+		qctx, cancel := context.WithTimeout(ctx, queryWait)
+		ok := sb.Resolves(qctx, ptr[:i], addr)
+		cancel()
+		if ok {
+			return ptr[:i], ptr[i+1:]
+		}
+	}
+	i := cuts[len(cuts)-1]
+	return ptr[:i], ptr[i+1:]
+}
+
+// cutsOf lists the positions of ptr's dots, last first.
+func cutsOf(ptr string) []int {
+	var out []int
+	for i := len(ptr) - 1; i > 0; i-- {
+		if ptr[i] == '.' {
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -1,0 +1,153 @@
+package names
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeSandbox answers PTR with ptr once asked more than late times, and
+// resolves the names in known.
+type fakeSandbox struct {
+	ptr    string
+	late   int32
+	known  map[string]bool
+	asked  atomic.Int32
+	closed atomic.Bool
+}
+
+func (s *fakeSandbox) PTR(ctx context.Context, addr netip.Addr) (string, error) {
+	if s.asked.Add(1) <= s.late {
+		return "", errors.New("NXDOMAIN")
+	}
+	return s.ptr, nil
+}
+
+func (s *fakeSandbox) Resolves(ctx context.Context, name string, addr netip.Addr) bool {
+	return s.known[name]
+}
+
+func (s *fakeSandbox) Close() error { s.closed.Store(true); return nil }
+
+type result struct {
+	mu           sync.Mutex
+	name, domain string
+	calls        int
+	done         chan struct{}
+}
+
+func newResult() *result { return &result{done: make(chan struct{}, 8)} }
+
+func (r *result) found(name, domain string) {
+	r.mu.Lock()
+	r.name, r.domain = name, domain
+	r.calls++
+	r.mu.Unlock()
+	r.done <- struct{}{}
+}
+
+func (r *result) wait(t *testing.T) (string, string) {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no name found")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.name, r.domain
+}
+
+var ctrAddr = netip.MustParseAddr("10.90.0.5")
+
+func TestLearnerRetriesUntilDockerHasTheName(t *testing.T) {
+	sb := &fakeSandbox{ptr: "web.xnet.", late: 3}
+	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	if name, domain := r.wait(t); name != "web" || domain != "xnet" {
+		t.Fatalf("found %q %q, want web xnet", name, domain)
+	}
+	if sb.asked.Load() != 4 {
+		t.Fatalf("asked %d times, want 4 (3 before docker had it)", sb.asked.Load())
+	}
+	// Joined again in the same sandbox (a reconcile): not sought again.
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	time.Sleep(50 * time.Millisecond)
+	if r.calls != 1 || !sb.closed.Load() {
+		t.Fatalf("found %d times, sandbox closed %v", r.calls, sb.closed.Load())
+	}
+}
+
+func TestLearnerForgetStops(t *testing.T) {
+	sb := &fakeSandbox{ptr: "web.xnet", late: 1 << 30}
+	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
+	r := newResult()
+	l.Learn("e1", "/s", ctrAddr, r.found)
+	time.Sleep(30 * time.Millisecond)
+	l.Forget("e1")
+	done := make(chan struct{})
+	go func() { l.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the search went on after Forget")
+	}
+}
+
+// TestLearnerWaitsForTheSandbox: docker 20.10 mounts the namespace only
+// after Join; the learner looks again until it is there.
+func TestLearnerWaitsForTheSandbox(t *testing.T) {
+	sb := &fakeSandbox{ptr: "web.xnet."}
+	var opened atomic.Int32
+	l := NewLearner(func(string) (Sandbox, error) {
+		if opened.Add(1) <= 3 {
+			return nil, ErrNoSandbox
+		}
+		return sb, nil
+	}, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	if name, _ := r.wait(t); name != "web" || opened.Load() != 4 {
+		t.Fatalf("found %q after %d opens, want web after 4", name, opened.Load())
+	}
+}
+
+func TestLearnerGivesUpOnAMissingSandbox(t *testing.T) {
+	l := NewLearner(func(p string) (Sandbox, error) { return nil, ErrNoSandbox }, nil)
+	r := newResult()
+	l.Learn("e1", "/nowhere", ctrAddr, r.found)
+	l.Close() // returns at once: nothing to retry
+	if r.calls != 0 {
+		t.Fatal("found a name in no sandbox")
+	}
+}
+
+func TestSplit(t *testing.T) {
+	for _, c := range []struct {
+		ptr          string
+		known        []string
+		name, domain string
+	}{
+		{"web.xnet.", nil, "web", "xnet"},
+		{"web", nil, "web", ""},
+		{"my.app.xnet", []string{"my.app"}, "my.app", "xnet"},
+		{"web.my.net", []string{"web"}, "web", "my.net"},
+		{"a.b.c", nil, "a", "b.c"}, // nothing confirmed: the first label
+	} {
+		sb := &fakeSandbox{known: map[string]bool{}}
+		for _, k := range c.known {
+			sb.known[k] = true
+		}
+		name, domain := split(context.Background(), sb, c.ptr, ctrAddr)
+		if name != c.name || domain != c.domain {
+			t.Errorf("split(%q) = %q %q, want %q %q", c.ptr, name, domain, c.name, c.domain)
+		}
+	}
+}
