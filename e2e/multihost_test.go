@@ -191,7 +191,7 @@ func (m *multiHost) waitProgrammed(t *testing.T, h *testbed.Host, timeout time.D
 	var fdb, neigh map[string]string
 	err := testbed.Poll(timeout, func() error {
 		fdb, neigh = tables(t, h)
-		m.dropHostRecords(h, want, fdb, neigh)
+		m.dropHostRecords(h, fdb, neigh)
 		if fmt.Sprint(fdb) != fmt.Sprint(wantFDB) || fmt.Sprint(neigh) != fmt.Sprint(wantNeigh) {
 			return fmt.Errorf("not yet")
 		}
