@@ -14,6 +14,9 @@ import (
 func (c *Client) HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
+	if err := c.awaitStanding(rctx); err != nil {
+		return nil, fmt.Errorf("list address blocks of pool %s: %w", pool, err)
+	}
 	resp, err := c.cli.Get(rctx, c.k.blocks(pool), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("%w: list address blocks of pool %s: %w", ErrUnavailable, pool, err)
@@ -38,6 +41,9 @@ func (c *Client) HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]
 func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix) (ok bool, err error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
+	if err := c.awaitStanding(rctx); err != nil {
+		return false, fmt.Errorf("claim block %s of pool %s: %w", block, pool, err)
+	}
 	key := c.k.block(pool, block)
 	put := clientv3.OpPut(key, c.host)
 	tr, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(put).Else(clientv3.OpGet(key)).Commit()

@@ -41,8 +41,14 @@ type Config struct {
 	TLS       *tls.Config // nil: plain http
 	Prefix    string      // default DefaultPrefix
 	HostID    string      // required
-	TTL       time.Duration
-	Logger    *slog.Logger
+	// HostIDFile is where this host keeps its id, named when the id turns
+	// out to be live on another host.
+	HostIDFile string
+	// Username and Password, when set, authenticate to etcd (etcd's
+	// users and roles: see admin.go for what a host is granted).
+	Username, Password string
+	TTL                time.Duration
+	Logger             *slog.Logger
 }
 
 // Client is one host's connection to the cluster state.
@@ -70,7 +76,16 @@ type Client struct {
 	// healthySince starts the current run of timely renewals (hold.go).
 	renewed, healthySince time.Time
 
+	// epoch counts the leases taken; ownedLease is the lease a round last
+	// wrote this host's records on, idErr why the host id is not this
+	// host's (standing.go).
+	epoch      uint64
+	ownedLease clientv3.LeaseID
+	idErr      error
+	idFile     string
+
 	lists, events atomic.Uint64 // network listings and watch events received (WatchStats)
+	copyReads     atomic.Uint64 // hosts' own copies read to verify their records (verify.go)
 	old           oldHosts      // live hosts on the layout before records by network (legacy.go)
 }
 
@@ -86,6 +101,8 @@ func New(cfg Config) (*Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
 		DialTimeout: DefaultDialTimeout,
 		// Keep-alive pings notice a dead etcd connection within seconds.
 		DialKeepAliveTime:    5 * time.Second,
@@ -106,7 +123,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	c := &Client{
-		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger,
+		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger, idFile: cfg.HostIDFile,
 		eps: map[string]Endpoint{}, members: map[uint32]bool{}, touched: map[uint32]bool{},
 		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
 	}

@@ -26,7 +26,13 @@ type testHost struct {
 // startHost runs a Client's publish loop with a short TTL.
 func startHost(t *testing.T, srv *etcdtest.Server, id, vtep string) *testHost {
 	t.Helper()
-	c, err := New(Config{Endpoints: []string{srv.Endpoint}, Prefix: "/test", HostID: id, TTL: testTTL})
+	return runHost(t, Config{Endpoints: []string{srv.Endpoint}, Prefix: "/test", HostID: id, TTL: testTTL}, vtep)
+}
+
+// runHost runs a Client of cfg with VTEP vtep until the test ends.
+func runHost(t *testing.T, cfg Config, vtep string) *testHost {
+	t.Helper()
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

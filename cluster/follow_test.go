@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,16 +18,20 @@ import (
 // sink collects what FollowNetwork gives it, as the set of records it
 // holds after each call.
 type sink struct {
-	mu      sync.Mutex
-	recs    map[string]Change
-	resets  int
-	changes []Change
-	states  []string    // records held after each call
-	at      []time.Time // when each call came
-	ch      chan struct{}
+	mu   sync.Mutex
+	recs map[string]Change
+	// forgedKeys: the records last said to be forged (Change.Forged), by key
+	forgedKeys map[string]string
+	resets     int
+	changes    []Change
+	states     []string    // records held after each call
+	at         []time.Time // when each call came
+	ch         chan struct{}
 }
 
-func newSink() *sink { return &sink{recs: map[string]Change{}, ch: make(chan struct{}, 1)} }
+func newSink() *sink {
+	return &sink{recs: map[string]Change{}, forgedKeys: map[string]string{}, ch: make(chan struct{}, 1)}
+}
 
 func (s *sink) Reset(st NetworkState) {
 	s.mu.Lock()
@@ -37,6 +42,10 @@ func (s *sink) Reset(st NetworkState) {
 	for _, ep := range st.Endpoints {
 		s.recs["e/"+ep.Host+"/"+ep.ID] = Change{Kind: EndpointSet, Host: ep.Host, ID: ep.ID, Endpoint: ep}
 	}
+	s.forgedKeys = maps.Clone(st.Forged)
+	if s.forgedKeys == nil {
+		s.forgedKeys = map[string]string{}
+	}
 	s.resets++
 	s.noted()
 }
@@ -44,6 +53,11 @@ func (s *sink) Reset(st NetworkState) {
 func (s *sink) Apply(cs []Change) {
 	s.mu.Lock()
 	for _, c := range cs {
+		if c.Forged != "" {
+			s.forgedKeys[c.Key()] = c.Forged
+		} else {
+			delete(s.forgedKeys, c.Key())
+		}
 		if c.Kind == MemberGone || c.Kind == EndpointGone {
 			delete(s.recs, c.Key())
 		} else {
@@ -222,7 +236,7 @@ func TestFollowRelistsAfterCompaction(t *testing.T) {
 	a.c.Rejoin(42)
 	a.c.Publish(ep("e1", 42, "10.1.0.2"))
 	waitSynced(t, a.c, 5*time.Second)
-	st, err := a.c.listNetwork(context.Background(), 42)
+	st, err := a.c.listNetwork(context.Background(), newVerifier(a.c, 42))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +255,7 @@ func TestFollowRelistsAfterCompaction(t *testing.T) {
 	defer cancel()
 	// From the old listing's revision, the watch finds it compacted away.
 	hold := newNetHold("ha", newSink(), t.Logf)
-	_, err = a.c.followFromRev(ctx, 42, hold, st.Rev)
+	_, err = a.c.followFromRev(ctx, newVerifier(a.c, 42), hold, st.Rev)
 	var comp errCompacted
 	if !errors.As(err, &comp) {
 		t.Fatalf("watch from a compacted revision: %v, want errCompacted", err)

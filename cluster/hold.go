@@ -106,7 +106,9 @@ func (h *netHold) apply(changes []Change, settled bool) {
 	departed := map[string]bool{}
 	if !settled {
 		for _, ch := range changes {
-			if ch.Kind == MemberGone && ch.Host != h.self {
+			// Only a member the sink holds can depart: the deletion of a
+			// record never believed (a forged one) passes at once.
+			if _, known := h.known["m/"+ch.Host]; ch.Kind == MemberGone && ch.Host != h.self && known {
 				departed[ch.Host] = true
 			}
 		}

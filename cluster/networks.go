@@ -12,10 +12,13 @@ import (
 // ClaimNetwork checks n against the cluster and records it: the first host
 // to create VNI n.VNI fixes its subnets; any other host must give the same
 // subnets, and no subnet may belong to another VNI. A VNI no live host has
-// (no membership keys) is free again. On success this host is a member until
+// (no member records) is free again. On success this host is a member until
 // LeaveNetwork. It needs etcd: it is the one call of network creation that
 // cannot be answered locally.
 func (c *Client) ClaimNetwork(ctx context.Context, n Network) error {
+	if err := c.awaitStanding(ctx); err != nil {
+		return fmt.Errorf("claim vxlan.id %d: %w", n.VNI, err)
+	}
 	n.Host = c.host
 	n.Subnets = sortedPrefixes(n.Subnets)
 	for attempt := 0; attempt < 5; attempt++ {
@@ -40,7 +43,7 @@ func (c *Client) ClaimNetwork(ctx context.Context, n Network) error {
 func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	gets := []clientv3.Op{clientv3.OpGet(c.k.network(n.VNI)), clientv3.OpGet(c.k.vniMembers(n.VNI), clientv3.WithPrefix(), clientv3.WithCountOnly())}
+	gets := []clientv3.Op{clientv3.OpGet(c.k.network(n.VNI)), clientv3.OpGet(c.k.netMembers(n.VNI), clientv3.WithPrefix(), clientv3.WithCountOnly())}
 	for _, s := range n.Subnets {
 		gets = append(gets, clientv3.OpGet(c.k.subnet(s)))
 	}
@@ -85,11 +88,16 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 		}
 		conds = append(conds, clientv3.Compare(clientv3.ModRevision(c.k.subnet(s)), "=", kvs[0].ModRevision))
 	}
-	lease := c.currentLease()
-	if lease == 0 {
+	s := c.snapshot()
+	if s.lease == 0 {
 		return false, fmt.Errorf("%w: this host has no etcd lease yet", ErrUnavailable)
 	}
-	ops := []clientv3.Op{clientv3.OpPut(c.k.member(n.VNI, c.host), "1", clientv3.WithLease(lease))}
+	// The member record and its copy, as the publishing rounds write them;
+	// on this host's lease, and only while the host record is on it.
+	conds = append(conds, c.leaseGuard(s)...)
+	member := c.memberRecord(s.self)
+	ops := []clientv3.Op{clientv3.OpPut(c.k.netMember(n.VNI, c.host), member, clientv3.WithLease(s.lease)),
+		clientv3.OpPut(c.k.membership(c.host, n.VNI), member, clientv3.WithLease(s.lease))}
 	if len(netKV) == 0 || !live {
 		ops = append(ops, clientv3.OpPut(c.k.network(n.VNI), encode(n)))
 	}
@@ -104,7 +112,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 }
 
 func (c *Client) vniLive(ctx context.Context, vni uint32) (bool, error) {
-	resp, err := c.cli.Get(ctx, c.k.vniMembers(vni), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := c.cli.Get(ctx, c.k.netMembers(vni), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
