@@ -124,7 +124,7 @@ func (fc *faultCluster) etcdKeys() ([]etcdKV, error) {
 }
 
 // staleKeys compares etcd with the live cluster: exactly one host record,
-// one membership of xnet's VNI (in members/ and in the network's own
+// one membership of xnet's VNI (in the host's memberships/ and in the network's own
 // records) and one record per live endpoint (in the host's range and in
 // the network's) for every host, all on that host's one lease, which etcd still has; address blocks
 // held by live hosts only; nothing else under the prefix but the network's
@@ -138,7 +138,7 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 		id := pluginHostID(t, h)
 		ids[id] = h
 		want["/vxbridge/hosts/"+id] = id
-		want[fmt.Sprintf("/vxbridge/members/%d/%s", xVNI, id)] = id
+		want[fmt.Sprintf("/vxbridge/memberships/%s/%d", id, xVNI)] = id
 		want[fmt.Sprintf("/vxbridge/net/%d/members/%s", xVNI, id)] = id
 		out, err := h.Docker("network", "inspect", xNet)
 		if err != nil {
