@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,9 +26,12 @@ import (
 type crossHostFlags struct {
 	endpoints     string
 	ca, cert, key string
+	username      string
+	passwordFile  string
 	prefix        string
 	vtepInterface string
 	vtepIP        string
+	vtepCIDR      string
 	vxlanPort     int
 	hostTTL       time.Duration
 	programming   string
@@ -31,12 +39,15 @@ type crossHostFlags struct {
 
 func (f *crossHostFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)")
-	fs.StringVar(&f.ca, "etcd-ca", "", "PEM CA bundle verifying etcd's certificate")
+	fs.StringVar(&f.ca, "etcd-ca", "", "PEM CA bundle verifying etcd's certificate (required with https:// endpoints; \"system\": the system's roots)")
 	fs.StringVar(&f.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
 	fs.StringVar(&f.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
+	fs.StringVar(&f.username, "etcd-username", "", "etcd user of this host (with --etcd-password-file; https only): see vxbridge cluster add-host")
+	fs.StringVar(&f.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-username (mode 0600 or stricter)")
 	fs.StringVar(&f.prefix, "etcd-prefix", cluster.DefaultPrefix, "etcd key prefix of vxbridge's cluster state")
 	fs.StringVar(&f.vtepInterface, "vtep-interface", "", "underlay interface for VXLAN (default: the interface of the default route)")
 	fs.StringVar(&f.vtepIP, "vtep-ip", "", "this host's VXLAN tunnel address (default: the address of --vtep-interface)")
+	fs.StringVar(&f.vtepCIDR, "vtep-cidr", "", "the underlay's prefixes, comma-separated: peers whose VTEP lies outside are refused (empty: any unicast address)")
 	fs.IntVar(&f.vxlanPort, "vxlan-port", vxlan.DefaultPort, "VXLAN UDP port, the same on every host")
 	fs.DurationVar(&f.hostTTL, "host-ttl", cluster.DefaultTTL, "how long a silent host keeps its endpoints in etcd (its lease TTL)")
 	fs.StringVar(&f.programming, "peer-programming", "eager", "eager (every peer's VXLAN entries at once) or on-demand (only peers talked to, on the kernel's miss notifications; see BENCHMARKS.md figure 6)")
@@ -55,7 +66,59 @@ func (f *crossHostFlags) validate() error {
 	if f.hostTTL < 2*time.Second {
 		return fmt.Errorf("--host-ttl %s: want at least 2s (etcd leases count whole seconds)", f.hostTTL)
 	}
-	return nil
+	if (f.username == "") != (f.passwordFile == "") {
+		return errors.New("--etcd-username and --etcd-password-file go together: give both or neither")
+	}
+	if _, err := parsePrefixes("--vtep-cidr", f.vtepCIDR); err != nil {
+		return err
+	}
+	_, err := cluster.ClientTLS(f.endpointList(), f.tlsFiles(), f.username)
+	return err
+}
+
+func (f *crossHostFlags) endpointList() []string { return strings.Split(f.endpoints, ",") }
+func (f *crossHostFlags) tlsFiles() cluster.TLSFiles {
+	return cluster.TLSFiles{CA: f.ca, Cert: f.cert, Key: f.key}
+}
+
+// parsePrefixes reads a comma-separated list of prefixes (empty: none).
+func parsePrefixes(flag, s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: want prefixes like 10.0.0.0/16, comma-separated: %w", flag, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// readPassword reads a password file: its first line, which must not be
+// empty, from a file no one but its owner can read.
+func readPassword(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("--etcd-password-file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("--etcd-password-file %s: mode %04o lets others read it: chmod 0600 %s", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--etcd-password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	if pw = strings.TrimRight(pw, "\r"); pw == "" {
+		return "", fmt.Errorf("--etcd-password-file %s is empty", path)
+	}
+	return pw, nil
 }
 
 // crossHost is the running cross-host part of serve; its zero value (no
@@ -76,10 +139,15 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	tlsCfg, err := cluster.TLSConfig(f.ca, f.cert, f.key)
+	tlsCfg, err := cluster.ClientTLS(f.endpointList(), f.tlsFiles(), f.username)
 	if err != nil {
 		return nil, err
 	}
+	password, err := readPassword(f.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	vtepCIDRs, _ := parsePrefixes("--vtep-cidr", f.vtepCIDR) // validated
 	hostID, err := cluster.LoadHostID(stateDir)
 	if err != nil {
 		return nil, err
@@ -89,9 +157,13 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	if len(vtepCIDRs) > 0 && !slices.ContainsFunc(vtepCIDRs, func(p netip.Prefix) bool { return p.Contains(vtep.Addr) }) {
+		return nil, fmt.Errorf("this host's VTEP %s (of %s) is outside --vtep-cidr %s: peers would refuse it; set --vtep-ip or --vtep-interface, or widen --vtep-cidr",
+			vtep.Addr, vtep.Interface, f.vtepCIDR)
+	}
 	client, err := cluster.New(cluster.Config{
-		Endpoints: strings.Split(f.endpoints, ","), TLS: tlsCfg, Prefix: f.prefix,
-		HostID: hostID, TTL: f.hostTTL, Logger: log,
+		Endpoints: f.endpointList(), TLS: tlsCfg, Prefix: f.prefix, Username: f.username, Password: password,
+		HostID: hostID, HostIDFile: filepath.Join(stateDir, cluster.HostIDFile), TTL: f.hostTTL, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -99,14 +171,16 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
 	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: ipam.CrossHostPool(db.Networks), Logger: log})
 	onDemand := f.programming == "on-demand"
-	pm := peers.New(peers.Config{Self: hostID, SelfVTEP: vtep.Addr, Source: client, Logger: log, OnDemand: onDemand,
+	pm := peers.New(peers.Config{Self: hostID, SelfVTEP: vtep.Addr, VTEPCIDRs: vtepCIDRs, Source: client, Logger: log,
+		OnDemand: onDemand,
 		NeighLimits: func(total int) {
 			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
 				log.Warn("cross-host: neighbour-table limits", "err", err)
 			}
 		}})
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
-		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints, "host_ttl", f.hostTTL)
+		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints,
+		"etcd_user", f.username, "tls", tlsCfg != nil, "host_ttl", f.hostTTL)
 	return &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{
 		Cluster: client, VXLAN: vx, Blocks: blocks, Peers: pm,
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort, OnDemand: onDemand,

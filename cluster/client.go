@@ -3,22 +3,15 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 )
 
 // Defaults of Config.
@@ -53,7 +46,7 @@ type Config struct {
 
 // Client is one host's connection to the cluster state.
 type Client struct {
-	cli  *clientv3.Client
+	conn conn // the etcd connection (conn.go): use c.etcd()
 	k    keys
 	host string
 	ttl  time.Duration
@@ -95,35 +88,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HostID == "" {
 		return nil, errors.New("cluster: no host id")
 	}
-	if len(cfg.Endpoints) == 0 {
-		return nil, errors.New("cluster: no etcd endpoints")
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		TLS:         cfg.TLS,
-		Username:    cfg.Username,
-		Password:    cfg.Password,
-		DialTimeout: DefaultDialTimeout,
-		// Keep-alive pings notice a dead etcd connection within seconds.
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		// Its own zap logging would repeat, in another format, what the
-		// loops here log through slog.
-		Logger: zap.NewNop(),
-		// gRPC's default reconnect backoff grows to two minutes: after an
-		// etcd outage of 30 s a host would stay disconnected for another
-		// 20 s. Capped at 2 s, the cluster converges within seconds of
-		// etcd's return.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 2 * time.Second,
-		})},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
-	}
 	c := &Client{
-		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger, idFile: cfg.HostIDFile,
+		k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger, idFile: cfg.HostIDFile,
 		eps: map[string]Endpoint{}, members: map[uint32]bool{}, touched: map[uint32]bool{},
 		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
 	}
@@ -133,46 +99,14 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	if err := c.connect(cfg); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// Close ends the connection. The host's lease is not revoked: a restarting
-// plugin re-publishes under a new lease, and peers keep forwarding to this
-// host meanwhile; a host that stays away is dropped when the TTL runs out.
-func (c *Client) Close() error { return c.cli.Close() }
-
 // HostID is this host's id.
 func (c *Client) HostID() string { return c.host }
-
-// TLSConfig builds the client TLS config from PEM files; all empty is nil
-// (plain http). A CA alone verifies the server; cert and key come together.
-func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	if caFile == "" && certFile == "" && keyFile == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--etcd-ca %s: no PEM certificate in it", caFile)
-		}
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
 
 func (c *Client) changed() {
 	c.gen++

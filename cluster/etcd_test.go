@@ -96,7 +96,7 @@ func TestClaimNetwork(t *testing.T) {
 	}
 	// Membership is on the lease: re-written by the loop's next full round
 	// (every TTL) after a purge.
-	if _, err := b.c.cli.Delete(ctx, "/test/members/", clientv3.WithPrefix()); err != nil {
+	if _, err := b.c.etcd().Delete(ctx, "/test/members/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(2 * testTTL)
@@ -166,7 +166,7 @@ func TestBlocks(t *testing.T) {
 	a.c.Rejoin(42)
 	a.c.Publish(ep("e1", 42, "10.1.0.2"))
 	waitSynced(t, a.c, 5*time.Second)
-	if _, err := a.c.cli.Delete(ctx, "/test/hosts/ha"); err != nil { // host record gone, endpoint still there
+	if _, err := a.c.etcd().Delete(ctx, "/test/hosts/ha"); err != nil { // host record gone, endpoint still there
 		t.Fatal(err)
 	}
 	if claim(b, b0) {

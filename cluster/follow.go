@@ -84,7 +84,7 @@ func (c *Client) followFrom(ctx context.Context, v *verifier, hold *netHold) (in
 func (c *Client) followFromRev(ctx context.Context, v *verifier, hold *netHold, rev int64) (int64, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range c.cli.Watch(wctx, c.k.netRoot(v.vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+	for wr := range c.etcd().Watch(wctx, c.k.netRoot(v.vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if wr.CompactRevision != 0 {
 			return rev, errCompacted(wr.CompactRevision)
 		}
@@ -115,7 +115,7 @@ func (e errCompacted) Error() string {
 func (c *Client) listNetwork(ctx context.Context, v *verifier) (NetworkState, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(rctx, c.k.netRoot(v.vni), clientv3.WithPrefix())
+	resp, err := c.etcd().Get(rctx, c.k.netRoot(v.vni), clientv3.WithPrefix())
 	if err != nil {
 		return NetworkState{}, fmt.Errorf("list network %d: %w", v.vni, err)
 	}

@@ -20,8 +20,10 @@ import (
 type sink struct {
 	mu   sync.Mutex
 	recs map[string]Change
-	// forgedKeys: the records last said to be forged (Change.Forged), by key
+	// forgedKeys: the records last said to be forged (Change.Forged), by
+	// key; seenForged: every "<key>: <why>" it was ever told
 	forgedKeys map[string]string
+	seenForged map[string]bool
 	resets     int
 	changes    []Change
 	states     []string    // records held after each call
@@ -30,7 +32,7 @@ type sink struct {
 }
 
 func newSink() *sink {
-	return &sink{recs: map[string]Change{}, forgedKeys: map[string]string{}, ch: make(chan struct{}, 1)}
+	return &sink{recs: map[string]Change{}, forgedKeys: map[string]string{}, seenForged: map[string]bool{}, ch: make(chan struct{}, 1)}
 }
 
 func (s *sink) Reset(st NetworkState) {
@@ -46,6 +48,9 @@ func (s *sink) Reset(st NetworkState) {
 	if s.forgedKeys == nil {
 		s.forgedKeys = map[string]string{}
 	}
+	for key, why := range st.Forged {
+		s.seenForged[key+": "+why] = true
+	}
 	s.resets++
 	s.noted()
 }
@@ -55,6 +60,7 @@ func (s *sink) Apply(cs []Change) {
 	for _, c := range cs {
 		if c.Forged != "" {
 			s.forgedKeys[c.Key()] = c.Forged
+			s.seenForged[c.Key()+": "+c.Forged] = true
 		} else {
 			delete(s.forgedKeys, c.Key())
 		}
@@ -244,11 +250,11 @@ func TestFollowRelistsAfterCompaction(t *testing.T) {
 	waitSynced(t, a.c, 5*time.Second)
 	a.c.Publish(ep("e3", 42, "10.1.0.4")) // two revisions on: the first after the listing is compacted
 	waitSynced(t, a.c, 5*time.Second)
-	resp, err := a.c.cli.Get(context.Background(), "/test/hosts/ha")
+	resp, err := a.c.etcd().Get(context.Background(), "/test/hosts/ha")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.c.cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+	if _, err := a.c.etcd().Compact(context.Background(), resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -346,11 +352,11 @@ func TestOldHostsListed(t *testing.T) {
 	}
 	b := startHost(t, srv, "hb", "192.0.2.2") // this version: not listed
 	waitSynced(t, b.c, 5*time.Second)
-	if _, err := a.c.cli.Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789}`); err != nil {
+	if _, err := a.c.etcd().Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789}`); err != nil {
 		t.Fatal(err)
 	}
 	wait("hold")
-	if _, err := a.c.cli.Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789,"layout":2}`); err != nil {
+	if _, err := a.c.etcd().Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789,"layout":2}`); err != nil {
 		t.Fatal(err)
 	}
 	wait("")

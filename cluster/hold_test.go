@@ -139,7 +139,7 @@ func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 	b.c.mu.Unlock()
 	a.stop()
 	revoked := time.Now()
-	if _, err := b.c.cli.Revoke(context.Background(), a.c.currentLease()); err != nil {
+	if _, err := b.c.etcd().Revoke(context.Background(), a.c.currentLease()); err != nil {
 		t.Fatal(err)
 	}
 	s.until(t, 3*testTTL, "m/hb@192.0.2.2")

@@ -47,7 +47,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 	for _, s := range n.Subnets {
 		gets = append(gets, clientv3.OpGet(c.k.subnet(s)))
 	}
-	resp, err := c.cli.Txn(rctx).Then(gets...).Commit()
+	resp, err := c.etcd().Txn(rctx).Then(gets...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("%w: check vxlan.id %d against the cluster: %w", ErrUnavailable, n.VNI, err)
 	}
@@ -104,7 +104,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 	for _, s := range n.Subnets {
 		ops = append(ops, clientv3.OpPut(c.k.subnet(s), vniString(n.VNI)))
 	}
-	tr, err := c.cli.Txn(rctx).If(conds...).Then(ops...).Commit()
+	tr, err := c.etcd().Txn(rctx).If(conds...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("%w: record vxlan.id %d: %w", ErrUnavailable, n.VNI, err)
 	}
@@ -112,7 +112,7 @@ func (c *Client) claimOnce(ctx context.Context, n Network) (done bool, err error
 }
 
 func (c *Client) vniLive(ctx context.Context, vni uint32) (bool, error) {
-	resp, err := c.cli.Get(ctx, c.k.netMembers(vni), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := c.etcd().Get(ctx, c.k.netMembers(vni), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

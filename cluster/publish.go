@@ -144,7 +144,7 @@ func (c *Client) resume(ctx context.Context) (<-chan struct{}, context.CancelFun
 	lease := c.currentLease()
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	if _, err := c.cli.KeepAliveOnce(rctx, lease); err != nil {
+	if _, err := c.etcd().KeepAliveOnce(rctx, lease); err != nil {
 		return nil, nil, err
 	}
 	c.noteRenewed(time.Now())
@@ -191,7 +191,7 @@ func (c *Client) setLease(l clientv3.LeaseID) {
 func (c *Client) grant(ctx context.Context) (clientv3.LeaseID, <-chan struct{}, context.CancelFunc, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Grant(rctx, int64(c.ttl.Round(time.Second)/time.Second))
+	resp, err := c.etcd().Grant(rctx, int64(c.ttl.Round(time.Second)/time.Second))
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("grant lease: %w", err)
 	}
@@ -205,7 +205,7 @@ func (c *Client) grant(ctx context.Context) (clientv3.LeaseID, <-chan struct{}, 
 // keepAlive keeps lease alive until stop; lost is closed when it ends.
 func (c *Client) keepAlive(ctx context.Context, lease clientv3.LeaseID) (lost <-chan struct{}, stop context.CancelFunc, err error) {
 	kctx, stop := context.WithCancel(ctx)
-	ka, err := c.cli.KeepAlive(kctx, lease)
+	ka, err := c.etcd().KeepAlive(kctx, lease)
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("keep lease alive: %w", err)
@@ -294,7 +294,7 @@ func (c *Client) syncOnce(ctx context.Context, full bool) error {
 	txns, next := planWrites(c.k, c.wantKeys(s), have, s.lease)
 	guard := c.hostGuard(have, s)
 	for _, ops := range txns {
-		resp, err := c.cli.Txn(rctx).If(guard...).Then(ops...).Commit()
+		resp, err := c.etcd().Txn(rctx).If(guard...).Then(ops...).Commit()
 		if err != nil {
 			c.forgetWritten()
 			return fmt.Errorf("write host records: %w", err)
@@ -415,7 +415,7 @@ func (c *Client) ownKeys(ctx context.Context, s snapshot) (map[string]keyValue, 
 	out := map[string]keyValue{}
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
-		resp, err := c.cli.Txn(ctx).Then(ops[:n]...).Commit()
+		resp, err := c.etcd().Txn(ctx).Then(ops[:n]...).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("read host records: %w", err)
 		}

@@ -84,9 +84,8 @@ func (v *verifier) listing(ctx context.Context, kvs []*mvccpb.KeyValue, rev int6
 	listed := map[string]bool{}
 	for _, kv := range kvs {
 		key := string(kv.Key)
-		ch, err := v.c.k.decodeNetRecord(v.vni, key, kv.Value, kv.CreateRevision)
-		if err != nil {
-			v.c.log.Warn("etcd: ignoring a record", "err", err)
+		ch, ok := v.decode(key, kv.Value, kv.CreateRevision)
+		if !ok {
 			continue
 		}
 		if ch.Host == v.c.host {
@@ -121,6 +120,24 @@ func (v *verifier) listing(ctx context.Context, kvs []*mvccpb.KeyValue, rev int6
 	return st, nil
 }
 
+// decode decodes a network record. Another host's record whose value does
+// not decode, or disagrees with its key, is checked against the copy like
+// any other (and so reported), as a record saying nothing; a key outside
+// the layout is skipped.
+func (v *verifier) decode(key string, value []byte, createRev int64) (Change, bool) {
+	ch, err := v.c.k.decodeNetRecord(v.vni, key, value, createRev)
+	if err == nil {
+		return ch, true
+	}
+	if value != nil {
+		if byKey, kerr := v.c.k.decodeNetRecord(v.vni, key, nil, 0); kerr == nil && byKey.Host != v.c.host {
+			return byKey, true
+		}
+	}
+	v.c.log.Warn("etcd: ignoring a record", "err", err)
+	return Change{}, false
+}
+
 func (st *NetworkState) add(ch Change) {
 	switch ch.Kind {
 	case MemberSet:
@@ -142,9 +159,8 @@ func (v *verifier) events(ctx context.Context, evs []*clientv3.Event) ([]Change,
 		if ev.Type == clientv3.EventTypePut {
 			val, netRev = ev.Kv.Value, ev.Kv.ModRevision
 		}
-		ch, err := v.c.k.decodeNetRecord(v.vni, key, val, ev.Kv.CreateRevision)
-		if err != nil {
-			v.c.log.Warn("etcd: ignoring a record", "err", err)
+		ch, ok := v.decode(key, val, ev.Kv.CreateRevision)
+		if !ok {
 			continue
 		}
 		if ch.Host != v.c.host {
@@ -248,7 +264,7 @@ func (c *Client) readCopyBatch(ctx context.Context, vni uint32, batch []*pending
 	}
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).Then(ops...).Commit()
+	resp, err := c.etcd().Txn(rctx).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("read the hosts' own copies of network %d's records: %w", vni, err)
 	}
