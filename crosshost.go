@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,11 +22,7 @@ import (
 // crossHostFlags are the serve flags of cross-host networks. Without
 // --etcd-endpoints none of them matters and vxbridge is single-host.
 type crossHostFlags struct {
-	endpoints     string
-	ca, cert, key string
-	username      string
-	passwordFile  string
-	prefix        string
+	etcdFlags
 	vtepInterface string
 	vtepIP        string
 	vtepCIDR      string
@@ -38,13 +32,8 @@ type crossHostFlags struct {
 }
 
 func (f *crossHostFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)")
-	fs.StringVar(&f.ca, "etcd-ca", "", "PEM CA bundle verifying etcd's certificate (required with https:// endpoints; \"system\": the system's roots)")
-	fs.StringVar(&f.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
-	fs.StringVar(&f.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
-	fs.StringVar(&f.username, "etcd-username", "", "etcd user of this host (with --etcd-password-file; https only): see vxbridge cluster add-host")
-	fs.StringVar(&f.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-username (mode 0600 or stricter)")
-	fs.StringVar(&f.prefix, "etcd-prefix", cluster.DefaultPrefix, "etcd key prefix of vxbridge's cluster state")
+	f.etcdFlags.register(fs, "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)",
+		"", "etcd user of this host (with --etcd-password-file; https only): see vxbridge cluster add-host")
 	fs.StringVar(&f.vtepInterface, "vtep-interface", "", "underlay interface for VXLAN (default: the interface of the default route)")
 	fs.StringVar(&f.vtepIP, "vtep-ip", "", "this host's VXLAN tunnel address (default: the address of --vtep-interface)")
 	fs.StringVar(&f.vtepCIDR, "vtep-cidr", "", "the underlay's prefixes, comma-separated: peers whose VTEP lies outside are refused (empty: any unicast address)")
@@ -66,19 +55,10 @@ func (f *crossHostFlags) validate() error {
 	if f.hostTTL < 2*time.Second {
 		return fmt.Errorf("--host-ttl %s: want at least 2s (etcd leases count whole seconds)", f.hostTTL)
 	}
-	if (f.username == "") != (f.passwordFile == "") {
-		return errors.New("--etcd-username and --etcd-password-file go together: give both or neither")
-	}
 	if _, err := parsePrefixes("--vtep-cidr", f.vtepCIDR); err != nil {
 		return err
 	}
-	_, err := cluster.ClientTLS(f.endpointList(), f.tlsFiles(), f.username)
-	return err
-}
-
-func (f *crossHostFlags) endpointList() []string { return strings.Split(f.endpoints, ",") }
-func (f *crossHostFlags) tlsFiles() cluster.TLSFiles {
-	return cluster.TLSFiles{CA: f.ca, Cert: f.cert, Key: f.key}
+	return f.etcdFlags.validate()
 }
 
 // parsePrefixes reads a comma-separated list of prefixes (empty: none).
@@ -95,30 +75,6 @@ func parsePrefixes(flag, s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-// readPassword reads a password file: its first line, which must not be
-// empty, from a file no one but its owner can read.
-func readPassword(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("--etcd-password-file: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("--etcd-password-file %s: mode %04o lets others read it: chmod 0600 %s", path, st.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("--etcd-password-file: %w", err)
-	}
-	pw, _, _ := strings.Cut(string(b), "\n")
-	if pw = strings.TrimRight(pw, "\r"); pw == "" {
-		return "", fmt.Errorf("--etcd-password-file %s is empty", path)
-	}
-	return pw, nil
 }
 
 // crossHost is the running cross-host part of serve; its zero value (no
@@ -139,17 +95,16 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	tlsCfg, err := cluster.ClientTLS(f.endpointList(), f.tlsFiles(), f.username)
-	if err != nil {
-		return nil, err
-	}
-	password, err := readPassword(f.passwordFile)
+	tlsCfg, password, err := f.connection()
 	if err != nil {
 		return nil, err
 	}
 	vtepCIDRs, _ := parsePrefixes("--vtep-cidr", f.vtepCIDR) // validated
 	hostID, err := cluster.LoadHostID(stateDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkHostUser(f.username, hostID, stateDir); err != nil {
 		return nil, err
 	}
 	vx := vxlan.New(vxlan.Options{Logger: log})

@@ -31,8 +31,8 @@ func TestCrossHostFlags(t *testing.T) {
 		t.Fatalf("flags %+v", x)
 	}
 	for _, bad := range []crossHostFlags{
-		{endpoints: "http://x:2379", vxlanPort: 0, hostTTL: time.Minute},
-		{endpoints: "http://x:2379", vxlanPort: 4789, hostTTL: time.Second},
+		{etcdFlags: etcdFlags{endpoints: "http://x:2379"}, vxlanPort: 0, hostTTL: time.Minute},
+		{etcdFlags: etcdFlags{endpoints: "http://x:2379"}, vxlanPort: 4789, hostTTL: time.Second},
 	} {
 		if err := bad.validate(); err == nil {
 			t.Errorf("%+v accepted", bad)
@@ -101,5 +101,20 @@ func TestReadPassword(t *testing.T) {
 	}
 	if _, err := readPassword(filepath.Join(dir, "none")); err == nil {
 		t.Fatal("a missing file accepted")
+	}
+}
+
+func TestCheckHostUser(t *testing.T) {
+	for _, c := range []struct {
+		user, id string
+		ok       bool
+	}{{"", "h1", true}, {"vxbridge-host-h1", "h1", true}, {"ops", "h1", true}, {"vxbridge-host-h2", "h1", false}} {
+		err := checkHostUser(c.user, c.id, "/var/lib/vxbridge")
+		if (err == nil) != c.ok {
+			t.Errorf("user %q on host %q: %v", c.user, c.id, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "vxbridge cluster add-host --host-id h1") {
+			t.Errorf("does not say how to fix it: %v", err)
+		}
 	}
 }

@@ -93,12 +93,15 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 // Close ends the connection.
 func (a *Admin) Close() error { return a.cli.Close() }
 
-// AddHost gives host id its role (exactly hostGrants) and its user, with
-// password; for a user that exists, password "" keeps its password.
-// created says whether the user was made now.
-func (a *Admin) AddHost(ctx context.Context, id, password string) (created bool, err error) {
+// AddHost gives host id its role (exactly hostGrants) and its user. A new
+// user gets password, and so does one that exists when replace is set;
+// set says whether the user has password now.
+func (a *Admin) AddHost(ctx context.Context, id, password string, replace bool) (set bool, err error) {
 	if err := ValidHostID(id); err != nil {
 		return false, err
+	}
+	if password == "" {
+		return false, errors.New("add host: empty password")
 	}
 	name := HostUser(id)
 	if err := a.ensureRole(ctx, name, a.k.hostGrants(id)); err != nil {
@@ -107,24 +110,22 @@ func (a *Admin) AddHost(ctx context.Context, id, password string) (created bool,
 	_, err = a.cli.UserGet(ctx, name)
 	switch {
 	case errors.Is(err, rpctypes.ErrUserNotFound):
-		if password == "" {
-			return false, fmt.Errorf("etcd user %s does not exist yet: it needs a password", name)
-		}
 		if _, err := a.cli.UserAdd(ctx, name, password); err != nil {
 			return false, fmt.Errorf("add etcd user %s: %w", name, err)
 		}
-		created = true
+		set = true
 	case err != nil:
 		return false, fmt.Errorf("read etcd user %s: %w", name, err)
-	case password != "":
+	case replace:
 		if _, err := a.cli.UserChangePassword(ctx, name, password); err != nil {
 			return false, fmt.Errorf("set the password of etcd user %s: %w", name, err)
 		}
+		set = true
 	}
 	if _, err := a.cli.UserGrantRole(ctx, name, name); err != nil {
 		return false, fmt.Errorf("grant role %s to etcd user %s: %w", name, name, err)
 	}
-	return created, nil
+	return set, nil
 }
 
 // ensureRole makes role hold exactly grants.

@@ -31,7 +31,7 @@ func newAuthCluster(t *testing.T, hosts ...string) *authCluster {
 	ctx := context.Background()
 	for _, h := range hosts {
 		ac.passwords[h] = "pw-" + h
-		if created, err := a.AddHost(ctx, h, ac.passwords[h]); err != nil || !created {
+		if created, err := a.AddHost(ctx, h, ac.passwords[h], false); err != nil || !created {
 			t.Fatalf("add host %s: %t %v", h, created, err)
 		}
 	}
@@ -186,8 +186,8 @@ func TestAddHostConverges(t *testing.T) {
 		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
 		t.Fatal(err)
 	}
-	if created, err := adm.AddHost(ctx, "ha", ""); err != nil || created {
-		t.Fatalf("add-host again: %t %v", created, err)
+	if set, err := adm.AddHost(ctx, "ha", "other", false); err != nil || set {
+		t.Fatalf("add-host again: %t %v", set, err)
 	}
 	resp, err := adm.cli.RoleGet(ctx, role)
 	if err != nil {
@@ -204,7 +204,7 @@ func TestAddHostConverges(t *testing.T) {
 	}
 	h := ac.host(t, "ha", "192.0.2.1") // the password was kept
 	waitSynced(t, h.c, 5*time.Second)
-	if _, err := adm.AddHost(ctx, "ha", "new-pw"); err != nil {
+	if _, err := adm.AddHost(ctx, "ha", "new-pw", true); err != nil {
 		t.Fatal(err)
 	}
 	ac.passwords["ha"] = "new-pw"

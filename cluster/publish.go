@@ -114,6 +114,10 @@ type retrier struct {
 }
 
 func (r *retrier) retry(what string, err error) bool {
+	if errors.Is(err, rpctypes.ErrPermissionDenied) {
+		err = fmt.Errorf("%w: this host's etcd user may not write host %s's records: give the host its identity (vxbridge cluster add-host --host-id %s)",
+			err, r.c.host, r.c.host)
+	}
 	r.c.recordRound(fmt.Errorf("%s: %w", what, err))
 	var inUse *HostIDInUseError
 	if errors.As(err, &inUse) {

@@ -10,6 +10,7 @@ import (
 	helpers "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/internal/testutil/clustertest"
 	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
@@ -19,15 +20,8 @@ func TestBlocksAgainstEtcd(t *testing.T) {
 	srv := etcdtest.Start(t)
 	var hosts []*blockHost
 	for _, id := range []string{"h1", "h2", "h3"} {
-		c, err := cluster.New(cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: id, TTL: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		c.SetHost(cluster.Host{VTEP: netip.MustParseAddr("192.0.2.1"), Port: 4789})
-		go func() { defer close(done); c.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; c.Close() })
+		c := clustertest.Run(t, cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: id, TTL: 5 * time.Second}, "192.0.2.1")
+		ctx := context.Background()
 		h := &blockHost{st: openStore(t, t.TempDir()), cross: true}
 		h.f = NewBlockAllocators(BlockConfig{Store: h.st, Leaser: c})
 		h.d = newDriver(t, h.st, Options{NewAllocator: h.f.Factory})
