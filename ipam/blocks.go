@@ -26,6 +26,18 @@ import (
 // prefetch takes the next block before that happens), and once per network
 // when it is created (Prefetch).
 //
+// A block is this host's while etcd says so, and etcd lets another host
+// reclaim it once this host's lease has lapsed (a partition longer than the
+// TTL) and its endpoint records went with it. So whenever the host takes a
+// new lease (LeaseEpoch changes: its first after a start, and after a
+// lapse), the next allocation first checks its blocks in etcd: blocks still
+// its own are kept, blocks no one holds are claimed again, blocks another
+// host took are dropped (its containers there keep their addresses; should
+// the other host hand one out too, the older endpoint record keeps it in
+// every host's tables and the conflict shows in vxbridge status). Until the
+// first lease, a plugin started while etcd is away hands out addresses from
+// the blocks its state file holds, as it does during an outage.
+//
 // Addresses asked for by value (the gateway, --aux-address, --ip) are not
 // block-bound: the gateway and aux addresses are the same on every host by
 // design, and every host reserves them, so no block hands them out.
@@ -46,6 +58,8 @@ const (
 // BlockLeaser is the cluster side of block allocation (cluster.Client).
 type BlockLeaser interface {
 	HostID() string
+	// LeaseEpoch changes whenever the host takes a new etcd lease.
+	LeaseEpoch() uint64
 	// HeldBlocks lists the blocks of pool and the host holding each.
 	HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error)
 	// ClaimBlock takes block for this host; false means another live host has it.
@@ -127,17 +141,7 @@ func (f *BlockAllocators) Prefetch(ctx context.Context, prefix netip.Prefix) err
 // inUse reports whether a container's address in blk is taken, dynamic or
 // asked for with --ip (gateway and aux addresses are every host's and do not
 // count).
-func (b *blockAllocator) inUse(blk netip.Prefix) bool {
-	a := b.localAllocator
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for addr, kind := range a.taken {
-		if (kind == store.KindEndpoint || kind == store.KindStatic) && blk.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
+func (b *blockAllocator) inUse(blk netip.Prefix) bool { return len(b.addressesIn(blk)) > 0 }
 
 // ReleaseBlocks gives the blocks this host holds of the pool with prefix
 // back to the cluster: the network driver calls it when the host's
@@ -240,6 +244,7 @@ type blockAllocator struct {
 
 	bmu        sync.Mutex // serialises block claims; taken before a.mu
 	blocks     []netip.Prefix
+	epoch      uint64 // the lease epoch blocks were last checked in
 	prefetches sync.WaitGroup
 }
 
@@ -249,11 +254,14 @@ func (b *blockAllocator) Allocate(want netip.Addr, kind store.AddressKind) (neti
 	}
 	b.bmu.Lock()
 	defer b.bmu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.f.cfg.Timeout)
+	defer cancel()
+	if err := b.recheck(ctx); err != nil {
+		return netip.Addr{}, err
+	}
 	if got, ok, err := b.takeInBlocks(kind); ok || err != nil {
 		return got, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.f.cfg.Timeout)
-	defer cancel()
 	if err := b.claimBlock(ctx); err != nil {
 		return netip.Addr{}, err
 	}
@@ -387,6 +395,9 @@ func (b *blockAllocator) freeInBlocks() uint64 {
 func (b *blockAllocator) ensureFree(ctx context.Context, want uint64) error {
 	b.bmu.Lock()
 	defer b.bmu.Unlock()
+	if err := b.recheck(ctx); err != nil {
+		return err
+	}
 	b.localAllocator.mu.Lock()
 	free := b.freeInBlocks()
 	b.localAllocator.mu.Unlock()

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -61,5 +62,86 @@ func TestBlocksAgainstEtcd(t *testing.T) {
 	}
 	if len(seen) != 120 {
 		t.Fatalf("%d distinct addresses, want 120", len(seen))
+	}
+}
+
+// etcdBlockHost is a host with a real cluster client whose publishing
+// loop the test stops and starts (a partition, a return).
+func etcdBlockHost(t *testing.T, srv *etcdtest.Server, id string) (*blockHost, *cluster.Client) {
+	t.Helper()
+	c, err := cluster.New(cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: id, TTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetHost(cluster.Host{VTEP: netip.MustParseAddr("192.0.2.1"), Port: 4789})
+	h := &blockHost{st: openStore(t, t.TempDir()), cross: true}
+	h.f = NewBlockAllocators(BlockConfig{Store: h.st, Leaser: c})
+	h.d = newDriver(t, h.st, Options{NewAllocator: h.f.Factory})
+	h.pool = requestPool(t, h.d, helpers.RequestPoolRequest{Pool: "10.1.0.0/26", Options: map[string]string{OptBlockSize: "28"}}).PoolID
+	requestAddr(t, h.d, h.pool, "", gatewayOpts)
+	return h, c
+}
+
+// runLoop runs c's publishing loop until the returned stop.
+func runLoop(t *testing.T, c *cluster.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return sync.OnceFunc(stop)
+}
+
+// TestBlockLostDuringPartition: host ha is cut off longer than its TTL,
+// host hb reclaims ha's block (the pool is full), and when ha is back with
+// a new lease it hands out no address from that block but takes a free
+// one; its container in the lost block keeps its address.
+func TestBlockLostDuringPartition(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a, ac := etcdBlockHost(t, srv, "ha")
+	b, bc := etcdBlockHost(t, srv, "hb")
+	stopA := runLoop(t, ac)
+	runLoop(t, bc)
+	kept := a.alloc(t) // ha: block 10.1.0.0/28
+	lost := netip.MustParsePrefix("10.1.0.0/28")
+	if !lost.Contains(kept) {
+		t.Fatalf("ha's first address %s", kept)
+	}
+	b.alloc(t) // hb: 10.1.0.16/28
+	hc := clustertest.Run(t, cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: "hc"}, "192.0.2.3")
+	ctx := context.Background()
+	for _, blk := range []string{"10.1.0.32/28", "10.1.0.48/28"} { // the rest of the pool
+		if ok, err := hc.ClaimBlock(ctx, "10.1.0.0_26", netip.MustParsePrefix(blk)); !ok || err != nil {
+			t.Fatalf("hc claims %s: %t %v", blk, ok, err)
+		}
+	}
+
+	stopA() // cut off: its lease runs out
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := b.d.RequestAddress(&helpers.RequestAddressRequest{PoolID: b.pool})
+		if err == nil && lost.Contains(netip.MustParsePrefix(resp.Address).Addr()) {
+			break // hb hands out from ha's block
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hb never reclaimed ha's block: %v %v", resp, err)
+		}
+		if err != nil {
+			time.Sleep(100 * time.Millisecond) // full until ha's lease runs out
+		}
+	}
+	if err := hc.ReleaseBlock(ctx, "10.1.0.0_26", netip.MustParsePrefix("10.1.0.48/28")); err != nil {
+		t.Fatal(err)
+	}
+
+	runLoop(t, ac) // back: a new lease
+	for range 5 {
+		if got := a.alloc(t); lost.Contains(got) || !netip.MustParsePrefix("10.1.0.48/28").Contains(got) {
+			t.Fatalf("ha, back, handed out %s: want an address of the free block 10.1.0.48/28, none of hb's %s", got, lost)
+		}
+	}
+	if !slices.Contains(a.f.byPool[netip.MustParsePrefix("10.1.0.0/26")].addressesIn(lost), kept) {
+		t.Fatalf("ha's container address %s was let go", kept)
 	}
 }
