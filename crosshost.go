@@ -13,6 +13,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/cluster"
 	"github.com/vxbridge/vxbridge/driver"
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/store"
@@ -87,8 +88,9 @@ type crossHost struct {
 }
 
 // startCrossHost connects to etcd (without waiting for it) and resolves the
-// VTEP. db is the store, for the host id and the cross-host pools.
-func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.Logger) (*crossHost, error) {
+// VTEP. db is the store, for the host id and the cross-host pools; fw gets
+// the VXLAN port rule, open to the peers' VTEPs.
+func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, fw *firewall.Firewall, log *slog.Logger) (*crossHost, error) {
 	if f.endpoints == "" {
 		return &crossHost{}, nil
 	}
@@ -132,7 +134,8 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
 				log.Warn("cross-host: neighbour-table limits", "err", err)
 			}
-		}})
+		},
+		OnVTEPs: func(vteps []netip.Addr) { guardVXLANPort(fw, f.vxlanPort, vteps, log) }})
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
 		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints,
 		"etcd_user", f.username, "tls", tlsCfg != nil, "host_ttl", f.hostTTL)
@@ -141,6 +144,16 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort, OnDemand: onDemand,
 		EtcdEndpoints: strings.Split(f.endpoints, ","),
 	}}, nil
+}
+
+// guardVXLANPort opens the VXLAN port to the peers' VTEPs only.
+func guardVXLANPort(fw *firewall.Firewall, port int, vteps []netip.Addr, log *slog.Logger) {
+	if err := fw.SetVXLANGuard(firewall.VXLANGuard{Port: port, VTEPs: vteps}); err != nil {
+		log.Error("cross-host: the VXLAN port rule is not in place: frames from any source may reach the cross-host networks; the reconciler retries",
+			"port", port, "err", err)
+		return
+	}
+	log.Info("VXLAN port open to the peers' VTEPs only", "port", port, "vteps", len(vteps))
 }
 
 // allocator is the IPAM's allocator factory: nil (local) without etcd.

@@ -145,11 +145,12 @@ func (fw *Firewall) SwitchBackend(b Backend) error {
 		if f.err != nil {
 			continue
 		}
-		if err := fw.syncFamily(f, syncRequest{owns: func(string) bool { return true }}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{owns: func(string) bool { return true }, guard: &guardWant{}}); err != nil {
 			return fmt.Errorf("remove vxbridge chains from %s before switching to %s: %w", f, b, err)
 		}
 	}
 	fw.families = fresh.families
+	fw.guardPort = 0 // the VXLAN port rule is written into b by the next sync
 	return nil
 }
 

@@ -12,6 +12,9 @@ package firewall
 //	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
 //	nat PREROUTING, OUTPUT -> VXBRIDGE-DNAT DNATs only
 //
+// and, with cross-host networks, filter INPUT -> VXBRIDGE-INPUT, the VXLAN
+// port rule (guard.go), which no network's rules touch.
+//
 // One verdict per chain makes the order of network rules irrelevant, so a
 // chain's desired content is a set and reconciling is a set difference done
 // on the text `iptables -S` prints (Rule.Line is written in that form).
@@ -48,6 +51,7 @@ package firewall
 // network.
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -57,6 +61,13 @@ import (
 type Firewall struct {
 	mu       sync.Mutex // one operation at a time
 	families []*family  // IPv4, IPv6
+	// guard is the VXLAN port rule wanted (guard.go): nil until
+	// SetVXLANGuard says; guardSets says its sets were made (no rule may
+	// name a set that is not there); guardPort is the port whose rule is
+	// known to be in place (0: not known).
+	guard     *VXLANGuard
+	guardSets bool
+	guardPort int
 }
 
 // New finds iptables and ip6tables and checks that they work. Without a
@@ -113,7 +124,10 @@ func (fw *Firewall) Reconcile(nets []Network, ports []Ports) error {
 		}
 		rules = append(rules, PortRules(p)...)
 	}
-	return fw.sync(rules, func(string) bool { return true })
+	fw.mu.Lock()
+	setsErr := fw.repairVTEPSets()
+	fw.mu.Unlock()
+	return errors.Join(fw.sync(rules, func(string) bool { return true }), setsErr)
 }
 
 // EnsureJumps puts the jumps into our chains back where they belong (after
@@ -127,7 +141,7 @@ func (fw *Firewall) EnsureJumps() error {
 		if f.err != nil {
 			continue
 		}
-		if err := fw.syncFamily(f, syncRequest{jumpsOnly: true}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{jumpsOnly: true, guard: fw.guardWant(f.ipv6)}); err != nil {
 			return err
 		}
 	}
@@ -152,7 +166,7 @@ func (fw *Firewall) sync(desired []Rule, owns func(line string) bool) error {
 			}
 			continue // nothing of ours can be there
 		}
-		if err := fw.syncFamily(f, syncRequest{desired: mine, owns: owns}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{desired: mine, owns: owns, guard: fw.guardWant(f.ipv6)}); err != nil {
 			return err
 		}
 	}
