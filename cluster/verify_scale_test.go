@@ -15,7 +15,8 @@ import (
 // TestRelistAtScale: one network of 1000 hosts with 7,500 endpoints
 // (the 1000-host issue's size), listed and verified by a new follower
 // (every copy read) and again by the same one (nothing read again). The
-// relisting target is under 2 s.
+// relisting target is under 2 s (not checked under the race detector,
+// which makes it 10-20x slower).
 func TestRelistAtScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 17,000 keys; skipped with -short")
@@ -61,7 +62,7 @@ func TestRelistAtScale(t *testing.T) {
 			t.Fatalf("%s: %d members, %d endpoints, %d forged", pass, len(st.Members), len(st.Endpoints), len(st.Forged))
 		}
 		t.Logf("%s of %d records: %v, %d copies read", pass, hosts+eps, took.Round(time.Millisecond), reader.c.copyReads.Load()-reads)
-		if took > 2*time.Second {
+		if took > 2*time.Second && !raceDetector {
 			t.Errorf("%s took %v, want under 2 s", pass, took)
 		}
 	}
