@@ -55,16 +55,7 @@ func (fc *faultCluster) addHosts(t *testing.T, prefix string, n int) {
 		fc.startPlugin(t, h)
 		fc.hosts = append(fc.hosts, h)
 	}
-	for _, h := range fc.hosts {
-		createNetwork(t, h, xNet, "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
-			"--subnet", xSubnet4, "--ipv6", "--subnet", xSubnet6, "-o", fmt.Sprintf("vxlan.id=%d", xVNI))
-	}
-	for i, h := range fc.hosts {
-		fc.cs = append(fc.cs, fc.run(t, h, fmt.Sprintf("c%d", i+1)))
-	}
-	for _, h := range fc.hosts {
-		fc.waitProgrammed(t, h, 15*time.Second, fc.cs...)
-	}
+	fc.oneContainerEach(t, 15*time.Second)
 	for i, c := range fc.cs {
 		to := fc.cs[(i+1)%len(fc.cs)]
 		waitPing(t, c.h, c.name, to.ip4)
