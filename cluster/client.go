@@ -66,10 +66,12 @@ type Client struct {
 	lastErr error         // of the last publish round; nil after a success
 	rounds  int           // publish rounds done, to tell "not yet" from "ok"
 	// renewed is the last grant or keep-alive answer of lease (zero: none);
-	// healthySince starts the current run of timely renewals (hold.go).
-	renewed, healthySince time.Time
+	// healthySince starts the current run of timely renewals (hold.go);
+	// answered is etcd's last answer about the lease, "gone" included
+	// (InContact).
+	renewed, healthySince, answered time.Time
 
-	// epoch counts the leases taken; ownedLease is the lease a round last
+	// epoch counts the leases taken and lost; ownedLease is the lease a round last
 	// wrote this host's records on, idErr why the host id is not this
 	// host's (standing.go).
 	epoch      uint64
@@ -92,6 +94,9 @@ func New(cfg Config) (*Client, error) {
 		k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger, idFile: cfg.HostIDFile,
 		eps: map[string]Endpoint{}, members: map[uint32]bool{}, touched: map[uint32]bool{},
 		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
+		// Presumed in contact at the start: calls wait for the first
+		// lease rather than fail at once (InContact).
+		answered: time.Now(),
 	}
 	if c.ttl <= 0 {
 		c.ttl = DefaultTTL

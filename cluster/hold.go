@@ -31,6 +31,7 @@ func (c *Client) noteRenewed(now time.Time) {
 		c.healthySince = now
 	}
 	c.renewed = now
+	c.answered = now
 }
 
 // renewGap is the longest silence after which this host still trusts its

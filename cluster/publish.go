@@ -54,7 +54,7 @@ func (c *Client) Run(ctx context.Context) {
 				c.log.Info("etcd: host lease kept alive again", "lease", fmt.Sprintf("%x", c.currentLease()))
 			case isLeaseGone(err):
 				c.log.Warn("etcd: host lease expired (etcd unreachable longer than the TTL); taking a new one")
-				c.setLease(0)
+				c.leaseGone()
 				resume = false
 			default:
 				if !r.retry("host lease not renewed", err) {
@@ -82,7 +82,7 @@ func (c *Client) Run(ctx context.Context) {
 				return
 			}
 			if isLeaseGone(err) {
-				c.setLease(0)
+				c.leaseGone()
 			}
 			if !r.retry("publishing this host's records failed", err) {
 				return
@@ -176,18 +176,30 @@ func (c *Client) currentLease() clientv3.LeaseID {
 	return c.lease
 }
 
+// setLease records a new lease, or none (0). Either way the epoch moves:
+// blocks confirmed under the old lease must be confirmed again (LeaseEpoch).
 func (c *Client) setLease(l clientv3.LeaseID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if l != c.lease {
+		c.epoch++
+	}
 	c.lease = l
 	if l != 0 {
-		c.epoch++
 		c.written = nil // a new lease: read back and check the host id first
 	}
 	if l == 0 {
 		c.synced = 0 // everything must be written again
 		c.renewed = time.Time{}
 	}
+}
+
+// leaseGone: etcd answered that this host's lease no longer exists.
+func (c *Client) leaseGone() {
+	c.setLease(0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answered = time.Now()
 }
 
 // grant takes a lease and starts keeping it alive; lost is closed when the

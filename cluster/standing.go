@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -130,12 +131,32 @@ func (c *Client) awaitStanding(ctx context.Context) error {
 	}
 }
 
-// LeaseEpoch counts the leases this host took: it changes whenever a new
-// lease replaces one (the first one after a start included). An address
-// block held under an older lease may have been reclaimed by another host
-// while this one was away, so the allocator checks its blocks again.
+// LeaseEpoch counts the leases this host took and lost: it changes when a
+// lease is found gone and when a new one replaces it (the first one after a
+// start included). An address block held under an older lease may have been
+// reclaimed by another host while this one was away, so the allocator
+// checks its blocks again.
 func (c *Client) LeaseEpoch() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.epoch
+}
+
+// InContact says, without asking etcd, whether etcd answered this host
+// about its lease (a grant, a keep-alive, "lease not found") within two
+// thirds of the TTL: clientv3 renews every third, so a longer silence means
+// etcd is unreachable, and a check of the address blocks would only wait
+// for its timeout. A new client counts as in contact for that long, so the
+// first calls wait for its first lease.
+func (c *Client) InContact() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.answered.IsZero() && time.Since(c.answered) <= c.renewGap()
+}
+
+// Unreachable says whether err, from HeldBlocks or ClaimBlock, means etcd
+// did not answer; false for an answer that refuses: the host id is live
+// elsewhere, or this host's etcd user may not read the blocks.
+func (c *Client) Unreachable(err error) bool {
+	return errors.Is(err, ErrUnavailable) && !errors.Is(err, rpctypes.ErrPermissionDenied)
 }

@@ -28,15 +28,10 @@ import (
 //
 // A block is this host's while etcd says so, and etcd lets another host
 // reclaim it once this host's lease has lapsed (a partition longer than the
-// TTL) and its endpoint records went with it. So whenever the host takes a
-// new lease (LeaseEpoch changes: its first after a start, and after a
-// lapse), the next allocation first checks its blocks in etcd: blocks still
-// its own are kept, blocks no one holds are claimed again, blocks another
-// host took are dropped (its containers there keep their addresses; should
-// the other host hand one out too, the older endpoint record keeps it in
-// every host's tables and the conflict shows in vxbridge status). Until the
-// first lease, a plugin started while etcd is away hands out addresses from
-// the blocks its state file holds, as it does during an outage.
+// TTL) and its endpoint records went with it. So held blocks are confirmed
+// in etcd whenever the lease changed, before another address comes from
+// them, unless etcd does not answer: then the blocks of the state file are
+// used, unconfirmed (the rule and why: blocks_recheck.go).
 //
 // Addresses asked for by value (the gateway, --aux-address, --ip) are not
 // block-bound: the gateway and aux addresses are the same on every host by
@@ -58,8 +53,14 @@ const (
 // BlockLeaser is the cluster side of block allocation (cluster.Client).
 type BlockLeaser interface {
 	HostID() string
-	// LeaseEpoch changes whenever the host takes a new etcd lease.
+	// LeaseEpoch changes whenever the host's etcd lease is found gone or
+	// a new one is taken.
 	LeaseEpoch() uint64
+	// InContact says, without asking etcd, whether etcd answered lately.
+	InContact() bool
+	// Unreachable says whether an error of HeldBlocks or ClaimBlock means
+	// etcd did not answer (rather than answered with a refusal).
+	Unreachable(err error) bool
 	// HeldBlocks lists the blocks of pool and the host holding each.
 	HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error)
 	// ClaimBlock takes block for this host; false means another live host has it.
@@ -244,8 +245,16 @@ type blockAllocator struct {
 
 	bmu        sync.Mutex // serialises block claims; taken before a.mu
 	blocks     []netip.Prefix
-	epoch      uint64 // the lease epoch blocks were last checked in
 	prefetches sync.WaitGroup
+
+	// Whether blocks are confirmed in etcd under lease epoch; since when
+	// and why they are in use unconfirmed (zero, nil: they are not); the
+	// blocks other hosts took (blocks_recheck.go). bmu held.
+	confirmed        bool
+	epoch            uint64
+	unconfirmedSince time.Time
+	unconfirmedWhy   error
+	lost             []lostBlock
 }
 
 func (b *blockAllocator) Allocate(want netip.Addr, kind store.AddressKind) (netip.Addr, error) {
@@ -262,12 +271,16 @@ func (b *blockAllocator) Allocate(want netip.Addr, kind store.AddressKind) (neti
 	if got, ok, err := b.takeInBlocks(kind); ok || err != nil {
 		return got, err
 	}
+	if b.unconfirmedWhy != nil {
+		return netip.Addr{}, fmt.Errorf("pool %s: this host's address blocks %v are full, and etcd, which leases new ones, does not answer: start the container once etcd is back: %w",
+			b.rec.Prefix, b.blocks, b.unconfirmedWhy)
+	}
 	if err := b.claimBlock(ctx); err != nil {
 		return netip.Addr{}, err
 	}
 	got, ok, err := b.takeInBlocks(kind)
 	if !ok && err == nil {
-		err = errorf(ErrPoolExhausted, "pool %s: no free address in this host's blocks %v", b.rec.Prefix, b.blocks)
+		err = errorf(ErrPoolExhausted, "pool %s: no free address in this host's blocks %v%s", b.rec.Prefix, b.blocks, b.lostNote())
 	}
 	return got, err
 }
@@ -401,8 +414,8 @@ func (b *blockAllocator) ensureFree(ctx context.Context, want uint64) error {
 	b.localAllocator.mu.Lock()
 	free := b.freeInBlocks()
 	b.localAllocator.mu.Unlock()
-	if free >= want {
-		return nil
+	if free >= want || b.unconfirmedWhy != nil {
+		return nil // enough, or etcd does not answer: the next allocation asks again
 	}
 	return b.claimBlock(ctx)
 }
@@ -475,8 +488,8 @@ func (b *blockAllocator) reclaimable(ctx context.Context, held map[netip.Prefix]
 		}
 	}
 	slices.Sort(hosts)
-	return netip.Prefix{}, errorf(ErrPoolExhausted, "pool %s is exhausted across hosts: every /%d block of %s is leased (by hosts %s)",
-		b.rec.Prefix, b.bits, b.rec.Range, strings.Join(hosts, ", "))
+	return netip.Prefix{}, errorf(ErrPoolExhausted, "pool %s is exhausted across hosts: every /%d block of %s is leased (by hosts %s)%s",
+		b.rec.Prefix, b.bits, b.rec.Range, strings.Join(hosts, ", "), b.lostNote())
 }
 
 func (b *blockAllocator) addBlock(blk netip.Prefix) error {

@@ -21,6 +21,7 @@ type fakeEtcd struct {
 	dead   map[string]bool   // hosts whose lease expired
 	epochs map[string]uint64 // each host's lease epoch
 	down   bool
+	silent bool // no answer lately: InContact false
 	calls  int
 }
 
@@ -42,6 +43,14 @@ func (l fakeLeaser) LeaseEpoch() uint64 {
 	defer l.e.mu.Unlock()
 	return l.e.epochs[l.host]
 }
+
+func (l fakeLeaser) InContact() bool {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	return !l.e.silent
+}
+
+func (l fakeLeaser) Unreachable(err error) bool { return errors.Is(err, errDown) }
 
 func (l fakeLeaser) HeldBlocks(_ context.Context, pool string) (map[netip.Prefix]string, error) {
 	l.e.mu.Lock()
