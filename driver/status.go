@@ -80,6 +80,7 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	c.Etcd.Endpoints = cfg.EtcdEndpoints
 	c.Etcd.Connected, c.Etcd.Error = cfg.Cluster.Connected()
 	c.Peers, c.FDBEntries, c.NeighborEntries, c.Conflicts = peerRows(cfg.Peers.Status())
+	c.LostBlocks = lostBlockRows(cfg.Blocks.LostBlocks())
 	c.OldHosts = cfg.Cluster.OldHosts()
 	c.ConflictsTotal = cfg.Peers.Conflicts()
 	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()
