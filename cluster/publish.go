@@ -29,53 +29,17 @@ func nextBackoff(b time.Duration) time.Duration { return min(max(2*b, minBackoff
 // backoff; when the lease is lost (etcd was away longer than the TTL) it
 // takes a new one and writes everything again.
 func (c *Client) Run(ctx context.Context) {
-	var (
-		lost   <-chan struct{}
-		stopKA context.CancelFunc = func() {}
-		r                         = retrier{c: c, ctx: ctx}
-		resume bool               // keep-alive ended: try the same lease before a new one
-		full   = true
-	)
-	defer func() { stopKA() }()
+	k := &leaseKeeper{c: c, r: retrier{c: c, ctx: ctx}, stopKA: func() {}}
+	defer func() { k.stopKA() }()
 	resync := time.NewTicker(c.ttl)
 	defer resync.Stop()
+	full := true
 	for {
-		select {
-		case <-lost:
-			resume, lost = true, nil
-		default:
-		}
-		if resume {
-			ch, stop, err := c.resume(ctx)
-			switch {
-			case err == nil:
-				stopKA()
-				lost, stopKA, resume = ch, stop, false
-				c.log.Info("etcd: host lease kept alive again", "lease", fmt.Sprintf("%x", c.currentLease()))
-			case isLeaseGone(err):
-				c.log.Warn("etcd: host lease expired (etcd unreachable longer than the TTL); taking a new one")
-				c.leaseGone()
-				resume = false
-			default:
-				if !r.retry("host lease not renewed", err) {
-					return
-				}
-				continue
-			}
-		}
-		if c.currentLease() == 0 {
-			lease, ch, stop, err := c.grant(ctx)
-			if err != nil {
-				if !r.retry("no host lease yet", err) {
-					return
-				}
-				continue
-			}
-			stopKA()
-			lost, stopKA = ch, stop
-			c.setLease(lease)
-			c.noteRenewed(time.Now())
-			c.log.Info("etcd: host lease granted", "lease", fmt.Sprintf("%x", lease), "ttl", c.ttl)
+		switch k.ensureLease(ctx) {
+		case quit:
+			return
+		case again:
+			continue
 		}
 		if err := c.syncOnce(ctx, full); err != nil {
 			if ctx.Err() != nil {
@@ -84,12 +48,12 @@ func (c *Client) Run(ctx context.Context) {
 			if isLeaseGone(err) {
 				c.leaseGone()
 			}
-			if !r.retry("publishing this host's records failed", err) {
+			if k.retry("publishing this host's records failed", err) == quit {
 				return
 			}
 			continue
 		}
-		r.ok()
+		k.r.ok()
 		full = false
 		select {
 		case <-ctx.Done():
@@ -97,10 +61,88 @@ func (c *Client) Run(ctx context.Context) {
 		case <-c.kick:
 		case <-resync.C: // repairs records someone deleted behind our back
 			full = true
-		case <-lost:
-			resume, lost = true, nil
+		case <-k.lost:
+			k.resume, k.lost = true, nil
 		}
 	}
+}
+
+// runStep says how a round of Run goes on.
+type runStep int
+
+const (
+	proceed runStep = iota // the lease is held: publish
+	again                  // a retry has waited: start the round over
+	quit                   // ctx ended
+)
+
+// leaseKeeper is Run's hold on the lease: the keep-alive of the lease and
+// whether it ended (lost), so that the same lease is tried again (resume)
+// before a new one.
+type leaseKeeper struct {
+	c      *Client
+	r      retrier
+	lost   <-chan struct{}
+	stopKA context.CancelFunc
+	resume bool
+}
+
+// ensureLease makes sure a lease is held and kept alive: the same one again
+// after its keep-alive ended, else a new one.
+func (k *leaseKeeper) ensureLease(ctx context.Context) runStep {
+	select {
+	case <-k.lost:
+		k.resume, k.lost = true, nil
+	default:
+	}
+	if k.resume {
+		if step := k.resumeLease(ctx); step != proceed {
+			return step
+		}
+	}
+	if k.c.currentLease() != 0 {
+		return proceed
+	}
+	lease, ch, stop, err := k.c.grant(ctx)
+	if err != nil {
+		return k.retry("no host lease yet", err)
+	}
+	k.keep(ch, stop)
+	k.c.setLease(lease)
+	k.c.noteRenewed(time.Now())
+	k.c.log.Info("etcd: host lease granted", "lease", fmt.Sprintf("%x", lease), "ttl", k.c.ttl)
+	return proceed
+}
+
+// resumeLease takes up the lease whose keep-alive ended, or notes it gone.
+func (k *leaseKeeper) resumeLease(ctx context.Context) runStep {
+	ch, stop, err := k.c.resume(ctx)
+	switch {
+	case err == nil:
+		k.keep(ch, stop)
+		k.resume = false
+		k.c.log.Info("etcd: host lease kept alive again", "lease", fmt.Sprintf("%x", k.c.currentLease()))
+	case isLeaseGone(err):
+		k.c.log.Warn("etcd: host lease expired (etcd unreachable longer than the TTL); taking a new one")
+		k.c.leaseGone()
+		k.resume = false
+	default:
+		return k.retry("host lease not renewed", err)
+	}
+	return proceed
+}
+
+// keep replaces the keep-alive by a new one.
+func (k *leaseKeeper) keep(lost <-chan struct{}, stop context.CancelFunc) {
+	k.stopKA()
+	k.lost, k.stopKA = lost, stop
+}
+
+func (k *leaseKeeper) retry(what string, err error) runStep {
+	if k.r.retry(what, err) {
+		return again
+	}
+	return quit
 }
 
 // retrier waits between Run's attempts: a backoff up to maxBackoff, but a
