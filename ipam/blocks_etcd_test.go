@@ -69,15 +69,26 @@ func TestBlocksAgainstEtcd(t *testing.T) {
 // loop the test stops and starts (a partition, a return).
 func etcdBlockHost(t *testing.T, srv *etcdtest.Server, id string) (*blockHost, *cluster.Client) {
 	t.Helper()
+	return etcdBlockHostIn(t, srv, id, t.TempDir())
+}
+
+// etcdBlockHostIn is etcdBlockHost on the state directory dir: a second
+// call on the same dir is the plugin restarted.
+func etcdBlockHostIn(t *testing.T, srv *etcdtest.Server, id, dir string) (*blockHost, *cluster.Client) {
+	t.Helper()
 	c, err := cluster.New(cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: id, TTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetHost(cluster.Host{VTEP: netip.MustParseAddr("192.0.2.1"), Port: 4789})
-	h := &blockHost{st: openStore(t, t.TempDir()), cross: true}
+	h := &blockHost{st: openStore(t, dir), cross: true}
 	h.f = NewBlockAllocators(BlockConfig{Store: h.st, Leaser: c})
 	h.d = newDriver(t, h.st, Options{NewAllocator: h.f.Factory})
+	if pools, _ := h.st.Pools(); len(pools) == 1 {
+		h.pool = pools[0].ID
+		return h, c
+	}
 	h.pool = requestPool(t, h.d, helpers.RequestPoolRequest{Pool: "10.1.0.0/26", Options: map[string]string{OptBlockSize: "28"}}).PoolID
 	requestAddr(t, h.d, h.pool, "", gatewayOpts)
 	return h, c
@@ -143,5 +154,62 @@ func TestBlockLostDuringPartition(t *testing.T) {
 	}
 	if !slices.Contains(a.f.byPool[netip.MustParsePrefix("10.1.0.0/26")].addressesIn(lost), kept) {
 		t.Fatalf("ha's container address %s was let go", kept)
+	}
+}
+
+// TestRestartedPluginWhileEtcdStops is e2e TestMultiHost/EtcdOutage at the
+// IPAM's tier: a plugin restarted (a new lease, its blocks not confirmed
+// under it) makes its first allocations just after etcd stopped, and long
+// after; both come from its held block within the check's bound, and once
+// etcd is back the next allocation confirms the block.
+func TestRestartedPluginWhileEtcdStops(t *testing.T) {
+	srv := etcdtest.Start(t)
+	dir := t.TempDir()
+	a, ac := etcdBlockHostIn(t, srv, "ha", dir)
+	stop := runLoop(t, ac)
+	held := netip.MustParsePrefix("10.1.0.0/28")
+	if got := a.alloc(t); !held.Contains(got) {
+		t.Fatalf("first address %s", got)
+	}
+	a.f.byPool[netip.MustParsePrefix("10.1.0.0/26")].prefetches.Wait()
+	stop()
+	ac.Close()
+	a.st.Close()
+
+	a, ac = etcdBlockHostIn(t, srv, "ha", dir) // the restarted plugin
+	runLoop(t, ac)
+	for ac.LeaseEpoch() == 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv.Stop()
+	for _, when := range []string{"just after etcd stopped", "etcd stopped for a while"} {
+		start := time.Now()
+		got := a.alloc(t)
+		took := time.Since(start)
+		t.Logf("%s: %s in %s", when, got, took.Round(time.Millisecond))
+		if !held.Contains(got) || took > checkTimeout+time.Second {
+			t.Fatalf("%s: %s after %s, want an address of the held block %s within %s", when, got, took, held, checkTimeout+time.Second)
+		}
+	}
+	ab := a.f.byPool[netip.MustParsePrefix("10.1.0.0/26")]
+	confirmed := func() (bool, error) {
+		ab.bmu.Lock()
+		defer ab.bmu.Unlock()
+		return ab.confirmed, ab.unconfirmedWhy
+	}
+	if ok, _ := confirmed(); ok {
+		t.Fatal("blocks confirmed while etcd was stopped")
+	}
+	srv.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for a.alloc(t); ; a.alloc(t) {
+		ok, why := confirmed()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd is back and the held blocks are still unconfirmed (%v)", why)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
