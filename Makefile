@@ -14,7 +14,7 @@ PLUGIN_DIR := build/plugin
 # time runs out (golang/go#75804, fixed in Go 1.27).
 FUZZ_TIME ?= 40000x
 FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver/ports:FuzzParseBindings ./driver:FuzzParseVNI \
-	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzDecodeNetRecord ./peers:FuzzForgedRecords ./names:FuzzDecide ./status:FuzzDecode \
+	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzDecodeNetRecord ./cluster:FuzzVerifyRecord ./peers:FuzzForgedRecords ./names:FuzzDecide ./status:FuzzDecode \
 	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
 	./bridge:FuzzValidateName ./bridge:FuzzNewBridge .:FuzzParseServeFlags ./ownership/mark:FuzzParseAlias
 

@@ -5,11 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/vxbridge/vxbridge/cluster"
 	"github.com/vxbridge/vxbridge/driver"
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
@@ -20,11 +24,10 @@ import (
 // crossHostFlags are the serve flags of cross-host networks. Without
 // --etcd-endpoints none of them matters and vxbridge is single-host.
 type crossHostFlags struct {
-	endpoints     string
-	ca, cert, key string
-	prefix        string
+	etcdFlags
 	vtepInterface string
 	vtepIP        string
+	vtepCIDR      string
 	vxlanPort     int
 	hostTTL       time.Duration
 	programming   string
@@ -32,13 +35,11 @@ type crossHostFlags struct {
 }
 
 func (f *crossHostFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)")
-	fs.StringVar(&f.ca, "etcd-ca", "", "PEM CA bundle verifying etcd's certificate")
-	fs.StringVar(&f.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
-	fs.StringVar(&f.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
-	fs.StringVar(&f.prefix, "etcd-prefix", cluster.DefaultPrefix, "etcd key prefix of vxbridge's cluster state")
+	f.etcdFlags.register(fs, "etcd client URLs, comma-separated; turns on cross-host networks (-o vxlan.id)",
+		"", "etcd user of this host (with --etcd-password-file; https only): see vxbridge cluster add-host")
 	fs.StringVar(&f.vtepInterface, "vtep-interface", "", "underlay interface for VXLAN (default: the interface of the default route)")
 	fs.StringVar(&f.vtepIP, "vtep-ip", "", "this host's VXLAN tunnel address (default: the address of --vtep-interface)")
+	fs.StringVar(&f.vtepCIDR, "vtep-cidr", "", "the underlay's prefixes, comma-separated: peers whose VTEP lies outside are refused (empty: any unicast address)")
 	fs.IntVar(&f.vxlanPort, "vxlan-port", vxlan.DefaultPort, "VXLAN UDP port, the same on every host")
 	fs.DurationVar(&f.hostTTL, "host-ttl", cluster.DefaultTTL, "how long a silent host keeps its endpoints in etcd (its lease TTL)")
 	fs.StringVar(&f.programming, "peer-programming", status.ProgrammingEager, "eager (every peer's VXLAN entries at once) or on-demand (only peers talked to, on the kernel's miss notifications; see BENCHMARKS.md figure 6)")
@@ -61,7 +62,26 @@ func (f *crossHostFlags) validate() error {
 	if f.namesPort < 0 || f.namesPort > 65535 {
 		return fmt.Errorf("--names-port %d: want 1-65535, or 0 to answer no names", f.namesPort)
 	}
-	return nil
+	if _, err := parsePrefixes("--vtep-cidr", f.vtepCIDR); err != nil {
+		return err
+	}
+	return f.etcdFlags.validate()
+}
+
+// parsePrefixes reads a comma-separated list of prefixes (empty: none).
+func parsePrefixes(flag, s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: want prefixes like 10.0.0.0/16, comma-separated: %w", flag, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // crossHost is the running cross-host part of serve; its zero value (no
@@ -76,20 +96,25 @@ type crossHost struct {
 }
 
 // startCrossHost connects to etcd (without waiting for it) and resolves the
-// VTEP. db is the store, for the host id and the cross-host pools.
-func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.Logger) (*crossHost, error) {
+// VTEP. db is the store, for the host id and the cross-host pools; fw gets
+// the VXLAN port rule, open to the peers' VTEPs.
+func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, fw *firewall.Firewall, log *slog.Logger) (*crossHost, error) {
 	if f.endpoints == "" {
 		return &crossHost{}, nil
 	}
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	tlsCfg, err := cluster.TLSConfig(f.ca, f.cert, f.key)
+	tlsCfg, password, err := f.connection()
 	if err != nil {
 		return nil, err
 	}
+	vtepCIDRs, _ := parsePrefixes("--vtep-cidr", f.vtepCIDR) // validated
 	hostID, err := cluster.LoadHostID(stateDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkHostUser(f.username, hostID, stateDir); err != nil {
 		return nil, err
 	}
 	vx := vxlan.New(vxlan.Options{Logger: log})
@@ -97,9 +122,13 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	if len(vtepCIDRs) > 0 && !slices.ContainsFunc(vtepCIDRs, func(p netip.Prefix) bool { return p.Contains(vtep.Addr) }) {
+		return nil, fmt.Errorf("this host's VTEP %s (of %s) is outside --vtep-cidr %s: peers would refuse it; set --vtep-ip or --vtep-interface, or widen --vtep-cidr",
+			vtep.Addr, vtep.Interface, f.vtepCIDR)
+	}
 	client, err := cluster.New(cluster.Config{
-		Endpoints: strings.Split(f.endpoints, ","), TLS: tlsCfg, Prefix: f.prefix,
-		HostID: hostID, TTL: f.hostTTL, Logger: log,
+		Endpoints: f.endpointList(), TLS: tlsCfg, Prefix: f.prefix, Username: f.username, Password: password,
+		HostID: hostID, HostIDFile: filepath.Join(stateDir, cluster.HostIDFile), TTL: f.hostTTL, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -107,17 +136,10 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	client.SetHost(cluster.Host{VTEP: vtep.Addr, Port: f.vxlanPort})
 	blocks := ipam.NewBlockAllocators(ipam.BlockConfig{Store: db, Leaser: client, CrossHost: ipam.CrossHostPool(db.Networks), Logger: log})
 	onDemand := f.programming == status.ProgrammingOnDemand
-	pc := peers.Config{Self: hostID, SelfVTEP: vtep.Addr, Source: client, Logger: log, OnDemand: onDemand}
-	if onDemand { // eager entries are permanent: the kernel does not count them (vxlan/ design notes)
-		pc.NeighLimits = func(total int) {
-			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
-				log.Warn("cross-host: neighbour-table limits", "err", err)
-			}
-		}
-	}
-	pm := peers.New(pc)
+	pm := peers.New(peersConfig(f, hostID, vtep.Addr, vtepCIDRs, client, vx, fw, log))
 	log.Info("cross-host networks on", "host_id", hostID, "vtep", vtep.Addr, "vtep_interface", vtep.Interface,
-		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints, "host_ttl", f.hostTTL)
+		"underlay_mtu", vtep.MTU, "vxlan_port", f.vxlanPort, "peer_programming", f.programming, "etcd", f.endpoints,
+		"etcd_user", f.username, "tls", tlsCfg != nil, "host_ttl", f.hostTTL)
 	x := &crossHost{client: client, blocks: blocks, peers: pm, cfg: &driver.CrossHostConfig{
 		Cluster: client, VXLAN: vx, Blocks: blocks, Peers: pm,
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort, OnDemand: onDemand,
@@ -133,6 +155,35 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, log *slog.
 	x.addrs = &hostAddresses{db: db}
 	x.cfg.HostAddrs = x.addrs
 	return x, nil
+}
+
+// peersConfig is the peers manager's configuration: on-demand programming
+// raises the neighbour-table limits (eager entries are permanent: the kernel
+// does not count them, vxlan/ design notes), and every change of the
+// members' VTEPs reaches the VXLAN port's rule.
+func peersConfig(f *crossHostFlags, hostID string, vtep netip.Addr, vtepCIDRs []netip.Prefix, client *cluster.Client,
+	vx *vxlan.Manager, fw *firewall.Firewall, log *slog.Logger) peers.Config {
+	pc := peers.Config{Self: hostID, SelfVTEP: vtep, VTEPCIDRs: vtepCIDRs, Source: client, Logger: log,
+		OnDemand: f.programming == status.ProgrammingOnDemand,
+		OnVTEPs:  func(vteps []netip.Addr) { guardVXLANPort(fw, f.vxlanPort, vteps, log) }}
+	if pc.OnDemand {
+		pc.NeighLimits = func(total int) {
+			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
+				log.Warn("cross-host: neighbour-table limits", "err", err)
+			}
+		}
+	}
+	return pc
+}
+
+// guardVXLANPort opens the VXLAN port to the peers' VTEPs only.
+func guardVXLANPort(fw *firewall.Firewall, port int, vteps []netip.Addr, log *slog.Logger) {
+	if err := fw.SetVXLANGuard(firewall.VXLANGuard{Port: port, VTEPs: vteps}); err != nil {
+		log.Error("cross-host: the VXLAN port rule is not in place: frames from any source may reach the cross-host networks; the reconciler retries",
+			"port", port, "err", err)
+		return
+	}
+	log.Info("VXLAN port open to the peers' VTEPs only", "port", port, "vteps", len(vteps))
 }
 
 // allocator is the IPAM's allocator factory: nil (local) without etcd.

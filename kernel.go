@@ -50,7 +50,7 @@ func openKernel(cfg *serveConfig, db *store.DB, log *slog.Logger) (_ *kernel, re
 		return nil, err
 	}
 	k.closers = append(k.closers, func() { k.links.Close() })
-	if k.xh, err = startCrossHost(&cfg.crossHost, cfg.stateDir, db, log); err != nil {
+	if k.xh, err = startCrossHost(&cfg.crossHost, cfg.stateDir, db, k.fw, log); err != nil {
 		return nil, err
 	}
 	k.closers = append(k.closers, k.xh.close)

@@ -36,7 +36,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vxbridge serve [flags] | vxbridge status [flags] | vxbridge doctor [flags] | vxbridge state check|restore [flags] | vxbridge version")
+		return errors.New("usage: vxbridge serve [flags] | vxbridge status [flags] | vxbridge doctor [flags] | vxbridge state check|restore [flags] | vxbridge cluster add-host|remove-host [flags] | vxbridge version")
 	}
 	switch args[0] {
 	case "serve":
@@ -51,11 +51,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runDoctor(args[1:], stdout, stderr)
 	case "state":
 		return runState(args[1:], stdout, stderr)
+	case "cluster":
+		return runCluster(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "vxbridge", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q: want serve, status, doctor, state or version", args[0])
+		return fmt.Errorf("unknown command %q: want serve, status, doctor, state, cluster or version", args[0])
 	}
 }
 

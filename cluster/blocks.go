@@ -14,7 +14,10 @@ import (
 func (c *Client) HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(rctx, c.k.blocks(pool), clientv3.WithPrefix())
+	if err := c.awaitStanding(rctx); err != nil {
+		return nil, fmt.Errorf("list address blocks of pool %s: %w", pool, err)
+	}
+	resp, err := c.etcd().Get(rctx, c.k.blocks(pool), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("%w: list address blocks of pool %s: %w", ErrUnavailable, pool, err)
 	}
@@ -38,9 +41,12 @@ func (c *Client) HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]
 func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix) (ok bool, err error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
+	if err := c.awaitStanding(rctx); err != nil {
+		return false, fmt.Errorf("claim block %s of pool %s: %w", block, pool, err)
+	}
 	key := c.k.block(pool, block)
 	put := clientv3.OpPut(key, c.host)
-	tr, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(put).Else(clientv3.OpGet(key)).Commit()
+	tr, err := c.etcd().Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(put).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
 		return false, fmt.Errorf("%w: claim block %s of pool %s: %w", ErrUnavailable, block, pool, err)
 	}
@@ -57,7 +63,7 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	}
 	// Reclaim from a dead host, all in one comparison so a host that comes
 	// back at the same moment keeps its block.
-	tr, err = c.cli.Txn(rctx).If(
+	tr, err = c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.Value(key), "=", holder),
 		clientv3.Compare(clientv3.CreateRevision(c.k.host(holder)), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(c.k.hostEndpoints(holder)), "=", 0).WithPrefix(),
@@ -76,7 +82,7 @@ func (c *Client) ReleaseBlock(ctx context.Context, pool string, block netip.Pref
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	key := c.k.block(pool, block)
-	_, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.Value(key), "=", c.host)).Then(clientv3.OpDelete(key)).Commit()
+	_, err := c.etcd().Txn(rctx).If(clientv3.Compare(clientv3.Value(key), "=", c.host)).Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
 		return fmt.Errorf("%w: release block %s of pool %s: %w", ErrUnavailable, block, pool, err)
 	}

@@ -3,22 +3,15 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 )
 
 // Defaults of Config.
@@ -41,13 +34,19 @@ type Config struct {
 	TLS       *tls.Config // nil: plain http
 	Prefix    string      // default DefaultPrefix
 	HostID    string      // required
-	TTL       time.Duration
-	Logger    *slog.Logger
+	// HostIDFile is where this host keeps its id, named when the id turns
+	// out to be live on another host.
+	HostIDFile string
+	// Username and Password, when set, authenticate to etcd (etcd's
+	// users and roles: see admin.go for what a host is granted).
+	Username, Password string
+	TTL                time.Duration
+	Logger             *slog.Logger
 }
 
 // Client is one host's connection to the cluster state.
 type Client struct {
-	cli  *clientv3.Client
+	conn conn // the etcd connection (conn.go): use c.etcd()
 	k    keys
 	host string
 	ttl  time.Duration
@@ -67,10 +66,21 @@ type Client struct {
 	lastErr error         // of the last publish round; nil after a success
 	rounds  int           // publish rounds done, to tell "not yet" from "ok"
 	// renewed is the last grant or keep-alive answer of lease (zero: none);
-	// healthySince starts the current run of timely renewals (hold.go).
-	renewed, healthySince time.Time
+	// healthySince starts the current run of timely renewals (hold.go);
+	// answered is etcd's last answer about the lease, "gone" included
+	// (InContact).
+	renewed, healthySince, answered time.Time
+
+	// epoch counts the leases taken and lost; ownedLease is the lease a round last
+	// wrote this host's records on, idErr why the host id is not this
+	// host's (standing.go).
+	epoch      uint64
+	ownedLease clientv3.LeaseID
+	idErr      error
+	idFile     string
 
 	lists, events atomic.Uint64 // network listings and watch events received (WatchStats)
+	copyReads     atomic.Uint64 // hosts' own copies read to verify their records (verify.go)
 	old           oldHosts      // live hosts on the layout before records by network (legacy.go)
 }
 
@@ -80,35 +90,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HostID == "" {
 		return nil, errors.New("cluster: no host id")
 	}
-	if len(cfg.Endpoints) == 0 {
-		return nil, errors.New("cluster: no etcd endpoints")
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		TLS:         cfg.TLS,
-		DialTimeout: DefaultDialTimeout,
-		// Keep-alive pings notice a dead etcd connection within seconds.
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		// Its own zap logging would repeat, in another format, what the
-		// loops here log through slog.
-		Logger: zap.NewNop(),
-		// gRPC's default reconnect backoff grows to two minutes: after an
-		// etcd outage of 30 s a host would stay disconnected for another
-		// 20 s. Capped at 2 s, the cluster converges within seconds of
-		// etcd's return.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 2 * time.Second,
-		})},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
-	}
 	c := &Client{
-		cli: cli, k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger,
+		k: newKeys(cfg.Prefix), host: cfg.HostID, ttl: cfg.TTL, log: cfg.Logger, idFile: cfg.HostIDFile,
 		eps: map[string]Endpoint{}, members: map[uint32]bool{}, touched: map[uint32]bool{},
 		kick: make(chan struct{}, 1), syncedC: make(chan struct{}),
+		// Presumed in contact at the start: calls wait for the first
+		// lease rather than fail at once (InContact).
+		answered: time.Now(),
 	}
 	if c.ttl <= 0 {
 		c.ttl = DefaultTTL
@@ -116,46 +104,14 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	if err := c.connect(cfg); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// Close ends the connection. The host's lease is not revoked: a restarting
-// plugin re-publishes under a new lease, and peers keep forwarding to this
-// host meanwhile; a host that stays away is dropped when the TTL runs out.
-func (c *Client) Close() error { return c.cli.Close() }
-
 // HostID is this host's id.
 func (c *Client) HostID() string { return c.host }
-
-// TLSConfig builds the client TLS config from PEM files; all empty is nil
-// (plain http). A CA alone verifies the server; cert and key come together.
-func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	if caFile == "" && certFile == "" && keyFile == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--etcd-ca %s: no PEM certificate in it", caFile)
-		}
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
 
 func (c *Client) changed() {
 	c.gen++

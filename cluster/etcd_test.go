@@ -26,7 +26,13 @@ type testHost struct {
 // startHost runs a Client's publish loop with a short TTL.
 func startHost(t *testing.T, srv *etcdtest.Server, id, vtep string) *testHost {
 	t.Helper()
-	c, err := New(Config{Endpoints: []string{srv.Endpoint}, Prefix: "/test", HostID: id, TTL: testTTL})
+	return runHost(t, Config{Endpoints: []string{srv.Endpoint}, Prefix: "/test", HostID: id, TTL: testTTL}, vtep)
+}
+
+// runHost runs a Client of cfg with VTEP vtep until the test ends.
+func runHost(t *testing.T, cfg Config, vtep string) *testHost {
+	t.Helper()
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +96,7 @@ func TestClaimNetwork(t *testing.T) {
 	}
 	// Membership is on the lease: re-written by the loop's next full round
 	// (every TTL) after a purge.
-	if _, err := b.c.cli.Delete(ctx, "/test/members/", clientv3.WithPrefix()); err != nil {
+	if _, err := b.c.etcd().Delete(ctx, "/test/members/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(2 * testTTL)
@@ -160,7 +166,7 @@ func TestBlocks(t *testing.T) {
 	a.c.Rejoin(42)
 	a.c.Publish(ep("e1", 42, "10.1.0.2"))
 	waitSynced(t, a.c, 5*time.Second)
-	if _, err := a.c.cli.Delete(ctx, "/test/hosts/ha"); err != nil { // host record gone, endpoint still there
+	if _, err := a.c.etcd().Delete(ctx, "/test/hosts/ha"); err != nil { // host record gone, endpoint still there
 		t.Fatal(err)
 	}
 	if claim(b, b0) {

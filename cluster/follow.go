@@ -28,13 +28,14 @@ type NetworkSink interface {
 // hold.go).
 func (c *Client) FollowNetwork(ctx context.Context, vni uint32, sink NetworkSink) {
 	hold := newNetHold(c.host, sink, c.log.Warn)
+	v := newVerifier(c, vni)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); c.releaseHeld(ctx, hold.release) }()
 	defer wg.Wait()
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		rev, err := c.followFrom(ctx, vni, hold)
+		rev, err := c.followFrom(ctx, v, hold)
 		if ctx.Err() != nil {
 			return
 		}
@@ -68,22 +69,22 @@ func (c *Client) releaseHeld(ctx context.Context, release func()) {
 // followFrom lists the network, then watches from the listing's revision.
 // It returns when the watch ends, with the last revision it saw (0 if the
 // listing failed).
-func (c *Client) followFrom(ctx context.Context, vni uint32, hold *netHold) (int64, error) {
-	st, err := c.listNetwork(ctx, vni)
+func (c *Client) followFrom(ctx context.Context, v *verifier, hold *netHold) (int64, error) {
+	st, err := c.listNetwork(ctx, v)
 	if err != nil {
 		return 0, err
 	}
 	c.lists.Add(1)
 	hold.reset(st, c.settled(time.Now()))
-	return c.followFromRev(ctx, vni, hold, st.Rev)
+	return c.followFromRev(ctx, v, hold, st.Rev)
 }
 
 // followFromRev gives hold the network's changes after rev until the watch
 // ends, and returns the last revision it saw.
-func (c *Client) followFromRev(ctx context.Context, vni uint32, hold *netHold, rev int64) (int64, error) {
+func (c *Client) followFromRev(ctx context.Context, v *verifier, hold *netHold, rev int64) (int64, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range c.cli.Watch(wctx, c.k.netRoot(vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+	for wr := range c.etcd().Watch(wctx, c.k.netRoot(v.vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if wr.CompactRevision != 0 {
 			return rev, errCompacted(wr.CompactRevision)
 		}
@@ -91,18 +92,9 @@ func (c *Client) followFromRev(ctx context.Context, vni uint32, hold *netHold, r
 			return rev, err
 		}
 		c.events.Add(uint64(len(wr.Events)))
-		changes := make([]Change, 0, len(wr.Events))
-		for _, ev := range wr.Events {
-			var val []byte
-			if ev.Type == clientv3.EventTypePut {
-				val = ev.Kv.Value
-			}
-			ch, err := c.k.decodeNetRecord(vni, string(ev.Kv.Key), val, ev.Kv.CreateRevision)
-			if err != nil {
-				c.log.Warn("etcd: ignoring a record", "err", err)
-				continue
-			}
-			changes = append(changes, ch)
+		changes, err := v.events(ctx, wr.Events)
+		if err != nil {
+			return rev, err // a relisting verifies what this response held
 		}
 		rev = wr.Header.Revision
 		if len(changes) > 0 {
@@ -118,33 +110,21 @@ func (e errCompacted) Error() string {
 	return fmt.Sprintf("watch fell behind compaction at revision %d", int64(e))
 }
 
-// listNetwork reads every record of network vni at one revision.
-func (c *Client) listNetwork(ctx context.Context, vni uint32) (NetworkState, error) {
+// listNetwork reads every record of the verifier's network at one
+// revision, and verifies them.
+func (c *Client) listNetwork(ctx context.Context, v *verifier) (NetworkState, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(rctx, c.k.netRoot(vni), clientv3.WithPrefix())
+	resp, err := c.etcd().Get(rctx, c.k.netRoot(v.vni), clientv3.WithPrefix())
 	if err != nil {
-		return NetworkState{}, fmt.Errorf("list network %d: %w", vni, err)
+		return NetworkState{}, fmt.Errorf("list network %d: %w", v.vni, err)
 	}
-	st := NetworkState{VNI: vni, Rev: resp.Header.Revision}
-	for _, kv := range resp.Kvs {
-		ch, err := c.k.decodeNetRecord(vni, string(kv.Key), kv.Value, kv.CreateRevision)
-		if err != nil {
-			c.log.Warn("etcd: ignoring a record", "err", err)
-			continue
-		}
-		switch ch.Kind {
-		case MemberSet:
-			st.Members = append(st.Members, ch.Member)
-		case EndpointSet:
-			st.Endpoints = append(st.Endpoints, ch.Endpoint)
-		}
-	}
-	return st, nil
+	return v.listing(ctx, resp.Kvs, resp.Header.Revision)
 }
 
 // WatchStats counts what this host's network watches received: listings
-// and watch events, of every network it follows together.
+// and watch events, of every network it follows together. (Each event of
+// another host's record costs one read of its copy: copyReads.)
 func (c *Client) WatchStats() (lists, events uint64) {
 	return c.lists.Load(), c.events.Load()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,16 +18,22 @@ import (
 // sink collects what FollowNetwork gives it, as the set of records it
 // holds after each call.
 type sink struct {
-	mu      sync.Mutex
-	recs    map[string]Change
-	resets  int
-	changes []Change
-	states  []string    // records held after each call
-	at      []time.Time // when each call came
-	ch      chan struct{}
+	mu   sync.Mutex
+	recs map[string]Change
+	// forgedKeys: the records last said to be forged (Change.Forged), by
+	// key; seenForged: every "<key>: <why>" it was ever told
+	forgedKeys map[string]string
+	seenForged map[string]bool
+	resets     int
+	changes    []Change
+	states     []string    // records held after each call
+	at         []time.Time // when each call came
+	ch         chan struct{}
 }
 
-func newSink() *sink { return &sink{recs: map[string]Change{}, ch: make(chan struct{}, 1)} }
+func newSink() *sink {
+	return &sink{recs: map[string]Change{}, forgedKeys: map[string]string{}, seenForged: map[string]bool{}, ch: make(chan struct{}, 1)}
+}
 
 func (s *sink) Reset(st NetworkState) {
 	s.mu.Lock()
@@ -37,6 +44,13 @@ func (s *sink) Reset(st NetworkState) {
 	for _, ep := range st.Endpoints {
 		s.recs["e/"+ep.Host+"/"+ep.ID] = Change{Kind: EndpointSet, Host: ep.Host, ID: ep.ID, Endpoint: ep}
 	}
+	s.forgedKeys = maps.Clone(st.Forged)
+	if s.forgedKeys == nil {
+		s.forgedKeys = map[string]string{}
+	}
+	for key, why := range st.Forged {
+		s.seenForged[key+": "+why] = true
+	}
 	s.resets++
 	s.noted()
 }
@@ -44,6 +58,12 @@ func (s *sink) Reset(st NetworkState) {
 func (s *sink) Apply(cs []Change) {
 	s.mu.Lock()
 	for _, c := range cs {
+		if c.Forged != "" {
+			s.forgedKeys[c.Key()] = c.Forged
+			s.seenForged[c.Key()+": "+c.Forged] = true
+		} else {
+			delete(s.forgedKeys, c.Key())
+		}
 		if c.Kind == MemberGone || c.Kind == EndpointGone {
 			delete(s.recs, c.Key())
 		} else {
@@ -222,7 +242,7 @@ func TestFollowRelistsAfterCompaction(t *testing.T) {
 	a.c.Rejoin(42)
 	a.c.Publish(ep("e1", 42, "10.1.0.2"))
 	waitSynced(t, a.c, 5*time.Second)
-	st, err := a.c.listNetwork(context.Background(), 42)
+	st, err := a.c.listNetwork(context.Background(), newVerifier(a.c, 42))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,18 +250,18 @@ func TestFollowRelistsAfterCompaction(t *testing.T) {
 	waitSynced(t, a.c, 5*time.Second)
 	a.c.Publish(ep("e3", 42, "10.1.0.4")) // two revisions on: the first after the listing is compacted
 	waitSynced(t, a.c, 5*time.Second)
-	resp, err := a.c.cli.Get(context.Background(), "/test/hosts/ha")
+	resp, err := a.c.etcd().Get(context.Background(), "/test/hosts/ha")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.c.cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+	if _, err := a.c.etcd().Compact(context.Background(), resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// From the old listing's revision, the watch finds it compacted away.
 	hold := newNetHold("ha", newSink(), t.Logf)
-	_, err = a.c.followFromRev(ctx, 42, hold, st.Rev)
+	_, err = a.c.followFromRev(ctx, newVerifier(a.c, 42), hold, st.Rev)
 	var comp errCompacted
 	if !errors.As(err, &comp) {
 		t.Fatalf("watch from a compacted revision: %v, want errCompacted", err)
@@ -332,11 +352,11 @@ func TestOldHostsListed(t *testing.T) {
 	}
 	b := startHost(t, srv, "hb", "192.0.2.2") // this version: not listed
 	waitSynced(t, b.c, 5*time.Second)
-	if _, err := a.c.cli.Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789}`); err != nil {
+	if _, err := a.c.etcd().Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789}`); err != nil {
 		t.Fatal(err)
 	}
 	wait("hold")
-	if _, err := a.c.cli.Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789,"layout":2}`); err != nil {
+	if _, err := a.c.etcd().Put(ctx, "/test/hosts/hold", `{"id":"hold","vtep":"192.0.2.9","port":4789,"layout":2}`); err != nil {
 		t.Fatal(err)
 	}
 	wait("")

@@ -31,6 +31,7 @@ func (c *Client) noteRenewed(now time.Time) {
 		c.healthySince = now
 	}
 	c.renewed = now
+	c.answered = now
 }
 
 // renewGap is the longest silence after which this host still trusts its
@@ -106,7 +107,9 @@ func (h *netHold) apply(changes []Change, settled bool) {
 	departed := map[string]bool{}
 	if !settled {
 		for _, ch := range changes {
-			if ch.Kind == MemberGone && ch.Host != h.self {
+			// Only a member the sink holds can depart: the deletion of a
+			// record never believed (a forged one) passes at once.
+			if _, known := h.known["m/"+ch.Host]; ch.Kind == MemberGone && ch.Host != h.self && known {
 				departed[ch.Host] = true
 			}
 		}

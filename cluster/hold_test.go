@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
 	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
 )
 
@@ -139,7 +141,7 @@ func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 	b.c.mu.Unlock()
 	a.stop()
 	revoked := time.Now()
-	if _, err := b.c.cli.Revoke(context.Background(), a.c.currentLease()); err != nil {
+	if _, err := b.c.etcd().Revoke(context.Background(), a.c.currentLease()); err != nil {
 		t.Fatal(err)
 	}
 	s.until(t, 3*testTTL, "m/hb@192.0.2.2")
@@ -153,5 +155,42 @@ func TestDepartureHeldWhileLeaseInDoubt(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestLeaseEpochAndContact: the epoch moves when the lease is found gone
+// (before a new one is granted, so no block check is skipped in between)
+// and again at the grant; "lease not found" counts as an answer from etcd.
+func TestLeaseEpochAndContact(t *testing.T) {
+	c := &Client{ttl: 3 * time.Second}
+	if c.InContact() {
+		t.Fatal("in contact without any answer")
+	}
+	c.setLease(7)
+	c.noteRenewed(time.Now())
+	e := c.LeaseEpoch()
+	if !c.InContact() {
+		t.Fatal("not in contact right after a renewal")
+	}
+	c.leaseGone()
+	if c.LeaseEpoch() == e {
+		t.Fatal("the lease is gone and the epoch did not move")
+	}
+	if !c.InContact() {
+		t.Fatal(`"lease not found" did not count as an answer`)
+	}
+	e = c.LeaseEpoch()
+	c.setLease(8)
+	if c.LeaseEpoch() == e {
+		t.Fatal("a new lease and the epoch did not move")
+	}
+	c.answered = time.Now().Add(-2100 * time.Millisecond) // silent for more than two thirds of the TTL
+	if c.InContact() {
+		t.Fatal("in contact after a silence of 2.1 s with a TTL of 3 s")
+	}
+	if !c.Unreachable(fmt.Errorf("%w: list: %w", ErrUnavailable, context.DeadlineExceeded)) ||
+		c.Unreachable(&HostIDInUseError{HostID: "h"}) ||
+		c.Unreachable(fmt.Errorf("%w: list: %w", ErrUnavailable, rpctypes.ErrPermissionDenied)) {
+		t.Fatal("Unreachable: a timeout is no answer; a host id live elsewhere or a denied permission is one")
 	}
 }

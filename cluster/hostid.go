@@ -30,11 +30,10 @@ func LoadHostID(stateDir string) (string, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("read host id: %w", err)
 	}
-	raw := make([]byte, 8)
-	if _, err := rand.Read(raw); err != nil {
+	id, err := NewHostID()
+	if err != nil {
 		return "", err
 	}
-	id := hex.EncodeToString(raw)
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("create host id: %w", err)
@@ -48,4 +47,13 @@ func LoadHostID(stateDir string) (string, error) {
 		return "", err
 	}
 	return id, file.Close()
+}
+
+// NewHostID draws a new host id: 16 hex digits.
+func NewHostID() (string, error) {
+	raw := make([]byte, 8)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(raw), nil
 }

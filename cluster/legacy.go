@@ -44,7 +44,7 @@ func (c *Client) FollowHosts(ctx context.Context) {
 
 func (c *Client) followHosts(ctx context.Context) (int64, error) {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	resp, err := c.cli.Get(rctx, c.k.hosts(), clientv3.WithPrefix())
+	resp, err := c.etcd().Get(rctx, c.k.hosts(), clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return 0, err
@@ -57,7 +57,7 @@ func (c *Client) followHosts(ctx context.Context) (int64, error) {
 	rev := resp.Header.Revision
 	wctx, cancelW := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancelW()
-	for wr := range c.cli.Watch(wctx, c.k.hosts(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+	for wr := range c.etcd().Watch(wctx, c.k.hosts(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if wr.CompactRevision != 0 {
 			return rev, errCompacted(wr.CompactRevision)
 		}

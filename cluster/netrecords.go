@@ -20,19 +20,27 @@ import (
 // host's member record is known, and goes when it goes. The host's lease
 // ties both to its life: when it dies, etcd deletes them in one revision.
 //
-// Beside them, in this host's own key ranges, as before the records moved
-// by network (and read by hosts of that version):
+// Each of them has a copy in its host's own key ranges, written in the same
+// transaction (so they cost etcd no extra round), with the same value:
 //
 //	hosts/<host>                   host record, on the lease
 //	endpoints/<host>/<ep>          endpoint record (with its VNI), on the lease
-//	members/<vni>/<host>           "1", on the lease
+//	memberships/<host>/<vni>       member record, on the lease
 //
-// They are written in the same transactions as the network's records, so
-// they cost etcd no extra round. members/ is what the cluster-wide claim of
-// a VNI (ClaimNetwork) counts; endpoints/<host>/ says, in one range, whether
-// a host still has endpoints (an address block is reclaimed from a departed
-// host only when it has none); and a host's own ranges are where it can be
-// given the right to write (etcd grants by key range).
+// A host's own ranges are where etcd can give it, and it alone, the right to
+// write (etcd grants by key range; a network's prefix is every member's to
+// write). So the copies are what a reader believes: a network's record is
+// taken as its host wrote it only when the copy says the same at that
+// revision (verify.go); a record no copy backs is refused, a deletion the
+// copy contradicts is not believed. endpoints/<host>/ also says, in one
+// range, whether a host still has endpoints (an address block is reclaimed
+// from a departed host only when it has none), and it is what hosts of the
+// version before records by network read.
+//
+// Memberships were members/<vni>/<host> before: a key per network and
+// host is no range of one host's, so it could not be granted to the host
+// alone. The cluster-wide claim of a VNI (ClaimNetwork) counts the
+// network's member records instead.
 
 func (k keys) netRoot(vni uint32) string { return k.prefix + "/net/" + vniString(vni) + "/" }
 func (k keys) netMembers(vni uint32) string {
@@ -45,6 +53,19 @@ func (k keys) netHostEndpoints(vni uint32, host string) string {
 }
 func (k keys) netEndpoint(vni uint32, host, ep string) string {
 	return k.netHostEndpoints(vni, host) + ep
+}
+func (k keys) memberships(host string) string { return k.prefix + "/memberships/" + host + "/" }
+func (k keys) membership(host string, vni uint32) string {
+	return k.memberships(host) + vniString(vni)
+}
+
+// ownCopy is the key, in the host's own range, of the copy of the network
+// record a change of network vni is about.
+func (k keys) ownCopy(vni uint32, c Change) string {
+	if c.Kind == MemberSet || c.Kind == MemberGone {
+		return k.membership(c.Host, vni)
+	}
+	return k.endpoint(c.Host, c.ID)
 }
 
 // Member is a host's membership of one cross-host network, with where its
@@ -91,6 +112,10 @@ type Change struct {
 	ID       string // endpoint id; empty for members
 	Member   Member
 	Endpoint Endpoint
+	// Forged, when set, says why the network's record at this key is not
+	// what its host wrote (verify.go): the change is then what the host's
+	// own copy says, not what the network's record said.
+	Forged string
 }
 
 // Key is the change's record identity within its network.
@@ -107,6 +132,10 @@ type NetworkState struct {
 	Rev       int64 // the listing's revision
 	Members   []Member
 	Endpoints []Endpoint
+	// Forged lists the network's records that are not what their host
+	// wrote, by Change.Key, with why; Members and Endpoints hold what the
+	// hosts' own copies say instead.
+	Forged map[string]string
 }
 
 // decodeNetRecord turns one key of network vni (value nil: deleted) into a
@@ -144,6 +173,9 @@ func decodeMember(key, host string, value []byte, createRev int64) (Change, erro
 	if err := json.Unmarshal(value, &m); err != nil {
 		return Change{}, fmt.Errorf("member record %s: %w", key, err)
 	}
+	if m.Host != "" && m.Host != host {
+		return Change{}, fmt.Errorf("member record %s: its value is of host %q", key, m.Host)
+	}
 	m.Host, m.Rev = host, createRev
 	c.Kind, c.Member = MemberSet, m
 	return c, nil
@@ -157,6 +189,9 @@ func decodeEndpoint(key string, vni uint32, host, id string, value []byte, creat
 	var ep Endpoint
 	if err := json.Unmarshal(value, &ep); err != nil {
 		return Change{}, fmt.Errorf("endpoint record %s: %w", key, err)
+	}
+	if ep.Host != "" && ep.Host != host || ep.ID != "" && ep.ID != id || ep.VNI != 0 && ep.VNI != vni {
+		return Change{}, fmt.Errorf("endpoint record %s: its value is of host %q, endpoint %q, vni %d", key, ep.Host, ep.ID, ep.VNI)
 	}
 	ep.ID, ep.Host, ep.VNI, ep.Rev = id, host, vni, createRev
 	c.Kind, c.Endpoint = EndpointSet, ep

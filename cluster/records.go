@@ -11,7 +11,8 @@
 //	networks/<vni>              the subnets of a VNI (JSON), no lease
 //	subnets/<subnet>            the VNI of a subnet, no lease
 //	blocks/<pool>/<block>       the host holding an address block, no lease
-//	members/<vni>/<host>        the host has the network, on the host's lease
+//	memberships/<host>/<vni>    the host has the network, on the host's lease
+//	net/<vni>/...               each network's own records (netrecords.go)
 //
 // Nothing here is on the path of a call that can be answered locally:
 // endpoints are published by a background loop that retries (Publisher),
@@ -160,9 +161,3 @@ func joinPrefixes(ps []netip.Prefix) string {
 	}
 	return strings.Join(s, " and ")
 }
-
-func (k keys) members() string { return k.prefix + "/members/" }
-func (k keys) vniMembers(vni uint32) string {
-	return k.members() + strconv.FormatUint(uint64(vni), 10) + "/"
-}
-func (k keys) member(vni uint32, host string) string { return k.vniMembers(vni) + host }

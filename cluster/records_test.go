@@ -67,15 +67,15 @@ func TestKeys(t *testing.T) {
 
 func TestDecodeNetRecord(t *testing.T) {
 	k := newKeys("")
-	// The key says whose endpoint it is and of which network, whatever the
-	// value claims.
+	// The key says whose endpoint it is and of which network; a value that
+	// says otherwise is refused (below).
 	c, err := k.decodeNetRecord(42, k.netEndpoint(42, "h2", "e2"),
-		[]byte(`{"id":"zz","host":"h1","vni":7,"mac":"02:00:00:00:00:02","ipv4":"10.1.0.2"}`), 17)
+		[]byte(`{"mac":"02:00:00:00:00:02","ipv4":"10.1.0.2"}`), 17)
 	if err != nil || c.Kind != EndpointSet || c.Endpoint.Host != "h2" || c.Endpoint.ID != "e2" || c.Endpoint.VNI != 42 ||
 		c.Endpoint.Rev != 17 || c.Endpoint.IPv4 != netip.MustParseAddr("10.1.0.2") {
 		t.Fatalf("%+v %v", c, err)
 	}
-	c, err = k.decodeNetRecord(42, k.netMember(42, "h2"), []byte(`{"host":"h9","vtep":"192.0.2.2","port":4789}`), 5)
+	c, err = k.decodeNetRecord(42, k.netMember(42, "h2"), []byte(`{"host":"h2","vtep":"192.0.2.2","port":4789}`), 5)
 	if err != nil || c.Kind != MemberSet || c.Member.Host != "h2" || c.Member.VTEP != netip.MustParseAddr("192.0.2.2") || c.Member.Rev != 5 {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -93,6 +93,11 @@ func TestDecodeNetRecord(t *testing.T) {
 		{k.netRoot(42) + "other/h2", `{}`},              // unknown kind
 		{k.netEndpoint(42, "h2", "e2"), `{`},            // undecodable
 		{k.netMember(42, "h2"), `{"vtep":"not an ip"}`}, // undecodable
+		// Key and value disagree: another host, endpoint or network.
+		{k.netMember(42, "h2"), `{"host":"h9","vtep":"192.0.2.2"}`},
+		{k.netEndpoint(42, "h2", "e2"), `{"host":"h1","mac":"02:00:00:00:00:02"}`},
+		{k.netEndpoint(42, "h2", "e2"), `{"id":"zz","mac":"02:00:00:00:00:02"}`},
+		{k.netEndpoint(42, "h2", "e2"), `{"vni":7,"mac":"02:00:00:00:00:02"}`},
 	} {
 		if c, err := k.decodeNetRecord(42, bad.key, []byte(bad.val), 1); err == nil {
 			t.Errorf("%s=%s decoded as %+v", bad.key, bad.val, c)

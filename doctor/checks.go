@@ -184,6 +184,12 @@ func checkPeers(f *Facts) Finding {
 		c.Level = Fail
 		c.Message = "hosts run a vxbridge from before records by network; their containers are unreachable from here: " + strings.Join(cl.OldHosts, ",")
 		c.Fix = "upgrade vxbridge on those hosts (README, Multi-host: upgrading a running cluster)"
+	case len(cl.LostBlocks) > 0:
+		x := cl.LostBlocks[0]
+		c.Level = Warn
+		c.Message = fmt.Sprintf("%d address block(s) taken by other hosts while this host's lease had lapsed, e.g. %s of pool %s, held by %s; these addresses of this host's containers may be handed out twice: %s",
+			len(cl.LostBlocks), x.Block, x.Pool, x.HeldBy, strings.Join(x.Addresses, ","))
+		c.Fix = "restart the containers holding those addresses on this host (they get addresses of this host's blocks); keep this host's link to etcd shorter-lived than --host-ttl"
 	case len(cl.Conflicts) > 0:
 		x := cl.Conflicts[0]
 		c.Level = Warn

@@ -102,6 +102,10 @@ func TestBrokenHost(t *testing.T) {
 			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, Conflicts: []status.Conflict{
 				{Network: "42", Endpoint: "h2/x", What: "address", Value: "10.90.0.5", HeldBy: "h1/e1"}}}
 		}, "peers", Warn, "h2/x claims address 10.90.0.5 held by h1/e1", "cloned host id"},
+		{"lost block", func(f *Facts) {
+			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, LostBlocks: []status.LostBlock{
+				{Pool: "10.90.0.0/24", Block: "10.90.0.0/26", HeldBy: "h2", Addresses: []string{"10.90.0.2", "10.90.0.3"}}}}
+		}, "peers", Warn, "10.90.0.0/26 of pool 10.90.0.0/24, held by h2; these addresses of this host's containers may be handed out twice: 10.90.0.2,10.90.0.3", "restart the containers"},
 		{"neighbours soft", func(f *Facts) { f.Neighbours = 600 }, "neighbours", Warn, "soft limit", "gc_thresh3=2048"},
 		{"neighbours hard", func(f *Facts) { f.Neighbours = 1000 }, "neighbours", Fail, "hard limit", "gc_thresh3"},
 		{"permanent peer entries not counted", func(f *Facts) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/vxlan"
@@ -164,6 +165,7 @@ type fakeBlocks struct {
 	held       map[netip.Prefix]bool
 	prefetched chan netip.Prefix
 	released   chan netip.Prefix
+	lost       []ipam.LostBlock
 }
 
 func (b *fakeBlocks) Holds(p netip.Prefix) bool {
@@ -178,6 +180,11 @@ func (b *fakeBlocks) Prefetch(_ context.Context, p netip.Prefix) error {
 func (b *fakeBlocks) ReleaseBlocks(_ context.Context, p netip.Prefix) error {
 	b.released <- p
 	return nil
+}
+func (b *fakeBlocks) LostBlocks() []ipam.LostBlock {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lost
 }
 
 type xhHarness struct {
@@ -330,7 +337,14 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 	if limits != 1 {
 		t.Fatalf("neighbour limits checked for %d entries, want 1", limits)
 	}
+	h.blocks.mu.Lock()
+	h.blocks.lost = []ipam.LostBlock{{Pool: netip.MustParsePrefix("10.42.0.0/24"), Block: netip.MustParsePrefix("10.42.0.0/26"), Holder: "h2",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.42.0.2")}}}
+	h.blocks.mu.Unlock()
 	st, err := h.d.ClusterStatus()
+	if err != nil || st == nil || fmt.Sprint(st.LostBlocks) != "[{10.42.0.0/24 10.42.0.0/26 h2 [10.42.0.2]}]" {
+		t.Fatalf("lost address blocks in the cluster status: %+v, %v", st, err)
+	}
 	if err != nil || st == nil || !st.Etcd.Connected || st.VTEP != "192.0.2.1" || st.FDBEntries != 2 || st.NeighborEntries != 1 ||
 		len(st.Peers) != 1 || st.Peers[0].Host != "h2" || fmt.Sprint(st.Peers[0].Networks) != "[42]" ||
 		len(st.Conflicts) != 1 || st.Conflicts[0].Endpoint != "h2/e3" || st.Conflicts[0].HeldBy != "self (this host)" {

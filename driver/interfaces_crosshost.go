@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/vxbridge/vxbridge/cluster"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -66,6 +67,9 @@ type AddressBlocks interface {
 	Prefetch(ctx context.Context, prefix netip.Prefix) error
 	// ReleaseBlocks gives this host's blocks of the pool back to the cluster.
 	ReleaseBlocks(ctx context.Context, prefix netip.Prefix) error
+	// LostBlocks lists the blocks other hosts took while this host's lease
+	// had lapsed, with this host's addresses still in them.
+	LostBlocks() []ipam.LostBlock
 }
 
 // CrossHostConfig turns on cross-host networks (-o vxlan.id); without it

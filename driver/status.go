@@ -117,6 +117,7 @@ func (d *Driver) ClusterStatus() (*status.Cluster, error) {
 	}
 	c.Names = nameRows(nets)
 	c.HostAddrs = d.hostAddrRows()
+	c.LostBlocks = lostBlockRows(cfg.Blocks.LostBlocks())
 	c.OldHosts = cfg.Cluster.OldHosts()
 	c.ConflictsTotal = cfg.Peers.Conflicts()
 	c.WatchListings, c.WatchEvents = cfg.Cluster.WatchStats()

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/ipam"
 	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
@@ -115,4 +116,17 @@ func peerRows(nets []peers.Status) (rows []status.Peer, fdb, neigh int, conflict
 	}
 	slices.SortFunc(rows, func(a, b status.Peer) int { return strings.Compare(a.Host, b.Host) })
 	return rows, fdb, neigh, conflicts
+}
+
+// lostBlockRows shows the address blocks other hosts took from this one.
+func lostBlockRows(lost []ipam.LostBlock) []status.LostBlock {
+	var rows []status.LostBlock
+	for _, x := range lost {
+		addrs := make([]string, len(x.Addresses))
+		for i, a := range x.Addresses {
+			addrs[i] = a.String()
+		}
+		rows = append(rows, status.LostBlock{Pool: x.Pool.String(), Block: x.Block.String(), HeldBy: x.Holder, Addresses: addrs})
+	}
+	return rows
 }

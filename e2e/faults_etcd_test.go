@@ -55,16 +55,7 @@ func (fc *faultCluster) addHosts(t *testing.T, prefix string, n int) {
 		fc.startPlugin(t, h)
 		fc.hosts = append(fc.hosts, h)
 	}
-	for _, h := range fc.hosts {
-		createNetwork(t, h, xNet, "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
-			"--subnet", xSubnet4, "--ipv6", "--subnet", xSubnet6, "-o", fmt.Sprintf("vxlan.id=%d", xVNI))
-	}
-	for i, h := range fc.hosts {
-		fc.cs = append(fc.cs, fc.run(t, h, fmt.Sprintf("c%d", i+1)))
-	}
-	for _, h := range fc.hosts {
-		fc.waitProgrammed(t, h, 15*time.Second, fc.cs...)
-	}
+	fc.oneContainerEach(t, 15*time.Second)
 	for i, c := range fc.cs {
 		to := fc.cs[(i+1)%len(fc.cs)]
 		waitPing(t, c.h, c.name, to.ip4)
@@ -124,7 +115,7 @@ func (fc *faultCluster) etcdKeys() ([]etcdKV, error) {
 }
 
 // staleKeys compares etcd with the live cluster: exactly one host record,
-// one membership of xnet's VNI (in members/ and in the network's own
+// one membership of xnet's VNI (in the host's memberships/ and in the network's own
 // records) and one record per live endpoint (in the host's range and in
 // the network's) for every host, all on that host's one lease, which etcd still has; address blocks
 // held by live hosts only; nothing else under the prefix but the network's
@@ -138,7 +129,7 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 		id := pluginHostID(t, h)
 		ids[id] = h
 		want["/vxbridge/hosts/"+id] = id
-		want[fmt.Sprintf("/vxbridge/members/%d/%s", xVNI, id)] = id
+		want[fmt.Sprintf("/vxbridge/memberships/%s/%d", id, xVNI)] = id
 		want[fmt.Sprintf("/vxbridge/net/%d/members/%s", xVNI, id)] = id
 		out, err := h.Docker("network", "inspect", xNet)
 		if err != nil {

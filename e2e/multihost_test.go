@@ -175,6 +175,22 @@ func (m *multiHost) runWatched(t *testing.T, h *testbed.Host, name string, obser
 	return c
 }
 
+// oneContainerEach creates xnet on every host, runs container c<i> on
+// host i, and waits until every host has programmed the others'.
+func (m *multiHost) oneContainerEach(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	for _, h := range m.hosts {
+		createNetwork(t, h, xNet, "-d", testbed.PluginName, "--ipam-driver", testbed.PluginName,
+			"--subnet", xSubnet4, "--ipv6", "--subnet", xSubnet6, "-o", fmt.Sprintf("vxlan.id=%d", xVNI))
+	}
+	for i, h := range m.hosts {
+		m.cs = append(m.cs, m.run(t, h, fmt.Sprintf("c%d", i+1)))
+	}
+	for _, h := range m.hosts {
+		m.waitProgrammed(t, h, timeout, m.cs...)
+	}
+}
+
 // waitProgrammed waits until h's tables hold exactly want's containers (of
 // other hosts) and returns how long it took.
 func (m *multiHost) waitProgrammed(t *testing.T, h *testbed.Host, timeout time.Duration, want ...ctr) time.Duration {

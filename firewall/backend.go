@@ -149,11 +149,12 @@ func (fw *Firewall) SwitchBackend(b Backend) error {
 		if err := fw.syncFamily(f, syncRequest{owns: func(line string) bool {
 			_, _, tagged := lineOwner(line)
 			return !tagged || fw.mine(line)
-		}}); err != nil {
+		}, guard: &guardWant{}}); err != nil {
 			return fmt.Errorf("remove vxbridge chains from %s before switching to %s: %w", f, b, err)
 		}
 	}
 	fw.families = fresh.families
+	fw.guardPort = 0 // the VXLAN port rule is written into b by the next sync
 	return nil
 }
 

@@ -15,6 +15,9 @@ package firewall
 //	                                        network's DNS goes to vxbridge
 //	                                        (package names)
 //
+// and, with cross-host networks, filter INPUT -> VXBRIDGE-INPUT, the VXLAN
+// port rule (guard.go), which no network's rules touch.
+//
 // One verdict per chain makes the order of network rules irrelevant, so a
 // chain's desired content is a set and reconciling is a set difference done
 // on the text `iptables -S` prints (Rule.Line is written in that form).
@@ -55,6 +58,7 @@ package firewall
 // network.
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -65,6 +69,13 @@ type Firewall struct {
 	mu       sync.Mutex // one operation at a time
 	families []*family  // IPv4, IPv6
 	owner    string     // identity of the state file in use; see SetOwner
+	// guard is the VXLAN port rule wanted (guard.go): nil until
+	// SetVXLANGuard says; guardSets says its sets were made (no rule may
+	// name a set that is not there); guardPort is the port whose rule is
+	// known to be in place (0: not known).
+	guard     *VXLANGuard
+	guardSets bool
+	guardPort int
 }
 
 // SetOwner makes the rules written from now on carry identity, the state
@@ -150,10 +161,13 @@ func (fw *Firewall) Reconcile(nets []Network, ports []Ports, owns func(OwnedRule
 		}
 		return rules
 	}
-	return fw.syncOwned(desired, func(line string) bool {
+	fw.mu.Lock()
+	setsErr := fw.repairVTEPSets()
+	fw.mu.Unlock()
+	return errors.Join(fw.syncOwned(desired, func(line string) bool {
 		r, tagged := ownedRule(line)
 		return !tagged || owns(r)
-	})
+	}), setsErr)
 }
 
 // EnsureJumps puts the jumps into our chains back where they belong (after
@@ -167,7 +181,7 @@ func (fw *Firewall) EnsureJumps() error {
 		if f.err != nil {
 			continue
 		}
-		if err := fw.syncFamily(f, syncRequest{jumpsOnly: true}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{jumpsOnly: true, guard: fw.guardWant(f.ipv6)}); err != nil {
 			return err
 		}
 	}
@@ -202,7 +216,7 @@ func (fw *Firewall) syncLocked(desired []Rule, owns func(line string) bool) erro
 			}
 			continue // nothing of ours can be there
 		}
-		if err := fw.syncFamily(f, syncRequest{desired: mine, owns: owns}); err != nil {
+		if err := fw.syncFamily(f, syncRequest{desired: mine, owns: owns, guard: fw.guardWant(f.ipv6)}); err != nil {
 			return err
 		}
 	}

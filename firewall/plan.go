@@ -110,6 +110,9 @@ type syncRequest struct {
 	owns func(line string) bool
 	// jumpsOnly: leave our chains' contents (and their existence) alone.
 	jumpsOnly bool
+	// guard is what the VXLAN port rule should be (guard.go); nil: leave
+	// it alone.
+	guard *guardWant
 }
 
 // restoreScript is iptables-restore --noflush input, grouped by table. Each
@@ -153,6 +156,13 @@ func (s *restoreScript) String() string {
 // empty script means nothing to do: the common case of a periodic
 // Reconcile costs only the two listings.
 func plan(st familyState, req syncRequest) *restoreScript {
+	s := planNetworks(st, req)
+	planGuard(s, st, req.guard) // its own chain: no network's rule touches it
+	return s
+}
+
+// planNetworks plans the networks' and published ports' chains.
+func planNetworks(st familyState, req syncRequest) *restoreScript {
 	s := &restoreScript{}
 	if req.jumpsOnly {
 		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}))

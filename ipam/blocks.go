@@ -26,6 +26,13 @@ import (
 // prefetch takes the next block before that happens), and once per network
 // when it is created (Prefetch).
 //
+// A block is this host's while etcd says so, and etcd lets another host
+// reclaim it once this host's lease has lapsed (a partition longer than the
+// TTL) and its endpoint records went with it. So held blocks are confirmed
+// in etcd whenever the lease changed, before another address comes from
+// them, unless etcd does not answer: then the blocks of the state file are
+// used, unconfirmed (the rule and why: blocks_recheck.go).
+//
 // Addresses asked for by value (the gateway, --aux-address, --ip) are not
 // block-bound: the gateway and aux addresses are the same on every host by
 // design, and every host reserves them, so no block hands them out.
@@ -46,6 +53,14 @@ const (
 // BlockLeaser is the cluster side of block allocation (cluster.Client).
 type BlockLeaser interface {
 	HostID() string
+	// LeaseEpoch changes whenever the host's etcd lease is found gone or
+	// a new one is taken.
+	LeaseEpoch() uint64
+	// InContact says, without asking etcd, whether etcd answered lately.
+	InContact() bool
+	// Unreachable says whether an error of HeldBlocks or ClaimBlock means
+	// etcd did not answer (rather than answered with a refusal).
+	Unreachable(err error) bool
 	// HeldBlocks lists the blocks of pool and the host holding each.
 	HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error)
 	// ClaimBlock takes block for this host; false means another live host has it.
@@ -127,17 +142,7 @@ func (f *BlockAllocators) Prefetch(ctx context.Context, prefix netip.Prefix) err
 // inUse reports whether a container's address in blk is taken, dynamic or
 // asked for with --ip (gateway and aux addresses are every host's and do not
 // count).
-func (b *blockAllocator) inUse(blk netip.Prefix) bool {
-	a := b.localAllocator
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for addr, kind := range a.taken {
-		if (kind == store.KindEndpoint || kind == store.KindStatic) && blk.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
+func (b *blockAllocator) inUse(blk netip.Prefix) bool { return len(b.addressesIn(blk)) > 0 }
 
 // ReleaseBlocks gives the blocks this host holds of the pool with prefix
 // back to the cluster: the network driver calls it when the host's
@@ -241,6 +246,15 @@ type blockAllocator struct {
 	bmu        sync.Mutex // serialises block claims; taken before a.mu
 	blocks     []netip.Prefix
 	prefetches sync.WaitGroup
+
+	// Whether blocks are confirmed in etcd under lease epoch; since when
+	// and why they are in use unconfirmed (zero, nil: they are not); the
+	// blocks other hosts took (blocks_recheck.go). bmu held.
+	confirmed        bool
+	epoch            uint64
+	unconfirmedSince time.Time
+	unconfirmedWhy   error
+	lost             []lostBlock
 }
 
 func (b *blockAllocator) Allocate(want netip.Addr, kind store.AddressKind) (netip.Addr, error) {
@@ -249,17 +263,24 @@ func (b *blockAllocator) Allocate(want netip.Addr, kind store.AddressKind) (neti
 	}
 	b.bmu.Lock()
 	defer b.bmu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.f.cfg.Timeout)
+	defer cancel()
+	if err := b.recheck(ctx); err != nil {
+		return netip.Addr{}, err
+	}
 	if got, ok, err := b.takeInBlocks(kind); ok || err != nil {
 		return got, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.f.cfg.Timeout)
-	defer cancel()
+	if b.unconfirmedWhy != nil {
+		return netip.Addr{}, fmt.Errorf("pool %s: this host's address blocks %v are full, and etcd, which leases new ones, does not answer: start the container once etcd is back: %w",
+			b.rec.Prefix, b.blocks, b.unconfirmedWhy)
+	}
 	if err := b.claimBlock(ctx); err != nil {
 		return netip.Addr{}, err
 	}
 	got, ok, err := b.takeInBlocks(kind)
 	if !ok && err == nil {
-		err = errorf(ErrPoolExhausted, "pool %s: no free address in this host's blocks %v", b.rec.Prefix, b.blocks)
+		err = errorf(ErrPoolExhausted, "pool %s: no free address in this host's blocks %v%s", b.rec.Prefix, b.blocks, b.lostNote())
 	}
 	return got, err
 }
@@ -387,11 +408,14 @@ func (b *blockAllocator) freeInBlocks() uint64 {
 func (b *blockAllocator) ensureFree(ctx context.Context, want uint64) error {
 	b.bmu.Lock()
 	defer b.bmu.Unlock()
+	if err := b.recheck(ctx); err != nil {
+		return err
+	}
 	b.localAllocator.mu.Lock()
 	free := b.freeInBlocks()
 	b.localAllocator.mu.Unlock()
-	if free >= want {
-		return nil
+	if free >= want || b.unconfirmedWhy != nil {
+		return nil // enough, or etcd does not answer: the next allocation asks again
 	}
 	return b.claimBlock(ctx)
 }
@@ -464,8 +488,8 @@ func (b *blockAllocator) reclaimable(ctx context.Context, held map[netip.Prefix]
 		}
 	}
 	slices.Sort(hosts)
-	return netip.Prefix{}, errorf(ErrPoolExhausted, "pool %s is exhausted across hosts: every /%d block of %s is leased (by hosts %s)",
-		b.rec.Prefix, b.bits, b.rec.Range, strings.Join(hosts, ", "))
+	return netip.Prefix{}, errorf(ErrPoolExhausted, "pool %s is exhausted across hosts: every /%d block of %s is leased (by hosts %s)%s",
+		b.rec.Prefix, b.bits, b.rec.Range, strings.Join(hosts, ", "), b.lostNote())
 }
 
 func (b *blockAllocator) addBlock(blk netip.Prefix) error {

@@ -18,13 +18,15 @@ import (
 type fakeEtcd struct {
 	mu     sync.Mutex
 	blocks map[string]map[netip.Prefix]string
-	dead   map[string]bool // hosts whose lease expired
+	dead   map[string]bool   // hosts whose lease expired
+	epochs map[string]uint64 // each host's lease epoch
 	down   bool
+	silent bool // no answer lately: InContact false
 	calls  int
 }
 
 func newFakeEtcd() *fakeEtcd {
-	return &fakeEtcd{blocks: map[string]map[netip.Prefix]string{}, dead: map[string]bool{}}
+	return &fakeEtcd{blocks: map[string]map[netip.Prefix]string{}, dead: map[string]bool{}, epochs: map[string]uint64{}}
 }
 
 type fakeLeaser struct {
@@ -35,6 +37,20 @@ type fakeLeaser struct {
 var errDown = errors.New("etcd unreachable")
 
 func (l fakeLeaser) HostID() string { return l.host }
+
+func (l fakeLeaser) LeaseEpoch() uint64 {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	return l.e.epochs[l.host]
+}
+
+func (l fakeLeaser) InContact() bool {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	return !l.e.silent
+}
+
+func (l fakeLeaser) Unreachable(err error) bool { return errors.Is(err, errDown) }
 
 func (l fakeLeaser) HeldBlocks(_ context.Context, pool string) (map[netip.Prefix]string, error) {
 	l.e.mu.Lock()

@@ -67,9 +67,16 @@ type follower struct {
 	macMu sync.Mutex
 	macs  map[string]int // MACs of other hosts' records, for MACTaken
 
-	smu   sync.Mutex
-	st    Status // a copy of the worker's state, for Status
-	stGen uint64 // the table's gen st's lists were made at
+	// forged are the network's records that are not as their hosts wrote
+	// them (cluster.Change.Forged), by cluster.Change.Key; worker-owned.
+	forged    map[string]string
+	forgedGen uint64
+	vtepGen   uint64 // the table's gen the last VTEP report was made at (0: none)
+
+	smu         sync.Mutex
+	st          Status // a copy of the worker's state, for Status
+	stGen       uint64 // the table's gen st's lists were made at
+	stForgedGen uint64 // forgedGen st's conflicts were made at
 
 	subnets []netip.Prefix        // the network's, fixed for its id
 	names   atomic.Pointer[Names] // the snapshot DNS answers read
@@ -79,14 +86,15 @@ type follower struct {
 func newFollower(m *Manager, n Network) *follower {
 	ctx, cancel := context.WithCancel(m.ctx)
 	f := &follower{m: m, vni: n.VNI, ctx: ctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
-		net: n, tb: newTable(tableConfig(m.cfg, n)), st: Status{VNI: n.VNI}, macs: map[string]int{}, subnets: n.Subnets}
+		net: n, tb: newTable(tableConfig(m.cfg, n)), st: Status{VNI: n.VNI}, macs: map[string]int{}, subnets: n.Subnets,
+		forged: map[string]string{}}
 	f.tb.onMAC = f.noteMAC
 	f.names.Store(&Names{VNI: n.VNI})
 	return f
 }
 
 func tableConfig(c Config, n Network) config {
-	return config{Self: c.Self, SelfVTEP: c.SelfVTEP, Subnets: n.Subnets, Gateways: n.Gateways}
+	return config{Self: c.Self, SelfVTEP: c.SelfVTEP, VTEPCIDRs: c.VTEPCIDRs, Subnets: n.Subnets, Gateways: n.Gateways}
 }
 
 // Reset and Apply make the follower the cluster watch's sink: they queue.
@@ -155,6 +163,7 @@ func (f *follower) do(o op) {
 	switch o.kind {
 	case opReset:
 		d := f.tb.reset(o.state)
+		f.resetForged(o.state.Forged)
 		f.listed = true
 		if !f.synced {
 			f.resync() // the first listing: the kernel may hold a past run's entries
@@ -163,6 +172,7 @@ func (f *follower) do(o op) {
 		f.write(d, "listing")
 	case opApply:
 		for _, ch := range o.changes {
+			f.noteForged(ch.Key(), ch.Forged)
 			f.write(f.tb.apply(ch), ch.Kind.String())
 		}
 		f.applied += uint64(len(o.changes))
@@ -260,10 +270,11 @@ func (f *follower) publish() {
 		st.FDB, st.Neigh = len(f.installed.fdb), len(f.installed.neigh)
 	}
 	f.smu.Lock()
-	if f.stGen == f.tb.gen {
+	if f.stGen == f.tb.gen && f.stForgedGen == f.forgedGen {
 		st.Conflicts, st.Peers = f.st.Conflicts, f.st.Peers
 	} else {
-		st.Conflicts, st.Peers, f.stGen = f.tb.conflicts(), f.tb.peers(), f.tb.gen
+		st.Conflicts, st.Peers = append(f.tb.conflicts(), f.forgedConflicts()...), f.tb.peers()
+		f.stGen, f.stForgedGen = f.tb.gen, f.forgedGen
 	}
 	f.st = st
 	f.smu.Unlock()
@@ -271,6 +282,10 @@ func (f *follower) publish() {
 	if gen := [2]uint64{f.tb.gen, f.tb.ngen}; gen != f.nGen {
 		f.nGen = gen
 		f.names.Store(f.tb.names(f.vni))
+	}
+	if f.listed && f.vtepGen != f.tb.gen {
+		f.vtepGen = f.tb.gen
+		f.m.noteVTEPs(f.vni, f.tb.vteps())
 	}
 }
 

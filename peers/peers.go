@@ -71,8 +71,11 @@ type Network struct {
 type Config struct {
 	Self     string     // this host's id
 	SelfVTEP netip.Addr // this host's VTEP: records pointing at it are refused
-	Source   Source
-	Logger   *slog.Logger
+	// VTEPCIDRs, if set, are the underlay's prefixes: member records with
+	// a VTEP outside them are refused.
+	VTEPCIDRs []netip.Prefix
+	Source    Source
+	Logger    *slog.Logger
 	// OnDemand programs a peer's entries only when the kernel reports a
 	// miss for it (a container of this host talks to it; the VXLAN device is
 	// made with vxlan.Device.OnDemand), as transient entries the kernel ages
@@ -84,6 +87,11 @@ type Config struct {
 	// driver's lock) with the number of neighbour entries every network
 	// together asks for, whenever it grows past what was last reported.
 	NeighLimits func(total int)
+	// OnVTEPs, if set, is called (from one goroutine of its own) with the
+	// VTEPs of every followed network's other member hosts, sorted,
+	// whenever they change, once every followed network is listed
+	// (vteps.go).
+	OnVTEPs func(vteps []netip.Addr)
 }
 
 // Manager runs one follower per cross-host network.
@@ -100,6 +108,9 @@ type Manager struct {
 	exited    map[uint32]<-chan struct{}
 	neighs    map[uint32]int
 	neighSeen int
+	vteps     map[uint32][]netip.Addr // each listed network's member VTEPs
+	vtepKick  chan struct{}
+	vtepDone  chan struct{} // closed when the reporter stops (nil: none runs)
 
 	conflicts atomic.Uint64
 	index     namesIndex // the networks' names by subnet, for NamesFor
@@ -116,8 +127,13 @@ func New(cfg Config) *Manager {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, nets: map[uint32]*follower{}, exited: map[uint32]<-chan struct{}{},
-		neighs: map[uint32]int{}}
+	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, nets: map[uint32]*follower{}, exited: map[uint32]<-chan struct{}{},
+		neighs: map[uint32]int{}, vteps: map[uint32][]netip.Addr{}, vtepKick: make(chan struct{}, 1)}
+	if cfg.OnVTEPs != nil {
+		m.vtepDone = make(chan struct{})
+		go m.reportVTEPs()
+	}
+	return m
 }
 
 // Close stops every follower and waits for them; the kernel entries stay.
@@ -134,6 +150,9 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	for _, d := range done {
 		<-d
+	}
+	if m.vtepDone != nil {
+		<-m.vtepDone
 	}
 }
 
@@ -172,8 +191,10 @@ func (m *Manager) detachLocked(vni uint32) {
 	f.cancel()
 	delete(m.nets, vni)
 	delete(m.neighs, vni)
+	delete(m.vteps, vni)
 	m.reindexLocked()
 	m.exited[vni] = f.done
+	m.kickVTEPs()
 }
 
 // SetLocal tells network vni's follower this host's own endpoint addresses

@@ -18,7 +18,8 @@ import (
 //
 // The rules every record passes before it reaches the kernel:
 //   - an endpoint counts only while its host is a member of the network with
-//     a usable VTEP (unicast, not loopback, link-local or this host's own);
+//     a usable VTEP (unicast, not loopback, link-local or this host's own,
+//     and inside the underlay's prefixes when they are given);
 //   - its MAC is a unicast Ethernet address no local endpoint has;
 //   - each of its addresses lies in the network's subnets and is neither a
 //     gateway nor an address of this host's own endpoints;
@@ -28,12 +29,13 @@ import (
 //   - an address is programmed only when its owner also owns its MAC (its
 //     neighbour entry would otherwise send frames to another host).
 type table struct {
-	self     string
-	selfVTEP netip.Addr
-	subnets  []netip.Prefix
-	gateways map[netip.Addr]bool
-	local    map[netip.Addr]bool // this host's endpoint addresses
-	localMAC map[string]bool
+	self      string
+	selfVTEP  netip.Addr
+	vtepCIDRs []netip.Prefix // empty: any
+	subnets   []netip.Prefix
+	gateways  map[netip.Addr]bool
+	local     map[netip.Addr]bool // this host's endpoint addresses
+	localMAC  map[string]bool
 
 	members map[string]cluster.Member
 	recs    map[string]*rec   // by "<host>/<id>"
@@ -68,14 +70,15 @@ type entries struct {
 
 // config is what the table checks records against.
 type config struct {
-	Self     string
-	SelfVTEP netip.Addr
-	Subnets  []netip.Prefix
-	Gateways []netip.Addr
+	Self      string
+	SelfVTEP  netip.Addr
+	VTEPCIDRs []netip.Prefix
+	Subnets   []netip.Prefix
+	Gateways  []netip.Addr
 }
 
 func newTable(c config) *table {
-	t := &table{self: c.Self, selfVTEP: c.SelfVTEP, subnets: slices.Clone(c.Subnets), gateways: map[netip.Addr]bool{},
+	t := &table{self: c.Self, selfVTEP: c.SelfVTEP, vtepCIDRs: slices.Clone(c.VTEPCIDRs), subnets: slices.Clone(c.Subnets), gateways: map[netip.Addr]bool{},
 		local: map[netip.Addr]bool{}, localMAC: map[string]bool{}}
 	for _, g := range c.Gateways {
 		t.gateways[g.Unmap()] = true
@@ -104,7 +107,8 @@ func (t *table) clear() {
 func (t *table) usableVTEP(v netip.Addr) bool {
 	v = v.Unmap()
 	return v.IsValid() && !v.IsUnspecified() && !v.IsLoopback() && !v.IsMulticast() &&
-		!v.IsLinkLocalUnicast() && !v.IsLinkLocalMulticast() && v != t.selfVTEP.Unmap()
+		!v.IsLinkLocalUnicast() && !v.IsLinkLocalMulticast() && v != t.selfVTEP.Unmap() &&
+		(len(t.vtepCIDRs) == 0 || slices.ContainsFunc(t.vtepCIDRs, func(p netip.Prefix) bool { return p.Contains(v) }))
 }
 
 // newRec checks an endpoint record's own fields (the rules that do not

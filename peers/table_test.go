@@ -15,8 +15,10 @@ import (
 
 var testCfg = config{
 	Self: "self", SelfVTEP: netip.MustParseAddr("192.0.2.1"),
-	Subnets:  []netip.Prefix{netip.MustParsePrefix("10.90.0.0/24"), netip.MustParsePrefix("fd90::/64")},
-	Gateways: []netip.Addr{netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("fd90::1")},
+	// The underlay: a VTEP outside (198.51.100.7 below) is refused.
+	VTEPCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("127.0.0.0/8")},
+	Subnets:   []netip.Prefix{netip.MustParsePrefix("10.90.0.0/24"), netip.MustParsePrefix("fd90::/64")},
+	Gateways:  []netip.Addr{netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("fd90::1")},
 }
 
 // model is a kernel table deltas are applied to.
@@ -90,7 +92,7 @@ func (w *world) reference(c config) vxlan.Table {
 		v := m.VTEP.Unmap()
 		if !ok || ep.Host == c.Self || err != nil || len(hw) != 6 || hw[0]&1 == 1 || hw.String() == "00:00:00:00:00:00" ||
 			slices.Contains(w.localMAC, hw.String()) || !v.IsValid() || v.IsLoopback() || v.IsUnspecified() ||
-			v.IsMulticast() || v.IsLinkLocalUnicast() || v == c.SelfVTEP {
+			v.IsMulticast() || v.IsLinkLocalUnicast() || v == c.SelfVTEP || !slices.ContainsFunc(c.VTEPCIDRs, func(p netip.Prefix) bool { return p.Contains(v) }) {
 			continue
 		}
 		cands = append(cands, cand{key, ep, hw.String()})
@@ -145,7 +147,7 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 	k := newModel()
 	w := &world{members: map[string]cluster.Member{}, eps: map[string]cluster.Endpoint{}}
 	hosts := []string{"self", "h1", "h2", "h3", "h4"}
-	vteps := []string{"192.0.2.11", "192.0.2.12", "192.0.2.13", "127.0.0.1", "192.0.2.1", "fe80::1", "0.0.0.0"}
+	vteps := []string{"192.0.2.11", "192.0.2.12", "192.0.2.13", "127.0.0.1", "192.0.2.1", "fe80::1", "0.0.0.0", "198.51.100.7"}
 	macs := []string{"76:78:0a:5a:00:05", "76:78:0a:5a:00:06", "76:78:0a:5a:00:07", "00:00:00:00:00:01", "01:00:5e:00:00:01", "bad"}
 	ips := []string{"10.90.0.5", "10.90.0.6", "10.90.0.1", "10.91.0.5", "10.90.0.0", ""}
 	ip6s := []string{"fd90::5", "fd90::1", "fd91::5", ""}

@@ -79,6 +79,13 @@ func writeCluster(p func(string, ...any), c *Cluster) {
 			p("%s\t%s\t%s %s\t%s\n", x.Network, x.Endpoint, x.What, x.Value, x.HeldBy)
 		}
 	}
+	if len(c.LostBlocks) > 0 {
+		p("\nADDRESS BLOCKS LOST WHILE THE LEASE HAD LAPSED (%d)\n", len(c.LostBlocks))
+		p("POOL\tBLOCK\tHELD BY\tTHIS HOST'S ADDRESSES IN IT\n")
+		for _, x := range c.LostBlocks {
+			p("%s\t%s\t%s\t%s\n", x.Pool, x.Block, x.HeldBy, strings.Join(x.Addresses, ","))
+		}
+	}
 	if len(c.OldHosts) > 0 {
 		p("\nOLD HOSTS (upgrade them)\t%s\n", strings.Join(c.OldHosts, ","))
 	}

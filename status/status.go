@@ -77,6 +77,10 @@ type Cluster struct {
 	// Conflicts are records of other hosts that claim a MAC or an address
 	// an older record (or this host) holds: refused, never programmed.
 	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// LostBlocks are address blocks another host took while this host's
+	// lease had lapsed, with this host's container addresses still in
+	// them: each may be handed out twice.
+	LostBlocks []LostBlock `json:"lost_blocks,omitempty"`
 	// OldHosts run a vxbridge from before records by network: this host
 	// cannot see their endpoints until they are upgraded.
 	OldHosts []string `json:"old_hosts,omitempty"`
@@ -133,6 +137,14 @@ type Conflict struct {
 	What     string `json:"what"`     // "mac" or "address"
 	Value    string `json:"value"`
 	HeldBy   string `json:"held_by"`
+}
+
+// LostBlock is an address block of this host's that another host took.
+type LostBlock struct {
+	Pool      string   `json:"pool"`
+	Block     string   `json:"block"`
+	HeldBy    string   `json:"held_by"`
+	Addresses []string `json:"addresses"` // this host's container addresses in it
 }
 
 // Etcd is the plugin's view of its etcd connection.
@@ -200,6 +212,10 @@ func (r *Report) Problems() []string {
 		}
 		for _, x := range c.Conflicts {
 			out = append(out, "vxlan.id "+x.Network+": "+x.Endpoint+" claims "+x.What+" "+x.Value+" held by "+x.HeldBy+" (refused)")
+		}
+		for _, x := range c.LostBlocks {
+			out = append(out, "address block "+x.Block+" of pool "+x.Pool+" was taken by host "+x.HeldBy+" while this host's lease had lapsed; these addresses of this host's containers may be handed out twice: "+
+				strings.Join(x.Addresses, ","))
 		}
 		if len(c.OldHosts) > 0 {
 			out = append(out, "hosts on a vxbridge from before records by network (upgrade them; their containers are unreachable from here): "+
