@@ -168,7 +168,7 @@ func (fw *Firewall) syncFamily(f *family, req syncRequest) error {
 	if script.empty() {
 		return nil
 	}
-	if err := f.apply(script.String()); err != nil {
+	if err := f.applyScript(script); err != nil {
 		return fmt.Errorf("update vxbridge chains: %w", err)
 	}
 	// Whoever dropped them (RemovePorts, or Reconcile removing the rules a

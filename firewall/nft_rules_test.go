@@ -1,0 +1,106 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables/userdata"
+)
+
+// modelRules is every kind of rule the model makes: networks of each
+// policy in both families, published ports of each protocol on every and on
+// one host address, and the jumps.
+func modelRules() []Rule {
+	var rules []Rule
+	for _, n := range []Network{
+		{ID: "n1", Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: true},
+		{ID: "n2", Bridge: "vxb-n2", Subnets: []netip.Prefix{prefix("10.2.0.0/16"), prefix("fd00:2::/48")}, ICC: false},
+		{ID: "n3", Bridge: "vxb-n3", Subnets: []netip.Prefix{prefix("10.3.0.0/24"), prefix("fd00:3::/64")}, Internal: true, ICC: false},
+	} {
+		rules = append(rules, Rules(n)...)
+	}
+	p := testPorts("e1")
+	for _, proto := range portProtos {
+		p.Mappings = append(p.Mappings,
+			PortMapping{Proto: proto, HostIP: addr("192.0.2.2"), HostPort: 5353, ContainerIP: addr("10.1.0.2"), ContainerPort: 53},
+			PortMapping{Proto: proto, HostIP: addr("2001:db8::2"), HostPort: 65535, ContainerIP: addr("fd00:1::2"), ContainerPort: 1})
+	}
+	rules = append(rules, PortRules(p)...)
+	for _, line := range []string{forwardJump, isolationJump, postroutingJump, preroutingDNATJump, outputDNATJump} {
+		w := splitLine(line)
+		table := tableFilter
+		if w[1] != "FORWARD" && w[1] != ChainForward {
+			table = tableNat
+		}
+		for _, ipv6 := range []bool{false, true} {
+			rules = append(rules, Rule{IPv6: ipv6, Table: table, Chain: w[1], Spec: w[2:]})
+		}
+	}
+	return rules
+}
+
+// Every rule renders into nftables expressions and reads back as the same
+// line: the nftables backend diffs the text plan.go diffs.
+func TestNFTRendersEveryRule(t *testing.T) {
+	for _, r := range modelRules() {
+		exprs, comment, err := renderRule(r.IPv6, r.Table, r.Spec)
+		if err != nil {
+			t.Errorf("%s: %v", r.Line(), err)
+			continue
+		}
+		spec, ok := decodeRule(r.IPv6, exprs, commentData(comment))
+		if got := ruleLine(r.Chain, spec); !ok || got != r.Line() {
+			t.Errorf("round trip:\n got %s (%v)\nwant %s", got, ok, r.Line())
+		}
+	}
+}
+
+func TestNFTRefusesWhatItCannotExpress(t *testing.T) {
+	for _, spec := range []string{
+		"-m set --match-set x src -j ACCEPT",
+		"-p gre -j ACCEPT",
+		"-m conntrack --ctstate ESTABLISHED,DNAT -j ACCEPT", // any of both keys
+		"-d 10.0.0.0/8 -j LOG",
+		"-j DNAT --to-destination fd00::1",
+		"-i eth0",
+	} {
+		w := splitLine(spec)
+		if strings.HasSuffix(spec, "-i eth0") {
+			w = append(w, "-j")
+		}
+		if _, _, err := renderRule(false, tableFilter, w); err == nil {
+			t.Errorf("%q rendered", spec)
+		}
+	}
+}
+
+func TestSplitLineReadsQuoting(t *testing.T) {
+	got := splitLine(`-A X -m comment --comment "a \"b\" \\c" -j ACCEPT`)
+	want := []string{"-A", "X", "-m", "comment", "--comment", `a "b" \c`, "-j", "ACCEPT"}
+	if !slices.Equal(got, want) {
+		t.Errorf("%q", got)
+	}
+	if quoted := ruleLine("X", []string{"-m", "comment", "--comment", `a "b" \c`, "-j", "ACCEPT"}); !slices.Equal(splitLine(quoted), want) {
+		t.Errorf("quote and split disagree: %s", quoted)
+	}
+}
+
+// A rule the backend did not write is no rule of the model: it gets a line
+// no desired rule has, so the plan deletes it.
+func TestNFTDecodeRefusesForeignRules(t *testing.T) {
+	exprs, _, err := renderRule(false, tableFilter, splitLine("-i vxb-a -j ACCEPT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decodeRule(false, exprs[:2], nil); ok {
+		t.Error("a rule without a verdict decoded")
+	}
+	if _, ok := decodeRule(false, append(slices.Clone(exprs), exprs[0]), nil); ok {
+		t.Error("a rule with a match after its verdict decoded")
+	}
+	if spec, ok := decodeRule(false, exprs, userdata.AppendString(nil, userdata.TypeComment, "hi")); !ok || !slices.Contains(spec, "hi") {
+		t.Errorf("comment lost: %q", spec)
+	}
+}
