@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/internal/server"
 	"github.com/vxbridge/vxbridge/ipam"
@@ -85,7 +86,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often the kernel and firewall are made to match the store (0: only at start)")
 	fs.DurationVar(&cfg.orphanGrace, "orphan-grace", orphans.DefaultGrace, "free an endpoint never joined, or an endpoint address no endpoint holds, after this long (0: never)")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
-	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
+	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's firewall), legacy, nft, nftables (vxbridge's own nftables tables, for docker's --firewall-backend=nftables), or path (iptables from PATH)")
 	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "make /proc/sys/net writable at start (inside a managed plugin, where docker mounts /proc/sys read-only)")
 	cfg.crossHost.register(fs)
@@ -122,6 +123,9 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer db.Close()
+	if !cfg.writableProcSys { // a managed plugin starts after dockerd anyway
+		enableForwardingEarly(db, log)
+	}
 	k, err := openKernel(cfg, db, log)
 	if err != nil {
 		return err
@@ -180,4 +184,39 @@ func reconcileAtStart(drv *driver.Driver, db *store.DB, log *slog.Logger) error 
 		keepGoodCopy(db, log)
 	}
 	return nil
+}
+
+// enableForwardingEarly turns forwarding on for the networks in the state
+// before anything slower runs and before the socket exists: dockerd reads
+// ip_forward once, at its first check, and when vxbridge starts first
+// (dist/vxbridge.service) that check must find it on. The start-up
+// reconcile sets it again and reports a failure.
+func enableForwardingEarly(db *store.DB, log *slog.Logger) {
+	nets, err := db.Networks()
+	if err != nil {
+		return // the start-up reconcile reports the state it cannot read
+	}
+	v4, v6 := forwardingNeeded(nets)
+	if !v4 {
+		return
+	}
+	links, err := bridge.NewHere()
+	if err == nil {
+		err = links.EnableForwarding(v6)
+		links.Close()
+	}
+	if err != nil {
+		log.Warn("turning forwarding on at start", "err", err)
+	}
+}
+
+// forwardingNeeded says whether any network routes (every one but
+// --internal), and whether one of those has IPv6.
+func forwardingNeeded(nets []store.Network) (v4, v6 bool) {
+	for _, n := range nets {
+		if !n.Internal {
+			v4, v6 = true, v6 || len(n.IPv6) > 0
+		}
+	}
+	return v4, v6
 }

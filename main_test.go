@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vxbridge/vxbridge/store"
 )
 
 func TestParseServeFlagsDefaultsAndEnv(t *testing.T) {
@@ -46,5 +48,22 @@ func TestRunVersionAndUsage(t *testing.T) {
 	}
 	if err := run([]string{"frobnicate"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "frobnicate") {
 		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestForwardingNeeded(t *testing.T) {
+	v6net := store.Network{IPv6: []store.Subnet{{}}}
+	for _, tc := range []struct {
+		nets   []store.Network
+		v4, v6 bool
+	}{
+		{nil, false, false},
+		{[]store.Network{{Internal: true}, {Internal: true, IPv6: v6net.IPv6}}, false, false},
+		{[]store.Network{{Internal: true}, {}}, true, false},
+		{[]store.Network{{}, v6net}, true, true},
+	} {
+		if v4, v6 := forwardingNeeded(tc.nets); v4 != tc.v4 || v6 != tc.v6 {
+			t.Errorf("%+v: %v %v, want %v %v", tc.nets, v4, v6, tc.v4, tc.v6)
+		}
 	}
 }
