@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/status"
 )
 
@@ -32,6 +33,9 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 		f.Report, f.ReportErr = status.Fetch(ctx, o.Socket)
 	}
 	f.IPTablesSave, f.IPTablesErr = iptablesSave(f.Report)
+	if f.Report != nil && f.Report.Firewall.Backend == string(firewall.BackendNFTables) {
+		f.NFTablesSave, f.NFTablesErr = firewall.NFTablesSave("filter")
+	}
 	f.IPForward = readSysctl("net/ipv4/ip_forward")
 	f.BridgeNFCall = readSysctl("net/bridge/bridge-nf-call-iptables")
 	f.GCThresh2, _ = strconv.Atoi(readSysctl("net/ipv4/neigh/default/gc_thresh2"))

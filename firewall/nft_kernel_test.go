@@ -75,6 +75,14 @@ func TestKernelNFTLifecycle(t *testing.T) {
 		t.Fatalf("%d rules, want at least %d:\n%s", len(got), want, strings.Join(got, "\n"))
 	}
 
+	var save string
+	do(t, ns, func() (err error) { save, err = NFTablesSave(tableFilter); return err })
+	for _, want := range []string{":FORWARD ACCEPT [0:0]\n", ":" + ChainForward + " - [0:0]\n", forwardJump + "\n", isolationJump + "\n"} {
+		if !strings.Contains(save, want) {
+			t.Errorf("NFTablesSave lacks %q:\n%s", want, save)
+		}
+	}
+
 	// Nothing to do the second time: the table reads back as written.
 	for _, f := range fw.families {
 		var st familyState

@@ -266,3 +266,15 @@ func DockerNFTables() (bool, error) {
 
 // dockerNFTTable is docker's table in its nftables mode.
 const dockerNFTTable = "docker-bridges"
+
+// NFTablesSave prints vxbridge's IPv4 nftables table as `iptables-save -t
+// table` would print it, for doctor: chains declared first, then their
+// rules; "" when the table does not exist.
+func NFTablesSave(table string) (string, error) {
+	t := &nftTable{timeout: nftTimeout}
+	l, err := t.list()
+	if err != nil || !l.exists {
+		return "", err
+	}
+	return saveText(table, l.state()[table]), nil
+}

@@ -10,6 +10,7 @@ package firewall
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +53,29 @@ func (l *nftListing) state() familyState {
 		}
 	}
 	return st
+}
+
+// saveText prints one table of a state in iptables-save's form, chains in
+// name order; built-in chains show policy ACCEPT, which vxbridge's base
+// chains have.
+func saveText(table string, t *tableState) string {
+	var b strings.Builder
+	b.WriteString("*" + table + "\n")
+	chains := slices.Sorted(maps.Keys(t.chains))
+	for _, c := range chains {
+		policy := "-"
+		if isBaseChain(nftChainName(table, c)) {
+			policy = "ACCEPT"
+		}
+		b.WriteString(":" + c + " " + policy + " [0:0]\n")
+	}
+	for _, c := range chains {
+		for _, r := range t.rules[c] {
+			b.WriteString(r + "\n")
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
 }
 
 type nftOpKind int

@@ -280,6 +280,15 @@ func planJumps(s *restoreScript, st familyState, forward, postrouting bool) {
 	}
 }
 
+// ForwardJumpPlaced says whether FORWARD's rules (as `iptables -S FORWARD`
+// or iptables-save lists them) hold exactly one jump to VXBRIDGE-FORWARD,
+// after DOCKER-USER and with no rule above it that could accept traffic
+// vxbridge's isolation must see first (doctor).
+func ForwardJumpPlaced(forward []string) bool {
+	_, _, ok := placeForwardJump(forward)
+	return ok
+}
+
 // placeForwardJump checks the jump to VXBRIDGE-FORWARD in the FORWARD
 // listing. It belongs after docker's DOCKER-USER jump, so operators' rules
 // win, and above every rule that is not in harmlessAbove. When it is

@@ -21,7 +21,15 @@ type HostOptions struct {
 	Debug bool
 	// StartTimeout bounds the wait for dockerd's API; default 60 s.
 	StartTimeout time.Duration
+	// FirewallBackend is dockerd's --firewall-backend: "" for the daemon's
+	// default (iptables), or FirewallNFTables (the current daemon only).
+	FirewallBackend string
 }
+
+// FirewallNFTables is docker's nftables firewall backend: docker writes
+// its rules with the nft program into tables of its own and leaves
+// forwarding to the host (it refuses to start with docker0 without it).
+const FirewallNFTables = "nftables"
 
 // Host is one simulated machine: a network namespace with its own dockerd,
 // state directory and plugins folder.
@@ -90,6 +98,9 @@ func NewHost(t testing.TB, opts HostOptions) *Host {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
+	if opts.FirewallBackend == FirewallNFTables {
+		EnsureCommands(t, map[string]string{"nft": "nftables"})
+	}
 	h := &Host{Name: opts.Name, opts: opts, images: map[string]bool{}, daemon: SelectedDaemon(t)}
 	var err error
 	if h.dockerBin, err = dockerClient(h.daemon); err != nil {
@@ -156,6 +167,9 @@ func (h *Host) StartDockerd(t testing.TB) *Process {
 		t.Fatalf("%s: dockerd (pid %d) is still running", h.Name, d.Pid())
 	}
 	args := h.dockerdArgs()
+	if h.opts.FirewallBackend == FirewallNFTables {
+		h.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	}
 	start := time.Now()
 	p := h.startInNS(t, "dockerd", filepath.Join(h.dir, "dockerd.log"), args)
 	h.waitDockerd(t, p, start)
@@ -393,6 +407,9 @@ func (h *Host) dockerdArgs(extra ...string) []string {
 	args = append(args, extra...)
 	if h.opts.Debug {
 		args = append(args, "--debug")
+	}
+	if h.opts.FirewallBackend != "" {
+		args = append(args, "--firewall-backend="+h.opts.FirewallBackend)
 	}
 	return append(args, h.opts.DockerdArgs...)
 }
