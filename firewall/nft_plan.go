@@ -30,6 +30,9 @@ type nftListing struct {
 
 type nftChainListing struct {
 	rules []nftListedRule
+	// present are lines a declaration found already in place: their
+	// appends in the same script are no-ops (see keepOrFlush).
+	present map[string]bool
 }
 
 // nftListedRule is a rule as read back: its line as `iptables -S` would
@@ -113,8 +116,8 @@ func nftBatch(ipv6 bool, l *nftListing, s *restoreScript) ([]nftOp, error) {
 		table string
 		lines []string
 	}{{tableFilter, s.filter}, {tableNat, s.nat}} {
-		for _, line := range sec.lines {
-			more, err := sim.step(ipv6, sec.table, line)
+		for i, line := range sec.lines {
+			more, err := sim.step(ipv6, sec.table, line, sec.lines[i+1:])
 			if err != nil {
 				return nil, err
 			}
@@ -143,13 +146,13 @@ func (l *nftListing) empty() bool {
 }
 
 // step applies one script line to the simulated listing and returns its
-// operations.
-func (l *nftListing) step(ipv6 bool, table, line string) ([]nftOp, error) {
+// operations; rest are the lines of the table's section after it.
+func (l *nftListing) step(ipv6 bool, table, line string, rest []string) ([]nftOp, error) {
 	if name, ok := strings.CutPrefix(line, ":"); ok {
-		chain := nftChainName(table, strings.Fields(name)[0])
-		if _, ok := l.chains[chain]; ok {
-			l.chains[chain].rules = nil
-			return []nftOp{{kind: nftFlushChain, chain: chain}}, nil
+		ipt := strings.Fields(name)[0]
+		chain := nftChainName(table, ipt)
+		if c, ok := l.chains[chain]; ok {
+			return c.keepOrFlush(chain, refillOf(ipt, rest)), nil
 		}
 		l.chains[chain] = &nftChainListing{}
 		return []nftOp{{kind: nftAddChain, chain: chain}}, nil
@@ -166,9 +169,59 @@ func (l *nftListing) step(ipv6 bool, table, line string) ([]nftOp, error) {
 	case "-D":
 		return l.deleteRule(chain, ruleLine(words[1], words[2:]))
 	case "-A", "-I":
+		if c := l.chains[chain]; c != nil && words[0] == "-A" && c.present[line] {
+			delete(c.present, line) // a declaration kept it in place
+			return nil, nil
+		}
 		return l.addRule(ipv6, table, chain, words)
 	}
 	return nil, fmt.Errorf("nftables: script line %q", line)
+}
+
+// refillOf are the rules a script appends to chain after declaring it.
+func refillOf(chain string, rest []string) []string {
+	var out []string
+	for _, l := range rest {
+		if strings.HasPrefix(l, "-A "+chain+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// keepOrFlush declares an existing chain that the script then refills
+// with refill. iptables-restore flushes and refills it; here, when the
+// rules already there that refill keeps are in refill's order and come
+// first in it (plan.go keeps a chain's rules in place and appends new
+// ones), only the others are deleted and the missing appended: a batch the
+// size of the change, not of the chain (1000 published ports are 3000
+// rules), with the same end result. Otherwise the chain is flushed.
+func (c *nftChainListing) keepOrFlush(chain string, refill []string) []nftOp {
+	want := make(map[string]bool, len(refill))
+	for _, r := range refill {
+		want[r] = true
+	}
+	var kept []nftListedRule
+	var dels []nftOp
+	c.present = map[string]bool{}
+	for _, r := range c.rules {
+		if want[r.line] && !c.present[r.line] && r.handle != 0 {
+			c.present[r.line] = true
+			kept = append(kept, r)
+			continue
+		}
+		dels = append(dels, nftOp{kind: nftDelRule, chain: chain, handle: r.handle})
+	}
+	inPlace := len(refill) > 0 && !slices.ContainsFunc(dels, func(o nftOp) bool { return o.handle == 0 })
+	for i, r := range kept {
+		inPlace = inPlace && refill[i] == r.line
+	}
+	if !inPlace {
+		c.rules, c.present = nil, nil
+		return []nftOp{{kind: nftFlushChain, chain: chain}}
+	}
+	c.rules = kept
+	return dels
 }
 
 func (l *nftListing) deleteRule(chain, line string) ([]nftOp, error) {

@@ -104,3 +104,35 @@ func TestNFTDecodeRefusesForeignRules(t *testing.T) {
 		t.Errorf("comment lost: %q", spec)
 	}
 }
+
+// A declared chain whose kept rules are in place is not flushed: the batch
+// deletes what goes and appends what comes, and ends where iptables-restore
+// would.
+func TestNFTBatchIsTheSizeOfTheChange(t *testing.T) {
+	line := func(spec string) string { return "-A " + ChainForward + " " + spec }
+	a, b, c := line("-i a -j ACCEPT"), line("-i b -j ACCEPT"), line("-i c -j ACCEPT")
+	chain := nftChainName(tableFilter, ChainForward)
+	listing := func(lines ...string) *nftListing {
+		l := &nftListing{exists: true, chains: map[string]*nftChainListing{chain: {}}}
+		for i, s := range lines {
+			l.chains[chain].rules = append(l.chains[chain].rules, nftListedRule{line: s, handle: uint64(i + 1)})
+		}
+		return l
+	}
+	kinds := func(ops []nftOp) (out []nftOpKind) {
+		for _, o := range ops {
+			out = append(out, o.kind)
+		}
+		return out
+	}
+	script := &restoreScript{filter: []string{":" + ChainForward + " - [0:0]", a, c}}
+	ops, err := nftBatch(false, listing(a, b), script)
+	if err != nil || !slices.Equal(kinds(ops), []nftOpKind{nftDelRule, nftAddRule}) || ops[0].handle != 2 {
+		t.Errorf("a, b -> a, c: %v %+v", err, ops)
+	}
+	// b before a: the order would change, so the chain is refilled.
+	ops, err = nftBatch(false, listing(b, a), &restoreScript{filter: []string{":" + ChainForward + " - [0:0]", a, b}})
+	if err != nil || !slices.Equal(kinds(ops), []nftOpKind{nftFlushChain, nftAddRule, nftAddRule}) {
+		t.Errorf("b, a -> a, b: %v %+v", err, kinds(ops))
+	}
+}
