@@ -5,10 +5,11 @@ import (
 	"strings"
 )
 
-// Backend is which iptables userland programs the rules. The kernel runs
-// both the legacy (x_tables) and the nf_tables hooks, so a packet must pass
-// docker's chains AND ours: ours must live where docker's live, or docker's
-// FORWARD DROP policy drops what our ACCEPT rules let through.
+// Backend is what programs the rules: an iptables userland, or vxbridge's
+// own nftables tables. The kernel runs both the legacy (x_tables) and the
+// nf_tables hooks, so a packet must pass docker's chains AND ours: ours
+// must live where docker's live, or docker's FORWARD DROP policy drops
+// what our ACCEPT rules let through.
 type Backend string
 
 const (

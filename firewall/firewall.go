@@ -2,10 +2,14 @@ package firewall
 
 // Design notes.
 //
-// Docker sets the FORWARD policy to DROP and loads br_netfilter, so every
-// frame crossing any bridge, even between two ports of one bridge, passes
-// iptables FORWARD. vxbridge owns three chains per family, and a fourth
-// while a port is published (see ports.go):
+// Docker's iptables firewall (its default): docker 28+ sets the FORWARD
+// policy to DROP when it runs its docker0 bridge and turned forwarding on
+// itself (with --bridge=none the policy stays ACCEPT); 20.10 sets it
+// whenever it enables forwarding. With br_netfilter loaded (docker loads it
+// when it needs it), every frame crossing a bridge of the host's
+// namespace, even between two ports of one bridge, passes iptables
+// FORWARD. vxbridge owns three chains per family, and a fourth while a port
+// is published (see ports.go):
 //
 //	filter FORWARD -> VXBRIDGE-FORWARD      ACCEPTs only; first rule jumps to
 //	                  VXBRIDGE-ISOLATION    DROPs only
@@ -18,18 +22,32 @@ package firewall
 // Every network rule carries the comment "vxbridge:<network id>": rules are
 // attributed to networks without any state of our own.
 //
-// Where the FORWARD jump sits: docker 20.10 inserts each new network's
-// ACCEPT rules at the top of FORWARD and then re-inserts its DOCKER-ISOLATION
-// -STAGE-1 and DOCKER-USER jumps above them; on restart it re-creates all its
-// rules above ours. A docker rule like `-i br-x ! -o br-x -j ACCEPT` above us
-// lets br-x's containers into vxbridge networks, so the jump belongs right
-// after DOCKER-USER (operators' rules keep precedence) and above everything
-// else but docker's isolation jump. Reconcile and EnsureJumps move it back
-// whenever something was inserted above it; until they run, containers of a
-// docker network created after vxbridge's can open connections into
-// vxbridge networks (seen with docker 20.10 in a test namespace), so call
-// EnsureJumps soon after docker creates a network. Docker 28 keeps its
-// per-network rules in its own DOCKER-FORWARD chain, which we stay above.
+// Docker's nftables firewall (--firewall-backend=nftables, docker 29+):
+// docker keeps its rules in tables of its own (ip and ip6 docker-bridges)
+// and makes no iptables chain at all. vxbridge then keeps the same rules in
+// tables of its own (ip and ip6 vxbridge, BackendNFTables), rendered from
+// the same model into native nf_tables expressions (nft_rules.go), planned
+// by the same code and applied as one netlink batch (nft_plan.go); where
+// its base chains sit, and why an operator's drop still decides first, is
+// at the top of nft_linux.go.
+//
+// Where the FORWARD jump sits (iptables): FORWARD first jumps to
+// DOCKER-USER, docker's chain for operators' rules, then (docker 28+) to
+// DOCKER-FORWARD, which jumps to DOCKER-CT (replies into docker's
+// bridges), DOCKER-INTERNAL and DOCKER-BRIDGE and ends in `-i docker0 -j
+// ACCEPT`, one per docker network. Docker 20.10 instead keeps its
+// per-network ACCEPTs in FORWARD itself, below its DOCKER-ISOLATION-STAGE-1
+// jump (gone since docker 28). Either way a docker rule like `-i docker0
+// -j ACCEPT` above us lets docker0's containers into vxbridge networks, so
+// our jump belongs right after DOCKER-USER (operators' rules keep
+// precedence) and above everything else but 20.10's isolation jump, which
+// only drops or returns. Docker puts its jumps back at the top of FORWARD
+// whenever it starts (20.10 also when it creates a network); Reconcile and
+// EnsureJumps move ours back above them, within milliseconds where the
+// nf_tables watch sees the change (iptables-nft), at the next
+// --reconcile-interval otherwise (iptables-legacy). Until then containers
+// of docker's networks can open connections into vxbridge networks;
+// e2e TestFirewallOrderAcrossDockerdRestart measures that moment.
 //
 // Isolation, per network bridge b, all in VXBRIDGE-ISOLATION: an inbound
 // guard drops anything entering b from another interface unless it is a
@@ -52,8 +70,9 @@ import (
 	"sync"
 )
 
-// Firewall owns vxbridge's iptables chains in both families. It applies its
-// rules to the network namespace of the calling thread.
+// Firewall owns vxbridge's chains (iptables) or tables (nftables) in both
+// families. It applies its rules to the network namespace of the calling
+// thread.
 type Firewall struct {
 	mu       sync.Mutex // one operation at a time
 	families []*family  // IPv4, IPv6
@@ -117,8 +136,8 @@ func (fw *Firewall) Reconcile(nets []Network, ports []Ports) error {
 }
 
 // EnsureJumps puts the jumps into our chains back where they belong (after
-// DOCKER-USER, above docker's per-bridge rules), in each family that has our
-// chains. Call it when docker may have inserted rules, e.g. after it created
+// DOCKER-USER, above DOCKER-FORWARD or 20.10's per-bridge rules), in each
+// family that has our chains; in nftables mode there is nothing to move. Call it when docker may have inserted rules, e.g. after it created
 // a network; Reconcile does it too.
 func (fw *Firewall) EnsureJumps() error {
 	fw.mu.Lock()

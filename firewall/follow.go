@@ -10,9 +10,13 @@ import (
 // Following docker's backend. A managed plugin starts before dockerd builds
 // its firewall at boot, so Detect may find no docker chains yet. vxbridge
 // then starts on the backend `iptables` in PATH runs, and a BackendFollower
-// keeps looking: once docker's chains appear in the other backend, it moves
-// vxbridge's rules there (a packet must pass both backends' FORWARD chains,
-// so ours must sit where docker's FORWARD DROP is).
+// keeps looking: once docker's chains appear in the other backend, or
+// docker's nftables tables appear, it moves vxbridge's rules there (a
+// packet must pass both backends' FORWARD chains, so ours must sit where
+// docker's FORWARD DROP is; in docker's nftables mode there is no such
+// policy and vxbridge's own tables go beside docker's). Once it found
+// docker's firewall the answer is final: a dockerd restarted with another
+// --firewall-backend needs a plugin restart to be followed.
 
 // followPoll is how often an undecided backend is looked at again.
 const followPoll = 2 * time.Second

@@ -18,10 +18,10 @@ var (
 var dockerUserJump = ruleLine("FORWARD", []string{"-j", "DOCKER-USER"})
 
 // harmlessAbove are the FORWARD rules that may sit between DOCKER-USER and
-// our jump: docker's isolation chain only drops traffic between docker's
-// own bridges, or returns. Any other rule above us (docker's per-bridge
-// ACCEPTs, Docker 28's DOCKER-FORWARD) could accept traffic our isolation
-// must see first.
+// our jump: docker 20.10's isolation chain only drops traffic between
+// docker's own bridges, or returns. Any other rule above us (20.10's
+// per-bridge ACCEPTs, docker 28+'s DOCKER-FORWARD, which ends in `-i
+// docker0 -j ACCEPT`) could accept traffic our isolation must see first.
 var harmlessAbove = map[string]bool{
 	dockerUserJump: true,
 	ruleLine("FORWARD", []string{"-j", "DOCKER-ISOLATION-STAGE-1"}): true,
