@@ -13,7 +13,8 @@ import (
 // publish-unpublish is EnsurePorts then RemovePorts of one more endpoint
 // (what a container with -p adds to figure 2's lifecycle: the rules at Join,
 // their removal and the conntrack flush at Leave); reconcile-unchanged is
-// the periodic Reconcile finding nothing to do. Each backend works in a
+// the periodic Reconcile finding nothing to do; read is the IPv4 listing
+// every operation starts with. Each backend works in a
 // fresh network namespace.
 //
 //	sudo go test -run '^$' -bench FirewallPorts -benchtime 40x ./firewall/
@@ -47,6 +48,13 @@ func benchPorts(b *testing.B, backend Backend, published int) {
 				}
 				return fw.RemovePorts(one)
 			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("read", func(b *testing.B) { // what every operation starts with
+		for b.Loop() {
+			if err := ns.Do(func() error { _, err := fw.families[0].read(); return err }); err != nil {
 				b.Fatal(err)
 			}
 		}
