@@ -57,8 +57,11 @@ func nftLines(t *testing.T, ns *nstest.NS) []string {
 func TestKernelNFTLifecycle(t *testing.T) {
 	ns := nstest.New(t)
 	fw := newNFTFirewall(t, ns)
-	n := Network{ID: "n1", Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: false}
-	p := testPorts("e1")
+	// Docker's ids are 64 hex digits: a port rule's comment carries two.
+	id := strings.Repeat("0123456789abcdef", 4)
+	n := Network{ID: id, Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: false}
+	p := testPorts(strings.Repeat("fedcba9876543210", 4))
+	p.NetworkID = id
 	do(t, ns, func() error { return fw.EnsureNetwork(n) })
 	do(t, ns, func() error { return fw.EnsurePorts(p) })
 	got := nftLines(t, ns)
