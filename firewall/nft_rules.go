@@ -95,14 +95,15 @@ func physdevBridged(neg bool) []byte {
 
 // ruleRenderer turns one spec into expressions.
 type ruleRenderer struct {
-	ipv6    bool
-	table   string
-	spec    []string
-	i       int
-	neg     bool
-	proto   string
-	exprs   []expr.Any
-	comment string
+	ipv6     bool
+	table    string
+	spec     []string
+	i        int
+	neg      bool
+	proto    string
+	exprs    []expr.Any
+	comment  string
+	targeted bool // -j was read: it comes last
 }
 
 // renderRule renders a rule of table, given as its spec (the arguments
@@ -113,6 +114,9 @@ func renderRule(ipv6 bool, table string, spec []string) ([]expr.Any, string, err
 		if err := r.option(); err != nil {
 			return nil, "", fmt.Errorf("nftables cannot express %q: %w", strings.Join(spec, " "), err)
 		}
+	}
+	if !r.targeted {
+		return nil, "", fmt.Errorf("nftables cannot express %q: no target (-j)", strings.Join(spec, " "))
 	}
 	return r.exprs, r.comment, nil
 }
@@ -350,6 +354,7 @@ func (r *ruleRenderer) target() error {
 		return err
 	}
 	r.exprs = append(r.exprs, &expr.Counter{})
+	r.targeted = true
 	switch t {
 	case "ACCEPT":
 		r.exprs = append(r.exprs, &expr.Verdict{Kind: expr.VerdictAccept})
