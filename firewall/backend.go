@@ -164,7 +164,7 @@ func (fw *Firewall) Backend() Backend {
 func (fw *Firewall) SwitchBackend(b Backend) error {
 	fresh, err := NewWithBackend(b)
 	if err != nil {
-		return fmt.Errorf("switch to iptables backend %s: %w", b, err)
+		return fmt.Errorf("switch to firewall backend %s: %w", b, err)
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()

@@ -43,7 +43,7 @@ func Open(backend string, log *slog.Logger) (*Firewall, *BackendFollower, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("iptables backend", "backend", d.Backend, "reason", d.Reason)
+	log.Info("firewall backend", "backend", d.Backend, "reason", d.Reason)
 	return fw, &BackendFollower{cur: d, detect: Detect, switchTo: fw.SwitchBackend, log: log}, nil
 }
 
@@ -91,10 +91,10 @@ func (f *BackendFollower) step(reconcile func() error) {
 	cur := f.Current()
 	if d.Backend != BackendPath && d.Backend != cur.Backend {
 		if err := f.switchTo(d.Backend); err != nil {
-			f.log.Error("move firewall rules to docker's iptables backend; trying again", "from", cur.Backend, "to", d.Backend, "err", err)
+			f.log.Error("move firewall rules to docker's firewall backend; trying again", "from", cur.Backend, "to", d.Backend, "err", err)
 			return
 		}
-		f.log.Info("iptables backend changed to docker's", "from", cur.Backend, "to", d.Backend, "reason", d.Reason)
+		f.log.Info("firewall backend changed to docker's", "from", cur.Backend, "to", d.Backend, "reason", d.Reason)
 		if err := reconcile(); err != nil {
 			f.log.Error("write firewall rules into the new backend", "err", err)
 		}
