@@ -174,6 +174,9 @@ func (r *ruleRenderer) option() error {
 		return nil
 	case "--comment":
 		c, err := r.next()
+		if err == nil && len(c) > nftCommentMax {
+			return fmt.Errorf("comment of %d bytes, over %d", len(c), nftCommentMax)
+		}
 		r.comment = c
 		return err
 	case "-j":
@@ -419,6 +422,13 @@ func (r *ruleRenderer) nat(t string) error {
 	r.exprs = append(r.exprs, nat)
 	return nil
 }
+
+// nftCommentMax is the longest comment a rule's user data holds: the
+// kernel takes at most 256 bytes of it (NFT_USERDATA_MAXLEN), and the
+// comment goes there as type, length, text and NUL. A longer one would
+// wrap the one-byte length and read back as another comment (FuzzNFTRender
+// found one); vxbridge's longest, a port rule's two ids, is 138 bytes.
+const nftCommentMax = 256 - 3
 
 // commentData is a comment as nft keeps it in a rule's user data.
 func commentData(c string) []byte {
