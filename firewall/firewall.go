@@ -8,11 +8,12 @@ package firewall
 // whenever it enables forwarding. With br_netfilter loaded (docker loads it
 // when it needs it), every frame crossing a bridge of the host's
 // namespace, even between two ports of one bridge, passes iptables
-// FORWARD. vxbridge owns three chains per family, and a fourth while a port
+// FORWARD. vxbridge owns four chains per family, and a fifth while a port
 // is published (see ports.go):
 //
 //	filter FORWARD -> VXBRIDGE-FORWARD      ACCEPTs only; first rule jumps to
 //	                  VXBRIDGE-ISOLATION    DROPs only
+//	mangle FORWARD -> VXBRIDGE-DOCKER       DROPs only (the docker guard)
 //	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
 //	nat PREROUTING, OUTPUT -> VXBRIDGE-DNAT DNATs only
 //
@@ -45,9 +46,14 @@ package firewall
 // whenever it starts (20.10 also when it creates a network); Reconcile and
 // EnsureJumps move ours back above them, within milliseconds where the
 // nf_tables watch sees the change (iptables-nft), at the next
-// --reconcile-interval otherwise (iptables-legacy). Until then containers
-// of docker's networks can open connections into vxbridge networks;
-// e2e TestFirewallOrderAcrossDockerdRestart measures that moment.
+// --reconcile-interval otherwise (iptables-legacy). Until then docker's
+// ACCEPTs decide first, so the one thing docker would let through, its
+// containers opening connections into vxbridge networks, is dropped earlier
+// still: the docker guard sits in mangle FORWARD, which runs before filter
+// FORWARD and where docker puts nothing, so no order docker leaves there
+// matters (e2e TestFirewallOrderAcrossDockerdRestart sends traffic through
+// a dockerd restart). The price: an operator's ACCEPT in DOCKER-USER cannot
+// open a vxbridge network to docker's containers, as in nftables mode.
 //
 // Isolation, per network bridge b, all in VXBRIDGE-ISOLATION: an inbound
 // guard drops anything entering b from another interface unless it is a
@@ -60,10 +66,10 @@ package firewall
 // changed chain is declared (which flushes it) and refilled, and a misplaced
 // jump is deleted and re-inserted, atomically. Traffic never sees a chain
 // half built, the isolation rules missing while the ACCEPTs are there, or no
-// jump at all. When nothing changed an operation costs two listings per
-// family. When no network rule is left in a family, its jumps and chains
+// jump at all. When nothing changed an operation costs three listings per
+// family (filter, nat, mangle). When no network rule is left in a family, its jumps and chains
 // are removed, so iptables-save shows what it showed before the first
-// network.
+// network (iptables-nft may keep the mangle table it made, empty).
 
 import (
 	"fmt"

@@ -86,13 +86,13 @@ func parseVersion(out string) [3]int {
 	return v
 }
 
-// read lists the filter and nat tables.
+// read lists the filter, nat and mangle tables.
 func (f *family) read() (familyState, error) {
 	if f.nft != nil {
 		return f.nft.read()
 	}
 	st := familyState{}
-	for _, table := range []string{tableFilter, tableNat} {
+	for _, table := range []string{tableFilter, tableNat, tableMangle} {
 		out, err := runProgram(f.limits, "", f.list, append(f.limits.waitArgs(), "-t", table, "-S")...)
 		if err != nil {
 			return nil, err

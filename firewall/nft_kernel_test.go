@@ -36,7 +36,7 @@ func nftLines(t *testing.T, ns *nstest.NS) []string {
 			continue
 		}
 		st := l.state()
-		for _, table := range []string{tableFilter, tableNat} {
+		for _, table := range []string{tableFilter, tableNat, tableMangle} {
 			for chain, rules := range st[table].rules {
 				for _, r := range rules {
 					out = append(out, map[bool]string{false: "", true: "ip6 "}[ipv6]+table+" "+strings.TrimPrefix(r, "-A "+chain+" ")+" @"+chain)

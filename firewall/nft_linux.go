@@ -42,6 +42,7 @@ var baseChains = map[string]struct {
 	nftChainName(tableNat, "OUTPUT"):      {nftables.ChainTypeNAT, nftables.ChainHookOutput, *nftables.ChainPriorityNATDest},
 	nftChainName(tableNat, "INPUT"):       {nftables.ChainTypeNAT, nftables.ChainHookInput, *nftables.ChainPriorityNATSource},
 	nftChainName(tableNat, "POSTROUTING"): {nftables.ChainTypeNAT, nftables.ChainHookPostrouting, *nftables.ChainPriorityNATSource},
+	nftChainName(tableMangle, "FORWARD"):  {nftables.ChainTypeFilter, nftables.ChainHookForward, *nftables.ChainPriorityMangle},
 }
 
 func isBaseChain(name string) bool {

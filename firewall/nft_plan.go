@@ -44,7 +44,7 @@ type nftListedRule struct {
 
 // state is the listing as plan.go reads listings.
 func (l *nftListing) state() familyState {
-	st := familyState{tableFilter: parseTable(""), tableNat: parseTable("")}
+	st := familyState{tableFilter: parseTable(""), tableNat: parseTable(""), tableMangle: parseTable("")}
 	for name, c := range l.chains {
 		table, chain, ok := iptablesChain(name)
 		if !ok {
@@ -112,10 +112,7 @@ func nftBatch(ipv6 bool, l *nftListing, s *restoreScript) ([]nftOp, error) {
 		sim.chains[name] = &nftChainListing{rules: slices.Clone(c.rules)}
 	}
 	var ops []nftOp
-	for _, sec := range []struct {
-		table string
-		lines []string
-	}{{tableFilter, s.filter}, {tableNat, s.nat}} {
+	for _, sec := range s.sections() {
 		for i, line := range sec.lines {
 			more, err := sim.step(ipv6, sec.table, line, sec.lines[i+1:])
 			if err != nil {

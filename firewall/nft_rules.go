@@ -51,7 +51,7 @@ func nftChainName(table, chain string) string { return table + "-" + chain }
 // iptablesChain reverses nftChainName.
 func iptablesChain(name string) (table, chain string, ok bool) {
 	table, chain, ok = strings.Cut(name, "-")
-	if !ok || table != tableFilter && table != tableNat {
+	if !ok || table != tableFilter && table != tableNat && table != tableMangle {
 		return "", "", false
 	}
 	return table, chain, true

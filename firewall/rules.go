@@ -13,6 +13,7 @@ const (
 	ChainForward     = "VXBRIDGE-FORWARD"     // filter, jumped from FORWARD
 	ChainIsolation   = "VXBRIDGE-ISOLATION"   // filter, first rule of ChainForward
 	ChainPostrouting = "VXBRIDGE-POSTROUTING" // nat, jumped from POSTROUTING
+	ChainDockerGuard = "VXBRIDGE-DOCKER"      // mangle, jumped from FORWARD
 )
 
 // CommentPrefix starts the comment on every network rule; the network id
@@ -22,6 +23,7 @@ const CommentPrefix = "vxbridge:"
 const (
 	tableFilter = "filter"
 	tableNat    = "nat"
+	tableMangle = "mangle"
 )
 
 // dockerBridges are the names docker gives its own bridges; "br-+" is
@@ -181,6 +183,16 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 			s.add(tableFilter, ChainIsolation, "DROP", "-i", b, "-o", d,
 				"-m", "conntrack", "!", "--ctstate", ctNotReplyOrPublished)
 		}
+	}
+	// The docker guard: no new connection from docker's bridges into b,
+	// in mangle FORWARD, which runs before filter FORWARD and where docker
+	// puts nothing. The inbound guard above drops the same traffic, but
+	// only while our FORWARD jump sits above docker's: each dockerd start
+	// puts docker's jumps (DOCKER-FORWARD and its `-i docker0 -j ACCEPT`)
+	// back above ours until the reconcile moves ours up again.
+	for _, d := range dockerBridges {
+		s.add(tableMangle, ChainDockerGuard, "DROP", "-i", d, "-o", b,
+			"-m", "conntrack", "!", "--ctstate", ctNotReplyOrPublished)
 	}
 	if !n.ICC {
 		// Port isolation stops container-to-container frames at L2; this
