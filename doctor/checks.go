@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -13,14 +14,21 @@ import (
 // forwardChain is vxbridge's chain that FORWARD jumps to.
 const forwardChain = firewall.ChainForward
 
+// guardJump is mangle FORWARD's jump to the docker guard, as iptables-save
+// prints it.
+const guardJump = "-A FORWARD -j " + firewall.ChainDockerGuard
+
 // checkForward: vxbridge's bridges forward through the FORWARD ->
 // VXBRIDGE-FORWARD jump and one rule per network tagged with its id. In
 // docker's iptables mode the FORWARD policy is DROP (docker 28+ sets it
 // only when it runs docker0 and turns forwarding on itself; 20.10 always),
 // and the jump must sit right after DOCKER-USER, above DOCKER-FORWARD
 // (docker 28+: DOCKER-CT, DOCKER-INTERNAL, DOCKER-BRIDGE) or 20.10's
-// per-bridge ACCEPTs. In docker's nftables mode the jump is in vxbridge's
-// own table (nftablesForward).
+// per-bridge ACCEPTs. Dockerd puts its rules back above that jump at each
+// start; mangle FORWARD's jump to the docker guard keeps docker's
+// containers out until the plugin moves it back, so it must be there too.
+// In docker's nftables mode the jumps are in vxbridge's own table
+// (nftablesForward).
 func checkForward(f *Facts) Finding {
 	if nftablesMode(f) {
 		return nftablesForward(f)
@@ -44,9 +52,13 @@ func checkForward(f *Facts) Finding {
 		c.Level = Fail
 		c.Message = fmt.Sprintf("FORWARD policy %s; no %s rules for network(s) %s", orUnknown(policy), forwardChain, strings.Join(missing, ", "))
 		c.Fix = backendFix(f) + "restart the plugin so its start-up reconcile re-creates them"
+	case f.IPTablesMangleErr == nil && !slices.Contains(chainRules(f.IPTablesMangle, "FORWARD"), guardJump):
+		c.Level = Fail
+		c.Message = fmt.Sprintf("FORWARD policy %s; no jump to %s in mangle FORWARD: whenever docker's rules sit above the jump to %s (after each dockerd start, until the plugin moves it back), containers of docker's networks can open connections into vxbridge networks", orUnknown(policy), firewall.ChainDockerGuard, forwardChain)
+		c.Fix = backendFix(f) + "the reconciler restores the jump within --reconcile-interval; if it stays missing, restart the plugin and read its log"
 	case !firewall.ForwardJumpPlaced(chainRules(f.IPTablesSave, "FORWARD")):
 		c.Level = Warn
-		c.Message = fmt.Sprintf("FORWARD policy %s; a rule that may accept traffic (DOCKER-FORWARD, a docker network's ACCEPT) sits above the jump to %s: containers of docker's networks can open connections into vxbridge networks", orUnknown(policy), forwardChain)
+		c.Message = fmt.Sprintf("FORWARD policy %s; a rule that may accept traffic (DOCKER-FORWARD, a docker network's ACCEPT) sits above the jump to %s: an ACCEPT there decides before vxbridge's rules (the jump to %s keeps docker's containers out meanwhile)", orUnknown(policy), forwardChain, firewall.ChainDockerGuard)
 		c.Fix = "the plugin moves its jump back on the next firewall change or reconcile; if it stays, restart the plugin and read its log"
 	default:
 		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; jump to %s after DOCKER-USER and rules for all %d network(s) present", orUnknown(policy), forwardChain, nets)

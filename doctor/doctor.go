@@ -50,6 +50,10 @@ type Facts struct {
 	// (of the iptables in PATH in nftables mode, for FORWARD's policy).
 	IPTablesSave string
 	IPTablesErr  error
+	// IPTablesMangle is `iptables-save -t mangle` of the plugin's backend,
+	// read in iptables mode only: it holds the docker guard's jump.
+	IPTablesMangle    string
+	IPTablesMangleErr error
 	// NFTablesSave is vxbridge's nftables filter chains (ip vxbridge) in
 	// iptables-save's form, read in docker's nftables mode only.
 	NFTablesSave string

@@ -24,13 +24,22 @@ const saveOK = `*filter
 COMMIT
 `
 
+// mangleOK is vxbridge's mangle table for one network: the docker guard.
+const mangleOK = `*mangle
+:FORWARD ACCEPT [0:0]
+:VXBRIDGE-DOCKER - [0:0]
+-A FORWARD -j VXBRIDGE-DOCKER
+-A VXBRIDGE-DOCKER -i docker0 -o vxb-0123456789a -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment "vxbridge:` + netID + `" -j DROP
+COMMIT
+`
+
 func healthyFacts() *Facts {
 	return &Facts{
 		Socket: "/run/docker/plugins/x/vxbridge.sock",
 		Report: &status.Report{Version: "v1", Firewall: status.Firewall{Backend: "nft"},
 			Networks:  []status.Network{{ID: netID, Bridge: "vxb-0123456789a", Health: status.Healthy()}},
 			Endpoints: []status.Endpoint{{ID: "ep1", NetworkID: netID, HostVeth: "vxhep1", Health: status.Healthy()}}},
-		IPTablesSave: saveOK, IPForward: "1", BridgeNFCall: "1",
+		IPTablesSave: saveOK, IPTablesMangle: mangleOK, IPForward: "1", BridgeNFCall: "1",
 		UnderlayIface: "eth0", UnderlayMTU: 1500,
 		Links: []Link{{Name: "vxb-0123456789a", Alias: "vxbridge:net:" + netID, Kind: "bridge"},
 			{Name: "vxhep1", Alias: "vxbridge:ep:ep1", Kind: "veth"}, {Name: "eth0", Kind: "device"},
@@ -104,6 +113,14 @@ func TestBrokenHost(t *testing.T) {
 			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n",
 				"-A FORWARD -j DOCKER-FORWARD\n-A FORWARD -j VXBRIDGE-FORWARD\n", 1)
 		}, "forward", Warn, "DOCKER-FORWARD", "moves its jump back"},
+		{"DOCKER-FORWARD above, guard gone", func(f *Facts) {
+			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n",
+				"-A FORWARD -j DOCKER-FORWARD\n-A FORWARD -j VXBRIDGE-FORWARD\n", 1)
+			f.IPTablesMangle = "*mangle\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+		}, "forward", Fail, "can open connections into vxbridge networks", "reconciler restores"},
+		{"docker guard gone", func(f *Facts) {
+			f.IPTablesMangle = strings.Replace(f.IPTablesMangle, "-A FORWARD -j VXBRIDGE-DOCKER\n", "", 1)
+		}, "forward", Fail, "no jump to VXBRIDGE-DOCKER in mangle FORWARD", "reconciler restores"},
 		// Docker's nftables mode: the rules are in vxbridge's table.
 		{"nftables, table gone", func(f *Facts) { nftablesFacts(f); f.NFTablesSave = "" }, "forward", Fail, "no jump to VXBRIDGE-FORWARD", "nf_tables change"},
 		{"nftables, rule gone", func(f *Facts) {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -32,9 +33,11 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	} else {
 		f.Report, f.ReportErr = status.Fetch(ctx, o.Socket)
 	}
-	f.IPTablesSave, f.IPTablesErr = iptablesSave(f.Report)
+	f.IPTablesSave, f.IPTablesErr = iptablesSave(ctx, f.Report, "filter")
 	if f.Report != nil && f.Report.Firewall.Backend == string(firewall.BackendNFTables) {
 		f.NFTablesSave, f.NFTablesErr = firewall.NFTablesSave("filter")
+	} else {
+		f.IPTablesMangle, f.IPTablesMangleErr = iptablesSave(ctx, f.Report, "mangle")
 	}
 	f.IPForward = readSysctl("net/ipv4/ip_forward")
 	f.BridgeNFCall = readSysctl("net/bridge/bridge-nf-call-iptables")
@@ -53,9 +56,15 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	return f
 }
 
-// iptablesSave lists the filter table with the backend the plugin says it
-// uses, so doctor looks where the plugin writes.
-func iptablesSave(r *status.Report) (string, error) {
+// iptablesSaveTimeout bounds one listing, so a hung iptables-save cannot
+// hang doctor; thousands of rules print in well under a second.
+const iptablesSaveTimeout = 20 * time.Second
+
+// iptablesSave lists one table with the backend the plugin says it uses,
+// so doctor looks where the plugin writes.
+func iptablesSave(ctx context.Context, r *status.Report, table string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, iptablesSaveTimeout)
+	defer cancel()
 	tool := "iptables-save"
 	if r != nil {
 		switch r.Firewall.Backend {
@@ -64,10 +73,10 @@ func iptablesSave(r *status.Report) (string, error) {
 		}
 	}
 	var out, stderr bytes.Buffer
-	cmd := exec.Command(tool, "-t", "filter")
+	cmd := exec.CommandContext(ctx, tool, "-t", table)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s -t filter: %w: %s", tool, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s -t %s: %w: %s", tool, table, err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil
 }
