@@ -31,7 +31,9 @@ import (
 // container the whole time must never get in.
 func TestFirewallOrderAcrossDockerdRestart(t *testing.T) {
 	requirePlugin(t)
-	h := testbed.NewHost(t, testbed.HostOptions{Name: "ord", DockerdArgs: []string{"--live-restore"}})
+	// Its own containerd: the one dockerd supervises dies with it, and the
+	// restarted dockerd then drops the containers it cannot reach.
+	h := testbed.NewHostOwnContainerd(t, testbed.HostOptions{Name: "ord", DockerdArgs: []string{"--live-restore"}})
 	h.ImportImage(t)
 	inet := testbed.NewInternet(t, h)
 	h.StartPlugin(t, pluginBin)

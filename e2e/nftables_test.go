@@ -53,8 +53,8 @@ func TestNFTablesBackend(t *testing.T) {
 
 	// An operator's drop, in a table of their own at docker's priority.
 	h.Exec(t, "nft", "add table ip operator")
-	h.Exec(t, "nft", "add chain ip operator fwd { type filter hook forward priority filter ; policy accept ; }")
-	h.Exec(t, "nft", "add rule ip operator fwd ip daddr "+webIP+" tcp dport 80 drop")
+	h.Exec(t, "nft", "add chain ip operator opfwd { type filter hook forward priority filter ; policy accept ; }")
+	h.Exec(t, "nft", "add rule ip operator opfwd ip daddr "+webIP+" tcp dport 80 drop")
 	s.unanswered(t, "internet", "tcp", hostAddr+":8080")
 	h.Exec(t, "nft", "delete table ip operator")
 	s.answered(t, "internet", "tcp", hostAddr+":8080", "web:80")
