@@ -73,9 +73,15 @@ func TestFirewallOrderAcrossDockerdRestart(t *testing.T) {
 	}()
 	pingIn, pingOut := startPing(t, cli, srvIP), startPing(t, cli, inet.ServerIPv4)
 
+	pids := map[string]int{"osrv": containerPid(t, h, "osrv"), "ocli": containerPid(t, h, "ocli")}
 	time.Sleep(time.Second)
 	h.StopDockerd(t)
-	h.StartDockerd(t)
+	h.StartDockerd(t) // on the host's containerd: see testbed.NewHostOwnContainerd
+	for n, pid := range pids {
+		if got := containerPid(t, h, n); got != pid {
+			t.Errorf("%s has pid %d after the restart, want %d: not live-restored", n, got, pid)
+		}
+	}
 	time.Sleep(3 * time.Second) // the plugin's reconcile, and then some
 	close(stop)
 	wg.Wait()
@@ -100,8 +106,7 @@ func TestFirewallOrderAcrossDockerdRestart(t *testing.T) {
 // containerNS is the network namespace of a running container.
 func containerNS(t *testing.T, h *testbed.Host, name string) string {
 	t.Helper()
-	pid := strings.TrimSpace(h.MustDocker(t, "inspect", "-f", "{{.State.Pid}}", name))
-	return "/proc/" + pid + "/ns/net"
+	return fmt.Sprintf("/proc/%d/ns/net", containerPid(t, h, name))
 }
 
 // inNetNS runs fn on a thread in the namespace at path. The thread is

@@ -160,16 +160,24 @@ func (h *Host) Dockerd() *Process {
 }
 
 // StartDockerd starts dockerd (again, after the test stopped or killed it)
-// and waits until its API answers. NewHost calls it.
+// and waits until its API answers. NewHost calls it. On a host with a
+// containerd of its own (NewHostOwnContainerd) it is
+// StartDockerdOnContainerd: a dockerd started the plain way would run its
+// own containerd in a new mount namespace, where neither the old shims'
+// sockets nor the containers' network namespace mounts exist, and would
+// drop the containers --live-restore was to keep.
 func (h *Host) StartDockerd(t testing.TB) *Process {
 	t.Helper()
 	if d := h.Dockerd(); d != nil && !d.Exited() {
 		t.Fatalf("%s: dockerd (pid %d) is still running", h.Name, d.Pid())
 	}
-	args := h.dockerdArgs()
 	if h.opts.FirewallBackend == FirewallNFTables {
 		h.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	}
+	if h.Containerd() != nil {
+		return h.StartDockerdOnContainerd(t)
+	}
+	args := h.dockerdArgs()
 	start := time.Now()
 	p := h.startInNS(t, "dockerd", filepath.Join(h.dir, "dockerd.log"), args)
 	h.waitDockerd(t, p, start)
