@@ -15,7 +15,7 @@ PLUGIN_DIR := build/plugin
 FUZZ_TIME ?= 40000x
 FUZZ_TARGETS := ./driver:FuzzParseNetwork ./driver:FuzzNewEndpoint ./driver/ports:FuzzParseBindings ./driver:FuzzParseVNI \
 	./plugin:FuzzHandler ./ipam:FuzzParsePool ./ipam:FuzzParsePoolID ./cluster:FuzzDecodeNetRecord ./cluster:FuzzVerifyRecord ./peers:FuzzForgedRecords ./names:FuzzDecide ./status:FuzzDecode \
-	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./portproxy:FuzzParseRange \
+	./doctor:FuzzParseForward ./firewall:FuzzPlanOnListing ./firewall:FuzzParseDNAT ./firewall:FuzzNFTRender ./portproxy:FuzzParseRange \
 	./bridge:FuzzValidateName ./bridge:FuzzNewBridge .:FuzzParseServeFlags ./ownership/mark:FuzzParseAlias
 
 .PHONY: all build run test test-unit test-fuzz lint fuzz deps clean plugin plugin-dir faults bench

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/internal/server"
 	"github.com/vxbridge/vxbridge/ipam"
@@ -90,7 +91,7 @@ func parseServeFlags(args []string, env func(string) (string, bool), stderr io.W
 	fs.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often the kernel and firewall are made to match the store (0: only at start)")
 	fs.DurationVar(&cfg.orphanGrace, "orphan-grace", orphans.DefaultGrace, "free an endpoint never joined, or an endpoint address no endpoint holds, after this long (0: never)")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
-	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's chains), legacy, nft, or path (iptables from PATH)")
+	fs.StringVar(&cfg.iptablesBackend, "iptables-backend", "auto", "auto (the one holding docker's firewall), legacy, nft, nftables (vxbridge's own nftables tables, for docker's --firewall-backend=nftables), or path (iptables from PATH)")
 	fs.StringVar(&cfg.netnsDir, "netns-dir", "/run/vxbridge/netns", "directory of the cross-host networks' own network namespaces (bind mounts that must outlive the plugin; empty: such networks live in the host's namespace)")
 	fs.StringVar(&cfg.netnsMountNS, "netns-mount-ns", "", "mount namespace (a file such as /proc/1/ns/mnt) that --netns-dir is in and the namespaces are bind-mounted in (empty: the process's own; a managed plugin's dies with it)")
 	fs.BoolVar(&cfg.writableProcSys, "writable-proc-sys", false, "make /proc/sys/net writable at start (inside a managed plugin, where docker mounts /proc/sys read-only)")
@@ -130,6 +131,7 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer db.Close()
+	enableForwardingEarly(cfg, db, log)
 	k, err := openKernel(cfg, db, log)
 	if err != nil {
 		return err
@@ -143,12 +145,10 @@ func serve(cfg *serveConfig, stderr io.Writer) error {
 		return err
 	}
 	col := orphans.New(orphans.Config{Records: db, Driver: drv, Links: k.links, Logger: log})
-	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: k.links.Routes, NewAllocator: k.xh.allocator(), Crash: crash,
-		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased, AdoptedPool: adoptedPool(db)})
+	ip, err := newIPAM(db, k, col, crash, log)
 	if err != nil {
 		return err
 	}
-	k.xh.ipamReady(ip)
 	left, err := col.LeftWhileDown() // before serving: later Joins are never candidates
 	if err != nil {
 		log.Error("listing endpoints docker may have left while vxbridge was down", "err", err)
@@ -181,4 +181,55 @@ func newDriver(db *store.DB, k *kernel, mx *metrics.Metrics, crash func(string),
 	return driver.New(driver.Config{Store: db, Links: k.links, Firewall: k.fw, Logger: log, OnReconcile: mx.ObserveReconcile,
 		CrossHost: k.xh.driverConfig(), Ports: k.ports, Crash: crash, Namespaces: k.spaces,
 		Identity: o.Identity, LegacyOwned: o.Assigned && !o.Empty()})
+}
+
+// newIPAM opens the IPAM on the state, with the collector's hooks and the
+// cross-host address blocks, and hands it to what takes addresses from it.
+func newIPAM(db *store.DB, k *kernel, col *orphans.Collector, crash func(string), log *slog.Logger) (*ipam.Driver, error) {
+	ip, err := ipam.New(db, ipam.Options{Logger: log, HostRoutes: k.links.Routes, NewAllocator: k.xh.allocator(), Crash: crash,
+		BeforeRelease: col.AddressReleased, PoolReleased: col.PoolReleased, AdoptedPool: adoptedPool(db)})
+	if err != nil {
+		return nil, err
+	}
+	k.xh.ipamReady(ip)
+	return ip, nil
+}
+
+// enableForwardingEarly turns forwarding on for the networks in the state
+// before anything slower runs and before the socket exists: dockerd reads
+// ip_forward once, at its first check, and when vxbridge starts first
+// (dist/vxbridge.service) that check must find it on. The start-up
+// reconcile sets it again and reports a failure. A managed plugin starts
+// after dockerd anyway (--writable-proc-sys): nothing to do there.
+func enableForwardingEarly(cfg *serveConfig, db *store.DB, log *slog.Logger) {
+	if cfg.writableProcSys {
+		return
+	}
+	nets, err := db.Networks()
+	if err != nil {
+		return // the start-up reconcile reports the state it cannot read
+	}
+	v4, v6 := forwardingNeeded(nets)
+	if !v4 {
+		return
+	}
+	links, err := bridge.NewHere()
+	if err == nil {
+		err = links.EnableForwarding(v6)
+		links.Close()
+	}
+	if err != nil {
+		log.Warn("turning forwarding on at start", "err", err)
+	}
+}
+
+// forwardingNeeded says whether any network routes (every one but
+// --internal), and whether one of those has IPv6.
+func forwardingNeeded(nets []store.Network) (v4, v6 bool) {
+	for _, n := range nets {
+		if !n.Internal {
+			v4, v6 = true, v6 || len(n.IPv6) > 0
+		}
+	}
+	return v4, v6
 }

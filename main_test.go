@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vxbridge/vxbridge/ownership"
+	"github.com/vxbridge/vxbridge/store"
 )
 
 func TestParseServeFlagsDefaultsAndEnv(t *testing.T) {
@@ -60,5 +61,22 @@ func TestParseServeFlagsWaysOut(t *testing.T) {
 	cfg, err = parseServeFlags(nil, func(k string) (string, bool) { return "true", k == "VXBRIDGE_PURGE_FOREIGN" }, io.Discard)
 	if err != nil || cfg.adopt || !cfg.purge {
 		t.Errorf("VXBRIDGE_PURGE_FOREIGN: %+v %v", cfg, err)
+	}
+}
+
+func TestForwardingNeeded(t *testing.T) {
+	v6net := store.Network{IPv6: []store.Subnet{{}}}
+	for _, tc := range []struct {
+		nets   []store.Network
+		v4, v6 bool
+	}{
+		{nil, false, false},
+		{[]store.Network{{Internal: true}, {Internal: true, IPv6: v6net.IPv6}}, false, false},
+		{[]store.Network{{Internal: true}, {}}, true, false},
+		{[]store.Network{{}, v6net}, true, true},
+	} {
+		if v4, v6 := forwardingNeeded(tc.nets); v4 != tc.v4 || v6 != tc.v6 {
+			t.Errorf("%+v: %v %v, want %v %v", tc.nets, v4, v6, tc.v4, tc.v6)
+		}
 	}
 }

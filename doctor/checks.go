@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,37 +16,118 @@ import (
 // forwardChain is vxbridge's chain that FORWARD jumps to.
 const forwardChain = firewall.ChainForward
 
-// checkForward: under a DROP policy (docker sets it) every bridge needs an
-// ACCEPT; vxbridge's come from the FORWARD -> VXBRIDGE-FORWARD jump and one
-// rule per network tagged with its id.
+// guardJump is mangle FORWARD's jump to the docker guard, as iptables-save
+// prints it.
+const guardJump = "-A FORWARD -j " + firewall.ChainDockerGuard
+
+// checkForward: vxbridge's bridges forward through the FORWARD ->
+// VXBRIDGE-FORWARD jump and one rule per network tagged with its id. In
+// docker's iptables mode the FORWARD policy is DROP (docker 28+ sets it
+// only when it runs docker0 and turns forwarding on itself; 20.10 always),
+// and the jump must sit right after DOCKER-USER, above DOCKER-FORWARD
+// (docker 28+: DOCKER-CT, DOCKER-INTERNAL, DOCKER-BRIDGE) or 20.10's
+// per-bridge ACCEPTs. Dockerd puts its rules back above that jump at each
+// start; mangle FORWARD's jump to the docker guard keeps docker's
+// containers out until the plugin moves it back, so it must be there too.
+// In docker's nftables mode the jumps are in vxbridge's own table
+// (nftablesForward).
 func checkForward(f *Facts) Finding {
+	if nftablesMode(f) {
+		return nftablesForward(f)
+	}
 	c := Finding{Check: "forward"}
 	if f.IPTablesErr != nil {
 		c.Level, c.Message = Skip, fmt.Sprintf("iptables-save failed: %v", f.IPTablesErr)
 		c.Fix = "run doctor as root, with the iptables package installed"
 		return c
 	}
-	policy, jump, tagged := parseForward(f.IPTablesSave)
-	nets := networks(f)
-	var missing []string
-	for _, n := range nets {
-		if !tagged[n.ID] {
-			missing = append(missing, short(n.ID))
-		}
-	}
+	policy, jump, missing := forwardRules(f, f.IPTablesSave)
+	nets := len(networks(f))
 	switch {
-	case len(nets) == 0:
+	case nets == 0:
 		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; no vxbridge networks, so no rules expected", orUnknown(policy))
 	case !jump:
 		c.Level = Fail
-		c.Message = fmt.Sprintf("FORWARD policy %s and no jump to %s: traffic of %d network(s) is not accepted", orUnknown(policy), forwardChain, len(nets))
+		c.Message = fmt.Sprintf("FORWARD policy %s and no jump to %s: traffic of %d network(s) is not accepted", orUnknown(policy), forwardChain, nets)
 		c.Fix = backendFix(f) + "the reconciler restores the jump within --reconcile-interval; if it stays missing, restart the plugin and read its log"
 	case len(missing) > 0:
 		c.Level = Fail
 		c.Message = fmt.Sprintf("FORWARD policy %s; no %s rules for network(s) %s", orUnknown(policy), forwardChain, strings.Join(missing, ", "))
 		c.Fix = backendFix(f) + "restart the plugin so its start-up reconcile re-creates them"
+	case f.IPTablesMangleErr == nil && !slices.Contains(chainRules(f.IPTablesMangle, "FORWARD"), guardJump):
+		c.Level = Fail
+		c.Message = fmt.Sprintf("FORWARD policy %s; no jump to %s in mangle FORWARD: whenever docker's rules sit above the jump to %s (after each dockerd start, until the plugin moves it back), containers of docker's networks can open connections into vxbridge networks", orUnknown(policy), firewall.ChainDockerGuard, forwardChain)
+		c.Fix = backendFix(f) + "the reconciler restores the jump within --reconcile-interval; if it stays missing, restart the plugin and read its log"
+	case !firewall.ForwardJumpPlaced(chainRules(f.IPTablesSave, "FORWARD")):
+		c.Level = Warn
+		c.Message = fmt.Sprintf("FORWARD policy %s; a rule that may accept traffic (DOCKER-FORWARD, a docker network's ACCEPT) sits above the jump to %s: an ACCEPT there decides before vxbridge's rules (the jump to %s keeps docker's containers out meanwhile)", orUnknown(policy), forwardChain, firewall.ChainDockerGuard)
+		c.Fix = "the plugin moves its jump back on the next firewall change or reconcile; if it stays, restart the plugin and read its log"
 	default:
-		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; jump to %s and rules for all %d network(s) present", orUnknown(policy), forwardChain, len(nets))
+		c.Level, c.Message = OK, fmt.Sprintf("FORWARD policy %s; jump to %s after DOCKER-USER and rules for all %d network(s) present", orUnknown(policy), forwardChain, nets)
+	}
+	return c
+}
+
+// forwardRules reads a filter listing: FORWARD's policy, whether FORWARD
+// jumps to VXBRIDGE-FORWARD, and the networks without a rule there.
+func forwardRules(f *Facts, save string) (policy string, jump bool, missing []string) {
+	policy, jump, tagged := parseForward(save)
+	for _, n := range networks(f) {
+		if !tagged[n.ID] {
+			missing = append(missing, short(n.ID))
+		}
+	}
+	return policy, jump, missing
+}
+
+// chainRules are the "-A chain" lines of an iptables-save listing.
+func chainRules(save, chain string) []string {
+	var out []string
+	for _, line := range strings.Split(save, "\n") {
+		if strings.HasPrefix(line, "-A "+chain+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func nftablesMode(f *Facts) bool {
+	return f.Report != nil && f.Report.Firewall.Backend == string(firewall.BackendNFTables)
+}
+
+// nftablesForward: in docker's nftables mode vxbridge's rules live in its
+// own table (ip vxbridge), whose forward base chain jumps to
+// VXBRIDGE-FORWARD; docker's chains have policy accept, but an iptables
+// FORWARD policy DROP (docker's iptables mode left it, or the host's own
+// firewall) drops what nftables accepts.
+func nftablesForward(f *Facts) Finding {
+	c := Finding{Check: "forward"}
+	if f.NFTablesErr != nil {
+		c.Level, c.Message = Skip, fmt.Sprintf("reading nftables table ip %s failed: %v", firewall.NFTTable, f.NFTablesErr)
+		c.Fix = "run doctor as root in the plugin's network namespace"
+		return c
+	}
+	_, jump, missing := forwardRules(f, f.NFTablesSave)
+	policy := "ACCEPT"
+	if f.IPTablesErr == nil {
+		policy, _, _ = parseForward(f.IPTablesSave)
+	}
+	nets := len(networks(f))
+	switch {
+	case nets > 0 && policy == "DROP":
+		c.Level = Fail
+		c.Message = "nftables mode, but iptables' FORWARD policy is DROP: it drops what nftables accepts, vxbridge's and docker's traffic alike"
+		c.Fix = "iptables -P FORWARD ACCEPT (and ip6tables), as docker's nftables documentation says; filter forwarding with nftables rules instead"
+	case nets > 0 && !jump:
+		c.Level = Fail
+		c.Message = fmt.Sprintf("nftables mode; table ip %s has no jump to %s: %d network(s) unprotected", firewall.NFTTable, forwardChain, nets)
+		c.Fix = "the plugin rewrites its table at the next nf_tables change or reconcile; if it stays, restart the plugin and read its log"
+	case len(missing) > 0:
+		c.Level = Fail
+		c.Message = fmt.Sprintf("nftables mode; no %s rules in table ip %s for network(s) %s", forwardChain, firewall.NFTTable, strings.Join(missing, ", "))
+		c.Fix = "restart the plugin so its start-up reconcile re-creates them"
+	default:
+		c.Level, c.Message = OK, fmt.Sprintf("nftables mode: table ip %s holds rules for all %d network(s); iptables FORWARD policy %s", firewall.NFTTable, nets, orUnknown(policy))
 	}
 	return c
 }
@@ -54,7 +136,7 @@ func backendFix(f *Facts) string {
 	if f.Report == nil {
 		return ""
 	}
-	return fmt.Sprintf("check that the plugin's iptables backend (%s) is the one docker uses (iptables-legacy-save / iptables-nft-save show which holds DOCKER-USER; set --iptables-backend or VXBRIDGE_IPTABLES_BACKEND); ",
+	return fmt.Sprintf("check that the plugin's firewall backend (%s) is the one docker uses (iptables-legacy-save / iptables-nft-save show which holds DOCKER-USER, `nft list tables` shows docker-bridges in docker's nftables mode; set --iptables-backend or VXBRIDGE_IPTABLES_BACKEND); ",
 		f.Report.Firewall.Backend)
 }
 

@@ -46,9 +46,18 @@ type Facts struct {
 	Report    *status.Report
 	ReportErr error
 
-	// IPTablesSave is `iptables-save -t filter` of the plugin's backend.
+	// IPTablesSave is `iptables-save -t filter` of the plugin's backend
+	// (of the iptables in PATH in nftables mode, for FORWARD's policy).
 	IPTablesSave string
 	IPTablesErr  error
+	// IPTablesMangle is `iptables-save -t mangle` of the plugin's backend,
+	// read in iptables mode only: it holds the docker guard's jump.
+	IPTablesMangle    string
+	IPTablesMangleErr error
+	// NFTablesSave is vxbridge's nftables filter chains (ip vxbridge) in
+	// iptables-save's form, read in docker's nftables mode only.
+	NFTablesSave string
+	NFTablesErr  error
 
 	IPForward string // /proc/sys/net/ipv4/ip_forward
 	// BridgeNFCall is /proc/sys/net/bridge/bridge-nf-call-iptables, "" when

@@ -29,6 +29,15 @@ const saveOK = `*filter
 COMMIT
 `
 
+// mangleOK is vxbridge's mangle table for one network: the docker guard.
+const mangleOK = `*mangle
+:FORWARD ACCEPT [0:0]
+:VXBRIDGE-DOCKER - [0:0]
+-A FORWARD -j VXBRIDGE-DOCKER
+-A VXBRIDGE-DOCKER -i docker0 -o vxb-0123456789a -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment "vxbridge:` + ident + `:` + netID + `" -j DROP
+COMMIT
+`
+
 func healthyFacts() *Facts {
 	return &Facts{
 		Socket: "/run/docker/plugins/x/vxbridge.sock",
@@ -36,12 +45,28 @@ func healthyFacts() *Facts {
 			Networks:  []status.Network{{ID: netID, Bridge: "vxb-0123456789a", Health: status.Healthy()}},
 			Endpoints: []status.Endpoint{{ID: "ep1", NetworkID: netID, HostVeth: "vxhep1", Health: status.Healthy()}},
 			StateFile: "/var/lib/vxbridge/vxbridge.db", Ownership: &status.Ownership{Identity: ident, Decision: "proceed"}},
-		IPTablesSave: saveOK, IPForward: "1", BridgeNFCall: "1",
+		IPTablesSave: saveOK, IPTablesMangle: mangleOK, IPForward: "1", BridgeNFCall: "1",
 		UnderlayIface: "eth0", UnderlayMTU: 1500,
 		Links: []Link{{Name: "vxb-0123456789a", Alias: "vxbridge:" + ident + ":net:" + netID, Kind: "bridge"},
 			{Name: "vxhep1", Alias: "vxbridge:" + ident + ":ep:ep1", Kind: "veth"}, {Name: "eth0", Kind: "device"},
 			{Name: "vxlan-1", Alias: "vxbridge:" + ident + ":vxlan:42", Kind: "vxlan"}},
 		Neighbours: 10, GCThresh2: 512, GCThresh3: 1024,
+	}
+}
+
+// nftablesFacts makes f a host where docker runs its nftables backend and
+// vxbridge keeps its rules in its own table.
+func nftablesFacts(f *Facts) {
+	f.Report.Firewall.Backend = "nftables"
+	f.NFTablesSave = strings.NewReplacer(":FORWARD DROP", ":FORWARD ACCEPT", "-A FORWARD -j DOCKER-USER\n", "", ":DOCKER-USER - [0:0]\n", "").Replace(saveOK)
+	f.IPTablesSave = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+}
+
+func TestHealthyNFTablesHost(t *testing.T) {
+	f := healthyFacts()
+	nftablesFacts(f)
+	if c := checkForward(f); c.Level != OK || !strings.Contains(c.Message, "nftables mode") {
+		t.Errorf("%+v", c)
 	}
 }
 
@@ -89,6 +114,27 @@ func TestBrokenHost(t *testing.T) {
 			f.IPTablesSave = strings.Replace(f.IPTablesSave, `-A VXBRIDGE-FORWARD -i`, `-A OTHER -i`, 1)
 		}, "forward", Fail, "no VXBRIDGE-FORWARD rules for network(s) 0123456789ab", "restart the plugin"},
 		{"iptables unreadable", func(f *Facts) { f.IPTablesErr = errors.New("permission denied") }, "forward", Skip, "permission denied", "root"},
+		// Docker 28+ after a restart, before the plugin moved its jump back.
+		{"DOCKER-FORWARD above", func(f *Facts) {
+			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n",
+				"-A FORWARD -j DOCKER-FORWARD\n-A FORWARD -j VXBRIDGE-FORWARD\n", 1)
+		}, "forward", Warn, "DOCKER-FORWARD", "moves its jump back"},
+		{"DOCKER-FORWARD above, guard gone", func(f *Facts) {
+			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n",
+				"-A FORWARD -j DOCKER-FORWARD\n-A FORWARD -j VXBRIDGE-FORWARD\n", 1)
+			f.IPTablesMangle = "*mangle\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+		}, "forward", Fail, "can open connections into vxbridge networks", "reconciler restores"},
+		{"docker guard gone", func(f *Facts) {
+			f.IPTablesMangle = strings.Replace(f.IPTablesMangle, "-A FORWARD -j VXBRIDGE-DOCKER\n", "", 1)
+		}, "forward", Fail, "no jump to VXBRIDGE-DOCKER in mangle FORWARD", "reconciler restores"},
+		// Docker's nftables mode: the rules are in vxbridge's table.
+		{"nftables, table gone", func(f *Facts) { nftablesFacts(f); f.NFTablesSave = "" }, "forward", Fail, "no jump to VXBRIDGE-FORWARD", "nf_tables change"},
+		{"nftables, rule gone", func(f *Facts) {
+			nftablesFacts(f)
+			f.NFTablesSave = strings.Replace(f.NFTablesSave, `-A VXBRIDGE-FORWARD -i`, `-A OTHER -i`, 1)
+		}, "forward", Fail, "no VXBRIDGE-FORWARD rules in table ip vxbridge for network(s) 0123456789ab", "restart"},
+		{"nftables, iptables DROP", func(f *Facts) { nftablesFacts(f); f.IPTablesSave = saveOK }, "forward", Fail, "FORWARD policy is DROP", "iptables -P FORWARD ACCEPT"},
+		{"nftables unreadable", func(f *Facts) { nftablesFacts(f); f.NFTablesErr = errors.New("EPERM") }, "forward", Skip, "EPERM", "root"},
 		{"no forwarding", func(f *Facts) { f.IPForward = "0" }, "ip_forward", Fail, "=0", "sysctl -w net.ipv4.ip_forward=1"},
 		{"mtu too big", func(f *Facts) { f.Report.Networks[0].MTU = 9000 }, "mtu", Warn, "MTU 9000 > 1500 (eth0 1500)", "mtu=1500"},
 		{"vxlan mtu", func(f *Facts) { f.Report.Networks[0].VNI = 42 }, "mtu", Warn, "MTU 1500 > 1450", "mtu=1450"},

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/ownership/mark"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
@@ -40,7 +41,12 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	} else {
 		f.Report, f.ReportErr = status.Fetch(ctx, o.Socket)
 	}
-	f.IPTablesSave, f.IPTablesErr = iptablesSave(f.Report)
+	f.IPTablesSave, f.IPTablesErr = iptablesSave(ctx, f.Report, "filter")
+	if f.Report != nil && f.Report.Firewall.Backend == string(firewall.BackendNFTables) {
+		f.NFTablesSave, f.NFTablesErr = firewall.NFTablesSave("filter")
+	} else {
+		f.IPTablesMangle, f.IPTablesMangleErr = iptablesSave(ctx, f.Report, "mangle")
+	}
 	f.IPForward = readSysctl("net/ipv4/ip_forward")
 	f.BridgeNFCall = readSysctl("net/bridge/bridge-nf-call-iptables")
 	f.GCThresh2, _ = strconv.Atoi(readSysctl("net/ipv4/neigh/default/gc_thresh2"))
@@ -59,9 +65,9 @@ func Gather(ctx context.Context, o GatherOptions) *Facts {
 	return f
 }
 
-// iptablesSave lists the filter table with the backend the plugin says it
-// uses, so doctor looks where the plugin writes.
-func iptablesSave(r *status.Report) (string, error) {
+// iptablesSave lists one table with the backend the plugin says it uses,
+// so doctor looks where the plugin writes.
+func iptablesSave(ctx context.Context, r *status.Report, table string) (string, error) {
 	tool := "iptables-save"
 	if r != nil {
 		switch r.Firewall.Backend {
@@ -69,17 +75,17 @@ func iptablesSave(r *status.Report) (string, error) {
 			tool = "iptables-" + r.Firewall.Backend + "-save"
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
 	defer cancel()
 	var out, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, tool, "-t", "filter")
+	cmd := exec.CommandContext(ctx, tool, "-t", table)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	cmd.WaitDelay = time.Second // a child still holding the pipes does not hold doctor
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("%s -t filter: timed out after %v (nf_tables hanging?)", tool, saveTimeout)
+			return "", fmt.Errorf("%s -t %s: timed out after %v (nf_tables hanging?)", tool, table, saveTimeout)
 		}
-		return "", fmt.Errorf("%s -t filter: %w: %s", tool, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s -t %s: %w: %s", tool, table, err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil
 }

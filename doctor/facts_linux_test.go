@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,7 @@ func TestIPTablesSaveTimesOut(t *testing.T) {
 	saveTimeout = 200 * time.Millisecond
 	done := make(chan error, 1)
 	go func() {
-		_, err := iptablesSave(nil)
+		_, err := iptablesSave(context.Background(), nil, "filter")
 		done <- err
 	}()
 	select {

@@ -5,10 +5,11 @@ import (
 	"strings"
 )
 
-// Backend is which iptables userland programs the rules. The kernel runs
-// both the legacy (x_tables) and the nf_tables hooks, so a packet must pass
-// docker's chains AND ours: ours must live where docker's live, or docker's
-// FORWARD DROP policy drops what our ACCEPT rules let through.
+// Backend is what programs the rules: an iptables userland, or vxbridge's
+// own nftables tables. The kernel runs both the legacy (x_tables) and the
+// nf_tables hooks, so a packet must pass docker's chains AND ours: ours
+// must live where docker's live, or docker's FORWARD DROP policy drops
+// what our ACCEPT rules let through.
 type Backend string
 
 const (
@@ -19,6 +20,10 @@ const (
 	BackendLegacy Backend = "legacy"
 	// BackendNFT runs iptables-nft, iptables-nft-restore...
 	BackendNFT Backend = "nft"
+	// BackendNFTables keeps vxbridge's own nftables tables (ip and ip6
+	// vxbridge) through nf_tables netlink, no iptables program: for docker's
+	// --firewall-backend=nftables, which makes no iptables chains at all.
+	BackendNFTables Backend = "nftables"
 )
 
 // command is the program name of the backend for a family; suffix is "",
@@ -35,16 +40,16 @@ func (b Backend) command(ipv6 bool, suffix string) string {
 	return name + suffix
 }
 
-// ParseBackend reads the --iptables-backend value: auto, legacy, nft or
-// path. auto is returned as "" for the caller to Detect.
+// ParseBackend reads the --iptables-backend value: auto, legacy, nft,
+// nftables or path. auto is returned as "" for the caller to Detect.
 func ParseBackend(s string) (Backend, error) {
 	switch s {
 	case "auto":
 		return "", nil
-	case string(BackendLegacy), string(BackendNFT), string(BackendPath):
+	case string(BackendLegacy), string(BackendNFT), string(BackendNFTables), string(BackendPath):
 		return Backend(s), nil
 	}
-	return "", fmt.Errorf("iptables backend %q: want auto, legacy, nft or path", s)
+	return "", fmt.Errorf("firewall backend %q: want auto, legacy, nft, nftables or path", s)
 }
 
 // Detection is Detect's answer.
@@ -58,12 +63,14 @@ type Detection struct {
 	Final bool
 }
 
-// Detect picks the backend that holds docker's chains, reading both with
+// Detect picks the backend that holds docker's firewall: its nftables
+// tables (docker's --firewall-backend=nftables), or its chains, read with
 // iptables-legacy-save and iptables-nft-save (no -t: listing only loaded
 // tables never loads a kernel module). It falls back to BackendPath, with
 // the reason, when the programs are missing or the answer is not clear.
 func Detect() Detection {
-	return decideBackend(runSave(BackendLegacy), runSave(BackendNFT))
+	docker, err := DockerNFTables()
+	return decideBackend(runSave(BackendLegacy), runSave(BackendNFT), nftTablesResult{docker, err})
 }
 
 // saveResult is one backend's iptables-save output, or why there is none.
@@ -72,13 +79,27 @@ type saveResult struct {
 	err error
 }
 
+// nftTablesResult says whether docker's nftables tables are there, or why
+// nf_tables could not be read.
+type nftTablesResult struct {
+	docker bool
+	err    error
+}
+
 func runSave(b Backend) saveResult {
 	out, err := runProgram(defaultLimits, "", b.command(false, "-save"))
 	return saveResult{out, err}
 }
 
-// decideBackend is Detect's pure part.
-func decideBackend(legacy, nft saveResult) Detection {
+// decideBackend is Detect's pure part. Docker's nftables tables win unless
+// iptables holds DOCKER-FORWARD, which docker 28+ makes in its iptables
+// mode only: a daemon started in iptables mode deletes the tables of its
+// nftables mode, while one started in nftables mode may leave DOCKER-USER
+// (and its jump) behind.
+func decideBackend(legacy, nft saveResult, tables nftTablesResult) Detection {
+	if tables.docker && !hasChain(legacy.out, "DOCKER-FORWARD") && !hasChain(nft.out, "DOCKER-FORWARD") {
+		return Detection{BackendNFTables, "docker's nftables tables (docker-bridges) are there: docker runs --firewall-backend=nftables", true}
+	}
 	if legacy.err != nil || nft.err != nil {
 		return Detection{BackendPath, fmt.Sprintf("iptables-legacy-save/iptables-nft-save not usable (%v / %v): using iptables from PATH", legacy.err, nft.err), true}
 	}
@@ -96,14 +117,23 @@ func decideBackend(legacy, nft saveResult) Detection {
 		}
 		return Detection{BackendNFT, "docker's chains are in both; iptables-nft holds at least as many rules", true}
 	}
-	return Detection{BackendPath, "no docker chains in either backend yet: using iptables from PATH", false}
+	reason := "no docker chains in either iptables backend nor docker's nftables tables yet: using iptables from PATH"
+	if tables.err != nil {
+		reason += fmt.Sprintf(" (nf_tables not readable: %v)", tables.err)
+	}
+	return Detection{BackendPath, reason, false}
 }
 
 // HasDockerChains says whether iptables-save output declares docker's
 // filter chains (DOCKER-USER or DOCKER).
 func HasDockerChains(save string) bool {
+	return hasChain(save, "DOCKER-USER") || hasChain(save, "DOCKER")
+}
+
+// hasChain says whether iptables-save output declares chain.
+func hasChain(save, chain string) bool {
 	for _, line := range strings.Split(save, "\n") {
-		if strings.HasPrefix(line, ":DOCKER-USER ") || strings.HasPrefix(line, ":DOCKER ") {
+		if strings.HasPrefix(line, ":"+chain+" ") {
 			return true
 		}
 	}
@@ -135,7 +165,7 @@ func (fw *Firewall) Backend() Backend {
 func (fw *Firewall) SwitchBackend(b Backend) error {
 	fresh, err := NewWithBackend(b)
 	if err != nil {
-		return fmt.Errorf("switch to iptables backend %s: %w", b, err)
+		return fmt.Errorf("switch to firewall backend %s: %w", b, err)
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()

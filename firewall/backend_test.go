@@ -17,18 +17,28 @@ func TestDecideBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		legacy, nft  saveResult
+		tables       nftTablesResult
 		want         Backend
 		final        bool
 		reasonSubstr string
 	}{
-		{"docker on nft", saveResult{out: saveEmpty}, saveResult{out: saveDocker}, BackendNFT, true, "iptables-nft"},
-		{"docker on legacy", saveResult{out: saveDocker}, saveResult{out: saveOther}, BackendLegacy, true, "iptables-legacy"},
-		{"both, legacy bigger", saveResult{out: bigger}, saveResult{out: saveDocker}, BackendLegacy, true, "more rules"},
-		{"both, same", saveResult{out: saveDocker}, saveResult{out: saveDocker}, BackendNFT, true, "at least as many"},
-		{"no docker yet", saveResult{out: saveOther}, saveResult{out: saveEmpty}, BackendPath, false, "no docker chains"},
-		{"no legacy tool", saveResult{err: errors.New("not found")}, saveResult{out: saveDocker}, BackendPath, true, "not usable"},
+		{"docker on nft", saveResult{out: saveEmpty}, saveResult{out: saveDocker}, nftTablesResult{}, BackendNFT, true, "iptables-nft"},
+		{"docker on legacy", saveResult{out: saveDocker}, saveResult{out: saveOther}, nftTablesResult{}, BackendLegacy, true, "iptables-legacy"},
+		{"both, legacy bigger", saveResult{out: bigger}, saveResult{out: saveDocker}, nftTablesResult{}, BackendLegacy, true, "more rules"},
+		{"both, same", saveResult{out: saveDocker}, saveResult{out: saveDocker}, nftTablesResult{}, BackendNFT, true, "at least as many"},
+		{"no docker yet", saveResult{out: saveOther}, saveResult{out: saveEmpty}, nftTablesResult{}, BackendPath, false, "no docker chains"},
+		{"no legacy tool", saveResult{err: errors.New("not found")}, saveResult{out: saveDocker}, nftTablesResult{}, BackendPath, true, "not usable"},
+		// Docker's nftables mode: no docker chain, or DOCKER-USER left from
+		// its iptables mode, and no iptables programs needed.
+		{"docker on nftables", saveResult{out: saveOther}, saveResult{out: saveEmpty}, nftTablesResult{docker: true}, BackendNFTables, true, "firewall-backend=nftables"},
+		{"nftables, DOCKER-USER left", saveResult{out: saveEmpty}, saveResult{out: saveDocker}, nftTablesResult{docker: true}, BackendNFTables, true, "docker-bridges"},
+		{"nftables, no iptables", saveResult{err: errors.New("not found")}, saveResult{err: errors.New("not found")}, nftTablesResult{docker: true}, BackendNFTables, true, "docker-bridges"},
+		// Docker 28+'s iptables mode makes DOCKER-FORWARD: a docker-bridges
+		// table beside it is stale.
+		{"iptables mode, stale tables", saveResult{out: saveEmpty}, saveResult{out: saveDocker + ":DOCKER-FORWARD - [0:0]\n"}, nftTablesResult{docker: true}, BackendNFT, true, "iptables-nft"},
+		{"nf_tables unreadable", saveResult{out: saveOther}, saveResult{out: saveEmpty}, nftTablesResult{err: errors.New("EPERM")}, BackendPath, false, "EPERM"},
 	} {
-		got := decideBackend(tc.legacy, tc.nft)
+		got := decideBackend(tc.legacy, tc.nft, tc.tables)
 		if got.Backend != tc.want || got.Final != tc.final || !strings.Contains(got.Reason, tc.reasonSubstr) {
 			t.Errorf("%s: %+v, want %q final %v (%q)", tc.name, got, tc.want, tc.final, tc.reasonSubstr)
 		}
@@ -51,7 +61,7 @@ func TestBackendCommands(t *testing.T) {
 			t.Errorf("%q.command(%v, %q) = %q, want %q", tc.b, tc.v6, tc.suffix, got, tc.want)
 		}
 	}
-	for in, want := range map[string]Backend{"auto": "", "legacy": BackendLegacy, "nft": BackendNFT, "path": BackendPath} {
+	for in, want := range map[string]Backend{"auto": "", "legacy": BackendLegacy, "nft": BackendNFT, "nftables": BackendNFTables, "path": BackendPath} {
 		if got, err := ParseBackend(in); err != nil || got != want {
 			t.Errorf("ParseBackend(%q) = %q, %v", in, got, err)
 		}

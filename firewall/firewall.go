@@ -2,13 +2,18 @@ package firewall
 
 // Design notes.
 //
-// Docker sets the FORWARD policy to DROP and loads br_netfilter, so every
-// frame crossing any bridge, even between two ports of one bridge, passes
-// iptables FORWARD. vxbridge owns three chains per family, and a fourth
-// while a port is published (see ports.go):
+// Docker's iptables firewall (its default): docker 28+ sets the FORWARD
+// policy to DROP when it runs its docker0 bridge and turned forwarding on
+// itself (with --bridge=none the policy stays ACCEPT); 20.10 sets it
+// whenever it enables forwarding. With br_netfilter loaded (docker loads it
+// when it needs it), every frame crossing a bridge of the host's
+// namespace, even between two ports of one bridge, passes iptables
+// FORWARD. vxbridge owns four chains per family, a fifth while a port is
+// published (see ports.go) and a sixth while a network answers names:
 //
 //	filter FORWARD -> VXBRIDGE-FORWARD      ACCEPTs only; first rule jumps to
 //	                  VXBRIDGE-ISOLATION    DROPs only
+//	mangle FORWARD -> VXBRIDGE-DOCKER       DROPs only (the docker guard)
 //	nat POSTROUTING -> VXBRIDGE-POSTROUTING MASQUERADEs only
 //	nat PREROUTING, OUTPUT -> VXBRIDGE-DNAT DNATs only
 //	nat PREROUTING -> VXBRIDGE-DNS          REDIRECTs only, while a cross-host
@@ -28,18 +33,37 @@ package firewall
 // (lost, moved, another --state-dir's): an operation deletes only the rules
 // it is told it owns.
 //
-// Where the FORWARD jump sits: docker 20.10 inserts each new network's
-// ACCEPT rules at the top of FORWARD and then re-inserts its DOCKER-ISOLATION
-// -STAGE-1 and DOCKER-USER jumps above them; on restart it re-creates all its
-// rules above ours. A docker rule like `-i br-x ! -o br-x -j ACCEPT` above us
-// lets br-x's containers into vxbridge networks, so the jump belongs right
-// after DOCKER-USER (operators' rules keep precedence) and above everything
-// else but docker's isolation jump. Reconcile and EnsureJumps move it back
-// whenever something was inserted above it; until they run, containers of a
-// docker network created after vxbridge's can open connections into
-// vxbridge networks (seen with docker 20.10 in a test namespace), so call
-// EnsureJumps soon after docker creates a network. Docker 28 keeps its
-// per-network rules in its own DOCKER-FORWARD chain, which we stay above.
+// Docker's nftables firewall (--firewall-backend=nftables, docker 29+):
+// docker keeps its rules in tables of its own (ip and ip6 docker-bridges)
+// and makes no iptables chain at all. vxbridge then keeps the same rules in
+// tables of its own (ip and ip6 vxbridge, BackendNFTables), rendered from
+// the same model into native nf_tables expressions (nft_rules.go), planned
+// by the same code and applied as one netlink batch (nft_plan.go); where
+// its base chains sit, and why an operator's drop still decides first, is
+// at the top of nft_linux.go.
+//
+// Where the FORWARD jump sits (iptables): FORWARD first jumps to
+// DOCKER-USER, docker's chain for operators' rules, then (docker 28+) to
+// DOCKER-FORWARD, which jumps to DOCKER-CT (replies into docker's
+// bridges), DOCKER-INTERNAL and DOCKER-BRIDGE and ends in `-i docker0 -j
+// ACCEPT`, one per docker network. Docker 20.10 instead keeps its
+// per-network ACCEPTs in FORWARD itself, below its DOCKER-ISOLATION-STAGE-1
+// jump (gone since docker 28). Either way a docker rule like `-i docker0
+// -j ACCEPT` above us lets docker0's containers into vxbridge networks, so
+// our jump belongs right after DOCKER-USER (operators' rules keep
+// precedence) and above everything else but 20.10's isolation jump, which
+// only drops or returns. Docker puts its jumps back at the top of FORWARD
+// whenever it starts (20.10 also when it creates a network); Reconcile and
+// EnsureJumps move ours back above them, within milliseconds where the
+// nf_tables watch sees the change (iptables-nft), at the next
+// --reconcile-interval otherwise (iptables-legacy). Until then docker's
+// ACCEPTs decide first, so the one thing docker would let through, its
+// containers opening connections into vxbridge networks, is dropped earlier
+// still: the docker guard sits in mangle FORWARD, which runs before filter
+// FORWARD and where docker puts nothing, so no order docker leaves there
+// matters (e2e TestFirewallOrderAcrossDockerdRestart sends traffic through
+// a dockerd restart). The price: an operator's ACCEPT in DOCKER-USER cannot
+// open a vxbridge network to docker's containers, as in nftables mode.
 //
 // Isolation, per network bridge b, all in VXBRIDGE-ISOLATION: an inbound
 // guard drops anything entering b from another interface unless it is a
@@ -52,10 +76,10 @@ package firewall
 // changed chain is declared (which flushes it) and refilled, and a misplaced
 // jump is deleted and re-inserted, atomically. Traffic never sees a chain
 // half built, the isolation rules missing while the ACCEPTs are there, or no
-// jump at all. When nothing changed an operation costs two listings per
-// family. When no network rule is left in a family, its jumps and chains
+// jump at all. When nothing changed an operation costs three listings per
+// family (filter, nat, mangle). When no network rule is left in a family, its jumps and chains
 // are removed, so iptables-save shows what it showed before the first
-// network.
+// network (iptables-nft may keep the mangle table it made, empty).
 
 import (
 	"errors"
@@ -63,8 +87,9 @@ import (
 	"sync"
 )
 
-// Firewall owns vxbridge's iptables chains in both families. It applies its
-// rules to the network namespace of the calling thread.
+// Firewall owns vxbridge's chains (iptables) or tables (nftables) in both
+// families. It applies its rules to the network namespace of the calling
+// thread.
 type Firewall struct {
 	mu       sync.Mutex // one operation at a time
 	families []*family  // IPv4, IPv6
@@ -171,8 +196,8 @@ func (fw *Firewall) Reconcile(nets []Network, ports []Ports, owns func(OwnedRule
 }
 
 // EnsureJumps puts the jumps into our chains back where they belong (after
-// DOCKER-USER, above docker's per-bridge rules), in each family that has our
-// chains. Call it when docker may have inserted rules, e.g. after it created
+// DOCKER-USER, above DOCKER-FORWARD or 20.10's per-bridge rules), in each
+// family that has our chains; in nftables mode there is nothing to move. Call it when docker may have inserted rules, e.g. after it created
 // a network; Reconcile does it too.
 func (fw *Firewall) EnsureJumps() error {
 	fw.mu.Lock()
@@ -232,7 +257,7 @@ func (fw *Firewall) syncFamily(f *family, req syncRequest) error {
 	if script.empty() {
 		return nil
 	}
-	if err := f.apply(script.String()); err != nil {
+	if err := f.applyScript(script); err != nil {
 		return fmt.Errorf("update vxbridge chains: %w", err)
 	}
 	// Whoever dropped them (RemovePorts, or Reconcile removing the rules a

@@ -10,9 +10,13 @@ import (
 // Following docker's backend. A managed plugin starts before dockerd builds
 // its firewall at boot, so Detect may find no docker chains yet. vxbridge
 // then starts on the backend `iptables` in PATH runs, and a BackendFollower
-// keeps looking: once docker's chains appear in the other backend, it moves
-// vxbridge's rules there (a packet must pass both backends' FORWARD chains,
-// so ours must sit where docker's FORWARD DROP is).
+// keeps looking: once docker's chains appear in the other backend, or
+// docker's nftables tables appear, it moves vxbridge's rules there (a
+// packet must pass both backends' FORWARD chains, so ours must sit where
+// docker's FORWARD DROP is; in docker's nftables mode there is no such
+// policy and vxbridge's own tables go beside docker's). Once it found
+// docker's firewall the answer is final: a dockerd restarted with another
+// --firewall-backend needs a plugin restart to be followed.
 
 // followPoll is how often an undecided backend is looked at again.
 const followPoll = 2 * time.Second
@@ -39,7 +43,7 @@ func Open(backend string, log *slog.Logger) (*Firewall, *BackendFollower, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("iptables backend", "backend", d.Backend, "reason", d.Reason)
+	log.Info("firewall backend", "backend", d.Backend, "reason", d.Reason)
 	return fw, &BackendFollower{cur: d, detect: Detect, switchTo: fw.SwitchBackend, log: log}, nil
 }
 
@@ -87,10 +91,10 @@ func (f *BackendFollower) step(reconcile func() error) {
 	cur := f.Current()
 	if d.Backend != BackendPath && d.Backend != cur.Backend {
 		if err := f.switchTo(d.Backend); err != nil {
-			f.log.Error("move firewall rules to docker's iptables backend; trying again", "from", cur.Backend, "to", d.Backend, "err", err)
+			f.log.Error("move firewall rules to docker's firewall backend; trying again", "from", cur.Backend, "to", d.Backend, "err", err)
 			return
 		}
-		f.log.Info("iptables backend changed to docker's", "from", cur.Backend, "to", d.Backend, "reason", d.Reason)
+		f.log.Info("firewall backend changed to docker's", "from", cur.Backend, "to", d.Backend, "reason", d.Reason)
 		if err := reconcile(); err != nil {
 			f.log.Error("write firewall rules into the new backend", "err", err)
 		}

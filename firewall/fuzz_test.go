@@ -14,7 +14,7 @@ func FuzzPlanOnListing(f *testing.F) {
 	f.Add("-N VXBRIDGE-FORWARD\n-A VXBRIDGE-FORWARD -j VXBRIDGE-ISOLATION\n-A VXBRIDGE-FORWARD -o vxb-x -m comment --comment vxbridge:x -j ACCEPT", "-N VXBRIDGE-DNAT\n-A VXBRIDGE-DNAT -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.2:80")
 	f.Add("-A", "-N\n-A VXBRIDGE-DNAT ! -d 127.0.0.0/8 -p udp --dport 99999 --to-destination [::1]:x")
 	f.Fuzz(func(t *testing.T, filter, nat string) {
-		st := familyState{tableFilter: parseTable(filter), tableNat: parseTable(nat)}
+		st := familyState{tableFilter: parseTable(filter), tableNat: parseTable(nat), tableMangle: parseTable(emptyMangle)}
 		n := Network{ID: "n1", Bridge: "vxb-n1", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Masquerade: true, ICC: true}
 		for _, req := range []syncRequest{
 			{desired: familyOnly(Rules(n), false), owns: func(l string) bool { return taggedWith(l, n.ID) }},

@@ -12,17 +12,20 @@ import (
 
 // ErrIPv6Unavailable classifies the error of a network that needs IPv6 rules
 // on a host where ip6tables cannot be used.
-var ErrIPv6Unavailable = errors.New("ip6tables is not usable on this host")
+var ErrIPv6Unavailable = errors.New("ip6tables (or nf_tables for IPv6) is not usable on this host")
 
-// family runs one address family's iptables binaries. Reads are one
-// `iptables -S` per table; every change is one iptables-restore --noflush.
+// family holds one address family's rules: with the iptables backends it
+// runs that family's iptables binaries (reads are one `iptables -S` per
+// table, every change one iptables-restore --noflush); with BackendNFTables
+// it keeps vxbridge's nftables table of that family (nft_linux.go).
 type family struct {
 	ipv6    bool
 	backend Backend
-	list    string // path of iptables / ip6tables
-	restore string // path of iptables-restore / ip6tables-restore
-	err     error  // non-nil: the family cannot be used, and why
-	limits  limits // bounds every program run (exec.go)
+	list    string    // path of iptables / ip6tables
+	restore string    // path of iptables-restore / ip6tables-restore
+	nft     *nftTable // BackendNFTables
+	err     error     // non-nil: the family cannot be used, and why
+	limits  limits    // bounds every program run (exec.go)
 	// stalled bounds the runs after one that found iptables stuck (the
 	// xtables lock held by another program, nf_tables hanging), until one
 	// succeeds: every firewall operation runs under one lock, and the
@@ -33,14 +36,24 @@ type family struct {
 	stuckSince time.Time // zero: not stuck
 }
 
-func (f *family) String() string { return f.backend.command(f.ipv6, "") }
+func (f *family) String() string {
+	if f.nft != nil {
+		return f.nft.String()
+	}
+	return f.backend.command(f.ipv6, "")
+}
 
 // newFamily finds the binaries and checks that they run and are recent
 // enough (iptables-restore --wait needs 1.6.2). The probe reads the filter
 // table of the calling thread's network namespace.
 func newFamily(ipv6 bool, b Backend) *family {
 	f := &family{ipv6: ipv6, backend: b, limits: defaultLimits, stalled: stalledLimits}
-	f.err = f.probe()
+	if b == BackendNFTables {
+		f.nft = &nftTable{ipv6: ipv6, timeout: nftTimeout}
+		f.err = f.nft.probe()
+	} else {
+		f.err = f.probe()
+	}
 	if f.err != nil && ipv6 {
 		f.err = fmt.Errorf("%w: %w", ErrIPv6Unavailable, f.err)
 	}
@@ -122,10 +135,13 @@ func parseVersion(out string) [3]int {
 	return v
 }
 
-// read lists the filter and nat tables.
+// read lists the filter, nat and mangle tables.
 func (f *family) read() (familyState, error) {
+	if f.nft != nil {
+		return f.nft.read()
+	}
 	st := familyState{}
-	for _, table := range []string{tableFilter, tableNat} {
+	for _, table := range []string{tableFilter, tableNat, tableMangle} {
 		out, err := f.runLocking("", f.list, "-t", table, "-S")
 		if err != nil {
 			return nil, err
@@ -133,6 +149,16 @@ func (f *family) read() (familyState, error) {
 		st[table] = parseTable(out)
 	}
 	return st, nil
+}
+
+// applyScript makes the change s describes, in one transaction per table
+// (iptables) or one batch for both (nftables). It follows a read: the
+// nftables batch is planned on what that read found.
+func (f *family) applyScript(s *restoreScript) error {
+	if f.nft != nil {
+		return f.nft.apply(s)
+	}
+	return f.apply(s.String())
 }
 
 // apply feeds script to iptables-restore --noflush. On failure the error

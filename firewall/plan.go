@@ -12,16 +12,17 @@ var (
 	forwardJump     = ruleLine("FORWARD", []string{"-j", ChainForward})
 	isolationJump   = ruleLine(ChainForward, []string{"-j", ChainIsolation})
 	postroutingJump = ruleLine("POSTROUTING", []string{"-j", ChainPostrouting})
+	guardJump       = ruleLine("FORWARD", []string{"-j", ChainDockerGuard}) // mangle
 )
 
 // dockerUserJump is docker's hook for operators' rules: ours go after it.
 var dockerUserJump = ruleLine("FORWARD", []string{"-j", "DOCKER-USER"})
 
 // harmlessAbove are the FORWARD rules that may sit between DOCKER-USER and
-// our jump: docker's isolation chain only drops traffic between docker's
-// own bridges, or returns. Any other rule above us (docker's per-bridge
-// ACCEPTs, Docker 28's DOCKER-FORWARD) could accept traffic our isolation
-// must see first.
+// our jump: docker 20.10's isolation chain only drops traffic between
+// docker's own bridges, or returns. Any other rule above us (20.10's
+// per-bridge ACCEPTs, docker 28+'s DOCKER-FORWARD, which ends in `-i
+// docker0 -j ACCEPT`) could accept traffic our isolation must see first.
 var harmlessAbove = map[string]bool{
 	dockerUserJump: true,
 	ruleLine("FORWARD", []string{"-j", "DOCKER-ISOLATION-STAGE-1"}): true,
@@ -36,6 +37,7 @@ var ourChains = []chainRef{
 	{tableFilter, ChainIsolation},
 	{tableFilter, ChainForward},
 	{tableNat, ChainPostrouting},
+	{tableMangle, ChainDockerGuard},
 	dnatChain,
 	namesChain,
 }
@@ -118,32 +120,43 @@ type syncRequest struct {
 // restoreScript is iptables-restore --noflush input, grouped by table. Each
 // table's section is one transaction, so traffic never sees half a change.
 type restoreScript struct {
-	filter, nat []string
+	filter, nat, mangle []string
 	// droppedDNAT are the DNAT rules the script deletes: the conntrack
 	// entries of the flows they translated are flushed once it applied.
 	droppedDNAT []string
 }
 
 func (s *restoreScript) add(table string, lines ...string) {
-	if table == tableNat {
+	switch table {
+	case tableNat:
 		s.nat = append(s.nat, lines...)
-	} else {
+	case tableMangle:
+		s.mangle = append(s.mangle, lines...)
+	default:
 		s.filter = append(s.filter, lines...)
 	}
 }
 
-func (s *restoreScript) empty() bool { return len(s.filter) == 0 && len(s.nat) == 0 }
+func (s *restoreScript) empty() bool { return len(s.filter)+len(s.nat)+len(s.mangle) == 0 }
+
+// sections are the script's tables with their lines, in the order they
+// are applied.
+func (s *restoreScript) sections() []scriptSection {
+	return []scriptSection{{tableFilter, s.filter}, {tableNat, s.nat}, {tableMangle, s.mangle}}
+}
+
+type scriptSection struct {
+	table string
+	lines []string
+}
 
 func (s *restoreScript) String() string {
 	var b strings.Builder
-	for _, t := range []struct {
-		name  string
-		lines []string
-	}{{tableFilter, s.filter}, {tableNat, s.nat}} {
+	for _, t := range s.sections() {
 		if len(t.lines) == 0 {
 			continue
 		}
-		b.WriteString("*" + t.name + "\n")
+		b.WriteString("*" + t.table + "\n")
 		for _, l := range t.lines {
 			b.WriteString(l + "\n")
 		}
@@ -165,7 +178,8 @@ func plan(st familyState, req syncRequest) *restoreScript {
 func planNetworks(st familyState, req syncRequest) *restoreScript {
 	s := &restoreScript{}
 	if req.jumpsOnly {
-		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}))
+		planJumps(s, st, st.exists(chainRef{tableFilter, ChainForward}), st.exists(chainRef{tableNat, ChainPostrouting}),
+			st.exists(chainRef{tableMangle, ChainDockerGuard}))
 		for _, o := range optionalChains {
 			planOptionalJumps(s, st, o.jumps, st.exists(o.ref))
 		}
@@ -190,7 +204,7 @@ func planNetworks(st familyState, req syncRequest) *restoreScript {
 			s.add(c.table, next[c]...)
 		}
 	}
-	planJumps(s, st, true, true) // every chain exists by now
+	planJumps(s, st, true, true, true) // every chain exists by now
 	for _, o := range optionalChains {
 		want := len(next[o.ref]) > 0
 		planOptionalJumps(s, st, o.jumps, want)
@@ -277,6 +291,7 @@ func planTeardown(s *restoreScript, st familyState) {
 		{tableNat, "PREROUTING", preroutingDNATJump},
 		{tableNat, "OUTPUT", outputDNATJump},
 		{tableNat, "PREROUTING", preroutingNamesJump},
+		{tableMangle, "FORWARD", guardJump},
 	} {
 		for range countOf(st.rules(chainRef{j.table, j.chain}), j.line) {
 			s.add(j.table, deleteLine(j.line))
@@ -296,24 +311,40 @@ func planTeardown(s *restoreScript, st familyState) {
 	}
 }
 
-// planJumps puts the FORWARD and POSTROUTING jumps where they belong, for
-// those of our chains said to exist. A misplaced jump is deleted and
-// inserted again in one transaction.
-func planJumps(s *restoreScript, st familyState, forward, postrouting bool) {
+// planJumps puts the FORWARD, POSTROUTING and mangle FORWARD jumps where
+// they belong, for those of our chains said to exist. A misplaced jump is
+// deleted and inserted again in one transaction.
+func planJumps(s *restoreScript, st familyState, forward, postrouting, guard bool) {
 	if dels, pos, ok := placeForwardJump(st.rules(chainRef{tableFilter, "FORWARD"})); forward && !ok {
 		for range dels {
 			s.add(tableFilter, deleteLine(forwardJump))
 		}
 		s.add(tableFilter, insertLine(forwardJump, pos))
 	}
-	// Docker's MASQUERADE rules match their own sources only: the position
-	// of this jump does not matter, only that there is exactly one.
-	if n := countOf(st.rules(chainRef{tableNat, "POSTROUTING"}), postroutingJump); postrouting && n != 1 {
+	// Docker's MASQUERADE rules match their own sources only, and docker
+	// has no rule in mangle FORWARD: the position of these jumps does not
+	// matter, only that there is exactly one.
+	onlyOne(s, st, tableNat, "POSTROUTING", postroutingJump, postrouting)
+	onlyOne(s, st, tableMangle, "FORWARD", guardJump, guard)
+}
+
+// onlyOne keeps exactly one copy of jump in chain when want.
+func onlyOne(s *restoreScript, st familyState, table, chain, jump string, want bool) {
+	if n := countOf(st.rules(chainRef{table, chain}), jump); want && n != 1 {
 		for range n {
-			s.add(tableNat, deleteLine(postroutingJump))
+			s.add(table, deleteLine(jump))
 		}
-		s.add(tableNat, insertLine(postroutingJump, 1))
+		s.add(table, insertLine(jump, 1))
 	}
+}
+
+// ForwardJumpPlaced says whether FORWARD's rules (as `iptables -S FORWARD`
+// or iptables-save lists them) hold exactly one jump to VXBRIDGE-FORWARD,
+// after DOCKER-USER and with no rule above it that could accept traffic
+// vxbridge's isolation must see first (doctor).
+func ForwardJumpPlaced(forward []string) bool {
+	_, _, ok := placeForwardJump(forward)
+	return ok
 }
 
 // placeForwardJump checks the jump to VXBRIDGE-FORWARD in the FORWARD

@@ -17,6 +17,7 @@ const (
 	ChainIsolation   = "VXBRIDGE-ISOLATION"   // filter, first rule of ChainForward
 	ChainPostrouting = "VXBRIDGE-POSTROUTING" // nat, jumped from POSTROUTING
 	ChainNames       = "VXBRIDGE-DNS"         // nat, jumped from PREROUTING while it holds a rule
+	ChainDockerGuard = "VXBRIDGE-DOCKER"      // mangle, jumped from FORWARD
 )
 
 // preroutingNamesJump sends every routed packet through the DNS redirects.
@@ -31,6 +32,7 @@ const CommentPrefix = mark.Prefix
 const (
 	tableFilter = "filter"
 	tableNat    = "nat"
+	tableMangle = "mangle"
 )
 
 // dockerBridges are the names docker gives its own bridges; "br-+" is
@@ -201,6 +203,16 @@ func familyRules(n Network, ipv6 bool, subnets []netip.Prefix) []Rule {
 			s.add(tableFilter, ChainIsolation, "DROP", "-i", b, "-o", d,
 				"-m", "conntrack", "!", "--ctstate", ctNotReplyOrPublished)
 		}
+	}
+	// The docker guard: no new connection from docker's bridges into b,
+	// in mangle FORWARD, which runs before filter FORWARD and where docker
+	// puts nothing. The inbound guard above drops the same traffic, but
+	// only while our FORWARD jump sits above docker's: each dockerd start
+	// puts docker's jumps (DOCKER-FORWARD and its `-i docker0 -j ACCEPT`)
+	// back above ours until the reconcile moves ours up again.
+	for _, d := range dockerBridges {
+		s.add(tableMangle, ChainDockerGuard, "DROP", "-i", d, "-o", b,
+			"-m", "conntrack", "!", "--ctstate", ctNotReplyOrPublished)
 	}
 	if !n.ICC {
 		// Port isolation stops container-to-container frames at L2; this

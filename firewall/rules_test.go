@@ -34,6 +34,9 @@ func TestRulesIPv4(t *testing.T) {
 		`filter -A VXBRIDGE-ISOLATION -i vxb-n1 -o docker0 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
 		`filter -A VXBRIDGE-ISOLATION -i vxb-n1 -o docker_gwbridge -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
 		`filter -A VXBRIDGE-ISOLATION -i vxb-n1 -o br-+ -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i docker0 -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i docker_gwbridge -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i br-+ -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
 		`filter -A VXBRIDGE-FORWARD -i vxb-n1 -o vxb-n1 ` + c + ` -j ACCEPT`,
 		`filter -A VXBRIDGE-FORWARD -i vxb-n1 ! -o vxb-n1 ` + c + ` -j ACCEPT`,
 		`filter -A VXBRIDGE-FORWARD -o vxb-n1 -m conntrack --ctstate RELATED,ESTABLISHED ` + c + ` -j ACCEPT`,
@@ -71,8 +74,8 @@ func TestRulesDualStackSameShapeBothFamilies(t *testing.T) {
 	if !slices.Equal(strip(v4), strip(v6)) {
 		t.Errorf("filter rules differ between families:\nv4 %q\nv6 %q", strip(v4), strip(v6))
 	}
-	if len(v4) != 9 || len(v6) != 8 {
-		t.Errorf("got %d v4 and %d v6 rules, want 9 and 8", len(v4), len(v6))
+	if len(v4) != 12 || len(v6) != 11 {
+		t.Errorf("got %d v4 and %d v6 rules, want 12 and 11", len(v4), len(v6))
 	}
 }
 
@@ -84,6 +87,9 @@ func TestRulesInternal(t *testing.T) {
 	want := []string{
 		`filter -A VXBRIDGE-ISOLATION -i vxb-n1 ! -o vxb-n1 ` + c + ` -j DROP`,
 		`filter -A VXBRIDGE-ISOLATION ! -i vxb-n1 -o vxb-n1 ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i docker0 -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i docker_gwbridge -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
+		`mangle -A VXBRIDGE-DOCKER -i br-+ -o vxb-n1 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT ` + c + ` -j DROP`,
 		`filter -A VXBRIDGE-FORWARD -i vxb-n1 -o vxb-n1 ` + c + ` -j ACCEPT`,
 	}
 	if !slices.Equal(got, want) {
@@ -119,7 +125,7 @@ func TestRulesNoSubnetsNoRules(t *testing.T) {
 // Every rule is tagged, none is repeated, and each chain holds one verdict
 // (which is what makes rule order irrelevant).
 func TestRulesInvariants(t *testing.T) {
-	verdicts := map[string]string{ChainIsolation: "DROP", ChainForward: "ACCEPT", ChainPostrouting: "MASQUERADE"}
+	verdicts := map[string]string{ChainIsolation: "DROP", ChainDockerGuard: "DROP", ChainForward: "ACCEPT", ChainPostrouting: "MASQUERADE"}
 	for _, n := range variants(testNetwork("abc123", "vxb-abc", "10.1.0.0/24", "fd00::/64")) {
 		seen := map[string]bool{}
 		for _, r := range Rules(n) {
@@ -134,7 +140,7 @@ func TestRulesInvariants(t *testing.T) {
 			if v := r.Spec[len(r.Spec)-1]; v != verdicts[r.Chain] {
 				t.Errorf("%+v: rule %q in %s has verdict %s", n, key, r.Chain, v)
 			}
-			wantTable := map[string]string{ChainPostrouting: tableNat}[r.Chain]
+			wantTable := map[string]string{ChainPostrouting: tableNat, ChainDockerGuard: tableMangle}[r.Chain]
 			if wantTable == "" {
 				wantTable = tableFilter
 			}

@@ -1,9 +1,12 @@
-// Package firewall owns vxbridge's iptables chains. types.go, rules.go (the
-// desired rules of a network), guard.go (the VXLAN port rule) and plan.go
-// (the diff against a listing, as an iptables-restore script) are pure;
-// iptables.go runs the binaries, vteps_linux.go keeps the VXLAN port rule's
-// ipsets, and firewall.go ties them together. Design notes are at the top of
-// firewall.go and guard.go.
+// Package firewall owns vxbridge's iptables chains, or in docker's nftables
+// mode its own nftables tables. types.go, rules.go (the desired rules of a
+// network), guard.go (the VXLAN port rule), plan.go (the diff against a
+// listing, as an iptables-restore script), nft_rules.go and nft_decode.go
+// (the rules as nf_tables expressions and back) and nft_plan.go (the script
+// as one nf_tables batch) are pure; iptables.go runs the binaries,
+// nft_linux.go talks nf_tables netlink, vteps_linux.go keeps the VXLAN port
+// rule's ipsets, and firewall.go ties them together. Design notes are at the
+// top of firewall.go and guard.go.
 package firewall
 
 import "net/netip"

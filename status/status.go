@@ -23,7 +23,7 @@ type Report struct {
 	Endpoints []Endpoint `json:"endpoints"`
 	// Cluster is nil on a single-host plugin (no etcd, no VXLAN).
 	Cluster *Cluster `json:"cluster,omitempty"`
-	// Firewall says which iptables backend the plugin programs.
+	// Firewall says which firewall backend the plugin programs (legacy, nft, nftables).
 	Firewall Firewall `json:"firewall"`
 	// Ownership is the state file's identity and what start-up decided
 	// about the kernel's objects (ownership.go).
@@ -162,7 +162,7 @@ type Peer struct {
 	Health   Health   `json:"health"`
 }
 
-// Firewall describes the iptables backend in use.
+// Firewall describes the firewall backend in use.
 type Firewall struct {
 	Backend string `json:"backend"`          // "legacy", "nft" or "default"
 	Reason  string `json:"reason,omitempty"` // why that backend was chosen

@@ -21,7 +21,15 @@ type HostOptions struct {
 	Debug bool
 	// StartTimeout bounds the wait for dockerd's API; default 60 s.
 	StartTimeout time.Duration
+	// FirewallBackend is dockerd's --firewall-backend: "" for the daemon's
+	// default (iptables), or FirewallNFTables (the current daemon only).
+	FirewallBackend string
 }
+
+// FirewallNFTables is docker's nftables firewall backend: docker writes
+// its rules with the nft program into tables of its own and leaves
+// forwarding to the host (it refuses to start with docker0 without it).
+const FirewallNFTables = "nftables"
 
 // Host is one simulated machine: a network namespace with its own dockerd,
 // state directory and plugins folder.
@@ -90,6 +98,9 @@ func NewHost(t testing.TB, opts HostOptions) *Host {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
+	if opts.FirewallBackend == FirewallNFTables {
+		EnsureCommands(t, map[string]string{"nft": "nftables"})
+	}
 	h := &Host{Name: opts.Name, opts: opts, images: map[string]bool{}, daemon: SelectedDaemon(t)}
 	var err error
 	if h.dockerBin, err = dockerClient(h.daemon); err != nil {
@@ -149,11 +160,22 @@ func (h *Host) Dockerd() *Process {
 }
 
 // StartDockerd starts dockerd (again, after the test stopped or killed it)
-// and waits until its API answers. NewHost calls it.
+// and waits until its API answers. NewHost calls it. On a host with a
+// containerd of its own (NewHostOwnContainerd) it is
+// StartDockerdOnContainerd: a dockerd started the plain way would run its
+// own containerd in a new mount namespace, where neither the old shims'
+// sockets nor the containers' network namespace mounts exist, and would
+// drop the containers --live-restore was to keep.
 func (h *Host) StartDockerd(t testing.TB) *Process {
 	t.Helper()
 	if d := h.Dockerd(); d != nil && !d.Exited() {
 		t.Fatalf("%s: dockerd (pid %d) is still running", h.Name, d.Pid())
+	}
+	if h.opts.FirewallBackend == FirewallNFTables {
+		h.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	}
+	if h.Containerd() != nil {
+		return h.StartDockerdOnContainerd(t)
 	}
 	args := h.dockerdArgs()
 	start := time.Now()
@@ -393,6 +415,9 @@ func (h *Host) dockerdArgs(extra ...string) []string {
 	args = append(args, extra...)
 	if h.opts.Debug {
 		args = append(args, "--debug")
+	}
+	if h.opts.FirewallBackend != "" {
+		args = append(args, "--firewall-backend="+h.opts.FirewallBackend)
 	}
 	return append(args, h.opts.DockerdArgs...)
 }

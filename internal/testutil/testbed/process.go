@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -43,7 +45,7 @@ func startProcess(name, logPath string, argv, shown, env []string) (*Process, er
 		Pdeathsig: syscall.SIGTERM,
 		Setpgid:   true, // ^C in the terminal goes to the test, not to dockerd
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
@@ -53,6 +55,30 @@ func startProcess(name, logPath string, argv, shown, env []string) (*Process, er
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// spawner is a goroutine locked to an OS thread that never ends, which
+// forks every daemon. Pdeathsig follows the thread that forked the child,
+// not the process, and Go ends a thread whose goroutine ends locked to it,
+// as the tests' namespace hops do: a daemon forked from such a thread got
+// SIGTERM when the thread went (dockerd died within a second of its restart
+// in TestFirewallOrderAcrossDockerdRestart, whose knocker hops constantly).
+var spawner = sync.OnceValue(func() chan<- func() {
+	jobs := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread lives as long as the test binary
+		for job := range jobs {
+			job()
+		}
+	}()
+	return jobs
+})
+
+// startOnSpawner runs cmd.Start on the spawner's thread.
+func startOnSpawner(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	spawner() <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // Pid is the daemon's pid.
