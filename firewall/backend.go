@@ -183,8 +183,12 @@ func (fw *Firewall) SwitchBackend(b Backend) error {
 			return fmt.Errorf("remove vxbridge chains from %s before switching to %s: %w", f, b, err)
 		}
 	}
+	// The VTEP sets go with the rule that named them (a set left behind,
+	// say one another rule still names, filters nothing: not worth failing
+	// the switch); the next Reconcile makes b's, then the rule in b.
+	_ = fw.destroyVTEPSets()
 	fw.families = fresh.families
-	fw.guardPort = 0 // the VXLAN port rule is written into b by the next sync
+	fw.guardSets, fw.guardPort = false, 0
 	return nil
 }
 

@@ -38,9 +38,10 @@ package firewall
 // and makes no iptables chain at all. vxbridge then keeps the same rules in
 // tables of its own (ip and ip6 vxbridge, BackendNFTables), rendered from
 // the same model into native nf_tables expressions (nft_rules.go), planned
-// by the same code and applied as one netlink batch (nft_plan.go); where
-// its base chains sit, and why an operator's drop still decides first, is
-// at the top of nft_linux.go.
+// by the same code and applied as one netlink batch (nft_plan.go); the
+// VXLAN port rule's VTEPs are a set of those tables (nft_sets_linux.go).
+// Where its base chains sit, and why an operator's drop still decides
+// first, is at the top of nft_linux.go.
 //
 // Where the FORWARD jump sits (iptables): FORWARD first jumps to
 // DOCKER-USER, docker's chain for operators' rules, then (docker 28+) to

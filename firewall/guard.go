@@ -19,10 +19,12 @@ import (
 //	filter INPUT (first rule) -> VXBRIDGE-INPUT
 //	  -p udp --dport <port> -m set ! --match-set vxbridge-vtep4 src -j DROP
 //
-// The VTEPs are a kernel set (ipset hash:ip, one per family), so the cost of
-// a packet does not grow with the number of peers and a peer coming or going
-// changes one set entry, not the rules. The rule lives in the host's
-// namespace, where the VXLAN devices' sockets are (docs/datapath-netns.md).
+// The VTEPs are a kernel set (ipset hash:ip, one per family; in nftables
+// mode a set of vxbridge's own table, as nf_tables cannot look up an
+// ipset), so the cost of a packet does not grow with the number of peers
+// and a peer coming or going changes one set entry, not the rules. The rule
+// lives in the host's namespace, where the VXLAN devices' sockets are
+// (docs/datapath-netns.md).
 // Peers come from package peers' member records: what the firewall lets in
 // is what the FDB sends to.
 
@@ -125,7 +127,7 @@ func (fw *Firewall) SetVXLANGuard(g VXLANGuard) error {
 		if err := fw.syncGuardRules(); err != nil {
 			return err
 		}
-		return destroyVTEPSets() // after the rules that used them
+		return fw.destroyVTEPSets() // after the rules that used them
 	}
 	if err := fw.repairVTEPSets(); err != nil {
 		return err
@@ -174,7 +176,7 @@ func (fw *Firewall) repairVTEPSets() error {
 	if fw.guard == nil || fw.guard.Port == 0 {
 		return nil
 	}
-	err := ensureVTEPSets(*fw.guard)
+	err := fw.ensureVTEPSets(*fw.guard)
 	if fw.guardSets = err == nil; err != nil {
 		fw.guardPort = 0
 		return fmt.Errorf("vxlan port rule: %w", err)

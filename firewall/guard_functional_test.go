@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
@@ -17,10 +18,12 @@ import (
 
 // TestVXLANGuardDropsUnknownSources: with the VXLAN port rule, a datagram
 // to the port arrives from a VTEP in the set and from nowhere else, in
-// both backends; the set follows SetVXLANGuard; Reconcile puts back a
-// flushed chain and a flushed set; removing the rule lets everything in.
+// every backend (vxbridge's own nftables tables with a set of their own);
+// the set follows SetVXLANGuard; Reconcile puts back a flushed chain and a
+// flushed set (in nftables mode, the whole table deleted); removing the
+// rule lets everything in and leaves no set.
 func TestVXLANGuardDropsUnknownSources(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNFT} {
+	for _, b := range []Backend{BackendLegacy, BackendNFT, BackendNFTables} {
 		t.Run(string(b), func(t *testing.T) { testGuard(t, b) })
 	}
 }
@@ -32,7 +35,7 @@ func testGuard(t *testing.T, b Backend) {
 	stranger := h.container("vs", "ul0", "192.0.2.66/24", "")
 	var fw *Firewall
 	do(t, h.ns, func() (err error) {
-		if _, err := exec.LookPath(b.command(false, "")); err != nil {
+		if _, err := exec.LookPath(b.command(false, "")); err != nil && b != BackendNFTables {
 			return fmt.Errorf("%s not installed: %w", b.command(false, ""), err)
 		}
 		fw, err = NewWithBackend(b)
@@ -60,8 +63,7 @@ func testGuard(t *testing.T, b Backend) {
 	reaches(stranger, true)
 
 	// Damage, then the reconciler's pass.
-	run(t, h.ns, b.command(false, ""), "-F", ChainInput)
-	do(t, h.ns, func() error { return netlink.IpsetFlush(VTEPSet4) })
+	damageGuard(t, h.ns, b)
 	do(t, h.ns, func() error { return fw.Reconcile(nil, nil, ownsAll) })
 	reaches(peer, false)
 	reaches(stranger, true)
@@ -71,10 +73,23 @@ func testGuard(t *testing.T, b Backend) {
 
 	set(VXLANGuard{}) // removed: rules, then sets
 	reaches(peer, true)
-	if d := saveOf(t, h.ns, b); strings.Contains(d, ChainInput) {
+	requireGuardGone(t, h.ns, b)
+}
+
+// requireGuardGone checks that no VXLAN port rule and no VTEP set is left;
+// in nftables mode, with no network either, no table.
+func requireGuardGone(t *testing.T, ns *nstest.NS, b Backend) {
+	t.Helper()
+	if d := saveOf(t, ns, b); strings.Contains(d, ChainInput) {
 		t.Fatalf("rule left after removal:\n%s", d)
 	}
-	do(t, h.ns, func() error {
+	if b == BackendNFTables {
+		if left := nftLines(t, ns); left != nil {
+			t.Fatalf("table left after removal: %q", left)
+		}
+		return
+	}
+	do(t, ns, func() error {
 		if _, err := netlink.IpsetList(VTEPSet4); err == nil {
 			return errors.New("set left after removal")
 		}
@@ -82,10 +97,46 @@ func testGuard(t *testing.T, b Backend) {
 	})
 }
 
-// saveOf is backend b's iptables-save and ip6tables-save output in ns.
+// damageGuard breaks the VXLAN port rule as an operator's tool might: the
+// chain and the set flushed; in nftables mode, vxbridge's tables deleted.
+func damageGuard(t *testing.T, ns *nstest.NS, b Backend) {
+	t.Helper()
+	if b == BackendNFTables {
+		do(t, ns, func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			for _, ipv6 := range []bool{false, true} {
+				c.DelTable((&nftTable{ipv6: ipv6}).table())
+			}
+			return c.Flush()
+		})
+		return
+	}
+	run(t, ns, b.command(false, ""), "-F", ChainInput)
+	do(t, ns, func() error { return netlink.IpsetFlush(VTEPSet4) })
+}
+
+// saveOf is backend b's iptables-save and ip6tables-save output in ns; in
+// nftables mode, vxbridge's tables' filter chains in that form.
 func saveOf(t *testing.T, ns *nstest.NS, b Backend) string {
 	t.Helper()
-	return run(t, ns, b.command(false, "-save")) + run(t, ns, b.command(true, "-save"))
+	if b != BackendNFTables {
+		return run(t, ns, b.command(false, "-save")) + run(t, ns, b.command(true, "-save"))
+	}
+	var out string
+	for _, ipv6 := range []bool{false, true} {
+		tb := &nftTable{ipv6: ipv6, timeout: nftTimeout}
+		do(t, ns, func() error {
+			l, err := tb.list()
+			if err == nil && l.exists {
+				out += saveText(tableFilter, l.state()[tableFilter])
+			}
+			return err
+		})
+	}
+	return out
 }
 
 // udpListener counts datagrams on a socket in the host's namespace.

@@ -78,6 +78,9 @@ func (d *ruleDecoder) step() bool {
 		if e.Base == expr.PayloadBaseTransportHeader {
 			return d.port(e)
 		}
+		if _, ok := at[*expr.Lookup](d, 1); ok {
+			return d.lookup(e)
+		}
 		return d.addr(e)
 	case *expr.Ct:
 		return d.ctstate()
@@ -286,7 +289,11 @@ func (d *ruleDecoder) target() bool {
 		d.spec = append(d.spec, "-j", "MASQUERADE")
 		d.i++
 	case *expr.Immediate:
-		if !d.nat() {
+		if _, ok := at[*expr.Redir](d, 1); ok {
+			if !d.redirect() {
+				return false
+			}
+		} else if !d.nat() {
 			return false
 		}
 	default:

@@ -52,14 +52,18 @@ func nftLines(t *testing.T, ns *nstest.NS) []string {
 }
 
 // The nftables backend keeps the same rules as the iptables one, in its
-// own table: idempotent, stray rules removed, and nothing left once the
-// last network is gone.
+// own table (a cross-host network's DNS redirects and host SNAT too):
+// idempotent, stray rules removed, and nothing left once the last network
+// is gone.
 func TestKernelNFTLifecycle(t *testing.T) {
 	ns := nstest.New(t)
 	fw := newNFTFirewall(t, ns)
 	// Docker's ids are 64 hex digits: a port rule's comment carries two.
 	id := strings.Repeat("0123456789abcdef", 4)
-	n := Network{ID: id, Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: false}
+	// A cross-host network's: DNS redirects, and SNAT to this host's own
+	// addresses of the network.
+	n := Network{ID: id, Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: false,
+		Gateways: []netip.Addr{addr("10.1.0.1"), addr("fd00:1::1")}, HostAddrs: []netip.Addr{addr("10.1.0.250"), addr("fd00:1::fa")}, NamesPort: 5335}
 	p := testPorts(strings.Repeat("fedcba9876543210", 4))
 	p.NetworkID = id
 	do(t, ns, func() error { return fw.EnsureNetwork(n) })
@@ -86,20 +90,7 @@ func TestKernelNFTLifecycle(t *testing.T) {
 		}
 	}
 
-	// Nothing to do the second time: the table reads back as written.
-	for _, f := range fw.families {
-		var st familyState
-		do(t, ns, func() (err error) { st, err = f.read(); return err })
-		var mine []Rule
-		for _, r := range Rules(n) {
-			if r.IPv6 == f.ipv6 {
-				mine = append(mine, r)
-			}
-		}
-		if s := plan(st, syncRequest{desired: mine, owns: func(l string) bool { return taggedWith(l, n.ID) }}); !s.empty() {
-			t.Errorf("%s: second EnsureNetwork would change:\n%s", f, s)
-		}
-	}
+	requireReadsBack(t, ns, fw, n)
 
 	// A rule someone else put in our chain goes at the next reconcile.
 	do(t, ns, func() error {
@@ -122,6 +113,25 @@ func TestKernelNFTLifecycle(t *testing.T) {
 	do(t, ns, func() error { return fw.RemoveNetwork(n.ID) })
 	if left := nftLines(t, ns); left != nil {
 		t.Errorf("after the last network, the tables hold:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// requireReadsBack checks that n's rules read back from the table as
+// written: a second EnsureNetwork has nothing to do.
+func requireReadsBack(t *testing.T, ns *nstest.NS, fw *Firewall, n Network) {
+	t.Helper()
+	for _, f := range fw.families {
+		var st familyState
+		do(t, ns, func() (err error) { st, err = f.read(); return err })
+		var mine []Rule
+		for _, r := range Rules(n) {
+			if r.IPv6 == f.ipv6 {
+				mine = append(mine, r)
+			}
+		}
+		if s := plan(st, syncRequest{desired: mine, owns: func(l string) bool { return taggedWith(l, n.ID) }}); !s.empty() {
+			t.Errorf("%s: second EnsureNetwork would change:\n%s", f, s)
+		}
 	}
 }
 

@@ -167,6 +167,16 @@ func (t *nftTable) list() (*nftListing, error) {
 			l.exists = l.exists || tb.Name == NFTTable
 		}
 	}
+	if l.exists {
+		sets, err := c.GetSets(t.table())
+		if err != nil {
+			return nil, fmt.Errorf("read %s sets: %w", t, err)
+		}
+		l.sets = map[string]string{}
+		for _, s := range sets {
+			l.sets[s.Name] = s.KeyType.Name
+		}
+	}
 	return l, nil
 }
 

@@ -26,6 +26,7 @@ const NFTTable = "vxbridge"
 type nftListing struct {
 	exists bool
 	chains map[string]*nftChainListing // by nftables chain name
+	sets   map[string]string           // the table's sets: name -> key type (nft_sets_linux.go)
 }
 
 type nftChainListing struct {
@@ -107,7 +108,7 @@ type nftOp struct {
 // asks. When nothing would be left in the table, the batch deletes it: the
 // ruleset is then as it was before vxbridge's first network.
 func nftBatch(ipv6 bool, l *nftListing, s *restoreScript) ([]nftOp, error) {
-	sim := &nftListing{exists: l.exists, chains: map[string]*nftChainListing{}}
+	sim := &nftListing{exists: l.exists, chains: map[string]*nftChainListing{}, sets: l.sets}
 	for name, c := range l.chains {
 		sim.chains[name] = &nftChainListing{rules: slices.Clone(c.rules)}
 	}
@@ -132,8 +133,11 @@ func nftBatch(ipv6 bool, l *nftListing, s *restoreScript) ([]nftOp, error) {
 	return ops, nil
 }
 
-// empty: no rule in any chain, and no chain but base chains.
+// empty: no set, no rule in any chain, and no chain but base chains.
 func (l *nftListing) empty() bool {
+	if len(l.sets) > 0 {
+		return false
+	}
 	for name, c := range l.chains {
 		if len(c.rules) > 0 || !isBaseChain(name) {
 			return false

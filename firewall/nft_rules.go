@@ -21,9 +21,11 @@ package firewall
 //	                       native match for "bridged by br_netfilter" in the ip
 //	                       family; the kernel runs it through nft_compat)
 //	-m comment --comment C the rule's comment (user data), as nft shows it
+//	-m set --match-set S src  (nft_sets.go)
 //
 // Targets: ACCEPT, DROP, RETURN, a jump to a VXBRIDGE- chain of the table, MASQUERADE,
-// DNAT --to-destination and SNAT --to-source (immediate loads and nat).
+// DNAT --to-destination and SNAT --to-source (immediate loads and nat),
+// REDIRECT --to-ports (nft_sets.go).
 // Every rule gets a counter, as iptables-nft's do, so `nft list` shows what
 // matched.
 
@@ -172,6 +174,8 @@ func (r *ruleRenderer) option() error {
 		r.exprs = append(r.exprs, &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 			cmp(false, binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)))
 		return nil
+	case "--match-set":
+		return r.matchSet(neg)
 	case "--comment":
 		c, err := r.next()
 		if err == nil && len(c) > nftCommentMax {
@@ -211,7 +215,7 @@ func (r *ruleRenderer) module() error {
 		return err
 	}
 	switch m {
-	case "comment", "conntrack", "physdev", "addrtype":
+	case "comment", "conntrack", "physdev", "addrtype", "set":
 		return nil
 	case "tcp", "udp", "sctp":
 		if m != r.proto {
@@ -369,6 +373,10 @@ func (r *ruleRenderer) target() error {
 		r.exprs = append(r.exprs, &expr.Masq{})
 	case "DNAT", "SNAT":
 		if err := r.nat(t); err != nil {
+			return err
+		}
+	case "REDIRECT":
+		if err := r.redirect(); err != nil {
 			return err
 		}
 	default:

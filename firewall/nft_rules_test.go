@@ -12,13 +12,17 @@ import (
 
 // modelRules is every kind of rule the model makes: networks of each
 // policy in both families, published ports of each protocol on every and on
-// one host address, and the jumps.
+// one host address, a cross-host network answering names with host
+// addresses, the jumps and the VXLAN port rule.
 func modelRules() []Rule {
 	var rules []Rule
 	for _, n := range []Network{
 		{ID: "n1", Bridge: "vxb-n1", Subnets: []netip.Prefix{prefix("10.1.0.0/24"), prefix("fd00:1::/64")}, Masquerade: true, ICC: true},
 		{ID: "n2", Bridge: "vxb-n2", Subnets: []netip.Prefix{prefix("10.2.0.0/16"), prefix("fd00:2::/48")}, ICC: false},
 		{ID: "n3", Bridge: "vxb-n3", Subnets: []netip.Prefix{prefix("10.3.0.0/24"), prefix("fd00:3::/64")}, Internal: true, ICC: false},
+		{ID: "n4", Owner: "aaaaaaaaaaaa", Bridge: "vxb-n4", Subnets: []netip.Prefix{prefix("10.4.0.0/24"), prefix("fd00:4::/64")},
+			Gateways: []netip.Addr{addr("10.4.0.1"), addr("fd00:4::1")}, HostAddrs: []netip.Addr{addr("10.4.0.250"), addr("fd00:4::fa")},
+			NamesPort: 5335, Masquerade: true, ICC: true},
 	} {
 		rules = append(rules, Rules(n)...)
 	}
@@ -29,14 +33,19 @@ func modelRules() []Rule {
 			PortMapping{Proto: proto, HostIP: addr("2001:db8::2"), HostPort: 65535, ContainerIP: addr("fd00:1::2"), ContainerPort: 1})
 	}
 	rules = append(rules, PortRules(p)...)
-	for _, line := range []string{forwardJump, isolationJump, postroutingJump, preroutingDNATJump, outputDNATJump} {
-		w := splitLine(line)
-		table := tableFilter
-		if w[1] != "FORWARD" && w[1] != ChainForward {
-			table = tableNat
-		}
+	for _, j := range []struct{ table, line string }{
+		{tableFilter, forwardJump}, {tableFilter, isolationJump}, {tableNat, postroutingJump}, {tableNat, preroutingDNATJump},
+		{tableNat, outputDNATJump}, {tableNat, preroutingNamesJump}, {tableMangle, guardJump}, {tableFilter, inputJump},
+	} {
+		w := splitLine(j.line)
 		for _, ipv6 := range []bool{false, true} {
-			rules = append(rules, Rule{IPv6: ipv6, Table: table, Chain: w[1], Spec: w[2:]})
+			rules = append(rules, Rule{IPv6: ipv6, Table: j.table, Chain: w[1], Spec: w[2:]})
+		}
+	}
+	for _, ipv6 := range []bool{false, true} {
+		for _, line := range guardRules(4789, ipv6) {
+			w := splitLine(line)
+			rules = append(rules, Rule{IPv6: ipv6, Table: tableFilter, Chain: w[1], Spec: w[2:]})
 		}
 	}
 	return rules
@@ -60,7 +69,9 @@ func TestNFTRendersEveryRule(t *testing.T) {
 
 func TestNFTRefusesWhatItCannotExpress(t *testing.T) {
 	for _, spec := range []string{
-		"-m set --match-set x src -j ACCEPT",
+		"-m set --match-set x src -j ACCEPT",              // not vxbridge's set
+		"-m set --match-set vxbridge-vtep4 dst -j ACCEPT", // only src
+		"-p udp -j REDIRECT --to-ports 1-2",
 		"-p gre -j ACCEPT",
 		"-m conntrack --ctstate ESTABLISHED,DNAT -j ACCEPT", // any of both keys
 		"-d 10.0.0.0/8 -j LOG",
@@ -135,6 +146,25 @@ func TestNFTBatchIsTheSizeOfTheChange(t *testing.T) {
 	ops, err = nftBatch(false, listing(b, a), &restoreScript{filter: []string{":" + ChainForward + " - [0:0]", a, b}})
 	if err != nil || !slices.Equal(kinds(ops), []nftOpKind{nftFlushChain, nftAddRule, nftAddRule}) {
 		t.Errorf("b, a -> a, b: %v %+v", err, kinds(ops))
+	}
+}
+
+// A table that holds the VTEP set outlives its last rule: deleting it
+// would take the set with it, which the VXLAN port rule, written again at
+// the next sync, names (the set goes only with that rule, dropSet).
+func TestNFTBatchKeepsATableWithASet(t *testing.T) {
+	chain := nftChainName(tableNat, ChainPostrouting)
+	line := "-A " + ChainPostrouting + " -s 10.1.0.0/24 -j MASQUERADE"
+	l := &nftListing{exists: true, sets: map[string]string{VTEPSet4: "ipv4_addr"},
+		chains: map[string]*nftChainListing{chain: {rules: []nftListedRule{{line: line, handle: 7}}}}}
+	ops, err := nftBatch(false, l, &restoreScript{nat: []string{":" + ChainPostrouting + " - [0:0]", "-X " + ChainPostrouting}})
+	if err != nil || slices.ContainsFunc(ops, func(o nftOp) bool { return o.kind == nftDelTable }) || len(ops) == 0 {
+		t.Errorf("last rule of a table with a set removed: %v %+v", err, ops)
+	}
+	l.sets = nil
+	if ops, err := nftBatch(false, l, &restoreScript{nat: []string{":" + ChainPostrouting + " - [0:0]", "-X " + ChainPostrouting}}); err != nil ||
+		len(ops) != 1 || ops[0].kind != nftDelTable {
+		t.Errorf("last rule of a table without a set removed: %v %+v", err, ops)
 	}
 }
 

@@ -11,13 +11,50 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The VXLAN port rule's VTEP sets (ipset hash:ip), kept over netlink in the
-// calling thread's network namespace, as the iptables programs are run.
+// The VXLAN port rule's VTEP sets, in the calling thread's network
+// namespace, as the rules are: ipsets (hash:ip, kept over netlink) for the
+// iptables backends, sets of vxbridge's own tables in nftables mode
+// (nft_sets_linux.go), where rules cannot name an ipset.
 
-// ensureVTEPSets makes both families' sets exist and hold exactly g's VTEPs:
-// new ones are added before old ones go, so a peer that stays is never
-// dropped meanwhile.
-func ensureVTEPSets(g VXLANGuard) error {
+// ensureVTEPSets makes the sets of the backend in use hold exactly g's
+// VTEPs. fw.mu held.
+func (fw *Firewall) ensureVTEPSets(g VXLANGuard) error {
+	if !fw.nftables() {
+		return ensureIPSets(g)
+	}
+	for _, f := range fw.families {
+		if f.err != nil {
+			continue // no rule of that family either
+		}
+		if err := f.nft.ensureSet(vtepSet(f.ipv6), g.vteps(f.ipv6)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// destroyVTEPSets removes the sets of the backend in use; missing ones are
+// success. No rule may name them any more. fw.mu held.
+func (fw *Firewall) destroyVTEPSets() error {
+	if !fw.nftables() {
+		return destroyIPSets()
+	}
+	var errs []error
+	for _, f := range fw.families {
+		if f.err == nil {
+			errs = append(errs, f.nft.dropSet(vtepSet(f.ipv6)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nftables says whether the rules are in vxbridge's own nftables tables.
+func (fw *Firewall) nftables() bool { return fw.families[0].nft != nil }
+
+// ensureIPSets makes both families' ipsets exist and hold exactly g's
+// VTEPs: new ones are added before old ones go, so a peer that stays is
+// never dropped meanwhile.
+func ensureIPSets(g VXLANGuard) error {
 	for _, ipv6 := range []bool{false, true} {
 		if err := ensureVTEPSet(vtepSet(ipv6), ipv6, g.vteps(ipv6)); err != nil {
 			return err
@@ -65,8 +102,8 @@ func ensureVTEPSet(name string, ipv6 bool, want []netip.Addr) error {
 	return nil
 }
 
-// destroyVTEPSets removes both sets; missing ones are success.
-func destroyVTEPSets() error {
+// destroyIPSets removes both ipsets; missing ones are success.
+func destroyIPSets() error {
 	var errs []error
 	for _, name := range []string{VTEPSet4, VTEPSet6} {
 		if err := netlink.IpsetDestroy(name); err != nil && !errors.Is(err, unix.ENOENT) {
