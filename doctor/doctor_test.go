@@ -97,16 +97,40 @@ func TestHealthyHost(t *testing.T) {
 	}
 }
 
+// TestBrokenHost: each broken fact of a healthy host gives its check the
+// level, message and fix an operator acts on (the plugin, ownership,
+// leftovers, state); the firewall and the cross-host checks follow.
 func TestBrokenHost(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		breakIt func(*Facts)
-		check   string
-		level   Level
-		msg     string // in Message
-		fix     string // in Fix
-	}{
+	runBroken(t, []brokenCase{
 		{"no plugin", func(f *Facts) { f.Report, f.ReportErr = nil, errors.New("dial unix: connection refused") }, "plugin", Fail, "connection refused", "docker plugin enable"},
+		{"leftover", func(f *Facts) {
+			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:" + ident + ":net:dead", Kind: "bridge"},
+				Link{Name: "vxb-other", Alias: "vxbridge:" + other + ":net:x", Kind: "bridge"})
+		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:" + ident + ":net:dead)", "ip link delete"},
+		{"another state's objects kept", func(f *Facts) {
+			f.Report.Ownership.Kept = []string{"vxb-other", "rules:vxbridge:" + other + ":x"}
+			f.Report.Ownership.Message = "state file /var/lib/vxbridge/vxbridge.db ... and 2 of others (2 state " + other + ")"
+		}, "ownership", Warn, "2 vxbridge object(s) no record claims are left in place (rules:vxbridge:" + other + ":x, vxb-other); at start-up: state file",
+			"vxbridge state restore --state-dir /var/lib/vxbridge"},
+		{"no plugin, state file holds none of the kernel's objects", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: other}}
+		}, "ownership", Fail, "a start on this state file is refused: state file /srv/vx/vxbridge.db (identity " + other + ") holds no records; " +
+			"the kernel holds 0 vxbridge objects of this state and 4 of others (4 state " + ident + ")", ""},
+		{"no plugin, no state file", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Missing: true, NetNS: []string{"vxbridge-" + ident + "-0123456789ab"}}
+		}, "ownership", Fail, "is new (identity to be made); the kernel holds 0 vxbridge objects of this state and 5 of others", ""},
+		{"no plugin, its state file", func(f *Facts) {
+			f.Report, f.ReportErr = nil, errors.New("connection refused")
+			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: ident, Records: 2}}
+		}, "ownership", OK, "holds 2 records; the kernel holds 4 vxbridge objects of this state", ""},
+		{"unhealthy veth", func(f *Facts) { f.Report.Endpoints[0].Health = status.Unhealthy("veth vxhep1 is missing") }, "state", Warn, "vxhep1 is missing", "reconcile"},
+	})
+}
+
+func TestBrokenFirewall(t *testing.T) {
+	runBroken(t, []brokenCase{
 		{"jump gone", func(f *Facts) {
 			f.IPTablesSave = strings.Replace(f.IPTablesSave, "-A FORWARD -j VXBRIDGE-FORWARD\n", "", 1)
 		}, "forward", Fail, "no jump to VXBRIDGE-FORWARD", "backend (nft)"},
@@ -136,6 +160,11 @@ func TestBrokenHost(t *testing.T) {
 		{"nftables, iptables DROP", func(f *Facts) { nftablesFacts(f); f.IPTablesSave = saveOK }, "forward", Fail, "FORWARD policy is DROP", "iptables -P FORWARD ACCEPT"},
 		{"nftables unreadable", func(f *Facts) { nftablesFacts(f); f.NFTablesErr = errors.New("EPERM") }, "forward", Skip, "EPERM", "root"},
 		{"no forwarding", func(f *Facts) { f.IPForward = "0" }, "ip_forward", Fail, "=0", "sysctl -w net.ipv4.ip_forward=1"},
+	})
+}
+
+func TestBrokenCrossHost(t *testing.T) {
+	runBroken(t, []brokenCase{
 		{"mtu too big", func(f *Facts) { f.Report.Networks[0].MTU = 9000 }, "mtu", Warn, "MTU 9000 > 1500 (eth0 1500)", "mtu=1500"},
 		{"vxlan mtu", func(f *Facts) { f.Report.Networks[0].VNI = 42 }, "mtu", Warn, "MTU 1500 > 1450", "mtu=1450"},
 		{"etcd down", func(f *Facts) {
@@ -166,30 +195,23 @@ func TestBrokenHost(t *testing.T) {
 			f.Report.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, RemoteEndpoints: 7500, Programming: status.ProgrammingOnDemand}
 		}, "neighbours", Warn, "7500 remote endpoints", "gc_thresh3=30000 net.ipv4.neigh.default.gc_thresh2=15000"},
 		{"table was full", func(f *Facts) { f.TableFulls = 3 }, "neighbours", Warn, "refused a new entry 3 times", "gc_thresh3"},
-		{"leftover", func(f *Facts) {
-			f.Links = append(f.Links, Link{Name: "vxb-old", Alias: "vxbridge:" + ident + ":net:dead", Kind: "bridge"},
-				Link{Name: "vxb-other", Alias: "vxbridge:" + other + ":net:x", Kind: "bridge"})
-		}, "leftovers", Warn, "vxb-old (bridge, vxbridge:" + ident + ":net:dead)", "ip link delete"},
-		{"another state's objects kept", func(f *Facts) {
-			f.Report.Ownership.Kept = []string{"vxb-other", "rules:vxbridge:" + other + ":x"}
-			f.Report.Ownership.Message = "state file /var/lib/vxbridge/vxbridge.db ... and 2 of others (2 state " + other + ")"
-		}, "ownership", Warn, "2 vxbridge object(s) no record claims are left in place (rules:vxbridge:" + other + ":x, vxb-other); at start-up: state file",
-			"vxbridge state restore --state-dir /var/lib/vxbridge"},
-		{"no plugin, state file holds none of the kernel's objects", func(f *Facts) {
-			f.Report, f.ReportErr = nil, errors.New("connection refused")
-			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: other}}
-		}, "ownership", Fail, "a start on this state file is refused: state file /srv/vx/vxbridge.db (identity " + other + ") holds no records; " +
-			"the kernel holds 0 vxbridge objects of this state and 4 of others (4 state " + ident + ")", ""},
-		{"no plugin, no state file", func(f *Facts) {
-			f.Report, f.ReportErr = nil, errors.New("connection refused")
-			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Missing: true, NetNS: []string{"vxbridge-" + ident + "-0123456789ab"}}
-		}, "ownership", Fail, "is new (identity to be made); the kernel holds 0 vxbridge objects of this state and 5 of others", ""},
-		{"no plugin, its state file", func(f *Facts) {
-			f.Report, f.ReportErr = nil, errors.New("connection refused")
-			f.State = &StateFacts{Path: "/srv/vx/vxbridge.db", Info: store.Info{Identity: ident, Records: 2}}
-		}, "ownership", OK, "holds 2 records; the kernel holds 4 vxbridge objects of this state", ""},
-		{"unhealthy veth", func(f *Facts) { f.Report.Endpoints[0].Health = status.Unhealthy("veth vxhep1 is missing") }, "state", Warn, "vxhep1 is missing", "reconcile"},
-	} {
+	})
+}
+
+// brokenCase breaks one fact of healthyFacts and says what check must
+// find: its level, a part of its message and of its fix.
+type brokenCase struct {
+	name    string
+	breakIt func(*Facts)
+	check   string
+	level   Level
+	msg     string // in Message
+	fix     string // in Fix
+}
+
+func runBroken(t *testing.T, cases []brokenCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			facts := healthyFacts()
 			tc.breakIt(facts)
