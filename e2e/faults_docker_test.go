@@ -119,6 +119,10 @@ func TestFaultInterfaceNameTaken(t *testing.T) {
 				if line, ok := after[c.link]; ok {
 					t.Errorf("%s: the orphan %s with a vxbridge alias is still there: %s", when, c.link, line)
 				}
+			case c.owned && after[c.link] == "":
+				// The running plugin's reconciler may remove the orphan
+				// already (the foreign bridges the test made trigger one).
+				t.Logf("%s: the running plugin's reconciler removed the orphan %s", when, c.link)
 			case after[c.link] != before[c.link]:
 				t.Errorf("%s: %s changed:\n before %s\n after  %s", when, c.link, before[c.link], after[c.link])
 			}
@@ -135,6 +139,9 @@ func TestFaultInterfaceNameTaken(t *testing.T) {
 		if !restarted {
 			// Before the restart the only finding is the orphan.
 			want := fmt.Sprintf("veth %s (alias %s): no live endpoint", clashes[2].link, orphanAlias)
+			if _, there := linkState(t, h)[clashes[2].link]; !there && len(found) == 0 {
+				return // removed by the reconciler: see above
+			}
 			if len(found) != 1 || found[0] != want {
 				t.Errorf("%s: LEAKS() = %q, want only %q", when, found, want)
 			}

@@ -15,10 +15,14 @@ import (
 // sent as dockerd sends them, are timed without scrapes, with scrapers
 // GETting /metrics back to back, and without again. Each scrape reads the
 // records and the kernel's links (the state gauges); it must not take the
-// driver's lock, or calls and scrapes queue behind each other. The calls'
-// p99 under the flood must stay within twice the slower quiet run's (plus
-// 20 ms for the scrapers' own share of this machine's two cores), and the
-// scrapes must keep coming (minScrapeRate).
+// driver's lock, or calls and scrapes queue behind each other: then the
+// scrapes stop coming (minScrapeRate), which is what catches it (the calls'
+// p99 did not move with the lock taken: the lock throttles the scrapers).
+// The calls' p99 under the flood is a guard against gross regressions:
+// within three times the slower quiet run's, plus 20 ms. The 4 scrapers and
+// the plugin's answers to them take half of this machine's two cores, so
+// the calls' p99 doubles by CPU share alone (2.0x, 2.0x, 2.4x measured);
+// a bound of twice failed by chance whenever other work loaded the machine.
 func TestFaultMetricsFlood(t *testing.T) {
 	requirePlugin(t)
 	const lifecycles, concurrency, flood = 200, 10, 4 // flood: scrapers at once
@@ -67,8 +71,8 @@ func TestFaultMetricsFlood(t *testing.T) {
 	quiet := phase("quiet", 0)
 	flooded := phase("flood", flood)
 	quiet = max(quiet, phase("quiet again", 0))
-	if limit := 2*quiet + 20*time.Millisecond; flooded > limit {
-		t.Errorf("docker calls' p99 under a /metrics flood is %v, over %v (twice the quiet p99 %v, plus 20 ms)",
+	if limit := 3*quiet + 20*time.Millisecond; flooded > limit {
+		t.Errorf("docker calls' p99 under a /metrics flood is %v, over %v (three times the quiet p99 %v, plus 20 ms)",
 			flooded, limit, quiet)
 	}
 	k.observe = nil
