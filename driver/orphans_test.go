@@ -200,6 +200,16 @@ func TestOrphanNetworkReplacedOnDockerIPAMOverlap(t *testing.T) {
 	if n, _ := h.st.Network(netD); n == nil {
 		t.Error("network of vxbridge's IPAM deleted as an orphan")
 	}
+	// Nor is an overlap across spaces: docker's IPAM does not know pools
+	// of vxbridge's, so the endpoint-less netD may still be docker's.
+	r = req(netE, "LocalDefault")
+	r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
+	if err := h.d.CreateNetwork(r); err == nil {
+		t.Error("overlap of docker's IPAM space with vxbridge's was not refused")
+	}
+	if n, _ := h.st.Network(netD); n == nil {
+		t.Error("network of vxbridge's IPAM deleted for a docker IPAM network overlapping it")
+	}
 }
 
 func createEndpointOn(t *testing.T, h *harness, netID, id, addr string) {
