@@ -10,6 +10,7 @@ import (
 	"github.com/vxbridge/vxbridge/bridge"
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/firewall"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/namespace/networks"
 	"github.com/vxbridge/vxbridge/portproxy"
@@ -36,6 +37,9 @@ func openKernel(cfg *serveConfig, db *store.DB, log *slog.Logger) (_ *kernel, re
 			k.close()
 		}
 	}()
+	if err := netdev.UseRequestTimeout(); err != nil {
+		return nil, err
+	}
 	if cfg.writableProcSys {
 		if err := remountProcSysNetWritable(); err != nil {
 			return nil, err

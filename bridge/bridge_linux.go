@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -82,17 +81,12 @@ func newManager(m *Manager) *Manager {
 // NewHere is New for the calling thread's namespace with one netlink socket
 // of its own for every request, where New(nil) opens and closes a socket per
 // request (socket, bind and close were a tenth of the plugin's CPU per
-// endpoint). The netlink package serialises requests on the socket; its
-// timeout is the one the package gives its per-request sockets. Close
-// releases it.
+// endpoint). The netlink package serialises requests on the socket; it
+// times out after netdev.RequestTimeout. Close releases it.
 func NewHere() (*Manager, error) {
-	nlh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	nlh, err := netdev.OpenHandle(netns.None())
 	if err != nil {
-		return nil, fmt.Errorf("netlink socket: %w", err)
-	}
-	if err := nlh.SetSocketTimeout(time.Duration(nl.SocketTimeoutTv.Nano())); err != nil {
-		nlh.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+		return nil, err
 	}
 	m := &Manager{nlh: netdev.NewHandle(nlh), ns: netns.None(), owned: true, log: slog.Default()}
 	if err := m.openRaw(); err != nil {
@@ -123,10 +117,10 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("duplicate namespace handle: %w", err)
 	}
-	nlh, err := netlink.NewHandleAt(netns.NsHandle(dup))
+	nlh, err := netdev.OpenHandle(netns.NsHandle(dup))
 	if err != nil {
 		unix.Close(dup)
-		return nil, fmt.Errorf("netlink handle in namespace: %w", err)
+		return nil, fmt.Errorf("in namespace: %w", err)
 	}
 	m := &Manager{nlh: netdev.NewHandle(nlh), ns: netns.NsHandle(dup), hasNS: true, owned: true, log: slog.Default()}
 	if err := m.openRaw(); err != nil {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/internal/netdev"
@@ -110,21 +109,14 @@ func (m *Manager) peer(link netlink.Link) (*Peer, error) {
 // peerElsewhere reads link index of the namespace the Manager's knows as
 // nsid.
 func (m *Manager) peerElsewhere(nsid, index int) (*Peer, error) {
-	s, err := nl.GetNetlinkSocketAt(m.ns, netns.None(), unix.NETLINK_ROUTE)
+	sock, err := netdev.Socket(m.ns)
 	if err != nil {
+		return nil, err
+	}
+	defer sock.Socket.Close()
+	if err := unix.SetsockoptInt(sock.Socket.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	defer s.Close()
-	for _, set := range []func() error{
-		func() error { return s.SetSendTimeout(&nl.SocketTimeoutTv) },
-		func() error { return s.SetReceiveTimeout(&nl.SocketTimeoutTv) },
-		func() error { return unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1) },
-	} {
-		if err := set(); err != nil {
-			return nil, fmt.Errorf("netlink socket: %w", err)
-		}
-	}
-	sock := &nl.SocketHandle{Socket: s}
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)

@@ -172,6 +172,27 @@ func TestEnsureVethRefusesForeignLink(t *testing.T) {
 	requireGone(t, h, "vxp9")
 }
 
+// A foreign link named like the container end: both ways of making a pair
+// refuse, naming that link (the kernel's EEXIST names neither end), and
+// leave it alone.
+func TestVethPeerNameTaken(t *testing.T) {
+	m, n := newBridgeNS(t)
+	h := n.Handle()
+	addForeign(t, h, foreignBridge("vxp9"), "")
+	for name, makePair := range map[string]func(VethConfig) error{"EnsureVeth": m.EnsureVeth, "AddVeth": m.AddVeth} {
+		cfg := testVethConfig()
+		cfg.HostName, cfg.PeerName = "vxh9", "vxp9"
+		err := makePair(cfg)
+		if !errors.Is(err, netdev.ErrNotOwned) || !strings.Contains(err.Error(), `container end is taken: interface "vxp9"`) {
+			t.Errorf("%s with its peer's name taken: %v, want ErrNotOwned naming vxp9", name, err)
+		}
+		if mustLink(t, h, "vxp9").Type() != "bridge" {
+			t.Errorf("%s: the foreign vxp9 was changed", name)
+		}
+		requireGone(t, h, "vxh9")
+	}
+}
+
 func TestEnsureVethLeavesNothingOnFailure(t *testing.T) {
 	for _, way := range vethWays {
 		t.Run(way, func(t *testing.T) { testEnsureVethLeavesNothing(t, way) })

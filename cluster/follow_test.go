@@ -283,6 +283,7 @@ func TestEtcdOutage(t *testing.T) {
 	if ok, why := a.c.Connected(); !ok {
 		t.Fatalf("Connected before the outage: %s", why)
 	}
+	lease := a.c.currentLease()
 	srv.Stop()
 	start := time.Now()
 	a.c.Publish(ep("e2", 42, "10.1.0.3"))
@@ -306,8 +307,9 @@ func TestEtcdOutage(t *testing.T) {
 		t.Errorf("converged %s after etcd came back, want within a few seconds", took)
 	}
 	// etcd gives leases a fresh TTL when it starts: the hosts take theirs up
-	// again in time, so no peer ever sees a host vanish and come back.
-	time.Sleep(2 * testTTL)
+	// again in time (the same lease), so no peer ever sees a host vanish and
+	// come back.
+	time.Sleep(4 * testTTL) // past the old lease's fresh TTL: a lease not taken up has run out
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, st := range s.states[before:] {
@@ -316,6 +318,9 @@ func TestEtcdOutage(t *testing.T) {
 		}
 	}
 	waitSynced(t, a.c, 10*time.Second)
+	if now := a.c.currentLease(); now != lease {
+		t.Errorf("host ha's lease %x after the outage, want %x taken up again", now, lease)
+	}
 }
 
 // TestEndpointRecordsOnlyInOwnRange: a host's publishing reads and writes

@@ -150,9 +150,11 @@ func checkConverged(t *testing.T, h *portsHarness) {
 		netIDs[n.ID] = true
 	}
 	wantPorts := 0
+	published := map[string]bool{}
 	for _, ep := range eps {
 		want = append(want, ep.HostVeth)
 		wantPorts += len(ep.Ports)
+		published[ep.ID] = len(ep.Ports) > 0
 	}
 	var have []string
 	for name := range h.links.Names() {
@@ -173,6 +175,16 @@ func checkConverged(t *testing.T, h *portsHarness) {
 	}
 	if got := len(h.res.Keys()); got != wantPorts {
 		t.Errorf("%d host ports held, want the %d recorded", got, wantPorts)
+	}
+	for id := range h.fw.Ports {
+		if !published[id] {
+			t.Errorf("port rules of endpoint %s, which has no recorded ports", id[:12])
+		}
+	}
+	for id, p := range published {
+		if _, ok := h.fw.Ports[id]; p && !ok {
+			t.Errorf("no port rules for endpoint %s, which has recorded ports", id[:12])
+		}
 	}
 }
 

@@ -186,19 +186,25 @@ func TestOrphanNetworkReplacedOnDockerIPAMOverlap(t *testing.T) {
 	if err := h.d.CreateNetwork(req(netC, "LocalDefault")); err == nil {
 		t.Error("a network with an endpoint was replaced")
 	}
-	// vxbridge's own IPAM may hand one pool to two networks: never an orphan's sign.
+	// netD, endpoint-less, from vxbridge's IPAM: an overlap with it from
+	// the same space (vxbridge's own IPAM may hand one pool to two
+	// networks) or from docker's (which does not know vxbridge's pools) is
+	// never an orphan's sign.
 	const netD = "dddddddddddd4444444444444444444444444444444444444444444444444444"
 	const netE = "eeeeeeeeeeee5555555555555555555555555555555555555555555555555555"
-	r := req(netD, "vxbridge-local")
-	r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
-	mustCreate(t, h, r)
-	r = req(netE, "vxbridge-local")
-	r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
-	if err := h.d.CreateNetwork(r); err == nil {
-		t.Error("overlap in vxbridge's IPAM space was not refused")
+	on2021 := func(id, space string) *network.CreateNetworkRequest {
+		r := req(id, space)
+		r.IPv4Data[0].Pool, r.IPv4Data[0].Gateway = "10.21.0.0/24", "10.21.0.1/24"
+		return r
 	}
-	if n, _ := h.st.Network(netD); n == nil {
-		t.Error("network of vxbridge's IPAM deleted as an orphan")
+	mustCreate(t, h, on2021(netD, "vxbridge-local"))
+	for _, space := range []string{"vxbridge-local", "LocalDefault"} {
+		if err := h.d.CreateNetwork(on2021(netE, space)); err == nil {
+			t.Errorf("overlap from space %s with vxbridge's IPAM space was not refused", space)
+		}
+		if n, _ := h.st.Network(netD); n == nil {
+			t.Fatalf("network of vxbridge's IPAM deleted as an orphan for an overlap from space %s", space)
+		}
 	}
 }
 

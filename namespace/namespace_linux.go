@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -287,9 +286,9 @@ func setSysctl(s sysctl, missingOK bool) error {
 
 // loopbackUp sets lo up in the calling thread's namespace unless it is up.
 func loopbackUp() error {
-	nlh, err := netlink.NewHandle(unix.NETLINK_ROUTE) // sockets in this thread's namespace
+	nlh, err := netdev.OpenHandle(netns.None()) // a socket in this thread's namespace
 	if err != nil {
-		return fmt.Errorf("netlink handle: %w", err)
+		return err
 	}
 	defer nlh.Close()
 	lo, err := nlh.LinkByName("lo")

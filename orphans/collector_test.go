@@ -193,6 +193,9 @@ func TestAddressReleased(t *testing.T) {
 	unjoinedAddr := f.endpoint(t, unjoined, false)
 	joinedAddr := f.endpoint(t, joined, true)
 	f.c.AddressReleased(netip.MustParsePrefix("10.99.0.0/24"), unjoinedAddr) // another pool
+	if !f.present(t, unjoined)[unjoined] {
+		t.Fatal("an address released from another pool deleted the endpoint never joined")
+	}
 	for _, a := range []netip.Addr{joinedAddr, unjoinedAddr} {
 		if err := f.ip.ReleaseAddress(&helpers.ReleaseAddressRequest{PoolID: f.poolID, Address: a.String()}); err != nil {
 			t.Fatal(err)
@@ -205,10 +208,22 @@ func TestAddressReleased(t *testing.T) {
 
 // Docker releasing a network's pool is done with the network: one it never
 // deleted (its create's reply cut off by a crash) goes, unless it has
-// endpoints or came from another address space or pool.
+// endpoints or came from another address space or pool, or was recorded
+// without its address space. The IPAM tells at the pool's last release,
+// not before.
 func TestPoolReleased(t *testing.T) {
 	f := newFixture(t)
 	space := ipam.DefaultLocalAddressSpace
+	const netB = "bbbbbbbbbbbb2222222222222222222222222222222222222222222222222222"
+	if err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: netB, // as recorded before spaces were
+		Options:  map[string]any{"com.docker.network.generic": map[string]any{}},
+		IPv4Data: []*network.IPAMData{{Pool: "10.20.0.0/24", Gateway: "10.20.0.1/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.c.PoolReleased(space, netip.MustParsePrefix("10.20.0.0/24"))
+	if n, _ := f.st.Network(netB); n == nil {
+		t.Fatal("network recorded without its address space dropped")
+	}
 	f.c.PoolReleased("other-space", netip.MustParsePrefix("10.10.0.0/24"))
 	f.c.PoolReleased(space, netip.MustParsePrefix("10.10.0.0/25"))
 	if n, _ := f.st.Network(netA); n == nil {
@@ -222,9 +237,18 @@ func TestPoolReleased(t *testing.T) {
 	if err := f.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netA, EndpointID: epID(41)}); err != nil {
 		t.Fatal(err)
 	}
-	f.c.PoolReleased(space, netip.MustParsePrefix("10.10.0.0/24"))
-	if n, _ := f.st.Network(netA); n != nil {
-		t.Error("network on the released pool kept")
+	// Through the IPAM: the pool held twice (the same request again) is
+	// freed at its second release only.
+	if _, err := f.ip.RequestPool(&helpers.RequestPoolRequest{AddressSpace: space, Pool: "10.10.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false} {
+		if err := f.ip.ReleasePool(&helpers.ReleasePoolRequest{PoolID: f.poolID}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := f.st.Network(netA); (n != nil) != want {
+			t.Errorf("after release %d of the pool: network kept %t, want %t", i+1, n != nil, want)
+		}
 	}
 }
 

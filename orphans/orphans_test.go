@@ -14,25 +14,29 @@ func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
 // state: one local network on 10.1.0.0/24 with a joined endpoint (.2) and
 // an unjoined one (.3); its pool also holds .9, which nobody holds, the
 // gateway .1 and an aux .200. A cross-host network's pool and a pool no
-// vxbridge network uses both hold unheld endpoint addresses too.
+// vxbridge network uses both hold unheld endpoint addresses too. A network
+// on a pool with nothing taken keeps its pool: only a pool no network is on
+// is an orphan.
 func state() State {
 	local := store.Network{ID: "n1", IPv4: []store.Subnet{{Pool: pfx("10.1.0.0/24"), Gateway: pfx("10.1.0.1/24")}}}
 	cross := store.Network{ID: "n2", VNI: 42, IPv4: []store.Subnet{{Pool: pfx("10.2.0.0/24")}}}
+	bare := store.Network{ID: "n5", IPv4: []store.Subnet{{Pool: pfx("10.5.0.0/24")}}}
 	taken := map[string]map[netip.Addr]store.AddressKind{
 		"p1": {ip("10.1.0.1"): store.KindGateway, ip("10.1.0.2"): store.KindEndpoint, ip("10.1.0.3"): store.KindStatic,
 			ip("10.1.0.9"): store.KindEndpoint, ip("10.1.0.200"): store.KindAux},
 		"p2": {ip("10.2.0.9"): store.KindEndpoint},
 		"p3": {ip("10.3.0.9"): store.KindEndpoint},
 		"p4": {}, // stored, never used: a RequestPool whose reply a crash cut off
+		"p5": {}, // n5's
 	}
 	return State{
-		Networks: []store.Network{local, cross},
+		Networks: []store.Network{local, cross, bare},
 		Endpoints: []store.Endpoint{
 			{ID: "joined", NetworkID: "n1", IPv4: pfx("10.1.0.2/24"), Joined: true},
 			{ID: "unjoined", NetworkID: "n1", IPv4: pfx("10.1.0.3/24")},
 		},
 		Pools: []store.Pool{{ID: "p1", Prefix: pfx("10.1.0.0/24")}, {ID: "p2", Prefix: pfx("10.2.0.0/24")},
-			{ID: "p3", Prefix: pfx("10.3.0.0/24")}, {ID: "p4", Prefix: pfx("10.4.0.0/24")}},
+			{ID: "p3", Prefix: pfx("10.3.0.0/24")}, {ID: "p4", Prefix: pfx("10.4.0.0/24")}, {ID: "p5", Prefix: pfx("10.5.0.0/24")}},
 		Taken: func(id string) (map[netip.Addr]store.AddressKind, error) { return taken[id], nil },
 	}
 }
@@ -59,7 +63,7 @@ func TestCandidatesAreCollectedOnlyAfterTheGrace(t *testing.T) {
 		t.Errorf("addresses = %+v, want only p1 10.1.0.9", got.Addresses)
 	}
 	// Only the empty pool no network uses (p3 has an address: some other
-	// driver's network holds it).
+	// driver's network holds it; p5 is n5's).
 	if len(got.Pools) != 1 || got.Pools[0] != "p4" {
 		t.Errorf("pools = %v, want only p4", got.Pools)
 	}

@@ -19,20 +19,16 @@ import (
 )
 
 // Socket opens a NETLINK_ROUTE socket in namespace ns (netns.None(): the
-// calling thread's), with the timeouts the netlink package gives its own,
-// for the requests it has no call for (Request).
+// calling thread's), with RequestTimeout, for the requests the netlink
+// package has no call for (Request).
 func Socket(ns netns.NsHandle) (*nl.SocketHandle, error) {
 	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	if err := s.SetSendTimeout(&nl.SocketTimeoutTv); err != nil {
+	if err := setTimeouts(s); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
-	}
-	if err := s.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+		return nil, err
 	}
 	return &nl.SocketHandle{Socket: s}, nil
 }

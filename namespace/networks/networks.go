@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vxbridge/vxbridge/bridge"
+	"github.com/vxbridge/vxbridge/internal/netdev"
 	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/vxlan"
 )
@@ -65,10 +66,10 @@ func New(dir namespace.Dir, log *slog.Logger) (*Namespaces, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handle of the plugin's own namespace: %w", err)
 	}
-	hostNL, err := netlink.NewHandleAt(host)
+	hostNL, err := netdev.OpenHandle(host)
 	if err != nil {
 		host.Close()
-		return nil, fmt.Errorf("netlink handle: %w", err)
+		return nil, err
 	}
 	return &Namespaces{dir: dir, host: host, hostNL: hostNL, log: log, open: map[string]*Namespace{}}, nil
 }
@@ -144,10 +145,10 @@ func (s *Namespaces) openIn(name string, h netns.NsHandle) (*Namespace, error) {
 	if err != nil {
 		return nil, err
 	}
-	nlh, err := netlink.NewHandleAt(h)
+	nlh, err := netdev.OpenHandle(h)
 	if err != nil {
 		links.Close()
-		return nil, fmt.Errorf("netlink handle in namespace %s: %w", name, err)
+		return nil, fmt.Errorf("namespace %s: %w", name, err)
 	}
 	vx := vxlan.New(vxlan.Options{Handle: nlh, Create: s.hostNL, NetNS: int(h), Namespace: &h, Logger: s.log,
 		InNetNS: func(fn func() error) error { return namespace.Do(h, fn) }})
