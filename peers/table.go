@@ -166,11 +166,15 @@ func (t *table) ipOwner(ip netip.Addr) *rec {
 	return t.owner(t.byIP[ip])
 }
 
-// entriesFor computes the entries of the given MACs and addresses.
+// entriesFor computes the entries of the given MACs and addresses. A MAC
+// is programmed only for an owner that holds at least one of its
+// addresses: a record whose every address an older claim (or this host)
+// holds reaches nothing, and its MAC would only point frames at a host
+// that claimed what is not its own.
 func (t *table) entriesFor(macs map[string]bool, ips map[netip.Addr]bool) entries {
 	e := entries{fdb: map[string]netip.Addr{}, neigh: map[netip.Addr]string{}}
 	for mac := range macs {
-		if o := t.owner(t.byMAC[mac]); o != nil {
+		if o := t.owner(t.byMAC[mac]); o != nil && t.holdsAddress(o) {
 			e.fdb[mac] = t.members[o.ep.Host].VTEP.Unmap()
 		}
 	}
@@ -182,6 +186,11 @@ func (t *table) entriesFor(macs map[string]bool, ips map[netip.Addr]bool) entrie
 	return e
 }
 
+// holdsAddress says whether r owns one of its addresses.
+func (t *table) holdsAddress(r *rec) bool {
+	return slices.ContainsFunc(r.ips, func(ip netip.Addr) bool { return t.ipOwner(ip) == r })
+}
+
 // scope is the MACs and addresses a change can touch.
 type scope struct {
 	macs map[string]bool
@@ -190,12 +199,18 @@ type scope struct {
 
 func newScope() scope { return scope{macs: map[string]bool{}, ips: map[netip.Addr]bool{}} }
 
-// addRec adds what r's fields touch: its MAC, its addresses, and the
-// addresses of every record claiming its MAC (their neighbour entries
-// depend on who owns it).
+// addRec adds what r's fields touch: its MAC, its addresses, the MACs of
+// every record claiming one of them (whether their FDB entry stays depends
+// on who owns the address), and the addresses of every record claiming its
+// MAC (their neighbour entries depend on who owns it).
 func (t *table) addRec(s scope, r *rec) {
 	for _, ip := range r.ips {
 		s.ips[ip] = true
+		for _, c := range t.byIP[ip] {
+			if c.mac != "" {
+				s.macs[c.mac] = true
+			}
+		}
 	}
 	if r.mac == "" {
 		return

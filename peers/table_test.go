@@ -121,7 +121,12 @@ func (w *world) reference(c config) vxlan.Table {
 	}
 	m := newModel()
 	for mac, o := range macOwner {
-		m.fdb[mac] = w.members[o.ep.Host].VTEP.Unmap()
+		// Only an owner that holds one of its addresses gets its MAC.
+		for _, ip := range []netip.Addr{o.ep.IPv4.Unmap(), o.ep.IPv6.Unmap()} {
+			if h, ok := ipOwner[ip]; ok && h.key == o.key {
+				m.fdb[mac] = w.members[o.ep.Host].VTEP.Unmap()
+			}
+		}
 	}
 	for ip, o := range ipOwner {
 		if macOwner[o.mac].key == o.key {
