@@ -105,10 +105,10 @@ func TestScrape(t *testing.T) {
 	}
 
 	rep.Cluster = &status.Cluster{Etcd: status.Etcd{Connected: true}, Peers: []status.Peer{{Health: status.Healthy()}, {}},
-		FDBEntries: 5, NeighborEntries: 6}
+		FDBEntries: 5, NeighborEntries: 6, LostBlocks: []status.LostBlock{{Pool: "10.90.0.0/24", Block: "10.90.0.64/26", HeldBy: "h2"}}}
 	f = scrape(t, m)
 	for name, want := range map[string]float64{"vxbridge_cluster_enabled": 1, "vxbridge_vxlan_peers": 2,
-		"vxbridge_fdb_entries": 5, "vxbridge_neighbor_entries": 6, "vxbridge_etcd_connected": 1} {
+		"vxbridge_fdb_entries": 5, "vxbridge_neighbor_entries": 6, "vxbridge_etcd_connected": 1, "vxbridge_ipam_lost_blocks": 1} {
 		if got := get(t, f, name).GetGauge().GetValue(); got != want {
 			t.Errorf("cluster: %s = %v, want %v", name, got, want)
 		}

@@ -28,6 +28,8 @@ var (
 		"etcd watch events received for the cross-host networks this host has (it watches no other).", nil, nil)
 	descLists = prometheus.NewDesc("vxbridge_etcd_network_listings_total",
 		"Listings of a cross-host network's records (at start, after a compaction or a broken watch).", nil, nil)
+	descLost = prometheus.NewDesc("vxbridge_ipam_lost_blocks",
+		"Address blocks of this host's that another host took while its lease had lapsed: its containers there may share an address with the other host's (vxbridge status lists them).", nil, nil)
 	descNames = prometheus.NewDesc("vxbridge_dns_names",
 		"Container names of other hosts the DNS server of cross-host networks answers.", nil, nil)
 	descDNS = prometheus.NewDesc("vxbridge_dns_queries_total",
@@ -65,7 +67,7 @@ func (c *stateCollector) current() (*status.Report, error) {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNetworks, descEndpoints, descUnhealthy, descCluster, descPeers, descFDB, descNeigh, descEtcd,
-		descConf, descConfTotal, descEvents, descLists, descNames, descDNS} {
+		descConf, descConfTotal, descEvents, descLists, descLost, descNames, descDNS} {
 		ch <- d
 	}
 }
@@ -127,7 +129,8 @@ func stateSamples(r *status.Report) []sample {
 		gauge(descFDB, float64(c.FDBEntries)), gauge(descNeigh, float64(c.NeighborEntries)),
 		gauge(descEtcd, boolValue(c.Etcd.Connected)), gauge(descUnhealthy, badPeers, "peer"),
 		gauge(descConf, float64(len(c.Conflicts))), counter(descConfTotal, float64(c.ConflictsTotal)),
-		counter(descEvents, float64(c.WatchEvents)), counter(descLists, float64(c.WatchListings)))
+		counter(descEvents, float64(c.WatchEvents)), counter(descLists, float64(c.WatchListings)),
+		gauge(descLost, float64(len(c.LostBlocks))))
 	if d := c.DNS; d != nil {
 		out = append(out, gauge(descNames, float64(len(c.Names))),
 			counter(descDNS, float64(d.Answered), "answered"), counter(descDNS, float64(d.Forwarded), "forwarded"),
