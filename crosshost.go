@@ -15,6 +15,7 @@ import (
 	"github.com/vxbridge/vxbridge/driver"
 	"github.com/vxbridge/vxbridge/firewall"
 	"github.com/vxbridge/vxbridge/ipam"
+	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/peers"
 	"github.com/vxbridge/vxbridge/status"
 	"github.com/vxbridge/vxbridge/store"
@@ -98,7 +99,8 @@ type crossHost struct {
 // startCrossHost connects to etcd (without waiting for it) and resolves the
 // VTEP. db is the store, for the host id and the cross-host pools; fw gets
 // the VXLAN port rule, open to the peers' VTEPs.
-func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, fw *firewall.Firewall, log *slog.Logger) (*crossHost, error) {
+func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, fw *firewall.Firewall, sandboxes *namespace.MountNS,
+	log *slog.Logger) (*crossHost, error) {
 	if f.endpoints == "" {
 		return &crossHost{}, nil
 	}
@@ -145,7 +147,7 @@ func startCrossHost(f *crossHostFlags, stateDir string, db *store.DB, fw *firewa
 		VTEP: vtep.Addr, VTEPInterface: vtep.Interface, UnderlayMTU: vtep.MTU, Port: f.vxlanPort, OnDemand: onDemand,
 		EtcdEndpoints: strings.Split(f.endpoints, ","),
 	}}
-	if x.names, err = startNames(f.namesPort, pm, log); err != nil {
+	if x.names, err = startNames(f.namesPort, pm, sandboxes, log); err != nil {
 		client.Close()
 		return nil, err
 	}

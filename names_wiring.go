@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/vxbridge/vxbridge/names"
+	"github.com/vxbridge/vxbridge/namespace"
 	"github.com/vxbridge/vxbridge/peers"
 )
 
@@ -20,7 +21,9 @@ type crossHostNames struct {
 
 // startNames opens the DNS server on port (IPv4, and IPv6 where the host
 // has it) and the conntrack socket it finds upstreams with; port 0 is off.
-func startNames(port int, pm *peers.Manager, log *slog.Logger) (_ *crossHostNames, retErr error) {
+// The learner finds containers' sandboxes in mount namespace sandboxes
+// (nil: the process's own).
+func startNames(port int, pm *peers.Manager, sandboxes *namespace.MountNS, log *slog.Logger) (_ *crossHostNames, retErr error) {
 	if port == 0 {
 		return nil, nil
 	}
@@ -47,7 +50,7 @@ func startNames(port int, pm *peers.Manager, log *slog.Logger) (_ *crossHostName
 		return nil, errors.Join(err, errors.New("choose another --names-port, or 0 to answer no names across hosts"))
 	}
 	log.Info("names of other hosts' containers answered", "port", port)
-	return &crossHostNames{port: port, learner: names.NewLearner(nil, log), server: srv, ct: ct}, nil
+	return &crossHostNames{port: port, learner: names.NewLearner(names.SandboxOpener(sandboxes), log), server: srv, ct: ct}, nil
 }
 
 func (n *crossHostNames) close() {

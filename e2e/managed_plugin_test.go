@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +33,9 @@ const (
 // cross-host one, whose own network namespace (bridge and VXLAN device) is
 // bind-mounted in the host's mount namespace: it must be the same
 // namespace after each of them, with the containers on both hosts still
-// pinging each other, and nothing left behind at the end.
+// pinging each other, and nothing left behind at the end. Each plugin
+// publishes its containers' names to the other host, though docker mounts
+// the sandboxes in a mount namespace the plugin does not run in.
 func TestManagedPlugin(t *testing.T) {
 	requirePlugin(t)
 	testbed.EnsureCommands(t, map[string]string{"etcd": "etcd-server"})
@@ -66,6 +69,10 @@ func TestManagedPlugin(t *testing.T) {
 	ns := crossHostNS(t, h, rep, mxID)
 	wantGauge(t, scrape(t, h), "vxbridge_networks", nil, 2) // VXBRIDGE_METRICS_LISTEN reached the plugin
 	checkPtraceDropped(t, h)
+	// Each managed plugin learned its container's name (in the sandbox
+	// docker mounted in its own mount namespace) and published it.
+	waitNamePublished(t, peer, "xa."+mxNet, containerIP(t, h, "xa", mxNet, false))
+	waitNamePublished(t, h, "xb."+mxNet, containerIP(t, peer, "xb", mxNet, false))
 
 	t.Run("RmRefused", func(t *testing.T) {
 		for _, args := range [][]string{{"plugin", "rm", p1}, {"plugin", "disable", p1}} {
@@ -101,6 +108,7 @@ func TestManagedPlugin(t *testing.T) {
 		runContainer(t, h, "xc", mxNet)
 		waitPing(t, h, "mc", "ma")
 		waitPing(t, peer, "xb", containerIP(t, h, "xc", mxNet, false))
+		waitNamePublished(t, peer, "xc."+mxNet, containerIP(t, h, "xc", mxNet, false)) // by the plugin enabled again
 		ns.requireSame(t, managedStatus(t, h, "e2e-v1", map[string]int{mnetID: 3, mxID: 2}))
 		removeContainers(t, h, "mc", "xc")
 	})
@@ -362,6 +370,27 @@ func managedPluginPid(t *testing.T, h *testbed.Host) int {
 	}
 	t.Fatalf("%s: no managed plugin process in the host's network namespace", h.Name)
 	return 0
+}
+
+// waitNamePublished waits until the managed plugin on h answers name
+// ("<container>.<network>" of another host's container) with addr: the
+// other host's plugin learned the name and published it.
+func waitNamePublished(t *testing.T, h *testbed.Host, name, addr string) {
+	t.Helper()
+	start := time.Now()
+	testbed.WaitFor(t, 20*time.Second, func() error {
+		var names []status.Name
+		if rep := statusJSON(t, h, ""); rep.Cluster != nil {
+			names = rep.Cluster.Names
+		}
+		for _, n := range names {
+			if n.Name == name && slices.Contains(n.Addresses, addr) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: status lists no %s at %s: %+v", h.Name, name, addr, names)
+	})
+	t.Logf("%s: %s at %s published, seen after %v", h.Name, name, addr, time.Since(start).Round(time.Millisecond))
 }
 
 // waitRunning waits until docker reports the containers running.

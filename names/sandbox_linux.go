@@ -29,15 +29,33 @@ var embeddedDNS = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 11), Port: 53}
 type sandbox struct{ c *net.UDPConn }
 
 // OpenSandbox opens a socket to docker's embedded DNS in the network
-// namespace at path (Join's SandboxKey).
-func OpenSandbox(path string) (Sandbox, error) {
-	path, err := sandboxPath(path)
+// namespace at path (Join's SandboxKey), as this process's mounts see it.
+func OpenSandbox(path string) (Sandbox, error) { return openSandbox(nil, path) }
+
+// SandboxOpener opens sandboxes as OpenSandbox does, finding their paths
+// in mount namespace mnt (nil: the process's own): docker's, held from
+// start by a process that runs in a mount namespace of its own, such as a
+// managed plugin, where docker's mounts of the sandboxes are not seen.
+func SandboxOpener(mnt *namespace.MountNS) func(string) (Sandbox, error) {
+	return func(path string) (Sandbox, error) { return openSandbox(mnt, path) }
+}
+
+// openSandbox opens the namespace file on a thread in mnt; the open handle
+// is entered from any thread afterwards.
+func openSandbox(mnt *namespace.MountNS, key string) (Sandbox, error) {
+	var h netns.NsHandle
+	err := mnt.Run(func() error {
+		path, err := sandboxPath(key)
+		if err != nil {
+			return err
+		}
+		if h, err = netns.GetFromPath(path); err != nil {
+			return fmt.Errorf("open sandbox %s: %w", path, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open sandbox %s: %w", path, err)
 	}
 	defer h.Close()
 	var c *net.UDPConn
@@ -47,7 +65,7 @@ func OpenSandbox(path string) (Sandbox, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("socket in sandbox %s: %w", path, err)
+		return nil, fmt.Errorf("socket in sandbox %s: %w", key, err)
 	}
 	return &sandbox{c: c}, nil
 }
@@ -71,6 +89,16 @@ func sandboxPath(key string) (string, error) {
 		return "", fmt.Errorf("%w: %s, neither here nor in dockerd's (pid %d) mounts", ErrNoSandbox, key, pid)
 	}
 	return through, nil
+}
+
+// DockerdMountNS is the mount namespace file of the dockerd in the calling
+// thread's network namespace: where that dockerd mounts its sandboxes.
+func DockerdMountNS() (string, error) {
+	pid, err := dockerdHere()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join("/proc", strconv.Itoa(pid), "ns", "mnt"), nil
 }
 
 // dockerdHere finds a dockerd process in the calling thread's network

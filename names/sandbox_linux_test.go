@@ -2,6 +2,7 @@ package names
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 	"github.com/vxbridge/vxbridge/namespace"
@@ -24,35 +26,8 @@ func TestOpenSandbox(t *testing.T) {
 		t.Skip("kernel test")
 	}
 	path := "/run/netns/" + testNetNS(t, "vxnames")
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	var pc net.PacketConn
-	if err := namespace.Do(h, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", "127.0.0.11:53")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	known := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		r := new(dns.Msg)
-		r.SetReply(q)
-		select {
-		case <-known:
-			if q.Question[0].Qtype == dns.TypePTR && q.Question[0].Name == "5.0.90.10.in-addr.arpa." {
-				r.Answer = append(r.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET}, Ptr: "web.xnet."})
-			}
-		default:
-			r.Rcode = dns.RcodeNameError // docker has not registered it yet
-		}
-		w.WriteMsg(r)
-	})}
-	go srv.ActivateAndServe()
-	defer srv.Shutdown()
+	serveEmbeddedDNS(t, path, known)
 	if _, err := OpenSandbox("/nonexistent/netns/x"); err == nil {
 		t.Fatal("opened a sandbox that does not exist")
 	}
@@ -118,6 +93,77 @@ func TestSandboxInDockerdsMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb.Close()
+}
+
+// TestSandboxInHeldMountNS: the sandbox is mounted only in a mount
+// namespace this process is not in, and no dockerd leads there: a managed
+// plugin's case, whose own mounts lack docker's. The learner finds the
+// name through that mount namespace, held open, and not without it.
+func TestSandboxInHeldMountNS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kernel test")
+	}
+	path := "/run/netns/" + testNetNS(t, "vxnames3") // before the mount namespace, which copies its mount
+	known := make(chan struct{})
+	close(known)
+	serveEmbeddedDNS(t, path, known)
+	mnt, err := namespace.OpenMountNS(nstest.MountNS(t))
+	if err != nil || mnt == nil {
+		t.Fatalf("OpenMountNS = %v, %v", mnt, err)
+	}
+	defer mnt.Close()
+	key := t.TempDir() + "/sandbox"
+	if err := os.WriteFile(key, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := mnt.Run(func() error { return unix.Mount(path, key, "", unix.MS_BIND, "") }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenSandbox(key); !errors.Is(err, ErrNoSandbox) {
+		t.Fatalf("OpenSandbox in our own mounts = %v; want %v", err, ErrNoSandbox)
+	}
+	l := NewLearner(SandboxOpener(mnt), nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", key, ctrAddr, r.found)
+	if name, domain := r.wait(t); name != "web" || domain != "xnet" {
+		t.Fatalf("found %q %q", name, domain)
+	}
+}
+
+// serveEmbeddedDNS serves 127.0.0.11:53 in the network namespace at path,
+// as docker's embedded DNS, until the test ends: web.xnet is the PTR of
+// ctrAddr once known is closed, no name before.
+func serveEmbeddedDNS(t *testing.T, path string, known <-chan struct{}) {
+	t.Helper()
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var pc net.PacketConn
+	if err := namespace.Do(h, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", "127.0.0.11:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		r := new(dns.Msg)
+		r.SetReply(q)
+		select {
+		case <-known:
+			if q.Question[0].Qtype == dns.TypePTR && q.Question[0].Name == "5.0.90.10.in-addr.arpa." {
+				r.Answer = append(r.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET}, Ptr: "web.xnet."})
+			}
+		default:
+			r.Rcode = dns.RcodeNameError // docker has not registered it yet
+		}
+		w.WriteMsg(r)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
 }
 
 // testNetNS makes a named network namespace with lo up, deleted when the

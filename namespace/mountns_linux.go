@@ -72,9 +72,11 @@ func (m *MountNS) Close() {
 	}
 }
 
-// in runs fn where a Dir's paths resolve: on the calling goroutine when m
-// is nil, else on a thread in m.
-func (m *MountNS) in(fn func() error) error {
+// Run runs fn where paths resolve in m: on the calling goroutine when m is
+// nil (the process's own), else on a fresh locked thread that joined m,
+// which Go ends afterwards. File descriptors fn opens stay valid on every
+// thread: a network namespace's file opened there can be entered from any.
+func (m *MountNS) Run(fn func() error) error {
 	if m == nil {
 		return fn()
 	}

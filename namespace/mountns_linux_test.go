@@ -1,48 +1,13 @@
 package namespace
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/vxbridge/vxbridge/internal/testutil/nstest"
 )
-
-// otherMountNS makes a mount namespace that is not the test process's, as a
-// managed plugin's container is not the host's (but the other way round:
-// here the Dir's namespace is the new one), and returns a path to it. Its
-// mounts propagate to no other namespace. It dies with the test, and every
-// mount in it with it.
-func otherMountNS(t *testing.T) string {
-	t.Helper()
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: Go ends the thread, which left our mount namespace
-		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-			done <- result{-1, fmt.Errorf("unshare(CLONE_NEWNS): %w", err)}
-			return
-		}
-		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			done <- result{-1, fmt.Errorf("make / rprivate: %w", err)}
-			return
-		}
-		fd, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		done <- result{fd, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("make a mount namespace: %v", r.err)
-	}
-	t.Cleanup(func() { unix.Close(r.fd) })
-	return fmt.Sprintf("/proc/self/fd/%d", r.fd)
-}
 
 func openMountNS(t *testing.T, path string) *MountNS {
 	t.Helper()
@@ -63,7 +28,7 @@ func openMountNS(t *testing.T, path string) *MountNS {
 // namespaces, and Delete takes them off there.
 func TestDirInOtherMountNamespace(t *testing.T) {
 	own := newDir(t, "netns") // its cleanup checks that nothing is mounted in our namespace
-	other := otherMountNS(t)
+	other := nstest.MountNS(t)
 	d := Dir{Path: own.Path, Mounts: openMountNS(t, other)}
 
 	h, created := ensure(t, d, "n1")

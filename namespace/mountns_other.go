@@ -9,4 +9,5 @@ type MountNS struct{}
 // Close is a no-op.
 func (m *MountNS) Close() {}
 
-func (m *MountNS) in(fn func() error) error { return fn() }
+// Run runs fn.
+func (m *MountNS) Run(fn func() error) error { return fn() }

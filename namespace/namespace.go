@@ -97,7 +97,7 @@ func (d Dir) path(name string) (string, error) {
 // checked: a leftover plain file is listed like a namespace.
 func (d Dir) List(prefix string) ([]string, error) {
 	var entries []os.DirEntry
-	err := d.Mounts.in(func() (err error) {
+	err := d.Mounts.Run(func() (err error) {
 		entries, err = os.ReadDir(d.Path)
 		return err
 	})

@@ -31,7 +31,7 @@ func (d Dir) Ensure(name string) (h netns.NsHandle, created bool, err error) {
 	if err != nil {
 		return netns.None(), false, err
 	}
-	err = d.Mounts.in(func() error {
+	err = d.Mounts.Run(func() error {
 		if err := os.MkdirAll(d.Path, 0o755); err != nil {
 			return fmt.Errorf("create namespace directory %s: %w", d.Path, err)
 		}
@@ -44,7 +44,7 @@ func (d Dir) Ensure(name string) (h netns.NsHandle, created bool, err error) {
 	if err != nil || found {
 		return h, false, err
 	}
-	if err := d.Mounts.in(func() error { return createFile(path) }); err != nil {
+	if err := d.Mounts.Run(func() error { return createFile(path) }); err != nil {
 		return netns.None(), false, err
 	}
 	if err := mountNew(d.Mounts, path); err != nil {
@@ -115,7 +115,7 @@ func (d Dir) Open(name string) (h netns.NsHandle, found bool, err error) {
 		return netns.None(), false, err
 	}
 	var fd int
-	err = d.Mounts.in(func() (err error) {
+	err = d.Mounts.Run(func() (err error) {
 		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		return err
 	})
@@ -175,7 +175,7 @@ func (d Dir) Delete(name string) error {
 	if err != nil {
 		return err
 	}
-	return d.Mounts.in(func() error { return unmountAndRemove(path) })
+	return d.Mounts.Run(func() error { return unmountAndRemove(path) })
 }
 
 // unmountAndRemove is Delete on path, in the calling thread's mount
@@ -323,7 +323,7 @@ func (d Dir) Mounted(name string) (ok bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	err = d.Mounts.in(func() (err error) {
+	err = d.Mounts.Run(func() (err error) {
 		ok, err = IsNamespace(path)
 		return err
 	})

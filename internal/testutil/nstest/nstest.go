@@ -3,6 +3,7 @@
 package nstest
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"slices"
@@ -131,4 +132,37 @@ func (n *NS) GroupsAtBirth(t testing.TB, names []string, do func()) map[string]u
 		}
 	}
 	return born
+}
+
+// MountNS makes a mount namespace that is not the test process's (as a
+// managed plugin's container is not the host's) and returns a path to it:
+// /proc/self/fd/N, open until the test ends. Its mounts propagate to no
+// other namespace, and die with it.
+func MountNS(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: Go ends the thread, which left our mount namespace
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			done <- result{-1, fmt.Errorf("unshare(CLONE_NEWNS): %w", err)}
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			done <- result{-1, fmt.Errorf("make / rprivate: %w", err)}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		done <- result{fd, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("make a mount namespace: %v", r.err)
+	}
+	t.Cleanup(func() { unix.Close(r.fd) })
+	return fmt.Sprintf("/proc/self/fd/%d", r.fd)
 }
