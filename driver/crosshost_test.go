@@ -327,9 +327,9 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 		{Host: "self", VTEP: netip.MustParseAddr("192.0.2.1")}, {Host: "h2", VTEP: netip.MustParseAddr("192.0.2.2")}},
 		Endpoints: []cluster.Endpoint{{ID: epID(1), Host: "self", VNI: 42, MAC: ep.MAC, IPv4: ep.IPv4},
 			{ID: "e2", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:02", IPv4: netip.MustParseAddr("10.42.0.66")},
-			{ID: "e3", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:03", IPv4: ep.IPv4}}}) // claims this host's address
+			{ID: "e3", Host: "h2", VNI: 42, MAC: "02:00:00:00:00:03", IPv4: ep.IPv4}}}) // claims this host's address: holds nothing, gets nothing
 	h.waitTable(t, "vxv-2a", func(tbl vxlan.Table) bool {
-		return len(tbl.FDB) == 2 && len(tbl.Neigh) == 1 && tbl.Neigh[0].IP == netip.MustParseAddr("10.42.0.66")
+		return len(tbl.FDB) == 1 && tbl.FDB[0].MAC == "02:00:00:00:00:02" && len(tbl.Neigh) == 1 && tbl.Neigh[0].IP == netip.MustParseAddr("10.42.0.66")
 	})
 	h.vx.mu.Lock()
 	limits := h.vx.limits
@@ -345,7 +345,7 @@ func TestCrossHostNetworkLifecycle(t *testing.T) {
 	if err != nil || st == nil || fmt.Sprint(st.LostBlocks) != "[{10.42.0.0/24 10.42.0.0/26 h2 [10.42.0.2]}]" {
 		t.Fatalf("lost address blocks in the cluster status: %+v, %v", st, err)
 	}
-	if err != nil || st == nil || !st.Etcd.Connected || st.VTEP != "192.0.2.1" || st.FDBEntries != 2 || st.NeighborEntries != 1 ||
+	if err != nil || st == nil || !st.Etcd.Connected || st.VTEP != "192.0.2.1" || st.FDBEntries != 1 || st.NeighborEntries != 1 ||
 		len(st.Peers) != 1 || st.Peers[0].Host != "h2" || fmt.Sprint(st.Peers[0].Networks) != "[42]" ||
 		len(st.Conflicts) != 1 || st.Conflicts[0].Endpoint != "h2/e3" || st.Conflicts[0].HeldBy != "self (this host)" {
 		t.Fatalf("cluster status %+v, %v", st, err)
