@@ -75,6 +75,7 @@ func TestFirewallOrderAcrossDockerdRestart(t *testing.T) {
 
 	pids := map[string]int{"osrv": containerPid(t, h, "osrv"), "ocli": containerPid(t, h, "ocli")}
 	time.Sleep(time.Second)
+	knocksBefore := knocks.Load()
 	h.StopDockerd(t)
 	h.StartDockerd(t) // on the host's containerd: see testbed.NewHostOwnContainerd
 	for n, pid := range pids {
@@ -96,8 +97,12 @@ func TestFirewallOrderAcrossDockerdRestart(t *testing.T) {
 			t.Errorf("pings %s: %s, want none lost", what, p)
 		}
 	}
-	if knockedIn.Load() > 0 || knocks.Load() < 50 {
-		t.Errorf("a container on docker0 opened %d of %d connections into the vxbridge network", knockedIn.Load(), knocks.Load())
+	// A knock takes 100 ms (dropped: the dial times out) plus a 20 ms
+	// pause: the 3 s after dockerd's start alone, where the order race
+	// was, hold about 25.
+	if knockedIn.Load() > 0 || knocks.Load()-knocksBefore < 20 {
+		t.Errorf("a container on docker0 opened %d of %d connections into the vxbridge network (%d from dockerd's stop on, want 20 or more)",
+			knockedIn.Load(), knocks.Load(), knocks.Load()-knocksBefore)
 	}
 	forward := h.Exec(t, "iptables", "-w", "-S", "FORWARD")
 	t.Logf("FORWARD after the restart:\n%s", forward)

@@ -269,7 +269,10 @@ func (s *namesHosts) flood(t *testing.T) {
 	loudRun, loudCall := s.whileFlooding(t, h, upstreamIP+":53")
 	t.Logf("plugin time per docker call: %s quiet, %s during a flood to port 5300, %s during a DNS flood; "+
 		"docker run --rm median: %s, %s, %s; %s", quietCall, controlCall, loudCall, quietRun, controlRun, loudRun, s.status(t, h))
-	if loudCall > 2*max(quietCall, controlCall)+5*time.Millisecond {
+	// 20 ms of slack: the flooded server's reads share the two cores, and
+	// one slow call of the ~15 moves the mean by several ms (1.6 ms and
+	// 9.3 ms measured in two runs; a docker run takes about a second).
+	if loudCall > 2*max(quietCall, controlCall)+20*time.Millisecond {
 		t.Errorf("docker's calls took the plugin %s each during a DNS flood, %s during the same flood to another port",
 			loudCall, controlCall)
 	}
