@@ -37,6 +37,14 @@ type testHost struct {
 // newTestHost is a namespace set up like a docker host: forwarding on,
 // bridged frames through iptables, FORWARD policy DROP and docker's rules.
 func newTestHost(t *testing.T) *testHost {
+	h := newRoutingHost(t)
+	seedDocker(t, h.ns)
+	return h
+}
+
+// newRoutingHost is a fresh namespace with forwarding on and bridged frames
+// through netfilter, before any firewall rule.
+func newRoutingHost(t *testing.T) *testHost {
 	h := &testHost{t: t, ns: nstest.New(t)}
 	do(t, h.ns, func() error {
 		if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
@@ -52,7 +60,6 @@ func newTestHost(t *testing.T) *testHost {
 		}
 		return nil
 	})
-	seedDocker(t, h.ns)
 	return h
 }
 

@@ -1,10 +1,8 @@
 package firewall
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/google/nftables"
@@ -23,21 +21,7 @@ import (
 // replies into docker0 pass, other traffic into it drops, traffic out of
 // it passes).
 func newNFTTestHost(t *testing.T) *testHost {
-	h := &testHost{t: t, ns: nstest.New(t)}
-	do(t, h.ns, func() error {
-		if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
-			return fmt.Errorf("br_netfilter not loaded (modprobe br_netfilter): %w", err)
-		}
-		for path, val := range map[string]string{
-			"/proc/sys/net/ipv4/ip_forward":                "1",
-			"/proc/sys/net/bridge/bridge-nf-call-iptables": "1",
-		} {
-			if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	h := newRoutingHost(t)
 	nftBaseChain(t, h.ns, dockerNFTTable, 0,
 		"-o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
 		"-o docker0 -j DROP",
@@ -188,21 +172,7 @@ func TestFunctionalNFTPortsAndICC(t *testing.T) {
 	must(t, h.ns.Handle().LinkSetHairpin(mustLink(t, h.ns, "vc1"), true))
 	requireReach(t, c1, published, "10.30.1.1")
 
-	serveUDP(t, c1.ns, 53, "c1")
-	serveUDP(t, c2.ns, 53, "c2")
-	ask := func() string {
-		t.Helper()
-		got, err := askUDP(out.ns, 40000, hostIP, 5353)
-		if err != nil {
-			t.Fatalf("udp outside -> %s:5353: %v", hostIP, err)
-		}
-		return got
-	}
-	if got := ask(); got != "c1" {
-		t.Fatalf("udp answered by %q, want c1", got)
-	}
-	moved := p
-	moved.Mappings = []PortMapping{{Proto: "udp", HostIP: netip.IPv4Unspecified(), HostPort: 5353, ContainerIP: addr(c2.addr), ContainerPort: 53}}
+	ask, moved := udpFlowToC1(t, out, c1, c2, hostIP, p)
 	do(t, h.ns, func() error { return fw.RemovePorts(p) })
 	do(t, h.ns, func() error { return fw.EnsurePorts(moved) })
 	if got := ask(); got != "c2" {

@@ -57,6 +57,28 @@ func askUDP(ns *nstest.NS, sport int, addr string, port int) (string, error) {
 	return answer, err
 }
 
+// udpFlowToC1 starts a UDP flow from out to hostIP:5353, published to c1
+// (p), and returns the question it asks and p with the port moved to c2.
+func udpFlowToC1(t *testing.T, out, c1, c2 endpoint, hostIP string, p Ports) (func() string, Ports) {
+	t.Helper()
+	serveUDP(t, c1.ns, 53, "c1")
+	serveUDP(t, c2.ns, 53, "c2")
+	ask := func() string {
+		t.Helper()
+		got, err := askUDP(out.ns, 40000, hostIP, 5353)
+		if err != nil {
+			t.Fatalf("udp outside -> %s:5353: %v", hostIP, err)
+		}
+		return got
+	}
+	if got := ask(); got != "c1" {
+		t.Fatalf("udp answered by %q, want c1", got)
+	}
+	moved := p
+	moved.Mappings = []PortMapping{{Proto: "udp", HostIP: netip.IPv4Unspecified(), HostPort: 5353, ContainerIP: addr(c2.addr), ContainerPort: 53}}
+	return ask, moved
+}
+
 func TestFunctionalPublishedPorts(t *testing.T) {
 	h := newTestHost(t)
 	var fw *Firewall
@@ -103,21 +125,7 @@ func TestFunctionalPublishedPorts(t *testing.T) {
 
 	// UDP: a flow keeps its conntrack entry as long as packets come, so
 	// moving the host port to c2 without a flush keeps sending it to c1.
-	serveUDP(t, c1.ns, 53, "c1")
-	serveUDP(t, c2.ns, 53, "c2")
-	ask := func() string {
-		t.Helper()
-		got, err := askUDP(out.ns, 40000, hostIP, 5353)
-		if err != nil {
-			t.Fatalf("udp outside -> %s:5353: %v", hostIP, err)
-		}
-		return got
-	}
-	if got := ask(); got != "c1" {
-		t.Fatalf("udp answered by %q, want c1", got)
-	}
-	moved := p
-	moved.Mappings = []PortMapping{{Proto: "udp", HostIP: netip.IPv4Unspecified(), HostPort: 5353, ContainerIP: addr(c2.addr), ContainerPort: 53}}
+	ask, moved := udpFlowToC1(t, out, c1, c2, hostIP, p)
 	// Control: rules flushed behind vxbridge's back (an admin's iptables
 	// -F) flush no conntrack entry, so the flow sticks to c1.
 	run(t, h.ns, "iptables", "-w", "-t", "nat", "-F", ChainDNAT)
