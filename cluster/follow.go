@@ -84,7 +84,27 @@ func (c *Client) followFrom(ctx context.Context, v *verifier, hold *netHold) (in
 func (c *Client) followFromRev(ctx context.Context, v *verifier, hold *netHold, rev int64) (int64, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range c.etcd().Watch(wctx, c.k.netRoot(v.vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+	wch := c.etcd().Watch(wctx, c.k.netRoot(v.vni), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	recheck := time.NewTicker(recheckRefused)
+	defer recheck.Stop()
+	for {
+		var wr clientv3.WatchResponse
+		select {
+		case <-recheck.C:
+			changes, err := v.recheckRefused(ctx)
+			if err != nil {
+				c.log.Warn("etcd: could not look again at records whose deletion was refused", "vni", v.vni, "err", err)
+			}
+			if len(changes) > 0 {
+				hold.apply(changes, c.settled(time.Now()))
+			}
+			continue
+		case r, ok := <-wch:
+			if !ok {
+				return rev, ctx.Err()
+			}
+			wr = r
+		}
 		if wr.CompactRevision != 0 {
 			return rev, errCompacted(wr.CompactRevision)
 		}
@@ -101,7 +121,6 @@ func (c *Client) followFromRev(ctx context.Context, v *verifier, hold *netHold, 
 			hold.apply(changes, c.settled(time.Now()))
 		}
 	}
-	return rev, ctx.Err()
 }
 
 type errCompacted int64

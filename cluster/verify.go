@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -72,7 +73,7 @@ type pending struct {
 	ch     Change // as decoded from the network record
 	value  []byte // the network record's value; nil: deleted
 	netRev int64  // its mod revision; 0 for a deletion
-	readAt int64  // the revision to read the copy at
+	readAt int64  // the revision to read the copy at (0: the current one)
 	own    ownRecord
 	cached bool // own comes from seen: nothing to read
 }
@@ -174,6 +175,41 @@ func (v *verifier) events(ctx context.Context, evs []*clientv3.Event) ([]Change,
 	}
 	for i, p := range todo {
 		out[idx[i]] = v.settle(p)
+	}
+	return out, nil
+}
+
+// recheckRefused is how often records whose deletion was not believed
+// (their host's copy was still there) are looked at again: a copy deleted
+// after its network record (an operator cleaning up by hand, in that order)
+// takes the record away within this time, not at the next listing.
+const recheckRefused = 5 * time.Second
+
+// recheckRefused reads, at etcd's current revision, the copies of the
+// records whose deletion was refused, and returns the deletions now
+// believed: those whose copy is gone too. A record put again meanwhile
+// comes with its own watch event, verified at its revision.
+func (v *verifier) recheckRefused(ctx context.Context) ([]Change, error) {
+	var todo []*pending
+	for key, b := range v.seen {
+		if b.netRev != 0 {
+			continue // the network record is there
+		}
+		if ch, err := v.c.k.decodeNetRecord(v.vni, key, nil, 0); err == nil {
+			todo = append(todo, &pending{key: key, ch: ch})
+		}
+	}
+	if len(todo) == 0 {
+		return nil, nil
+	}
+	if err := v.c.readOwnCopies(ctx, v.vni, todo); err != nil {
+		return nil, err
+	}
+	var out []Change
+	for _, p := range todo {
+		if p.own.value == nil {
+			out = append(out, v.settle(p))
+		}
 	}
 	return out, nil
 }

@@ -265,3 +265,35 @@ func snapshotPrefix(t *testing.T, c *Client) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRefusedDeletionLookedAtAgain: a member record deleted while its host's
+// copy is there is not believed; once the copy goes too (an operator
+// cleaning up by hand in that order), the follower lets the record go
+// within recheckRefused, without waiting for a relisting.
+func TestRefusedDeletionLookedAtAgain(t *testing.T) {
+	srv := etcdtest.Start(t)
+	_, b, s := peerSeen(t, srv)
+	ctx := context.Background()
+	k := b.c.k
+	cli := b.c.etcd()
+	// Host hc, which runs no publisher that would write its records back,
+	// as it would have written them: the pair in one transaction.
+	const val = `{"host":"hc","vtep":"192.0.2.3","port":4789}`
+	netKey := k.netMember(42, "hc")
+	copyKey := k.ownCopy(42, Change{Kind: MemberSet, Host: "hc"})
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut(netKey, val), clientv3.OpPut(copyKey, val)).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	const withHC = "e/ha/e1@10.1.0.2 m/ha@192.0.2.1 m/hb@192.0.2.2 m/hc@192.0.2.3"
+	s.until(t, 5*time.Second, withHC)
+	if _, err := cli.Delete(ctx, netKey); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSeenForged(t, 5*time.Second, "m/hc: deleted, but host hc's own copy is still there")
+	s.until(t, time.Second, withHC)
+	if _, err := cli.Delete(ctx, copyKey); err != nil {
+		t.Fatal(err)
+	}
+	took := s.until(t, recheckRefused+3*time.Second, "e/ha/e1@10.1.0.2 m/ha@192.0.2.1 m/hb@192.0.2.2")
+	t.Logf("the record went %v after its copy", took)
+}

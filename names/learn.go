@@ -10,16 +10,30 @@ import (
 	"time"
 )
 
-// How long a container's name is sought after Join. Docker registers the
-// name with its embedded DNS while it joins the container to the network,
-// before the container starts: the first queries find it unless they run
-// ahead of docker, so the backoff starts small.
+// How a container's name is sought after Join. Docker registers the name
+// when it joins the container to the network, but its embedded DNS in the
+// sandbox answers only once docker has set the sandbox up, a few hundred ms
+// later (until then a query is refused at once). The name is wanted on
+// other hosts as soon as docker can give it, so for the first learnFast the
+// question is asked again every learnEvery (a refused query costs a few µs);
+// after that, with a backoff up to learnMax, for at most learnFor.
 const (
-	learnFirst = 5 * time.Millisecond
+	learnEvery = 5 * time.Millisecond
+	learnFast  = 2 * time.Second
 	learnMax   = time.Second
 	learnFor   = 60 * time.Second
 	queryWait  = 500 * time.Millisecond // one answer of docker's embedded DNS
 )
+
+// nextWait is the pause before asking again, since seeking began and
+// after pausing last: flat every for the first fast, then doubling up to
+// most.
+func nextWait(since, last, every, fast, most time.Duration) time.Duration {
+	if since < fast {
+		return every
+	}
+	return min(max(2*last, every), most)
+}
 
 // ErrNoSandbox marks a sandbox that cannot be entered (not yet, gone, or
 // not visible, as in a managed plugin's mount namespace).
@@ -28,10 +42,12 @@ var ErrNoSandbox = errors.New("sandbox not found")
 // openFor is how long a sandbox not found is looked for again: docker 20.10
 // mounts a container's namespace at its SandboxKey only after Join (runc's
 // prestart hook calls back into dockerd), so at Join it is not there yet.
-// Looking is a stat: it is done often, so the name is learned soon after.
+// Looking is a stat (and, where docker's mounts are not ours, a walk of
+// /proc): every openEvery for the first learnFast, then every openSlow.
 const (
 	openFor   = 20 * time.Second
-	openEvery = 50 * time.Millisecond
+	openEvery = 10 * time.Millisecond
+	openSlow  = 50 * time.Millisecond
 )
 
 // Sandbox asks docker's embedded DNS inside one container's network
@@ -123,15 +139,19 @@ func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr,
 		return
 	}
 	defer sb.Close()
-	wait := learnFirst
-	for {
+	start, wait := time.Now(), time.Duration(0)
+	var lastErr error
+	for asked := 1; ; asked++ {
 		ptr, err := ask(ctx, func(ctx context.Context) (string, error) { return sb.PTR(ctx, addr) })
 		if err == nil && ptr != "" {
 			name, domain := split(ctx, sb, ptr, addr)
-			l.log.Debug("names: container name learned", "endpoint", id, "name", name, "domain", domain)
+			l.log.Debug("names: container name learned", "endpoint", id, "name", name, "domain", domain,
+				"asked", asked, "after", time.Since(start), "last_err", lastErr)
 			found(name, domain)
 			return
 		}
+		lastErr = err
+		wait = nextWait(time.Since(start), wait, learnEvery, learnFast, learnMax)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -143,19 +163,19 @@ func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr,
 			return
 		case <-t.C:
 		}
-		wait = min(2*wait, learnMax)
 	}
 }
 
 // openSoon opens sandbox, looking again with backoff for up to openFor
 // while it is not found.
 func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error) {
-	wait, until := learnFirst, time.Now().Add(openFor)
+	start, wait := time.Now(), time.Duration(0)
 	for {
 		sb, err := l.open(sandbox)
-		if err == nil || !errors.Is(err, ErrNoSandbox) || time.Now().After(until) {
+		if err == nil || !errors.Is(err, ErrNoSandbox) || time.Since(start) > openFor {
 			return sb, err
 		}
+		wait = nextWait(time.Since(start), wait, openEvery, learnFast, openSlow)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -163,7 +183,6 @@ func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error)
 			return nil, err
 		case <-t.C:
 		}
-		wait = min(2*wait, openEvery)
 	}
 }
 

@@ -151,3 +151,50 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestNextWaitIsFlatThenBacksOff(t *testing.T) {
+	const every, fast, most = 5 * time.Millisecond, 2 * time.Second, time.Second
+	var last time.Duration
+	for since := time.Duration(0); since < fast; since += 300 * time.Millisecond {
+		if last = nextWait(since, last, every, fast, most); last != every {
+			t.Fatalf("at %v: wait %v, want %v while fast", since, last, every)
+		}
+	}
+	want := []time.Duration{10, 20, 40, 80, 160, 320, 640, 1000, 1000}
+	for i, w := range want {
+		if last = nextWait(fast+time.Duration(i)*time.Second, last, every, fast, most); last != w*time.Millisecond {
+			t.Fatalf("step %d after the fast phase: wait %v, want %v", i, last, w*time.Millisecond)
+		}
+	}
+}
+
+// slowDocker refuses every question until ready, as docker's embedded DNS
+// does until it has set the sandbox up.
+type slowDocker struct {
+	fakeSandbox
+	ready time.Time
+}
+
+func (s *slowDocker) PTR(ctx context.Context, addr netip.Addr) (string, error) {
+	s.asked.Add(1)
+	if time.Now().Before(s.ready) {
+		return "", errors.New("connection refused")
+	}
+	return s.ptr, nil
+}
+
+// The name is found within a few ms of docker first answering, even when
+// that is most of a second after Join: a backoff that had grown meanwhile
+// (5 ms doubling) would wait up to 640 ms more.
+func TestLearnerFindsTheNameSoonAfterDockerAnswers(t *testing.T) {
+	const late = 700 * time.Millisecond
+	sb := &slowDocker{fakeSandbox: fakeSandbox{ptr: "web.xnet."}, ready: time.Now().Add(late)}
+	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	r.wait(t)
+	if after := time.Since(sb.ready); after > 250*time.Millisecond {
+		t.Fatalf("name found %v after docker first answered (asked %d times), want within 250ms", after, sb.asked.Load())
+	}
+}

@@ -12,9 +12,9 @@
 //   - Docker's embedded DNS answers a PTR query for a container's address
 //     with "<container>.<network>", inside the container's network
 //     namespace, which Join names (SandboxKey). The Learner asks it there,
-//     after Join, in a goroutine of its own, retrying with backoff until
-//     docker has registered the name (bounded: learnFor), and the driver
-//     publishes the name with the endpoint's cross-host record
+//     after Join, in a goroutine of its own, asking again every few ms
+//     (later with backoff) until docker answers (bounded: learnFor), and
+//     the driver publishes the name with the endpoint's cross-host record
 //     (cluster.Endpoint's Name and Domain): it goes when the record goes.
 //     Docker's event stream would tell the name too, but needs the docker
 //     socket, which a network plugin otherwise never touches (a managed
