@@ -15,7 +15,7 @@ import (
 
 // Names in figure 5: a third prober on host B (convergenceprobe -names)
 // asks docker's embedded DNS for each start's container by name, every
-// probeInterval, from before `docker run -d` until an answer holds its
+// namesInterval, from before `docker run -d` until an answer holds its
 // address, and after `docker rm -f` until none does. Docker forwards a name
 // it does not know to the container's upstream (a test resolver in the
 // underlay namespace, see namesUpstream), through vxbridge's DNS server;
@@ -44,7 +44,7 @@ func startNameProber(t testing.TB, b *testbed.Host, d *convDriver, i, starts int
 	}
 	b.MustDocker(t, "run", "-d", "--name", fmt.Sprintf("namer%d", i), "--network", d.net, "--ip", d.prefix+"32",
 		"-v", p.dir+":"+probeDir, benchImg, probeBin, "-dir", probeDir, "-names", strings.Join(names, ","),
-		"-interval", probeInterval.String())
+		"-interval", namesInterval.String())
 	return p
 }
 

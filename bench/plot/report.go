@@ -380,7 +380,11 @@ func namesTable(b *strings.Builder, c *result.Convergence) {
 		return
 	}
 	fmt.Fprintf(b, "\n**By name.** A third prober on B asks docker's embedded DNS (127.0.0.11) for the started container's name ")
-	fmt.Fprintf(b, "every %.0f ms, from before `docker run -d` until an answer holds its address (**found**, after `docker run -d` ", c.ProbeIntervalMs)
+	every := c.NamesIntervalMs
+	if every == 0 {
+		every = c.ProbeIntervalMs
+	}
+	fmt.Fprintf(b, "every %.0f ms, from before `docker run -d` until an answer holds its address (**found**, after `docker run -d` ", every)
 	fmt.Fprintf(b, "returned on A), and after `docker rm -f` until none does (**name gone**). Docker forwards the names it does not know to ")
 	fmt.Fprintf(b, "the container's upstream (a test resolver answering NXDOMAIN), through vxbridge's DNS server; docker's overlay answers ")
 	fmt.Fprintf(b, "its swarm's containers itself. Target: found within %.0f ms.\n\n", targetNamedMs)

@@ -37,7 +37,10 @@ type CrossHostPath struct {
 type Convergence struct {
 	Starts int `json:"starts"` // per driver
 	// ProbeIntervalMs is the prober's echo interval: the resolution.
-	ProbeIntervalMs float64             `json:"probe_interval_ms"`
+	ProbeIntervalMs float64 `json:"probe_interval_ms"`
+	// NamesIntervalMs is the name prober's query interval (0: that of
+	// ProbeIntervalMs, in runs before it had its own).
+	NamesIntervalMs float64             `json:"names_interval_ms,omitempty"`
 	Drivers         []ConvergenceDriver `json:"drivers"`
 	// HostTTLSeconds is vxbridge's --host-ttl in the run.
 	HostTTLSeconds float64       `json:"host_ttl_s"`
