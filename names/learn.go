@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// How a container's name is sought after Join. Docker registers the name
-// when it joins the container to the network, but its embedded DNS in the
-// sandbox answers only once docker has set the sandbox up, a few hundred ms
-// later (until then a query is refused at once). The name is wanted on
-// other hosts as soon as docker can give it, so for the first learnFast the
-// question is asked again every learnEvery (a refused query costs a few µs);
-// after that, with a backoff up to learnMax, for at most learnFor.
+// How a container's name is sought after Join. Docker's embedded DNS in the
+// sandbox can name the container only once docker has set the sandbox up
+// and registered the name, some hundreds of ms after Join. The name is
+// wanted on other hosts as soon as docker can give it, so for the first
+// learnFast the question is asked again every learnEvery (one small UDP
+// exchange in the sandbox); after that with a backoff up to learnMax, for
+// at most learnFor.
 const (
 	learnEvery = 5 * time.Millisecond
 	learnFast  = 2 * time.Second
