@@ -23,6 +23,14 @@ const (
 	learnMax   = time.Second
 	learnFor   = 60 * time.Second
 	queryWait  = 500 * time.Millisecond // one answer of docker's embedded DNS
+	// queryFast is how long one question waits during learnFast. Until
+	// docker has registered the name, it forwards the PTR question to the
+	// container's upstream resolvers and answers only when they do: a
+	// question that waited for a slow upstream (measured: 500 ms and more,
+	// once in 40 starts) delayed the next one, which docker could have
+	// answered itself meanwhile. Docker answers a name it knows in well
+	// under a millisecond.
+	queryFast = 50 * time.Millisecond
 )
 
 // nextWait is the pause before asking again, since seeking began and
@@ -135,14 +143,21 @@ func (l *Learner) Close() {
 func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr, found func(name, domain string)) {
 	sb, err := l.openSoon(ctx, sandbox)
 	if err != nil {
-		l.log.Info("names: container name not learned: its network namespace cannot be entered", "endpoint", id, "sandbox", sandbox, "err", err)
+		if ctx.Err() != nil {
+			return // forgotten (the endpoint left) or closing
+		}
+		l.log.Warn("names: container name not learned: its network namespace cannot be entered", "endpoint", id, "sandbox", sandbox, "err", err)
 		return
 	}
 	defer sb.Close()
 	start, wait := time.Now(), time.Duration(0)
 	var lastErr error
 	for asked := 1; ; asked++ {
-		ptr, err := ask(ctx, func(ctx context.Context) (string, error) { return sb.PTR(ctx, addr) })
+		limit := queryWait
+		if time.Since(start) < learnFast {
+			limit = queryFast
+		}
+		ptr, err := ask(ctx, limit, func(ctx context.Context) (string, error) { return sb.PTR(ctx, addr) })
 		if err == nil && ptr != "" {
 			name, domain := split(ctx, sb, ptr, addr)
 			l.log.Debug("names: container name learned", "endpoint", id, "name", name, "domain", domain,
@@ -157,7 +172,7 @@ func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr,
 		case <-ctx.Done():
 			t.Stop()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				l.log.Info("names: docker's DNS never named the container; other hosts will not resolve it", "endpoint", id,
+				l.log.Warn("names: docker's DNS never named the container; other hosts will not resolve it", "endpoint", id,
 					"address", addr, "sought_for", learnFor, "err", err)
 			}
 			return
@@ -166,13 +181,15 @@ func (l *Learner) seek(ctx context.Context, id, sandbox string, addr netip.Addr,
 	}
 }
 
-// openSoon opens sandbox, looking again with backoff for up to openFor
-// while it is not found.
+// openSoon opens sandbox, trying again for up to openFor while it fails:
+// not found yet, and any other failure too (a socket in a namespace docker
+// is still setting up may fail once, and giving up would leave the
+// container nameless on every other host for good).
 func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error) {
 	start, wait := time.Now(), time.Duration(0)
 	for {
 		sb, err := l.open(sandbox)
-		if err == nil || !errors.Is(err, ErrNoSandbox) || time.Since(start) > openFor {
+		if err == nil || time.Since(start) > openFor {
 			return sb, err
 		}
 		wait = nextWait(time.Since(start), wait, openEvery, learnFast, openSlow)
@@ -186,8 +203,8 @@ func (l *Learner) openSoon(ctx context.Context, sandbox string) (Sandbox, error)
 	}
 }
 
-func ask(ctx context.Context, q func(context.Context) (string, error)) (string, error) {
-	qctx, cancel := context.WithTimeout(ctx, queryWait)
+func ask(ctx context.Context, limit time.Duration, q func(context.Context) (string, error)) (string, error) {
+	qctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	return q(qctx)
 }

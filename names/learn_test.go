@@ -119,6 +119,26 @@ func TestLearnerWaitsForTheSandbox(t *testing.T) {
 	}
 }
 
+// TestLearnerRetriesAFailedOpen: a sandbox that is there but cannot be
+// used yet (its socket fails while docker sets the namespace up) is tried
+// again, not given up for good.
+func TestLearnerRetriesAFailedOpen(t *testing.T) {
+	sb := &fakeSandbox{ptr: "web.xnet."}
+	var opened atomic.Int32
+	l := NewLearner(func(string) (Sandbox, error) {
+		if opened.Add(1) <= 2 {
+			return nil, errors.New("socket in sandbox: connect: network is unreachable")
+		}
+		return sb, nil
+	}, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	if name, _ := r.wait(t); name != "web" || opened.Load() != 3 {
+		t.Fatalf("found %q after %d opens, want web after 3", name, opened.Load())
+	}
+}
+
 func TestLearnerGivesUpOnAMissingSandbox(t *testing.T) {
 	l := NewLearner(func(p string) (Sandbox, error) { return nil, ErrNoSandbox }, nil)
 	r := newResult()
@@ -196,5 +216,37 @@ func TestLearnerFindsTheNameSoonAfterDockerAnswers(t *testing.T) {
 	r.wait(t)
 	if after := time.Since(sb.ready); after > 250*time.Millisecond {
 		t.Fatalf("name found %v after docker first answered (asked %d times), want within 250ms", after, sb.asked.Load())
+	}
+}
+
+// hangingDocker forwards every question to an upstream that never answers
+// until ready, as docker does with a PTR it cannot answer yet.
+type hangingDocker struct {
+	fakeSandbox
+	ready time.Time
+}
+
+func (s *hangingDocker) PTR(ctx context.Context, addr netip.Addr) (string, error) {
+	s.asked.Add(1)
+	if time.Now().Before(s.ready) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	return s.ptr, nil
+}
+
+// A question docker forwards to a slow upstream does not hold up the next
+// one: the name is found soon after docker can give it, not after the
+// question before it timed out (500 ms).
+func TestLearnerDoesNotWaitOnASlowForward(t *testing.T) {
+	const late = 100 * time.Millisecond
+	sb := &hangingDocker{fakeSandbox: fakeSandbox{ptr: "web.xnet."}, ready: time.Now().Add(late)}
+	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	r.wait(t)
+	if after := time.Since(sb.ready); after > 200*time.Millisecond {
+		t.Fatalf("name found %v after docker could answer (asked %d times), want within 200ms", after, sb.asked.Load())
 	}
 }
