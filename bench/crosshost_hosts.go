@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,7 +72,7 @@ func newXHosts(t testing.TB, bin string, ttl time.Duration) *xhosts {
 		x.vtep[i] = x.ul.Attach(t, h)
 		h.ImportImageSpec(t, spec)
 		h.StartPlugin(t, bin, "--etcd-endpoints", x.etcdURL, "--vtep-interface", testbed.UnderlayHostLink,
-			"--host-ttl", ttl.String(), "--log-level", "warn")
+			"--host-ttl", ttl.String(), "--log-level", pluginLogLevel())
 		x.h[i] = h
 	}
 	for _, h := range x.h {
@@ -140,3 +142,8 @@ func waitPing(t testing.TB, what string, ping func(args ...string) (string, erro
 		t.Fatalf("%s: %s not reachable: %v", what, ip, err)
 	}
 }
+
+// pluginLogLevel is the cross-host plugins' --log-level: warn, unless
+// VXBRIDGE_BENCH_LOG_LEVEL says otherwise (debug shows, for example, when
+// each container's name was learned and after how many questions).
+func pluginLogLevel() string { return cmp.Or(os.Getenv("VXBRIDGE_BENCH_LOG_LEVEL"), "warn") }
