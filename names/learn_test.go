@@ -188,65 +188,52 @@ func TestNextWaitIsFlatThenBacksOff(t *testing.T) {
 	}
 }
 
-// slowDocker refuses every question until ready, as docker's embedded DNS
-// does until it has set the sandbox up.
-type slowDocker struct {
+// lateDocker cannot name the container until ready: until then it
+// refuses every question at once, or (hang) forwards it to an upstream that
+// never answers, as docker does with a PTR it does not know yet.
+type lateDocker struct {
 	fakeSandbox
 	ready time.Time
+	hang  bool
 }
 
-func (s *slowDocker) PTR(ctx context.Context, addr netip.Addr) (string, error) {
+func (s *lateDocker) PTR(ctx context.Context, addr netip.Addr) (string, error) {
 	s.asked.Add(1)
-	if time.Now().Before(s.ready) {
-		return "", errors.New("connection refused")
+	switch {
+	case !time.Now().Before(s.ready):
+		return s.ptr, nil
+	case s.hang:
+		<-ctx.Done()
+		return "", ctx.Err()
 	}
-	return s.ptr, nil
+	return "", errors.New("connection refused")
+}
+
+// foundWithin has the learner seek the name in a docker that can give it
+// only after late, and fails unless it is found within soon of that.
+func foundWithin(t *testing.T, late, soon time.Duration, hang bool) {
+	t.Helper()
+	sb := &lateDocker{fakeSandbox: fakeSandbox{ptr: "web.xnet."}, ready: time.Now().Add(late), hang: hang}
+	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
+	defer l.Close()
+	r := newResult()
+	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
+	r.wait(t)
+	if after := time.Since(sb.ready); after > soon {
+		t.Fatalf("name found %v after docker could answer (asked %d times), want within %v", after, sb.asked.Load(), soon)
+	}
 }
 
 // The name is found within a few ms of docker first answering, even when
 // that is most of a second after Join: a backoff that had grown meanwhile
 // (5 ms doubling) would wait up to 640 ms more.
 func TestLearnerFindsTheNameSoonAfterDockerAnswers(t *testing.T) {
-	const late = 700 * time.Millisecond
-	sb := &slowDocker{fakeSandbox: fakeSandbox{ptr: "web.xnet."}, ready: time.Now().Add(late)}
-	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
-	defer l.Close()
-	r := newResult()
-	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
-	r.wait(t)
-	if after := time.Since(sb.ready); after > 250*time.Millisecond {
-		t.Fatalf("name found %v after docker first answered (asked %d times), want within 250ms", after, sb.asked.Load())
-	}
-}
-
-// hangingDocker forwards every question to an upstream that never answers
-// until ready, as docker does with a PTR it cannot answer yet.
-type hangingDocker struct {
-	fakeSandbox
-	ready time.Time
-}
-
-func (s *hangingDocker) PTR(ctx context.Context, addr netip.Addr) (string, error) {
-	s.asked.Add(1)
-	if time.Now().Before(s.ready) {
-		<-ctx.Done()
-		return "", ctx.Err()
-	}
-	return s.ptr, nil
+	foundWithin(t, 700*time.Millisecond, 250*time.Millisecond, false)
 }
 
 // A question docker forwards to a slow upstream does not hold up the next
 // one: the name is found soon after docker can give it, not after the
 // question before it timed out (500 ms).
 func TestLearnerDoesNotWaitOnASlowForward(t *testing.T) {
-	const late = 100 * time.Millisecond
-	sb := &hangingDocker{fakeSandbox: fakeSandbox{ptr: "web.xnet."}, ready: time.Now().Add(late)}
-	l := NewLearner(func(string) (Sandbox, error) { return sb, nil }, nil)
-	defer l.Close()
-	r := newResult()
-	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
-	r.wait(t)
-	if after := time.Since(sb.ready); after > 200*time.Millisecond {
-		t.Fatalf("name found %v after docker could answer (asked %d times), want within 200ms", after, sb.asked.Load())
-	}
+	foundWithin(t, 100*time.Millisecond, 200*time.Millisecond, true)
 }
