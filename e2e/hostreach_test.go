@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/vxbridge/vxbridge/internal/testutil/testbed"
@@ -96,4 +98,28 @@ func hostRecordKeys(h *testbed.Host, id string) []string {
 			"/vxbridge/net/"+strconv.Itoa(rec.vni)+"/eps/"+id+"/"+rec.id)
 	}
 	return out
+}
+
+// hostsReachContainers: every host's own namespace reaches every one of
+// containers, on every host, with ICMP (v4 and v6) and TCP: replies come
+// back to the host that sent, not to the gateway of the container's host.
+func (m *multiHost) hostsReachContainers(t *testing.T, containers []ctr) {
+	for _, from := range m.hosts {
+		for _, to := range containers {
+			for _, args := range [][]string{{"-c", "1", "-W", "2", to.ip4}, {"-6", "-c", "1", "-W", "2", to.ip6}} {
+				err := testbed.Poll(10*time.Second, func() error {
+					out, err := from.TryExec("ping", args...)
+					if err != nil {
+						return fmt.Errorf("%v: %s", err, out)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Errorf("ping %v from %s's namespace to %s's %s: %v", args, from.Name, to.h.Name, to.name, err)
+				}
+			}
+		}
+	}
+	// TCP from the first host's namespace to the last container.
+	tcpDelivered(t, containers[len(containers)-1], 7000, "from-the-host", onHost(m.hosts[0]))
 }

@@ -37,10 +37,7 @@ type multiHost struct {
 func TestMultiHost(t *testing.T) {
 	requirePlugin(t)
 	testbed.EnsureCommands(t, map[string]string{"etcd": "etcd-server"})
-	m := &multiHost{t: t, ul: testbed.NewUnderlay(t), vteps: map[*testbed.Host]string{}}
-	m.etcdURL = "http://" + m.ul.IP + ":2379"
-	m.etcdDir = t.TempDir()
-	m.startEtcd(t)
+	m := newMultiHost(t)
 	for i := range 3 {
 		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("h%d", i+1)})
 		m.vteps[h] = m.ul.Attach(t, h)
@@ -72,6 +69,17 @@ func TestMultiHost(t *testing.T) {
 			return // the rest builds on these
 		}
 	}
+}
+
+// newMultiHost makes the underlay and starts etcd there, without TLS or
+// authentication; the test adds the hosts.
+func newMultiHost(t *testing.T) *multiHost {
+	t.Helper()
+	m := &multiHost{t: t, ul: testbed.NewUnderlay(t), vteps: map[*testbed.Host]string{}}
+	m.etcdURL = "http://" + m.ul.IP + ":2379"
+	m.etcdDir = t.TempDir()
+	m.startEtcd(t)
+	return m
 }
 
 // startEtcd runs etcd in the underlay namespace (all hosts reach it there);
@@ -240,33 +248,64 @@ func (m *multiHost) pingAndTCP(t *testing.T) {
 	for _, h := range m.hosts {
 		m.waitProgrammed(t, h, 5*time.Second, cs...)
 	}
-	for i, from := range cs {
-		to := cs[(i+1)%len(cs)]
-		waitPing(t, from.h, from.name, to.ip4)
-		waitPing(t, from.h, from.name, to.ip6)
-	}
+	pingRound(t, cs, waitPing)
 	// TCP data from c1 (h1) to c3 (h3).
+	tcpDelivered(t, cs[2], 5000, "hello across the vxlan", inContainer(cs[0]))
+	m.cs = cs
+}
+
+// inContainer runs a shell command line in container c.
+func inContainer(c ctr) func(sh string) (string, error) {
+	return func(sh string) (string, error) { return c.h.Docker("exec", c.name, "sh", "-c", sh) }
+}
+
+// onHost runs a shell command line in host h's own namespace.
+func onHost(h *testbed.Host) func(sh string) (string, error) {
+	return func(sh string) (string, error) { return h.TryExec("sh", "-c", sh) }
+}
+
+// tcpDelivered sends payload over TCP to port of container to, with
+// busybox nc run by send (in a container, or on a host), and requires it
+// to arrive there.
+func tcpDelivered(t *testing.T, to ctr, port int, payload string, send func(sh string) (string, error)) {
+	t.Helper()
 	// The listener's stdin is held open: at EOF, busybox nc half-closes the
 	// connection right after accepting it, and a client that sees that FIN
 	// before its own stdin is ready exits 0 without sending (seen under load).
-	cs[2].h.MustDocker(t, "exec", "-d", cs[2].name, "sh", "-c", "sleep 60 | nc -l -p 5000 > /tmp/got")
-	payload := "hello across the vxlan"
+	got := fmt.Sprintf("/tmp/got-%d", port)
+	to.h.MustDocker(t, "exec", "-d", to.name, "sh", "-c", fmt.Sprintf("sleep 60 | nc -l -p %d > %s", port, got))
 	// The listener takes one connection; retry only until one is accepted.
 	testbed.WaitFor(t, 10*time.Second, func() error {
-		out, err := cs[0].h.Docker("exec", cs[0].name, "sh", "-c", fmt.Sprintf("echo %s | nc -w 3 %s 5000", payload, cs[2].ip4))
+		out, err := send(fmt.Sprintf("echo %s | busybox nc -w 3 %s %d", payload, to.ip4, port))
 		if err != nil {
 			return fmt.Errorf("nc: %v: %s", err, out)
 		}
 		return nil
 	})
 	testbed.WaitFor(t, 5*time.Second, func() error {
-		got, err := cs[2].h.Docker("exec", cs[2].name, "cat", "/tmp/got")
-		if strings.TrimSpace(got) != payload {
-			return fmt.Errorf("received %q (%v)", got, err)
+		if out, err := to.h.Docker("exec", to.name, "cat", got); strings.TrimSpace(out) != payload {
+			return fmt.Errorf("%s received %q (%v), want %q", to.name, out, err, payload)
 		}
 		return nil
 	})
-	m.cs = cs
+}
+
+// pingAll pings, IPv4 and IPv6, from every container to the next one:
+// the paths are up already.
+func (m *multiHost) pingAll(t *testing.T) {
+	t.Helper()
+	pingRound(t, m.cs, mustPing)
+}
+
+// pingRound pings with ping, IPv4 and IPv6, from every container of cs to
+// the next one.
+func pingRound(t *testing.T, cs []ctr, ping func(t *testing.T, h *testbed.Host, from, addr string)) {
+	t.Helper()
+	for i, c := range cs {
+		to := cs[(i+1)%len(cs)]
+		ping(t, c.h, c.name, to.ip4)
+		ping(t, c.h, c.name, to.ip6)
+	}
 }
 
 // stoppedContainers: stopping one host's containers removes exactly their

@@ -35,10 +35,7 @@ func TestNamesAcrossHosts(t *testing.T) {
 	requirePlugin(t)
 	testbed.EnsureCommands(t, map[string]string{"etcd": "etcd-server"})
 	tool := testbed.BuildStaticGo(t, "github.com/vxbridge/vxbridge/e2e/dnstool")
-	m := &multiHost{t: t, ul: testbed.NewUnderlay(t), vteps: map[*testbed.Host]string{}}
-	m.etcdURL = "http://" + m.ul.IP + ":2379"
-	m.etcdDir = t.TempDir()
-	m.startEtcd(t)
+	m := newMultiHost(t)
 	s := &namesHosts{multiHost: m}
 	for i := range 3 {
 		h := testbed.NewHost(t, testbed.HostOptions{Name: fmt.Sprintf("n%d", i+1), DockerdArgs: []string{"--dns", upstreamIP}})
@@ -325,51 +322,13 @@ func (s *namesHosts) statusListsNames(t *testing.T) {
 	}
 }
 
-// hostsReach: every host's own namespace reaches every container of the
-// network, on every host, with ICMP (v4 and v6) and TCP: replies come back
-// to the host that sent, not to the gateway of the container's host.
+// hostsReach: every host's own namespace reaches every client container.
 func (s *namesHosts) hostsReach(t *testing.T) {
-	type target struct {
-		h        *testbed.Host
-		name     string
-		ip4, ip6 string
-	}
-	var ts []target
+	var ts []ctr
 	for i, h := range s.hosts {
-		ts = append(ts, target{h, s.cli[i], containerIP(t, h, s.cli[i], xNet, false), containerIP(t, h, s.cli[i], xNet, true)})
+		ts = append(ts, ctr{h: h, name: s.cli[i], ip4: containerIP(t, h, s.cli[i], xNet, false), ip6: containerIP(t, h, s.cli[i], xNet, true)})
 	}
-	for _, from := range s.hosts {
-		for _, to := range ts {
-			for _, args := range [][]string{{"-c", "1", "-W", "2", to.ip4}, {"-6", "-c", "1", "-W", "2", to.ip6}} {
-				err := testbed.Poll(10*time.Second, func() error {
-					out, err := from.TryExec("ping", args...)
-					if err != nil {
-						return fmt.Errorf("%v: %s", err, out)
-					}
-					return nil
-				})
-				if err != nil {
-					t.Errorf("ping %v from %s's namespace to %s's %s: %v", args, from.Name, to.h.Name, to.name, err)
-				}
-			}
-		}
-	}
-	// TCP from n1's namespace to n3's container.
-	to := ts[2]
-	to.h.MustDocker(t, "exec", "-d", to.name, "sh", "-c", "sleep 30 | nc -l -p 7000 > /tmp/got")
-	testbed.WaitFor(t, 10*time.Second, func() error {
-		out, err := s.hosts[0].TryExec("sh", "-c", "echo from-the-host | busybox nc -w 3 "+to.ip4+" 7000")
-		if err != nil {
-			return fmt.Errorf("nc: %v: %s", err, out)
-		}
-		return nil
-	})
-	testbed.WaitFor(t, 5*time.Second, func() error {
-		if got, err := to.h.Docker("exec", to.name, "cat", "/tmp/got"); strings.TrimSpace(got) != "from-the-host" {
-			return fmt.Errorf("received %q (%v)", got, err)
-		}
-		return nil
-	})
+	s.hostsReachContainers(t, ts)
 }
 
 // goneHostsNamesGo: a host that goes away without a word (plugin killed,

@@ -171,15 +171,6 @@ func (tb *trustBed) addHost(t *testing.T, id string) {
 	tb.ids[h] = id
 }
 
-func (tb *trustBed) pingAll(t *testing.T) {
-	t.Helper()
-	for i, c := range tb.cs {
-		to := tb.cs[(i+1)%len(tb.cs)]
-		mustPing(t, c.h, c.name, to.ip4)
-		mustPing(t, c.h, c.name, to.ip6)
-	}
-}
-
 // snapshot is what the attack must not change: every host's FDB and
 // neighbour entries, every container's addresses and MAC, and the MAC each
 // container's gateway answers ARP with.

@@ -140,6 +140,10 @@ func (h *Host) Dir() string { return h.dir }
 // Daemon is the Docker daemon the host runs (VXBRIDGE_TEST_DOCKER).
 func (h *Host) Daemon() Daemon { return h.daemon }
 
+// FirewallBackend is the dockerd --firewall-backend the host runs
+// (HostOptions.FirewallBackend; "": the daemon's default, iptables).
+func (h *Host) FirewallBackend() string { return h.opts.FirewallBackend }
+
 // NetNS is the host's network namespace.
 func (h *Host) NetNS() *NetNS { return h.ns }
 
