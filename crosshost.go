@@ -167,7 +167,7 @@ func peersConfig(f *crossHostFlags, hostID string, vtep netip.Addr, vtepCIDRs []
 	vx *vxlan.Manager, fw *firewall.Firewall, log *slog.Logger) peers.Config {
 	pc := peers.Config{Self: hostID, SelfVTEP: vtep, VTEPCIDRs: vtepCIDRs, Source: client, Logger: log,
 		OnDemand: f.programming == status.ProgrammingOnDemand,
-		OnVTEPs:  func(vteps []netip.Addr) { guardVXLANPort(fw, f.vxlanPort, vteps, log) }}
+		OnVTEPs:  func(vteps []netip.Addr, following bool) { guardVXLANPort(fw, f.vxlanPort, following, vteps, log) }}
 	if pc.OnDemand {
 		pc.NeighLimits = func(total int) {
 			if _, _, err := vx.EnsureNeighLimits(total); err != nil {
@@ -178,11 +178,21 @@ func peersConfig(f *crossHostFlags, hostID string, vtep netip.Addr, vtepCIDRs []
 	return pc
 }
 
-// guardVXLANPort opens the VXLAN port to the peers' VTEPs only.
-func guardVXLANPort(fw *firewall.Firewall, port int, vteps []netip.Addr, log *slog.Logger) {
+// guardVXLANPort opens the VXLAN port to the peers' VTEPs only; with no
+// cross-host network left (following false) no VXLAN device listens, and
+// the rule and sets go, so the firewall is left as before the first
+// network.
+func guardVXLANPort(fw *firewall.Firewall, port int, following bool, vteps []netip.Addr, log *slog.Logger) {
+	if !following {
+		port = 0
+	}
 	if err := fw.SetVXLANGuard(firewall.VXLANGuard{Port: port, VTEPs: vteps}); err != nil {
 		log.Error("cross-host: the VXLAN port rule is not in place: frames from any source may reach the cross-host networks; the reconciler retries",
 			"port", port, "err", err)
+		return
+	}
+	if port == 0 {
+		log.Info("no cross-host network left: VXLAN port rule removed")
 		return
 	}
 	log.Info("VXLAN port open to the peers' VTEPs only", "port", port, "vteps", len(vteps))

@@ -84,19 +84,21 @@ func (s *nftHosts) pingAndTCPAcross(t *testing.T) {
 	tcpDelivered(t, s.cs[2], 5000, "hello across the vxlan", inContainer(s.cs[0]))
 }
 
-// foundByNameAcross: c2 and c3 reach c1, on another host, by its name:
-// docker's DNS does not know it and forwards the query, which vxbridge's
-// redirect (in its nftables table) answers.
+// foundByNameAcross: c2 and c3 reach c1, on another host, by its name
+// (A and AAAA): docker's DNS does not know it and forwards the query,
+// which vxbridge's redirect (in its nftables table) answers.
 func (s *nftHosts) foundByNameAcross(t *testing.T) {
 	c1 := s.cs[0]
 	for _, from := range s.cs[1:] {
-		testbed.WaitFor(t, 10*time.Second, func() error {
-			out, err := from.h.Docker("exec", from.name, "ping", "-c", "1", "-W", "2", c1.name)
-			if err != nil || !strings.Contains(out, "("+c1.ip4+")") {
-				return fmt.Errorf("ping %s from %s on %s: %v\n%s", c1.name, from.name, from.h.Name, err, out)
-			}
-			return nil
-		})
+		for family, want := range map[string]string{"-4": c1.ip4, "-6": c1.ip6} {
+			testbed.WaitFor(t, 10*time.Second, func() error {
+				out, err := from.h.Docker("exec", from.name, "ping", family, "-c", "1", "-W", "2", c1.name)
+				if err != nil || !strings.Contains(out, "("+want+")") {
+					return fmt.Errorf("ping %s %s from %s on %s, want %s: %v\n%s", family, c1.name, from.name, from.h.Name, want, err, out)
+				}
+				return nil
+			})
+		}
 	}
 }
 

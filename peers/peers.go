@@ -90,8 +90,8 @@ type Config struct {
 	// OnVTEPs, if set, is called (from one goroutine of its own) with the
 	// VTEPs of every followed network's other member hosts, sorted,
 	// whenever they change, once every followed network is listed
-	// (vteps.go).
-	OnVTEPs func(vteps []netip.Addr)
+	// (vteps.go); following is false once the last network is detached.
+	OnVTEPs func(vteps []netip.Addr, following bool)
 }
 
 // Manager runs one follower per cross-host network.

@@ -61,10 +61,14 @@ type vtepLog struct {
 	got []string
 }
 
-func (l *vtepLog) note(v []netip.Addr) {
+func (l *vtepLog) note(v []netip.Addr, following bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.got = append(l.got, fmt.Sprint(v))
+	report := fmt.Sprint(v)
+	if !following {
+		report += " following none"
+	}
+	l.got = append(l.got, report)
 }
 
 func (l *vtepLog) reports() []string {
@@ -91,7 +95,8 @@ func (l *vtepLog) waitLast(t *testing.T, want string, n int) {
 // TestVTEPReports: the member VTEPs of every followed network are reported
 // once all of them are listed, and again on every change of the union
 // (member records that are not usable, this host's own, and duplicates
-// left out); a network detached takes its peers out.
+// left out); a network detached takes its peers out, and the last one
+// detached says no network is followed.
 func TestVTEPReports(t *testing.T) {
 	src := newFakeSource()
 	var l vtepLog
@@ -116,5 +121,7 @@ func TestVTEPReports(t *testing.T) {
 	s9.Apply([]cluster.Change{{Kind: cluster.MemberGone, Host: "h1"}}) // still a member of 10
 	time.Sleep(50 * time.Millisecond)
 	m.Detach(10)
-	l.waitLast(t, "[]", 3)
+	l.waitLast(t, "[]", 3) // network 9 has no usable peer left, but is followed
+	m.Detach(9)
+	l.waitLast(t, "[] following none", 4)
 }

@@ -15,7 +15,11 @@ import (
 // It is reported (Config.OnVTEPs) from one goroutine, so reports never
 // overlap or arrive out of order, and only once every followed network has
 // been listed: before that, after a restart with etcd away, the firewall
-// keeps what it had, and known peers stay reachable.
+// keeps what it had, and known peers stay reachable. Once the last network
+// is detached the report says no network is followed: no VXLAN device is
+// left to guard, and the rule can go with the networks' rules. (A start
+// with no network reports nothing: what a previous run left stays until
+// the first network is listed.)
 
 // vteps are the usable VTEPs of the other member hosts, sorted.
 func (t *table) vteps() []netip.Addr {
@@ -51,36 +55,38 @@ func (m *Manager) kickVTEPs() {
 func (m *Manager) reportVTEPs() {
 	defer close(m.vtepDone)
 	var last []netip.Addr
-	reported := false
+	reported, wasFollowing := false, false
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-m.vtepKick:
 		}
-		all, complete := m.allVTEPs()
-		if !complete || reported && slices.Equal(all, last) {
+		all, following, complete := m.allVTEPs()
+		if !complete || reported && slices.Equal(all, last) && following == wasFollowing {
 			continue
 		}
-		m.cfg.OnVTEPs(all)
-		last, reported = all, true
+		m.cfg.OnVTEPs(all, following)
+		last, wasFollowing, reported = all, following, true
 	}
 }
 
-// allVTEPs is the union of the followed networks' VTEPs, sorted; complete
-// is false while a followed network has not been listed yet.
-func (m *Manager) allVTEPs() (all []netip.Addr, complete bool) {
+// allVTEPs is the union of the followed networks' VTEPs, sorted, and
+// whether any network is followed; complete is false while a followed
+// network has not been listed yet.
+func (m *Manager) allVTEPs() (all []netip.Addr, following, complete bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	following = len(m.nets) > 0
 	set := map[netip.Addr]bool{}
 	for vni := range m.nets {
 		vteps, listed := m.vteps[vni]
 		if !listed {
-			return nil, false
+			return nil, following, false
 		}
 		for _, v := range vteps {
 			set[v] = true
 		}
 	}
-	return slices.SortedFunc(maps.Keys(set), netip.Addr.Compare), true
+	return slices.SortedFunc(maps.Keys(set), netip.Addr.Compare), following, true
 }
