@@ -1,0 +1,255 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vxbridge/vxbridge/internal/testutil/etcdtest"
+)
+
+var testPool = PoolKey(netip.MustParsePrefix("10.1.0.0/24"))
+
+// holderSeen fails the test unless every host sees want hold blk.
+func holderSeen(t *testing.T, blk netip.Prefix, want, after string, hosts ...*testHost) {
+	t.Helper()
+	for _, h := range hosts {
+		held, err := h.c.HeldBlocks(context.Background(), testPool)
+		if err != nil || held[blk] != want {
+			t.Fatalf("after %s: host %s sees %v (%v), want block %s held by %q", after, h.c.host, held, err, blk, want)
+		}
+	}
+}
+
+// claims fails the test unless h's claim of blk comes out as want.
+func claims(t *testing.T, h *testHost, blk netip.Prefix, want bool, after string) {
+	t.Helper()
+	ok, err := h.c.ClaimBlock(context.Background(), testPool, blk)
+	if err != nil || ok != want {
+		t.Fatalf("after %s: host %s claims block %s: %t %v, want %t", after, h.c.host, blk, ok, err, want)
+	}
+}
+
+// TestForgedBlockClaimsNotBelieved: with etcd auth on, host ha's identity
+// cannot touch host hb's claim of a block, and what it may write (deleting
+// or rewriting blocks/<pool>/<block>, a claim of its own for hb's block)
+// changes nothing: hc still cannot claim the block, hb keeps it, and ha
+// does not become its holder. A claim it wrote without a lease goes when
+// its identity is removed.
+func TestForgedBlockClaimsNotBelieved(t *testing.T) {
+	ac := newAuthCluster(t, "ha", "hb", "hc")
+	a, b, c := ac.host(t, "ha", "192.0.2.1"), ac.host(t, "hb", "192.0.2.2"), ac.host(t, "hc", "192.0.2.3")
+	ctx := context.Background()
+	blk, other := pfx("10.1.0.0/26")[0], pfx("10.1.0.64/26")[0]
+	claims(t, b, blk, true, "a free block")
+	claims(t, c, other, true, "a free block")
+
+	evil, k := ac.raw(t, "ha"), a.c.k
+	for what, err := range map[string]error{
+		"deletes hb's claim":            opErr(evil.Delete(ctx, k.hostBlock("hb", testPool, blk))),
+		"rewrites hb's claim":           opErr(evil.Put(ctx, k.hostBlock("hb", testPool, blk), "")),
+		"deletes every claim":           opErr(evil.Delete(ctx, k.allHostBlocks(), clientv3.WithPrefix())),
+		"claims a block in hc's name":   opErr(evil.Put(ctx, k.hostBlock("hc", testPool, pfx("10.1.0.128/26")[0]), "")),
+		"gives hb a block it never had": opErr(evil.Put(ctx, k.hostBlock("hb", testPool, pfx("10.1.0.192/26")[0]), "")),
+	} {
+		if !errors.Is(err, rpctypes.ErrPermissionDenied) {
+			t.Errorf("ha %s: %v, want permission denied", what, err)
+		}
+	}
+
+	for _, attack := range []struct {
+		what string
+		do   func() error
+	}{
+		{"deletes hb's blocks/ key", func() error { return opErr(evil.Delete(ctx, k.block(testPool, blk))) }},
+		{"rewrites hb's blocks/ key to name ha", func() error { return opErr(evil.Put(ctx, k.block(testPool, blk), "ha")) }},
+		{"writes a claim of its own for hb's block", func() error {
+			return opErr(evil.Put(ctx, k.hostBlock("ha", testPool, blk), ""))
+		}},
+		{"deletes hb's blocks/ key beside its own claim", func() error { return opErr(evil.Delete(ctx, k.block(testPool, blk))) }},
+	} {
+		if err := attack.do(); err != nil {
+			t.Fatalf("ha %s: %v (etcd lets every host write there)", attack.what, err)
+		}
+		after := "ha " + attack.what
+		holderSeen(t, blk, "hb", after, a, b, c)
+		claims(t, c, blk, false, after)
+		claims(t, a, blk, false, after)
+		claims(t, b, blk, true, after) // and what hb's re-check does: it keeps the block
+	}
+	holderSeen(t, other, "hc", "all that", a, b, c)
+
+	// A claim ha writes without a lease would hold its block for ever:
+	// removing ha's identity takes it away.
+	spare := pfx("10.1.0.128/26")[0]
+	if _, err := evil.Put(ctx, k.hostBlock("ha", testPool, spare), ""); err != nil {
+		t.Fatal(err)
+	}
+	holderSeen(t, spare, "ha", "ha's claim without a lease", b, c)
+	adm := ac.admin(t, "root", "rootpw")
+	defer adm.Close()
+	if err := adm.RemoveHost(ctx, "ha"); err != nil {
+		t.Fatal(err)
+	}
+	claims(t, c, spare, true, "ha was removed")
+}
+
+func opErr[T any](_ T, err error) error { return err }
+
+// TestClaimAfterListingLoses: a claim made from a listing loses to any
+// claim created after that listing: hb's, even with its blocks/ key
+// deleted by a third party so that nothing else shows the change, or one
+// a host wrote straight into its own range.
+func TestClaimAfterListingLoses(t *testing.T) {
+	srv := etcdtest.Start(t)
+	b, c := startHost(t, srv, "hb", "192.0.2.2"), startHost(t, srv, "hc", "192.0.2.3")
+	waitSynced(t, b.c, 5*time.Second)
+	waitSynced(t, c.c, 5*time.Second)
+	ctx := context.Background()
+	lease := int64(c.c.currentLease())
+	for _, late := range []struct {
+		what   string
+		holder string
+		do     func(blk netip.Prefix) error
+	}{
+		{"hb claims it, and its blocks/ key is deleted", "hb", func(blk netip.Prefix) error {
+			if ok, err := b.c.ClaimBlock(ctx, testPool, blk); !ok || err != nil {
+				return errors.Join(errors.New("hb's claim failed"), err)
+			}
+			return opErr(c.c.etcd().Delete(ctx, c.c.k.block(testPool, blk)))
+		}},
+		{"ha writes a claim of its own", "ha", func(blk netip.Prefix) error {
+			return opErr(c.c.etcd().Put(ctx, c.c.k.hostBlock("ha", testPool, blk), ""))
+		}},
+	} {
+		blk := pfx("10.1.0.0/26")[0]
+		if late.holder == "ha" {
+			blk = pfx("10.1.0.64/26")[0]
+		}
+		v, err := c.c.listBlocks(ctx, testPool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := planClaim(v, "hc", blk, lease)
+		if p.step != claimFree {
+			t.Fatalf("block %s not free before: %+v", blk, p)
+		}
+		if err := late.do(blk); err != nil {
+			t.Fatal(err)
+		}
+		won, next, _, err := c.c.tryClaim(ctx, testPool, blk, p, v.rev, lease)
+		if err != nil || won {
+			t.Fatalf("after %s: hc's claim from the listing before won: %t %v", late.what, won, err)
+		}
+		if q := planClaim(next, "hc", blk, lease); q.step != claimRefused {
+			t.Fatalf("after %s: hc's next round would %+v, want refused", late.what, q)
+		}
+		holderSeen(t, blk, late.holder, late.what, b, c)
+	}
+}
+
+// waitHolder waits until h sees blk held by want.
+func waitHolder(t *testing.T, h *testHost, blk netip.Prefix, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		held, err := h.c.HeldBlocks(context.Background(), testPool)
+		if err == nil && held[blk] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host %s sees %v (%v) after %s, want block %s held by %q", h.c.host, held, err, within, blk, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// leaseGoneWithin waits until lease has expired.
+func leaseGoneWithin(t *testing.T, cli *clientv3.Client, lease clientv3.LeaseID, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := cli.TimeToLive(context.Background(), lease)
+		if err == nil && resp.TTL == -1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease %x still there after %s: %v %v", lease, within, resp, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBlockClaimsFollowTheLease: a plugin restarted within the TTL keeps
+// its claim past the expiry of its old lease (moved onto the new one), so
+// with its blocks/ key deleted no one else can claim the block; a host
+// back from a lapse (its claim went with its lease) claims its block
+// again at once.
+func TestBlockClaimsFollowTheLease(t *testing.T) {
+	srv := etcdtest.Start(t)
+	b, c := startHost(t, srv, "hb", "192.0.2.2"), startHost(t, srv, "hc", "192.0.2.3")
+	waitSynced(t, b.c, 5*time.Second)
+	waitSynced(t, c.c, 5*time.Second)
+	ctx := context.Background()
+	blk := pfx("10.1.0.0/26")[0]
+	claims(t, b, blk, true, "a free block")
+	old := b.c.currentLease()
+	b.stop()
+	b = startHost(t, srv, "hb", "192.0.2.2") // restarted: a new lease
+	waitSynced(t, b.c, 5*time.Second)
+	leaseGoneWithin(t, c.c.etcd(), old, testTTL+5*time.Second)
+	if _, err := c.c.etcd().Delete(ctx, c.c.k.block(testPool, blk)); err != nil {
+		t.Fatal(err)
+	}
+	holderSeen(t, blk, "hb", "the old lease expired", b, c)
+	claims(t, c, blk, false, "the old lease expired and hb's blocks/ key was deleted")
+
+	// A lapse: hb's loop stops for longer than the TTL, then runs again.
+	claims(t, b, blk, true, "hb's blocks/ key was deleted") // names it again
+	b.cancel()
+	<-b.done
+	leaseGoneWithin(t, c.c.etcd(), b.c.currentLease(), testTTL+5*time.Second)
+	holderSeen(t, blk, "", "hb's lease lapsed", c)
+	ctx2, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.c.Run(ctx2) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitHolder(t, c, blk, "hb", 5*time.Second)
+}
+
+// TestOlderHostsBlockClaimKept: during an upgrade, a block claimed by a
+// host of the version before copies (a blocks/ key alone) is held by no one
+// but cannot be claimed while that host lives; once it runs this version
+// its claim gets its copy, and once it is gone the block can be claimed.
+func TestOlderHostsBlockClaimKept(t *testing.T) {
+	srv := etcdtest.Start(t)
+	o, c := startHost(t, srv, "ho", "192.0.2.4"), startHost(t, srv, "hc", "192.0.2.3")
+	waitSynced(t, o.c, 5*time.Second)
+	waitSynced(t, c.c, 5*time.Second)
+	ctx := context.Background()
+	blk := pfx("10.1.0.0/26")[0]
+	if _, err := o.c.etcd().Put(ctx, o.c.k.block(testPool, blk), "ho"); err != nil { // as the version before claims
+		t.Fatal(err)
+	}
+	holderSeen(t, blk, "", "ho's claim without a copy", c)
+	claims(t, c, blk, false, "ho's claim without a copy, ho alive")
+
+	o.stop()
+	o = startHost(t, srv, "ho", "192.0.2.4") // upgraded
+	waitHolder(t, c, blk, "ho", 5*time.Second)
+	claims(t, c, blk, false, "ho runs this version")
+
+	o.stop()
+	deadline := time.Now().Add(testTTL + 5*time.Second)
+	for ok, err := c.c.ClaimBlock(ctx, testPool, blk); !ok; ok, err = c.c.ClaimBlock(ctx, testPool, blk) {
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("block of a departed host not claimed: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
