@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -106,10 +107,8 @@ func opErr[T any](_ T, err error) error { return err }
 // deleted by a third party so that nothing else shows the change, or one
 // a host wrote straight into its own range.
 func TestClaimAfterListingLoses(t *testing.T) {
-	srv := etcdtest.Start(t)
-	b, c := startHost(t, srv, "hb", "192.0.2.2"), startHost(t, srv, "hc", "192.0.2.3")
-	waitSynced(t, b.c, 5*time.Second)
-	waitSynced(t, c.c, 5*time.Second)
+	_, hs := syncedHosts(t, "hb", "hc")
+	b, c := hs[0], hs[1]
 	ctx := context.Background()
 	lease := int64(c.c.currentLease())
 	for _, late := range []struct {
@@ -153,36 +152,53 @@ func TestClaimAfterListingLoses(t *testing.T) {
 	}
 }
 
-// waitHolder waits until h sees blk held by want.
-func waitHolder(t *testing.T, h *testHost, blk netip.Prefix, want string, within time.Duration) {
+// waitFor polls done until it says so, failing the test after within
+// with what it last said.
+func waitFor(t *testing.T, within time.Duration, done func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		held, err := h.c.HeldBlocks(context.Background(), testPool)
-		if err == nil && held[blk] == want {
+		ok, state := done()
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("host %s sees %v (%v) after %s, want block %s held by %q", h.c.host, held, err, within, blk, want)
+			t.Fatalf("after %s: %s", within, state)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
+// waitHolder waits until h sees blk held by want.
+func waitHolder(t *testing.T, h *testHost, blk netip.Prefix, want string, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, func() (bool, string) {
+		held, err := h.c.HeldBlocks(context.Background(), testPool)
+		return err == nil && held[blk] == want, fmt.Sprintf("host %s sees %v (%v), want block %s held by %q", h.c.host, held, err, blk, want)
+	})
+}
+
 // leaseGoneWithin waits until lease has expired.
 func leaseGoneWithin(t *testing.T, cli *clientv3.Client, lease clientv3.LeaseID, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	waitFor(t, within, func() (bool, string) {
 		resp, err := cli.TimeToLive(context.Background(), lease)
-		if err == nil && resp.TTL == -1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lease %x still there after %s: %v %v", lease, within, resp, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil && resp.TTL == -1, fmt.Sprintf("lease %x still there: %v %v", lease, resp, err)
+	})
+}
+
+// syncedHosts starts etcd and hosts ids (VTEPs 192.0.2.1, .2, ...) and
+// waits until each has published.
+func syncedHosts(t *testing.T, ids ...string) (*etcdtest.Server, []*testHost) {
+	t.Helper()
+	srv := etcdtest.Start(t)
+	var out []*testHost
+	for i, id := range ids {
+		h := startHost(t, srv, id, fmt.Sprintf("192.0.2.%d", i+1))
+		waitSynced(t, h.c, 5*time.Second)
+		out = append(out, h)
 	}
+	return srv, out
 }
 
 // TestBlockClaimsFollowTheLease: a plugin restarted within the TTL keeps
@@ -191,16 +207,14 @@ func leaseGoneWithin(t *testing.T, cli *clientv3.Client, lease clientv3.LeaseID,
 // back from a lapse (its claim went with its lease) claims its block
 // again at once.
 func TestBlockClaimsFollowTheLease(t *testing.T) {
-	srv := etcdtest.Start(t)
-	b, c := startHost(t, srv, "hb", "192.0.2.2"), startHost(t, srv, "hc", "192.0.2.3")
-	waitSynced(t, b.c, 5*time.Second)
-	waitSynced(t, c.c, 5*time.Second)
+	srv, hs := syncedHosts(t, "hb", "hc")
+	b, c := hs[0], hs[1]
 	ctx := context.Background()
 	blk := pfx("10.1.0.0/26")[0]
 	claims(t, b, blk, true, "a free block")
 	old := b.c.currentLease()
 	b.stop()
-	b = startHost(t, srv, "hb", "192.0.2.2") // restarted: a new lease
+	b = startHost(t, srv, "hb", "192.0.2.1") // restarted: a new lease
 	waitSynced(t, b.c, 5*time.Second)
 	leaseGoneWithin(t, c.c.etcd(), old, testTTL+5*time.Second)
 	if _, err := c.c.etcd().Delete(ctx, c.c.k.block(testPool, blk)); err != nil {
@@ -227,10 +241,8 @@ func TestBlockClaimsFollowTheLease(t *testing.T) {
 // but cannot be claimed while that host lives; once it runs this version
 // its claim gets its copy, and once it is gone the block can be claimed.
 func TestOlderHostsBlockClaimKept(t *testing.T) {
-	srv := etcdtest.Start(t)
-	o, c := startHost(t, srv, "ho", "192.0.2.4"), startHost(t, srv, "hc", "192.0.2.3")
-	waitSynced(t, o.c, 5*time.Second)
-	waitSynced(t, c.c, 5*time.Second)
+	srv, hs := syncedHosts(t, "ho", "hc")
+	o, c := hs[0], hs[1]
 	ctx := context.Background()
 	blk := pfx("10.1.0.0/26")[0]
 	if _, err := o.c.etcd().Put(ctx, o.c.k.block(testPool, blk), "ho"); err != nil { // as the version before claims
@@ -240,16 +252,13 @@ func TestOlderHostsBlockClaimKept(t *testing.T) {
 	claims(t, c, blk, false, "ho's claim without a copy, ho alive")
 
 	o.stop()
-	o = startHost(t, srv, "ho", "192.0.2.4") // upgraded
+	o = startHost(t, srv, "ho", "192.0.2.1") // upgraded
 	waitHolder(t, c, blk, "ho", 5*time.Second)
 	claims(t, c, blk, false, "ho runs this version")
 
 	o.stop()
-	deadline := time.Now().Add(testTTL + 5*time.Second)
-	for ok, err := c.c.ClaimBlock(ctx, testPool, blk); !ok; ok, err = c.c.ClaimBlock(ctx, testPool, blk) {
-		if err != nil || time.Now().After(deadline) {
-			t.Fatalf("block of a departed host not claimed: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFor(t, testTTL+5*time.Second, func() (bool, string) {
+		ok, err := c.c.ClaimBlock(ctx, testPool, blk)
+		return ok && err == nil, fmt.Sprintf("the block of departed host ho not claimed: %t %v", ok, err)
+	})
 }
