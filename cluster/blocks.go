@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -169,6 +170,44 @@ type blockState struct {
 	mu     sync.Mutex
 	keptOn clientv3.LeaseID // the lease keepBlocks last ran on
 	warned map[string]bool  // newer copies already logged
+	// last is the last listing of each pool and when it was taken: the
+	// allocator claims right after it lists, and a claim made from a
+	// listing is exact however old it is (it fails if any claim was
+	// created since), so a fresh one is not read twice.
+	last map[string]timedView
+}
+
+type timedView struct {
+	v  blockView
+	at time.Time
+}
+
+// listingReuse is how old a listing a claim starts from may be: older,
+// a refusal from it could be out of date.
+const listingReuse = time.Second
+
+func (s *blockState) keep(pool string, v blockView) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil || len(s.last) > 100 {
+		s.last = map[string]timedView{}
+	}
+	s.last[pool] = timedView{v: v, at: time.Now()}
+}
+
+// forget drops the listing of pool: this host changed its claims.
+func (s *blockState) forget(pool string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.last, pool)
+}
+
+// recent returns the listing of pool taken within listingReuse, if any.
+func (s *blockState) recent(pool string) (blockView, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tv, ok := s.last[pool]
+	return tv.v, ok && time.Since(tv.at) < listingReuse
 }
 
 // listOps read a pool's blocks in one revision.
@@ -193,7 +232,9 @@ func (c *Client) listBlocks(ctx context.Context, pool string) (blockView, error)
 	if err != nil {
 		return blockView{}, c.blockErr("list address blocks of pool "+pool, err)
 	}
-	return c.viewFrom(pool, resp.Header.Revision, resp.Responses), nil
+	v := c.viewFrom(pool, resp.Header.Revision, resp.Responses)
+	c.blk.keep(pool, v)
+	return v, nil
 }
 
 // blockErr classifies a failed etcd call on blocks: a refused permission
@@ -258,9 +299,11 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	if lease == 0 {
 		return false, fmt.Errorf("%w: claim block %s of pool %s: this host has no etcd lease", ErrUnavailable, block, pool)
 	}
-	v, err := c.listBlocks(rctx, pool)
-	if err != nil {
-		return false, err
+	v, ok := c.blk.recent(pool)
+	if !ok {
+		if v, err = c.listBlocks(rctx, pool); err != nil {
+			return false, err
+		}
 	}
 	for range claimAttempts {
 		p := planClaim(v, c.host, block, lease)
@@ -310,6 +353,7 @@ func (c *Client) tryClaim(ctx context.Context, pool string, block netip.Prefix, 
 		return false, blockView{}, false, c.blockErr(fmt.Sprintf("claim block %s of pool %s", block, pool), err)
 	}
 	if tr.Succeeded {
+		c.blk.forget(pool)
 		if other := p.namedOther(c.host); other != "" {
 			c.log.Info("etcd: reclaimed address block of a departed host", "pool", pool, "block", block, "from", other)
 		}
@@ -331,6 +375,7 @@ func (c *Client) ReleaseBlock(ctx context.Context, pool string, block netip.Pref
 	_, err := c.etcd().Txn(rctx).If(clientv3.Compare(clientv3.Value(name), "=", c.host)).
 		Then(clientv3.OpDelete(own), clientv3.OpDelete(name)).
 		Else(clientv3.OpDelete(own)).Commit()
+	c.blk.forget(pool)
 	if err != nil {
 		return c.blockErr(fmt.Sprintf("release block %s of pool %s", block, pool), err)
 	}

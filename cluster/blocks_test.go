@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -261,4 +262,82 @@ func TestOlderHostsBlockClaimKept(t *testing.T) {
 		ok, err := c.c.ClaimBlock(ctx, testPool, blk)
 		return ok && err == nil, fmt.Sprintf("the block of departed host ho not claimed: %t %v", ok, err)
 	})
+}
+
+// TestBlockClaimsAtScale measures what claims cost at 1000 hosts holding
+// 4 blocks in each of two pools (8,000 claims): a listing of one pool (every
+// claim is read, keys only, and those of the other pool dropped), and a
+// claim of a free block (a listing and one transaction whose compare
+// covers every claim). Before claims, a listing read the pool's blocks/
+// keys alone: logged beside them.
+func TestBlockClaimsAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 16,000 keys; skipped with -short")
+	}
+	_, hs := syncedHosts(t, "reader")
+	r := hs[0].c
+	ctx := context.Background()
+	pools := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/14"), netip.MustParsePrefix("10.4.0.0/14")}
+	var ops []clientv3.Op
+	for _, p := range pools {
+		for i := range 4000 {
+			host, blk := fmt.Sprintf("h%04d", i/4), netip.PrefixFrom(nthAddr(p.Addr(), i*64), 26)
+			ops = append(ops, clientv3.OpPut(r.k.hostBlock(host, PoolKey(p), blk), ""), clientv3.OpPut(r.k.block(PoolKey(p), blk), host))
+			if len(ops) == maxTxnOps {
+				if _, err := r.etcd().Txn(ctx).Then(ops...).Commit(); err != nil {
+					t.Fatal(err)
+				}
+				ops = ops[:0]
+			}
+		}
+	}
+	pool := PoolKey(pools[0])
+	timed := func(what string, f func(i int) error) time.Duration {
+		var all []time.Duration
+		for i := range 5 {
+			start := time.Now()
+			if err := f(i); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			all = append(all, time.Since(start))
+		}
+		slices.Sort(all)
+		t.Logf("%s: median %v of 5 (%v to %v)", what, all[2].Round(time.Microsecond), all[0].Round(time.Microsecond), all[4].Round(time.Microsecond))
+		return all[2]
+	}
+	timed("listing of blocks/ alone (before claims)", func(int) error {
+		_, err := r.etcd().Get(ctx, r.k.blocks(pool), clientv3.WithPrefix())
+		return err
+	})
+	list := timed("HeldBlocks", func(int) error {
+		held, err := r.HeldBlocks(ctx, pool)
+		if err == nil && len(held) != 4000 {
+			err = fmt.Errorf("%d blocks held, want 4000", len(held))
+		}
+		return err
+	})
+	claimNth := func(n int) error {
+		ok, err := r.ClaimBlock(ctx, pool, netip.PrefixFrom(nthAddr(pools[0].Addr(), n*64), 26))
+		if err == nil && !ok {
+			err = errors.New("refused")
+		}
+		return err
+	}
+	claim := timed("ClaimBlock of a free block (a listing and a transaction)", func(i int) error { return claimNth(4000 + i) })
+	timed("HeldBlocks, then ClaimBlock of a free block (as the allocator claims)", func(i int) error {
+		if _, err := r.HeldBlocks(ctx, pool); err != nil {
+			return err
+		}
+		return claimNth(4010 + i)
+	})
+	if !raceDetector && (list > time.Second || claim > time.Second) {
+		t.Errorf("a listing took %v and a claim %v, want under 1 s each", list, claim)
+	}
+}
+
+// nthAddr is the address n after a (IPv4).
+func nthAddr(a netip.Addr, n int) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) + uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
