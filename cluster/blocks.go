@@ -299,11 +299,9 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	if lease == 0 {
 		return false, fmt.Errorf("%w: claim block %s of pool %s: this host has no etcd lease", ErrUnavailable, block, pool)
 	}
-	v, ok := c.blk.recent(pool)
-	if !ok {
-		if v, err = c.listBlocks(rctx, pool); err != nil {
-			return false, err
-		}
+	v, err := c.claimListing(rctx, pool, block, lease)
+	if err != nil {
+		return false, err
 	}
 	for range claimAttempts {
 		p := planClaim(v, c.host, block, lease)
@@ -323,6 +321,18 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 		v = next
 	}
 	return false, fmt.Errorf("claim block %s of pool %s: other claims kept changing it (%d rounds); try again", block, pool, claimAttempts)
+}
+
+// claimListing is the listing a claim starts from: the last second's when
+// it leads to a transaction (whose compares make it exact), else a new one
+// (a refusal, or a claim already done, is said as of now).
+func (c *Client) claimListing(ctx context.Context, pool string, block netip.Prefix, lease int64) (blockView, error) {
+	if v, ok := c.blk.recent(pool); ok {
+		if step := planClaim(v, c.host, block, lease).step; step == claimFree || step == claimKeep {
+			return v, nil
+		}
+	}
+	return c.listBlocks(ctx, pool)
 }
 
 // tryClaim is one transaction of a claim by plan p, made from a listing at
