@@ -182,11 +182,12 @@ type timedView struct {
 	at time.Time
 }
 
-// listingReuse is how old a listing a claim starts from may be: older,
-// a refusal from it could be out of date.
+// listingReuse is how old a listing a claim starts from may be: an older
+// one would more often fail the claim's compare, a transaction lost.
 const listingReuse = time.Second
 
-func (s *blockState) keep(pool string, v blockView) {
+// remember keeps v as the last listing of pool.
+func (s *blockState) remember(pool string, v blockView) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.last == nil || len(s.last) > 100 {
@@ -210,7 +211,7 @@ func (s *blockState) recent(pool string) (blockView, bool) {
 	return tv.v, ok && time.Since(tv.at) < listingReuse
 }
 
-// listOps read a pool's blocks in one revision.
+// blockListOps read a pool's blocks in one revision.
 func (c *Client) blockListOps(pool string) []clientv3.Op {
 	return []clientv3.Op{
 		clientv3.OpGet(c.k.blocks(pool), clientv3.WithPrefix()),
@@ -233,7 +234,7 @@ func (c *Client) listBlocks(ctx context.Context, pool string) (blockView, error)
 		return blockView{}, c.blockErr("list address blocks of pool "+pool, err)
 	}
 	v := c.viewFrom(pool, resp.Header.Revision, resp.Responses)
-	c.blk.keep(pool, v)
+	c.blk.remember(pool, v)
 	return v, nil
 }
 

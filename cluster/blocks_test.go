@@ -278,18 +278,8 @@ func TestBlockClaimsAtScale(t *testing.T) {
 	r := hs[0].c
 	ctx := context.Background()
 	pools := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/14"), netip.MustParsePrefix("10.4.0.0/14")}
-	var ops []clientv3.Op
 	for _, p := range pools {
-		for i := range 4000 {
-			host, blk := fmt.Sprintf("h%04d", i/4), netip.PrefixFrom(nthAddr(p.Addr(), i*64), 26)
-			ops = append(ops, clientv3.OpPut(r.k.hostBlock(host, PoolKey(p), blk), ""), clientv3.OpPut(r.k.block(PoolKey(p), blk), host))
-			if len(ops) == maxTxnOps {
-				if _, err := r.etcd().Txn(ctx).Then(ops...).Commit(); err != nil {
-					t.Fatal(err)
-				}
-				ops = ops[:0]
-			}
-		}
+		writeClaims(t, r, p, 4000)
 	}
 	pool := PoolKey(pools[0])
 	timed := func(what string, f func(i int) error) time.Duration {
@@ -332,6 +322,23 @@ func TestBlockClaimsAtScale(t *testing.T) {
 	})
 	if !raceDetector && (list > time.Second || claim > time.Second) {
 		t.Errorf("a listing took %v and a claim %v, want under 1 s each", list, claim)
+	}
+}
+
+// writeClaims gives hosts h0000, h0001, ... 4 blocks (/26) each of pool p,
+// n in all, as ClaimBlock writes them (without a lease).
+func writeClaims(t *testing.T, c *Client, p netip.Prefix, n int) {
+	t.Helper()
+	var ops []clientv3.Op
+	for i := range n {
+		host, blk := fmt.Sprintf("h%04d", i/4), netip.PrefixFrom(nthAddr(p.Addr(), i*64), 26)
+		ops = append(ops, clientv3.OpPut(c.k.hostBlock(host, PoolKey(p), blk), ""), clientv3.OpPut(c.k.block(PoolKey(p), blk), host))
+		if len(ops) == maxTxnOps || i == n-1 {
+			if _, err := c.etcd().Txn(context.Background()).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			ops = ops[:0]
+		}
 	}
 }
 
