@@ -97,7 +97,9 @@ func (k keys) blockView(pool string, rev int64, names, copies []*mvccpb.KeyValue
 		}
 	}
 	for _, cs := range v.copies {
-		slices.SortFunc(cs, func(x, y blockCopy) int { return cmp.Compare(x.create, y.create) })
+		slices.SortFunc(cs, func(x, y blockCopy) int {
+			return cmp.Or(cmp.Compare(x.create, y.create), strings.Compare(x.host, y.host))
+		})
 	}
 	return v, bad
 }

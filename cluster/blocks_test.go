@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -347,4 +348,43 @@ func nthAddr(a netip.Addr, n int) netip.Addr {
 	b := a.As4()
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) + uint32(n)
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// FuzzBlockView feeds forged claim keys and blocks/ keys to a listing of
+// a pool: nothing crashes; a block's holder is always the host of its
+// oldest claim in that pool, whatever blocks/ says; a block only blocks/
+// names has no holder; and planClaim refuses exactly another host's block.
+func FuzzBlockView(f *testing.F) {
+	k := newKeys("")
+	blk := netip.MustParsePrefix("10.1.0.0/26")
+	f.Add(k.hostBlock("h1", testPool, blk), int64(5), k.hostBlock("h2", testPool, blk), int64(3), k.block(testPool, blk), "h1")
+	f.Add(k.hostBlock("h1", "other", blk), int64(2), k.allHostBlocks()+"h2/"+testPool, int64(1), k.blocks(testPool)+"x", "h2")
+	f.Add(k.hostBlock("h1", testPool, blk)+"/x", int64(9), k.hostBlock("me", testPool, blk), int64(9), k.block(testPool, blk), "me")
+	f.Fuzz(func(t *testing.T, key1 string, rev1 int64, key2 string, rev2 int64, nameKey, nameVal string) {
+		copies := []*mvccpb.KeyValue{{Key: []byte(key1), CreateRevision: rev1}, {Key: []byte(key2), CreateRevision: rev2}}
+		names := []*mvccpb.KeyValue{{Key: []byte(nameKey), Value: []byte(nameVal), ModRevision: 7}}
+		v, _ := k.blockView(testPool, 10, names, copies)
+		oldest := map[netip.Prefix]blockCopy{}
+		for _, kv := range copies {
+			host, pool, b, err := k.parseHostBlock(string(kv.Key))
+			if err != nil || pool != testPool {
+				continue
+			}
+			if o, ok := oldest[b]; !ok || kv.CreateRevision < o.create || kv.CreateRevision == o.create && host < o.host {
+				oldest[b] = blockCopy{host: host, create: kv.CreateRevision}
+			}
+		}
+		for b, holder := range v.holders() {
+			o, ok := oldest[b]
+			if ok && holder != o.host || !ok && holder != "" {
+				t.Fatalf("block %s held by %q; its oldest claim: %+v (%t)", b, holder, o, ok)
+			}
+			if refused := planClaim(v, "me", b, 1).step == claimRefused; refused != (ok && o.host != "me") {
+				t.Fatalf("block %s: claim by me refused %t; its oldest claim: %+v (%t)", b, refused, o, ok)
+			}
+		}
+		if len(v.holders()) < len(oldest) {
+			t.Fatalf("holders %v miss claims %v", v.holders(), oldest)
+		}
+	})
 }
