@@ -306,6 +306,13 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	if err != nil {
 		return false, err
 	}
+	return c.claimFrom(rctx, pool, block, v, lease)
+}
+
+// claimFrom claims block from listing v: a transaction per round, until it
+// succeeds or a listing (the failed transaction's answer) shows the block
+// held.
+func (c *Client) claimFrom(ctx context.Context, pool string, block netip.Prefix, v blockView, lease int64) (bool, error) {
 	for range claimAttempts {
 		p := planClaim(v, c.host, block, lease)
 		switch p.step {
@@ -314,14 +321,19 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 		case claimDone:
 			return true, nil
 		}
-		won, next, otherLives, err := c.tryClaim(rctx, pool, block, p, v.rev, lease)
-		if err != nil || won {
-			return won, err
+		r, err := c.tryClaim(ctx, pool, block, p, lease)
+		switch {
+		case err != nil:
+			return false, err
+		case r.won && p.step == claimFree:
+			return c.confirmClaim(ctx, pool, block, v.rev, r.rev)
+		case r.won:
+			return true, nil
 		}
-		if q := planClaim(next, c.host, block, lease); q.step == claimFree && q.namedOther(c.host) == p.namedOther(c.host) && otherLives {
+		if q := planClaim(r.next, c.host, block, lease); q.step == claimFree && q.namedOther(c.host) == p.namedOther(c.host) && r.otherLives {
 			return false, nil // the host blocks/ names lives: its claim stands
 		}
-		v = next
+		v = r.next
 	}
 	return false, fmt.Errorf("claim block %s of pool %s: other claims kept changing it (%d rounds); try again", block, pool, claimAttempts)
 }
@@ -338,19 +350,28 @@ func (c *Client) claimListing(ctx context.Context, pool string, block netip.Pref
 	return c.listBlocks(ctx, pool)
 }
 
-// tryClaim is one transaction of a claim by plan p, made from a listing at
-// rev. When it fails, next is a listing as of the failure and otherLives
-// says whether the host blocks/ named is alive then.
-func (c *Client) tryClaim(ctx context.Context, pool string, block netip.Prefix, p claimPlan, rev, lease int64) (won bool, next blockView, otherLives bool, err error) {
+// claimTry is the outcome of one claim transaction: won at revision rev,
+// or not, with a listing as of then and whether the host blocks/ named
+// is alive.
+type claimTry struct {
+	won        bool
+	rev        int64
+	next       blockView
+	otherLives bool
+}
+
+// tryClaim is one transaction of a claim by plan p: this host's claim, on
+// condition that blocks/ is as listed (a rival for the block writes it
+// too) and, when it names another host, that host is gone; or, for a
+// claim of this host's, that it is still the same key.
+func (c *Client) tryClaim(ctx context.Context, pool string, block netip.Prefix, p claimPlan, lease int64) (claimTry, error) {
 	own, name := c.k.hostBlock(c.host, pool, block), c.k.block(pool, block)
 	var conds []clientv3.Cmp
 	orElse := c.blockListOps(pool)
 	if p.step == claimKeep {
 		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(own), "=", p.own.create))
 	} else {
-		conds = append(conds,
-			clientv3.Compare(clientv3.CreateRevision(c.k.allHostBlocks()), "<", rev+1).WithPrefix(),
-			clientv3.Compare(clientv3.ModRevision(name), "=", p.name.mod))
+		conds = append(conds, clientv3.Compare(clientv3.ModRevision(name), "=", p.name.mod))
 		if other := p.namedOther(c.host); other != "" {
 			conds = append(conds, clientv3.Compare(clientv3.CreateRevision(c.k.host(other)), "=", 0),
 				clientv3.Compare(clientv3.CreateRevision(c.k.hostEndpoints(other)), "=", 0).WithPrefix())
@@ -363,20 +384,51 @@ func (c *Client) tryClaim(ctx context.Context, pool string, block netip.Prefix, 
 		clientv3.OpPut(name, c.host),
 	).Else(orElse...).Commit()
 	if err != nil {
-		return false, blockView{}, false, c.blockErr(fmt.Sprintf("claim block %s of pool %s", block, pool), err)
+		return claimTry{}, c.blockErr(fmt.Sprintf("claim block %s of pool %s", block, pool), err)
 	}
 	if tr.Succeeded {
 		c.blk.forget(pool)
 		if other := p.namedOther(c.host); other != "" {
 			c.log.Info("etcd: reclaimed address block of a departed host", "pool", pool, "block", block, "from", other)
 		}
-		return true, blockView{}, false, nil
+		return claimTry{won: true, rev: tr.Header.Revision}, nil
 	}
-	next = c.viewFrom(pool, tr.Header.Revision, tr.Responses)
-	for _, r := range tr.Responses[2:] {
-		otherLives = otherLives || r.GetResponseRange().Count > 0
+	r := claimTry{next: c.viewFrom(pool, tr.Header.Revision, tr.Responses)}
+	for _, resp := range tr.Responses[2:] {
+		r.otherLives = r.otherLives || resp.GetResponseRange().Count > 0
 	}
-	return false, next, otherLives, nil
+	return r, nil
+}
+
+// confirmClaim checks a claim of block committed at rev from a listing at
+// listRev: it holds unless another claim of the block was created in
+// between (its blocks/ key deleted meanwhile, or written alone, so the
+// transaction's compare could not see it). That one is older: this host's
+// claim goes again, and blocks/ names the other.
+func (c *Client) confirmClaim(ctx context.Context, pool string, block netip.Prefix, listRev, rev int64) (bool, error) {
+	what := fmt.Sprintf("confirm the claim of block %s of pool %s", block, pool)
+	resp, err := c.etcd().Get(ctx, c.k.allHostBlocks(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinCreateRev(listRev+1), clientv3.WithMaxCreateRev(rev-1))
+	if err != nil {
+		return false, c.blockErr(what, err) // a next claim finds whose is older
+	}
+	older, at := "", rev
+	for _, kv := range resp.Kvs {
+		if host, p, b, err := c.k.parseHostBlock(string(kv.Key)); err == nil && p == pool && b == block && kv.CreateRevision < at {
+			older, at = host, kv.CreateRevision
+		}
+	}
+	if older == "" {
+		return true, nil
+	}
+	own, name := c.k.hostBlock(c.host, pool, block), c.k.block(pool, block)
+	if _, err := c.etcd().Txn(ctx).If(clientv3.Compare(clientv3.Value(name), "=", c.host)).
+		Then(clientv3.OpDelete(own), clientv3.OpPut(name, older)).Else(clientv3.OpDelete(own)).Commit(); err != nil {
+		return false, c.blockErr(what, err)
+	}
+	c.log.Warn("etcd: an older claim of the address block was made while this host claimed it, without its blocks/ key: this host's claim withdrawn",
+		"pool", pool, "block", block, "holder", older)
+	return false, nil
 }
 
 // ReleaseBlock gives block back when this host holds it: its copy goes,
