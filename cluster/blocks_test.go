@@ -272,9 +272,9 @@ func TestOlderHostsBlockClaimKept(t *testing.T) {
 // TestBlockClaimsAtScale measures what claims cost at 1000 hosts holding
 // 4 blocks in each of two pools (8,000 claims): a listing of one pool (every
 // claim is read, keys only, and those of the other pool dropped), and a
-// claim of a free block (a listing and one transaction whose compare
-// covers every claim). Before claims, a listing read the pool's blocks/
-// keys alone: logged beside them.
+// claim of a free block (a listing, a transaction, and the read of the
+// claims created since the listing). Before claims, a listing read the
+// pool's blocks/ keys alone: logged beside them.
 func TestBlockClaimsAtScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 16,000 keys; skipped with -short")
@@ -318,7 +318,7 @@ func TestBlockClaimsAtScale(t *testing.T) {
 		}
 		return err
 	}
-	claim := timed("ClaimBlock of a free block (a listing and a transaction)", func(i int) error { return claimNth(4000 + i) })
+	claim := timed("ClaimBlock of a free block (a listing, a transaction, a confirmation)", func(i int) error { return claimNth(4000 + i) })
 	timed("HeldBlocks, then ClaimBlock of a free block (as the allocator claims)", func(i int) error {
 		if _, err := r.HeldBlocks(ctx, pool); err != nil {
 			return err
