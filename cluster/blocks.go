@@ -31,10 +31,13 @@ import (
 //     delete or rewrite another's copy. A block with no copy has no holder;
 //     rewriting or deleting blocks/ changes nothing of who holds it.
 //   - a claim succeeds only if no copy of the block exists: it lists every
-//     copy (hostblocks/, keys only) and writes on condition that no key
-//     under hostblocks/ was created since (etcd holds a compare over a
-//     range only if it holds for every key in it), so two claims of one
-//     block, or a copy forged meanwhile, cannot both win.
+//     copy (hostblocks/, keys only) and writes on condition that the
+//     block's blocks/ key is as listed (a rival for the block writes it
+//     too, so only one of them commits, and claims of other blocks never
+//     conflict). A third host may have deleted that key right after a
+//     rival's claim, or written a copy alone; so the claimant then reads
+//     the copies created between its listing and its claim, and if one is
+//     of the block, it is older: the claimant's goes again (confirmClaim).
 //   - copies go with the holder's lease, as its endpoint records do: a host
 //     whose lease lapsed (cut off longer than the TTL) holds nothing, and a
 //     host that comes back after another took its block sees that one as
@@ -44,9 +47,9 @@ import (
 //     version before (which write no copy) while they live, and those of a
 //     host back from a lapse until it has claimed them again (keepBlocks).
 //
-// Claims are rare (one per block of addresses, and after a lease changed),
-// so a claim that finds another claim committed in between lists again,
-// from the failed transaction's answer, and tries again.
+// A claim whose transaction fails lists again, from the failed
+// transaction's answer, and tries again: the block is then held, or its
+// blocks/ key changed under it.
 
 // claimAttempts bounds the rounds of one claim: each failed round means
 // another claim committed (or someone keeps writing blocks/ keys).
