@@ -467,6 +467,23 @@ func (c *Client) keepBlocks(ctx context.Context) error {
 	if done {
 		return nil
 	}
+	err := c.keepBlocksOn(ctx, lease)
+	if errors.Is(err, rpctypes.ErrPermissionDenied) {
+		// A role made before hostblocks/ existed: this host's records are
+		// published all the same, and each claim says what to run.
+		c.log.Error("etcd: this host's address block claims cannot follow its new lease", "err", err)
+		err = nil
+	}
+	if err == nil {
+		c.blk.mu.Lock()
+		c.blk.keptOn = lease
+		c.blk.mu.Unlock()
+	}
+	return err
+}
+
+// keepBlocksOn is keepBlocks' work on lease.
+func (c *Client) keepBlocksOn(ctx context.Context, lease clientv3.LeaseID) error {
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	resp, err := c.etcd().Txn(rctx).Then(clientv3.OpGet(c.k.hostBlocks(c.host), clientv3.WithPrefix()),
@@ -487,9 +504,6 @@ func (c *Client) keepBlocks(ctx context.Context) error {
 		}
 		c.log.Info("etcd: address block of this host claimed again on its new lease", "pool", x.pool, "block", x.block, "claimed", ok)
 	}
-	c.blk.mu.Lock()
-	c.blk.keptOn = lease
-	c.blk.mu.Unlock()
 	return nil
 }
 

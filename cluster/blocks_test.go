@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +102,35 @@ func TestForgedBlockClaimsNotBelieved(t *testing.T) {
 		t.Fatal(err)
 	}
 	claims(t, c, spare, true, "ha was removed")
+}
+
+// TestHostWithoutClaimGrantPublishes: a host whose role was made before
+// hostblocks/ existed (add-host not run again), upgraded while a blocks/
+// key names it, still publishes its records and stays connected; its
+// claim is refused naming add-host.
+func TestHostWithoutClaimGrantPublishes(t *testing.T) {
+	ac := newAuthCluster(t, "hb")
+	adm := ac.admin(t, "root", "rootpw")
+	defer adm.Close()
+	ctx := context.Background()
+	k := newKeys("/test")
+	if _, err := adm.cli.RoleRevokePermission(ctx, HostUser("hb"), k.hostBlocks("hb"), clientv3.GetPrefixRangeEnd(k.hostBlocks("hb"))); err != nil {
+		t.Fatal(err)
+	}
+	blk := pfx("10.1.0.0/26")[0]
+	if _, err := adm.cli.Put(ctx, k.block(testPool, blk), "hb"); err != nil { // as the version before claimed
+		t.Fatal(err)
+	}
+	b := ac.host(t, "hb", "192.0.2.2")
+	b.c.Rejoin(42)
+	waitSynced(t, b.c, 5*time.Second)
+	time.Sleep(time.Second) // rounds after the first
+	if ok, why := b.c.Connected(); !ok {
+		t.Fatalf("hb not connected: %s", why)
+	}
+	if _, err := b.c.ClaimBlock(ctx, testPool, blk); !errors.Is(err, rpctypes.ErrPermissionDenied) || !strings.Contains(err.Error(), "add-host --host-id hb") {
+		t.Fatalf("claim without the grant: %v", err)
+	}
 }
 
 func opErr[T any](_ T, err error) error { return err }
