@@ -301,15 +301,44 @@ func (c *Client) ClaimBlock(ctx context.Context, pool string, block netip.Prefix
 	if err := c.awaitStanding(rctx); err != nil {
 		return false, fmt.Errorf("claim block %s of pool %s: %w", block, pool, err)
 	}
-	lease := int64(c.currentLease())
+	lease := c.currentLease()
+	ok, err = c.claimOn(rctx, pool, block, int64(lease))
+	if err != nil && isLeaseGone(err) {
+		// The lease lapsed before the publishing loop found out (a host
+		// back from a partition): claim on the lease it takes next.
+		if err := c.awaitNewLease(rctx, lease); err != nil {
+			return false, fmt.Errorf("claim block %s of pool %s: this host's lease expired: %w", block, pool, err)
+		}
+		ok, err = c.claimOn(rctx, pool, block, int64(c.currentLease()))
+	}
+	return ok, err
+}
+
+// claimOn claims block for this host on lease.
+func (c *Client) claimOn(ctx context.Context, pool string, block netip.Prefix, lease int64) (bool, error) {
 	if lease == 0 {
 		return false, fmt.Errorf("%w: claim block %s of pool %s: this host has no etcd lease", ErrUnavailable, block, pool)
 	}
-	v, err := c.claimListing(rctx, pool, block, lease)
+	v, err := c.claimListing(ctx, pool, block, lease)
 	if err != nil {
 		return false, err
 	}
-	return c.claimFrom(rctx, pool, block, v, lease)
+	return c.claimFrom(ctx, pool, block, v, lease)
+}
+
+// awaitNewLease waits until this host holds a lease other than gone, with
+// its records on it.
+func (c *Client) awaitNewLease(ctx context.Context, gone clientv3.LeaseID) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for c.currentLease() == gone {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no new lease yet: %w", ErrUnavailable, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return c.awaitStanding(ctx)
 }
 
 // claimFrom claims block from listing v: a transaction per round, until it

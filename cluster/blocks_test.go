@@ -49,6 +49,9 @@ func claims(t *testing.T, h *testHost, blk netip.Prefix, want bool, after string
 func TestForgedBlockClaimsNotBelieved(t *testing.T) {
 	ac := newAuthCluster(t, "ha", "hb", "hc")
 	a, b, c := ac.host(t, "ha", "192.0.2.1"), ac.host(t, "hb", "192.0.2.2"), ac.host(t, "hc", "192.0.2.3")
+	for _, h := range []*testHost{a, b, c} {
+		waitSynced(t, h.c, 15*time.Second) // authenticating costs bcrypt rounds: slow on a loaded machine
+	}
 	ctx := context.Background()
 	blk, other := pfx("10.1.0.0/26")[0], pfx("10.1.0.64/26")[0]
 	claims(t, b, blk, true, "a free block")
@@ -449,4 +452,22 @@ func TestConcurrentClaimsOfOtherBlocks(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("64 claims by 16 hosts at once in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestClaimRightAfterLeaseLost: a claim made before the publishing loop
+// has found its lease gone (a host back from a partition allocates at
+// once) waits for the next lease and claims on it.
+func TestClaimRightAfterLeaseLost(t *testing.T) {
+	_, hs := syncedHosts(t, "hb")
+	b, ctx := hs[0], context.Background()
+	old := b.c.currentLease()
+	if _, err := b.c.etcd().Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	blk := pfx("10.1.0.0/26")[0]
+	claims(t, b, blk, true, "its lease was revoked")
+	kv := mustKV(t, b.c.etcd(), b.c.k.hostBlock("hb", testPool, blk))
+	if l := clientv3.LeaseID(kv.Lease); l == old || l != b.c.currentLease() {
+		t.Fatalf("the claim is on lease %x, want the new one %x (the old was %x)", l, b.c.currentLease(), old)
+	}
 }
