@@ -22,10 +22,10 @@ import (
 //	hosts/<id>              its host record (one key)
 //	endpoints/<id>/         its endpoint records
 //	memberships/<id>/       its memberships
-//	hostblocks/<id>/        its claims of address blocks (blocks.go)
 //	net/                    every network's records: any host may join any
 //	                        network, so readers check these against the two
 //	                        ranges above (verify.go)
+//	hostblocks/<id>/        its claims of address blocks (blocks.go)
 //	blocks/ networks/ subnets/   the cluster-wide claims (compare-and-swap);
 //	                        a block is held by the claim in hostblocks/
 //
