@@ -25,7 +25,9 @@ import (
 //	net/                    every network's records: any host may join any
 //	                        network, so readers check these against the two
 //	                        ranges above (verify.go)
-//	blocks/ networks/ subnets/   the cluster-wide claims (compare-and-swap)
+//	hostblocks/<id>/        its claims of address blocks (blocks.go)
+//	blocks/ networks/ subnets/   the cluster-wide claims (compare-and-swap);
+//	                        a block is held by the claim in hostblocks/
 //
 // So no host can publish, change or delete what another host says of
 // itself: its own ranges are its alone, and what it writes in a network's
@@ -50,6 +52,7 @@ func (k keys) hostGrants(id string) []Grant {
 		{Key: k.host(id), Write: true},
 		prefix(k.hostEndpoints(id)),
 		prefix(k.memberships(id)),
+		prefix(k.hostBlocks(id)),
 		prefix(k.prefix + "/net/"),
 		prefix(k.prefix + "/blocks/"),
 		prefix(k.prefix + "/networks/"),
@@ -205,6 +208,11 @@ func (a *Admin) RemoveHost(ctx context.Context, id string) error {
 	}
 	if _, err := a.cli.RoleDelete(ctx, name); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
 		return fmt.Errorf("delete etcd role %s: %w", name, err)
+	}
+	// Block claims are on the host's lease, unless a compromised host
+	// wrote some without one: those would hold their blocks for ever.
+	if _, err := a.cli.Delete(ctx, a.k.hostBlocks(id), clientv3.WithPrefix()); err != nil {
+		return fmt.Errorf("delete the address block claims of host %s: %w", id, err)
 	}
 	resp, err := a.cli.Get(ctx, a.k.host(id))
 	if err != nil {

@@ -82,6 +82,7 @@ type Client struct {
 	lists, events atomic.Uint64 // network listings and watch events received (WatchStats)
 	copyReads     atomic.Uint64 // hosts' own copies read to verify their records (verify.go)
 	old           oldHosts      // live hosts on the layout before records by network (legacy.go)
+	blk           blockState    // address block claims (blocks.go)
 }
 
 // New returns a Client. It does not wait for etcd: the plugin starts and

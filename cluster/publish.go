@@ -41,7 +41,11 @@ func (c *Client) Run(ctx context.Context) {
 		case again:
 			continue
 		}
-		if err := c.syncOnce(ctx, full); err != nil {
+		err := c.syncOnce(ctx, full)
+		if err == nil {
+			err = c.keepBlocks(ctx) // block claims follow the lease (blocks.go)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}

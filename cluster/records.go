@@ -10,7 +10,8 @@
 //	endpoints/<host>/<ep>       endpoint record (JSON), on the host's lease
 //	networks/<vni>              the subnets of a VNI (JSON), no lease
 //	subnets/<subnet>            the VNI of a subnet, no lease
-//	blocks/<pool>/<block>       the host holding an address block, no lease
+//	blocks/<pool>/<block>       the host that last claimed an address block, no lease
+//	hostblocks/<host>/<pool>/<block>  the host's claim of that block, on its lease (blocks.go)
 //	memberships/<host>/<vni>    the host has the network, on the host's lease
 //	net/<vni>/...               each network's own records (netrecords.go)
 //
@@ -98,6 +99,12 @@ func (k keys) subnet(p netip.Prefix) string { return k.prefix + "/subnets/" + es
 func (k keys) blocks(pool string) string    { return k.prefix + "/blocks/" + pool + "/" }
 func (k keys) block(pool string, b netip.Prefix) string {
 	return k.blocks(pool) + escapePrefix(b)
+}
+func (k keys) allBlocks() string             { return k.prefix + "/blocks/" }
+func (k keys) allHostBlocks() string         { return k.prefix + "/hostblocks/" }
+func (k keys) hostBlocks(host string) string { return k.allHostBlocks() + host + "/" }
+func (k keys) hostBlock(host, pool string, b netip.Prefix) string {
+	return k.hostBlocks(host) + pool + "/" + escapePrefix(b)
 }
 
 // escapePrefix keeps a prefix one key segment: 10.1.0.0/24 -> 10.1.0.0_24.

@@ -118,7 +118,7 @@ func (fc *faultCluster) etcdKeys() ([]etcdKV, error) {
 // one membership of xnet's VNI (in the host's memberships/ and in the network's own
 // records) and one record per live endpoint (in the host's range and in
 // the network's) for every host, all on that host's one lease, which etcd still has; address blocks
-// held by live hosts only; nothing else under the prefix but the network's
+// held by live hosts only, each host's claims (hostblocks/) on its lease; nothing else under the prefix but the network's
 // identity. It returns the findings (empty: no stale key) and each host's
 // lease.
 func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
@@ -152,6 +152,7 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 		return []string{err.Error()}, nil
 	}
 	var found []string
+	var claims []etcdKV // block claims, their owners as values
 	leases := map[string]int64{}
 	have := map[string]bool{}
 	for _, kv := range kvs {
@@ -166,6 +167,9 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 				found = append(found, fmt.Sprintf("%s: on lease %x, the host's other keys on %x", key, kv.Lease, l))
 			}
 			leases[owner] = kv.Lease
+		case strings.HasPrefix(key, "/vxbridge/hostblocks/"): // a host's claim of a block: checked below
+			owner, _, _ := strings.Cut(strings.TrimPrefix(key, "/vxbridge/hostblocks/"), "/")
+			claims = append(claims, etcdKV{Key: kv.Key, Value: []byte(owner), Lease: kv.Lease})
 		case strings.HasPrefix(key, "/vxbridge/blocks/"):
 			if ids[string(kv.Value)] == nil {
 				found = append(found, fmt.Sprintf("%s: held by %q, no live host", key, kv.Value))
@@ -181,6 +185,11 @@ func (fc *faultCluster) staleKeys(t *testing.T) ([]string, map[string]int64) {
 	for key := range want {
 		if !have[key] {
 			found = append(found, "missing key "+key)
+		}
+	}
+	for _, kv := range claims {
+		if owner := string(kv.Value); ids[owner] == nil || kv.Lease != leases[owner] {
+			found = append(found, fmt.Sprintf("%s: on lease %x, not on a live host's (%x)", kv.Key, kv.Lease, leases[owner]))
 		}
 	}
 	for id, l := range leases {

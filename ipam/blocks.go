@@ -61,7 +61,9 @@ type BlockLeaser interface {
 	// Unreachable says whether an error of HeldBlocks or ClaimBlock means
 	// etcd did not answer (rather than answered with a refusal).
 	Unreachable(err error) bool
-	// HeldBlocks lists the blocks of pool and the host holding each.
+	// HeldBlocks lists the blocks of pool and the host holding each; ""
+	// for a block claimed once but held by no live host now (ClaimBlock
+	// says whether it can be taken).
 	HeldBlocks(ctx context.Context, pool string) (map[netip.Prefix]string, error)
 	// ClaimBlock takes block for this host; false means another live host has it.
 	ClaimBlock(ctx context.Context, pool string, block netip.Prefix) (bool, error)
@@ -471,8 +473,9 @@ func (b *blockAllocator) candidate(held map[netip.Prefix]string) (netip.Prefix, 
 	return netip.Prefix{}, errNoBlock
 }
 
-// reclaimable returns a block of a host that is gone, if etcd lets this
-// host have one.
+// reclaimable returns a block no live host holds (its holder is gone), if
+// etcd lets this host have one. A block with a holder is not asked for: its
+// holder is alive (its claim goes with its lease).
 func (b *blockAllocator) reclaimable(ctx context.Context, held map[netip.Prefix]string) (netip.Prefix, error) {
 	me := b.f.cfg.Leaser.HostID()
 	var hosts []string
@@ -480,8 +483,11 @@ func (b *blockAllocator) reclaimable(ctx context.Context, held map[netip.Prefix]
 		if host == me {
 			continue
 		}
-		if ok, err := b.f.cfg.Leaser.ClaimBlock(ctx, b.poolKey, blk); err == nil && ok {
-			return blk, nil
+		if host == "" {
+			if ok, err := b.f.cfg.Leaser.ClaimBlock(ctx, b.poolKey, blk); err == nil && ok {
+				return blk, nil
+			}
+			host = "(a host of an older vxbridge, or one back from a lapsed lease)"
 		}
 		if !slices.Contains(hosts, host) {
 			hosts = append(hosts, host)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	helpers "github.com/docker/go-plugins-helpers/ipam"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/vxbridge/vxbridge/cluster"
 	"github.com/vxbridge/vxbridge/internal/testutil/clustertest"
@@ -211,5 +212,59 @@ func TestRestartedPluginWhileEtcdStops(t *testing.T) {
 			t.Fatalf("etcd is back and the held blocks are still unconfirmed (%v)", why)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestForgedBlockKeysChangeNoHolder: a third host deletes host hb's
+// blocks/ key and writes a claim of its own for hb's block, in a full
+// pool: hc cannot take the block (the pool is exhausted), and hb,
+// restarted on a new lease, checks its block and keeps handing out
+// addresses from it.
+func TestForgedBlockKeysChangeNoHolder(t *testing.T) {
+	srv := etcdtest.Start(t)
+	dir := t.TempDir()
+	b, bc := etcdBlockHostIn(t, srv, "hb", dir)
+	stopB := runLoop(t, bc)
+	c, cc := etcdBlockHost(t, srv, "hc")
+	runLoop(t, cc)
+	held := netip.MustParsePrefix("10.1.0.0/28")
+	if got := b.alloc(t); !held.Contains(got) {
+		t.Fatalf("hb's first address %s", got)
+	}
+	b.f.byPool[netip.MustParsePrefix("10.1.0.0/26")].prefetches.Wait()
+	hd := clustertest.Run(t, cluster.Config{Endpoints: []string{srv.Endpoint}, HostID: "hd"}, "192.0.2.4")
+	ctx := context.Background()
+	for _, blk := range []string{"10.1.0.16/28", "10.1.0.32/28", "10.1.0.48/28"} { // the rest of the pool
+		if ok, err := hd.ClaimBlock(ctx, "10.1.0.0_26", netip.MustParsePrefix(blk)); !ok || err != nil {
+			t.Fatalf("hd claims %s: %t %v", blk, ok, err)
+		}
+	}
+	evil, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	if _, err := evil.Delete(ctx, "/vxbridge/blocks/10.1.0.0_26/10.1.0.0_28"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := evil.Put(ctx, "/vxbridge/hostblocks/ha/10.1.0.0_26/10.1.0.0_28", ""); err != nil {
+		t.Fatal(err)
+	}
+
+	if resp, err := c.d.RequestAddress(&helpers.RequestAddressRequest{PoolID: c.pool}); err == nil {
+		t.Fatalf("hc handed out %s: the pool is full, %s is hb's", resp.Address, held)
+	}
+	stopB()
+	bc.Close()
+	b.st.Close()
+	b, bc = etcdBlockHostIn(t, srv, "hb", dir) // restarted: a new lease, its block checked again
+	runLoop(t, bc)
+	for range 3 {
+		if got := b.alloc(t); !held.Contains(got) {
+			t.Fatalf("hb, restarted, handed out %s: want one of its block %s", got, held)
+		}
+	}
+	if lost := b.f.LostBlocks(); len(lost) != 0 {
+		t.Fatalf("hb dropped blocks as lost: %+v", lost)
 	}
 }

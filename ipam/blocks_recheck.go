@@ -129,7 +129,7 @@ func (b *blockAllocator) check(ctx context.Context) (keep []netip.Prefix, lost [
 	me := l.HostID()
 	for _, blk := range b.blocks {
 		holder, ok := held[blk]
-		if !ok {
+		if !ok || holder == "" { // no live host holds it: this host's again, unless a claim wins
 			claimed, err := l.ClaimBlock(ctx, b.poolKey, blk)
 			if err != nil {
 				return nil, nil, fmt.Errorf("claim address block %s again: %w", blk, err)

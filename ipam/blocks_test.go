@@ -61,6 +61,9 @@ func (l fakeLeaser) HeldBlocks(_ context.Context, pool string) (map[netip.Prefix
 	}
 	out := map[netip.Prefix]string{}
 	for b, h := range l.e.blocks[pool] {
+		if l.e.dead[h] {
+			h = "" // its claim went with its lease, as cluster.HeldBlocks says
+		}
 		out[b] = h
 	}
 	return out, nil
