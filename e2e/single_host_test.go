@@ -335,6 +335,7 @@ func (s *singleHost) parallelRuns(t *testing.T) {
 		names[i] = fmt.Sprintf("n10-%02d", i)
 	}
 	t.Cleanup(func() { removeContainers(t, h, names...) })
+	logFrom := len(h.Plugin().Log())
 
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -366,6 +367,8 @@ func (s *singleHost) parallelRuns(t *testing.T) {
 		owner[ip] = name
 	}
 	waitPing(t, h, names[0], containerIP(t, h, names[n-1], "vxn10", false))
+	removeContainers(t, h, names...)
+	removeNetworkAfterRuns(t, h, "vxn10", logFrom)
 }
 
 // (11) The network driver with docker's default IPAM.
