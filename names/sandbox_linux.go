@@ -26,7 +26,17 @@ var embeddedDNS = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 11), Port: 53}
 // sandbox is a UDP socket made inside a container's network namespace
 // (the socket stays there; the thread that made it went back), connected
 // to docker's embedded DNS.
-type sandbox struct{ c *net.UDPConn }
+// sandbox asks docker's embedded DNS in one container's namespace. A
+// question that fails is followed by a new socket: docker installs the NAT
+// rule that leads 127.0.0.11:53 to its resolver only as it sets the sandbox
+// up, and a socket whose first question came before that is held by its
+// conntrack entry (refreshed by each retry) to the bare port, refused for
+// good.
+type sandbox struct {
+	ns     netns.NsHandle
+	c      *net.UDPConn
+	failed bool
+}
 
 // OpenSandbox opens a socket to docker's embedded DNS in the network
 // namespace at path (Join's SandboxKey), as this process's mounts see it.
@@ -57,20 +67,40 @@ func openSandbox(mnt *namespace.MountNS, key string) (Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	c, err := dialIn(h)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("socket in sandbox %s: %w", key, err)
+	}
+	return &sandbox{ns: h, c: c}, nil
+}
+
+func dialIn(h netns.NsHandle) (*net.UDPConn, error) {
 	var c *net.UDPConn
-	err = namespace.Do(h, func() error {
+	err := namespace.Do(h, func() error {
 		var err error
 		c, err = net.DialUDP("udp4", nil, embeddedDNS)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("socket in sandbox %s: %w", key, err)
-	}
-	return &sandbox{c: c}, nil
+	return c, err
 }
 
-func (s *sandbox) Close() error { return s.c.Close() }
+func (s *sandbox) Close() error {
+	err := s.c.Close()
+	s.ns.Close()
+	return err
+}
+
+// redial replaces the socket after a failed question (see sandbox).
+func (s *sandbox) redial() error {
+	c, err := dialIn(s.ns)
+	if err != nil {
+		return err
+	}
+	s.c.Close()
+	s.c, s.failed = c, false
+	return nil
+}
 
 // sandboxPath finds the namespace docker mounted at key. Docker mounts it
 // in its own mount namespace: where that is not vxbridge's (dockerd with
@@ -179,7 +209,13 @@ func (s *sandbox) Resolves(ctx context.Context, name string, addr netip.Addr) bo
 
 // exchange sends one query and waits for its answer until ctx ends;
 // stray answers (of an earlier query that timed out) are skipped.
-func (s *sandbox) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+func (s *sandbox) exchange(ctx context.Context, name string, qtype uint16) (r *dns.Msg, retErr error) {
+	if s.failed {
+		if err := s.redial(); err != nil {
+			return nil, err
+		}
+	}
+	defer func() { s.failed = retErr != nil }()
 	q := new(dns.Msg)
 	q.SetQuestion(name, qtype)
 	out, err := q.Pack()
@@ -202,7 +238,7 @@ func (s *sandbox) exchange(ctx context.Context, name string, qtype uint16) (*dns
 		if err != nil {
 			return nil, err
 		}
-		r := new(dns.Msg)
+		r = new(dns.Msg)
 		if r.Unpack(buf[:n]) == nil && r.Id == q.Id && r.Response {
 			return r, nil
 		}
