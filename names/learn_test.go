@@ -103,39 +103,33 @@ func TestLearnerForgetStops(t *testing.T) {
 // TestLearnerWaitsForTheSandbox: docker 20.10 mounts the namespace only
 // after Join; the learner looks again until it is there.
 func TestLearnerWaitsForTheSandbox(t *testing.T) {
-	sb := &fakeSandbox{ptr: "web.xnet."}
-	var opened atomic.Int32
-	l := NewLearner(func(string) (Sandbox, error) {
-		if opened.Add(1) <= 3 {
-			return nil, ErrNoSandbox
-		}
-		return sb, nil
-	}, nil)
-	defer l.Close()
-	r := newResult()
-	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
-	if name, _ := r.wait(t); name != "web" || opened.Load() != 4 {
-		t.Fatalf("found %q after %d opens, want web after 4", name, opened.Load())
-	}
+	foundAfterFailedOpens(t, 3, ErrNoSandbox)
 }
 
 // TestLearnerRetriesAFailedOpen: a sandbox that is there but cannot be
 // used yet (its socket fails while docker sets the namespace up) is tried
 // again, not given up for good.
 func TestLearnerRetriesAFailedOpen(t *testing.T) {
+	foundAfterFailedOpens(t, 2, errors.New("socket in sandbox: connect: network is unreachable"))
+}
+
+// foundAfterFailedOpens has opening the sandbox fail with err the first
+// failures times, and fails unless the name is found on the next open.
+func foundAfterFailedOpens(t *testing.T, failures int32, err error) {
+	t.Helper()
 	sb := &fakeSandbox{ptr: "web.xnet."}
 	var opened atomic.Int32
 	l := NewLearner(func(string) (Sandbox, error) {
-		if opened.Add(1) <= 2 {
-			return nil, errors.New("socket in sandbox: connect: network is unreachable")
+		if opened.Add(1) <= failures {
+			return nil, err
 		}
 		return sb, nil
 	}, nil)
 	defer l.Close()
 	r := newResult()
 	l.Learn("e1", "/var/run/docker/netns/1", ctrAddr, r.found)
-	if name, _ := r.wait(t); name != "web" || opened.Load() != 3 {
-		t.Fatalf("found %q after %d opens, want web after 3", name, opened.Load())
+	if name, _ := r.wait(t); name != "web" || opened.Load() != failures+1 {
+		t.Fatalf("found %q after %d opens, want web after %d", name, opened.Load(), failures+1)
 	}
 }
 
